@@ -1,0 +1,139 @@
+#pragma once
+// The validated, immutable configuration of one generation ("snapshot") of the gateway.
+// Built only by config::load_*; read by every thread; never mutated after loading.
+// Key names and defaults are documented in docs/configuration.md.
+
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+#include <vector>
+
+namespace tollgate::config {
+
+using Millis = std::chrono::milliseconds;
+
+/// A parsed backend endpoint URL (http:// or https://).
+struct Endpoint {
+  std::string scheme;     // "http" or "https"
+  std::string host;       // host name or IP literal, without brackets
+  std::uint16_t port = 0;
+  std::string base_path;  // "" or "/prefix" (no trailing slash)
+  bool tls = false;
+  std::string host_header;  // what goes into Host: (host[:port] unless default port)
+  std::string text;         // the URL as configured, for logs and docs
+};
+
+struct TlsFiles {
+  std::string cert_file;
+  std::string key_file;
+};
+
+struct ListenConfig {
+  std::string host;
+  std::uint16_t port = 0;  // 0: an ephemeral port, logged at start-up
+  std::optional<TlsFiles> tls;
+  std::string text;  // "host:port" as configured
+};
+
+struct ServerLimits {
+  std::size_t max_request_body = 8u << 20;
+  std::size_t max_header_size = 64u << 10;
+  Millis header_timeout{10'000};  // whole request (header and body) must arrive within this
+  Millis idle_timeout{60'000};    // keep-alive wait for the next request; stalled client writes
+};
+
+struct ServerConfig {
+  std::vector<ListenConfig> listen;
+  unsigned workers = 0;  // 0: std::thread::hardware_concurrency()
+  ServerLimits limits;
+  Millis drain_timeout{30'000};
+};
+
+struct AdminConfig {
+  bool enabled = true;
+  std::string host = "127.0.0.1";
+  std::uint16_t port = 9090;
+  std::string text = "127.0.0.1:9090";
+};
+
+struct BackendTimeouts {
+  Millis connect{5'000};
+  Millis first_byte{60'000};
+  Millis idle_between_chunks{30'000};
+};
+
+struct BackendConfig {
+  std::string name;
+  Endpoint endpoint;
+  std::string deployment;  // the deployment name on that resource
+  std::string api_key;     // resolved secret; never logged
+  std::string ca_file;     // optional PEM bundle path; empty: system trust store
+  BackendTimeouts timeouts;
+  std::size_t max_idle_connections = 64;  // per worker
+  Millis keepalive_idle{60'000};          // idle upstream connections older than this are closed
+};
+
+struct PoolConfig {
+  std::vector<std::size_t> backends;  // indices into Config::backends
+};
+
+struct DeploymentConfig {
+  std::string name;   // what clients use
+  std::string model;  // OpenAI model name (tokenizer choice)
+  std::vector<PoolConfig> pools;
+};
+
+struct LoggingConfig {
+  std::string level = "info";         // trace|debug|info|warn|error|off
+  std::string access_log = "stdout";  // stdout|stderr|off|<file path>
+  std::string format = "json";        // json (the only format for now)
+};
+
+struct TokenizerConfig {
+  std::string data_dir;  // empty: TOLLGATE_TOKENIZER_DIR or the compiled-in default
+};
+
+struct Config {
+  std::string source;  // file name the config came from
+  ServerConfig server;
+  AdminConfig admin;
+  std::vector<BackendConfig> backends;
+  std::vector<DeploymentConfig> deployments;
+  LoggingConfig logging;
+  TokenizerConfig tokenizer;
+
+  /// Index of the deployment clients call `name`, or nullptr.
+  const DeploymentConfig* find_deployment(std::string_view name) const;
+  std::size_t deployment_index(const DeploymentConfig& d) const { return &d - deployments.data(); }
+
+  std::unordered_map<std::string, std::size_t> deployment_by_name;  // filled by the loader
+};
+
+/// Looks up an environment variable; injectable for tests.
+using EnvLookup = std::function<std::optional<std::string>(const std::string&)>;
+EnvLookup process_env();
+
+struct LoadResult {
+  std::shared_ptr<const Config> config;  // null when errors is not empty
+  std::vector<std::string> errors;       // each "file:line:col: key.path: message"
+  bool ok() const { return config != nullptr; }
+};
+
+/// Loads and validates a YAML file. Thread: any. Never throws; every problem is in `errors`.
+LoadResult load_file(const std::string& path, const EnvLookup& env = process_env());
+
+/// Same, from text (`source_name` is used in messages).
+LoadResult load_string(const std::string& yaml, const std::string& source_name,
+                       const EnvLookup& env = process_env());
+
+/// "10s", "250ms", "1m", "2h" -> milliseconds. nullopt when malformed.
+std::optional<Millis> parse_duration(std::string_view text);
+/// "8MiB", "512KiB", "1GiB", "1000", "10KB", "2MB" -> bytes. nullopt when malformed.
+std::optional<std::size_t> parse_size(std::string_view text);
+
+}  // namespace tollgate::config

@@ -1,0 +1,64 @@
+#pragma once
+// Classification of an inbound request into an API call, done once per request by the session.
+// Plain C++ (no Beast): the session passes method, target and body as views.
+
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <string>
+#include <string_view>
+
+#include "tollgate/config/config.hpp"
+#include "tollgate/core/errors.hpp"
+
+namespace tollgate::core {
+
+enum class Operation : std::uint8_t {
+  kChatCompletions,
+  kCompletions,
+  kEmbeddings,
+  kResponses,
+  kModels,  // GET /openai/v1/models, /v1/models: answered by the gateway
+  kOther,   // any other /openai/... call routed to a deployment's first backend
+};
+std::string_view to_string(Operation op);
+
+enum class Surface : std::uint8_t {
+  kDeployment,  // /openai/deployments/{deployment}/{op}?api-version=...
+  kAzureV1,     // /openai/v1/{op} (model in the body)
+  kOpenAIV1,    // /v1/{op} (model in the body)
+  kAzureOther,  // /openai/{op} with the model in the body (e.g. /openai/responses)
+};
+
+struct ApiCall {
+  Surface surface = Surface::kDeployment;
+  Operation op = Operation::kOther;
+  std::string deployment;   // the client-facing deployment name
+  std::string op_path;      // encoded path after the deployment (or after v1/): "chat/completions"
+  std::string query;        // encoded query without '?', forwarded unchanged
+  std::string api_version;  // decoded api-version parameter, may be empty
+  bool stream = false;
+  bool include_usage = false;  // stream_options.include_usage set by the client
+  bool model_in_body = false;  // routing used the body's "model"
+  std::optional<nlohmann::ordered_json> json;  // parsed body when it is JSON
+};
+
+struct Classified {
+  ApiCall call;
+  std::optional<HttpError> error;
+};
+
+/// Classifies a request. Never throws. `content_type` decides whether the body is parsed as JSON.
+Classified classify(std::string_view method, std::string_view target,
+                    std::string_view content_type, std::string_view body);
+
+/// The origin-form target to send to `backend` for `call`.
+std::string upstream_target(const ApiCall& call, const config::BackendConfig& backend);
+
+/// The body to send upstream: the client's bytes, or a re-serialization when the v1 surface
+/// needs `model` rewritten to the backend's deployment name. Returns nullopt when unchanged.
+std::optional<std::string> rewrite_body(const ApiCall& call, const config::BackendConfig& backend);
+
+/// The OpenAI-shaped model list for GET /v1/models (the configured deployments).
+std::string models_list(const config::Config& config);
+
+}  // namespace tollgate::core

@@ -1,0 +1,46 @@
+#pragma once
+// Everything known about one request while it runs through the pipeline. Owned by the session
+// coroutine that handles the request; never shared across threads.
+
+#include <chrono>
+#include <cstdint>
+#include <string>
+#include <string_view>
+
+#include "tollgate/core/api_call.hpp"
+#include "tollgate/core/usage.hpp"
+
+namespace tollgate::core {
+
+using SteadyClock = std::chrono::steady_clock;
+
+struct RequestContext {
+  std::string request_id;
+  std::string method;
+  std::string path;  // without the query
+  std::string remote;
+  std::string user_agent;
+  ApiCall call;
+  const config::DeploymentConfig* deployment = nullptr;
+  std::string_view backend;  // name of the backend tried last (points into the snapshot)
+  std::uint32_t series = 0;  // metrics series (deployment, backend)
+  SteadyClock::time_point start{};
+  std::int64_t ttfb_us = -1;  // first response byte from the backend
+  int status = 0;             // status sent to the client (0: none)
+  int upstream_status = 0;
+  Usage usage;
+  std::uint64_t bytes_in = 0;
+  std::uint64_t bytes_out = 0;
+  std::string_view outcome = "ok";  // ok | rejected | upstream_error | client_gone | ...
+  std::string_view error;           // machine-readable reason when not ok
+  std::string client = "anonymous";
+  std::string tenant = "none";
+  bool usage_expected = false;  // a successful inference response should carry usage
+};
+
+/// A fresh request id (UUID v4 text). Thread: any (thread-local generator).
+std::string new_request_id();
+/// Accepts a client-supplied id when it is short and printable; otherwise false.
+bool acceptable_request_id(std::string_view id);
+
+}  // namespace tollgate::core

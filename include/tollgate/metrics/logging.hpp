@@ -1,0 +1,43 @@
+#pragma once
+// Application logs (JSON lines on stderr) and the access log (one JSON line per request,
+// written by spdlog's asynchronous thread so workers never block on I/O formatting).
+
+#include <memory>
+#include <string_view>
+
+#include "tollgate/config/config.hpp"
+#include "tollgate/core/json_fields.hpp"
+
+namespace spdlog {
+class logger;
+}
+
+namespace tollgate::metrics {
+
+/// Sets up the application logger. Thread: control thread, before workers start.
+void setup_logging(std::string_view level);
+/// Changes the level (on reload). Thread: any.
+void set_log_level(std::string_view level);
+
+/// Writes one application log line: {"time":…,"level":…,"msg":…, <fields>}. Thread: any.
+void log_info(std::string_view msg, const core::JsonFields& fields = {});
+void log_warn(std::string_view msg, const core::JsonFields& fields = {});
+void log_error(std::string_view msg, const core::JsonFields& fields = {});
+void log_debug(std::string_view msg, const core::JsonFields& fields = {});
+
+/// The access log. Thread: write() from any worker.
+class AccessLog {
+ public:
+  /// `target`: stdout, stderr, off, or a file path. Throws std::runtime_error when the file
+  /// cannot be opened (start-up only).
+  explicit AccessLog(const std::string& target);
+  ~AccessLog();
+  void write(const core::JsonFields& record);
+  void flush();
+  bool enabled() const { return logger_ != nullptr; }
+
+ private:
+  std::shared_ptr<spdlog::logger> logger_;
+};
+
+}  // namespace tollgate::metrics

@@ -1,0 +1,143 @@
+#pragma once
+// Per-worker statistics, summed at scrape time (the collector is the only prometheus-cpp user).
+// Every cell has exactly one writer (its worker) and is read by the scraper: relaxed atomics,
+// incremented with load+store (no locked instruction). Series ids are interned at config load
+// (control thread) and stay stable across reloads so counters never reset.
+
+#include <array>
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+#include <vector>
+
+namespace tollgate::metrics {
+
+class Counter {
+ public:
+  void add(std::uint64_t n = 1) noexcept {
+    v_.store(v_.load(std::memory_order_relaxed) + n, std::memory_order_relaxed);
+  }
+  std::uint64_t value() const noexcept { return v_.load(std::memory_order_relaxed); }
+
+ private:
+  std::atomic<std::uint64_t> v_{0};
+};
+
+class Gauge {
+ public:
+  void add(std::int64_t n) noexcept {
+    v_.store(v_.load(std::memory_order_relaxed) + n, std::memory_order_relaxed);
+  }
+  std::int64_t value() const noexcept { return v_.load(std::memory_order_relaxed); }
+
+ private:
+  std::atomic<std::int64_t> v_{0};
+};
+
+/// Latency bucket bounds in seconds (the +Inf bucket is implicit).
+inline constexpr std::array<double, 17> kLatencyBounds = {
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
+    0.5,    1,     2.5,    5,     10,   30,    60,   120};
+
+class Histogram {
+ public:
+  void observe_micros(std::int64_t us) noexcept;
+  std::uint64_t bucket(std::size_t i) const noexcept { return buckets_[i].value(); }
+  std::uint64_t sum_micros() const noexcept { return sum_us_.value(); }
+
+ private:
+  std::array<Counter, kLatencyBounds.size() + 1> buckets_;
+  Counter sum_us_;
+};
+
+enum class StatusClass : std::uint8_t { k1xx, k2xx, k3xx, k4xx, k5xx, kNone, kCount };
+StatusClass status_class(int status);
+std::string_view to_string(StatusClass c);
+
+enum class UpstreamError : std::uint8_t {
+  kResolve,
+  kConnect,
+  kConnectTimeout,
+  kTls,
+  kWrite,
+  kFirstByteTimeout,
+  kIdleTimeout,
+  kReset,       // connection closed/reset by the backend mid-response
+  kProtocol,    // malformed HTTP from the backend
+  kClientGone,  // the client disconnected before the response ended
+  kCount
+};
+std::string_view to_string(UpstreamError e);
+
+enum class TokenType : std::uint8_t { kPrompt, kCompletion, kCached, kReasoning, kCount };
+std::string_view to_string(TokenType t);
+
+/// Cells of one (deployment, backend) series on one worker.
+struct RouteCells {
+  std::array<Counter, static_cast<std::size_t>(StatusClass::kCount)> requests;
+  Histogram duration;
+  Histogram ttfb;
+  std::array<Counter, static_cast<std::size_t>(TokenType::kCount)> tokens;
+  std::array<Counter, static_cast<std::size_t>(UpstreamError::kCount)> upstream_errors;
+  Counter usage_missing;  // a successful inference response without usage
+};
+
+inline constexpr std::uint32_t kBlockShift = 6;
+inline constexpr std::uint32_t kBlockSize = 1u << kBlockShift;
+inline constexpr std::uint32_t kMaxBlocks = 1024;  // 65,536 series
+
+class WorkerStats {
+ public:
+  /// Thread: the owning worker. `id` must have been interned before the worker saw it.
+  RouteCells& route(std::uint32_t id) noexcept {
+    return blocks_[id >> kBlockShift][id & (kBlockSize - 1)];
+  }
+  const RouteCells* route_if(std::uint32_t id) const noexcept {
+    const auto& b = blocks_[id >> kBlockShift];
+    return b ? &b[id & (kBlockSize - 1)] : nullptr;
+  }
+  /// Thread: control thread (config load), before publishing ids >= `count`.
+  void ensure(std::uint32_t count);
+
+  Gauge in_flight;         // requests being handled
+  Gauge open_connections;  // client connections
+  Counter connections_total;
+  Gauge upstream_idle;     // idle pooled upstream connections
+  Counter upstream_connects;
+
+ private:
+  std::array<std::unique_ptr<RouteCells[]>, kMaxBlocks> blocks_;
+};
+
+/// Interns (deployment, backend) label pairs. Thread: control thread only.
+class SeriesRegistry {
+ public:
+  /// Stable id for the pair; allocates cells in every registered worker. Returns UINT32_MAX when
+  /// the table is full.
+  std::uint32_t intern(std::string_view deployment, std::string_view backend);
+  std::uint32_t size() const { return static_cast<std::uint32_t>(labels_.size()); }
+  const std::pair<std::string, std::string>& labels(std::uint32_t id) const { return labels_[id]; }
+  void add_worker(WorkerStats* w);
+  const std::vector<WorkerStats*>& workers() const { return workers_; }
+
+ private:
+  std::vector<std::pair<std::string, std::string>> labels_;
+  std::unordered_map<std::string, std::uint32_t> index_;
+  std::vector<WorkerStats*> workers_;
+};
+
+/// Process-wide counters written by the control thread.
+struct ControlStats {
+  Counter reloads_ok;
+  Counter reloads_failed;
+  std::atomic<double> last_reload_ok_time{0};
+  std::atomic<int> ready{0};
+};
+
+/// The Prometheus text exposition of everything. Thread: control thread.
+std::string render_metrics(const SeriesRegistry& registry, const ControlStats& control);
+
+}  // namespace tollgate::metrics

@@ -1,0 +1,598 @@
+// The only yaml-cpp user. Walks the document once, collecting every error with its position
+// ("file:line:col: key.path: message") instead of stopping at the first one.
+
+#include <yaml-cpp/yaml.h>
+
+#include <algorithm>
+#include <boost/url/parse.hpp>
+#include <charconv>
+#include <cstdlib>
+#include <fstream>
+#include <set>
+#include <sstream>
+#include <thread>
+
+#include "tollgate/config/config.hpp"
+
+namespace tollgate::config {
+namespace {
+
+std::size_t edit_distance(std::string_view a, std::string_view b) {
+  std::vector<std::size_t> prev(b.size() + 1), cur(b.size() + 1);
+  for (std::size_t j = 0; j <= b.size(); ++j) prev[j] = j;
+  for (std::size_t i = 1; i <= a.size(); ++i) {
+    cur[0] = i;
+    for (std::size_t j = 1; j <= b.size(); ++j) {
+      cur[j] = std::min({prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (a[i - 1] != b[j - 1])});
+    }
+    std::swap(prev, cur);
+  }
+  return prev[b.size()];
+}
+
+class Loader {
+ public:
+  Loader(std::string source, const EnvLookup& env) : source_(std::move(source)), env_(env) {}
+
+  void error(const YAML::Node& at, const std::string& path, const std::string& message) {
+    error(at.Mark(), path, message);
+  }
+  void error(const YAML::Mark& m, const std::string& path, const std::string& message) {
+    std::ostringstream out;
+    out << source_ << ':';
+    if (m.is_null()) {
+      out << "1:1";
+    } else {
+      out << m.line + 1 << ':' << m.column + 1;
+    }
+    out << ": " << (path.empty() ? "(root)" : path) << ": " << message;
+    errors_.push_back(out.str());
+  }
+
+  std::vector<std::string>& errors() { return errors_; }
+
+  /// Rejects keys of `node` not in `allowed`, suggesting the closest known key.
+  bool expect_map(const YAML::Node& node, const std::string& path,
+                  std::initializer_list<std::string_view> allowed) {
+    if (!node.IsMap()) {
+      error(node, path, "must be a mapping");
+      return false;
+    }
+    for (const auto& kv : node) {
+      auto key = kv.first.as<std::string>("");
+      if (std::find(allowed.begin(), allowed.end(), key) != allowed.end()) continue;
+      std::string hint;
+      std::size_t best = 3;
+      for (auto candidate : allowed) {
+        auto d = edit_distance(key, candidate);
+        if (d < best) {
+          best = d;
+          hint = std::string(candidate);
+        }
+      }
+      std::string msg = "unknown key \"" + key + "\"";
+      if (!hint.empty()) msg += " (did you mean \"" + hint + "\"?)";
+      error(kv.first, path, msg);
+    }
+    return true;
+  }
+
+  std::optional<std::string> scalar(const YAML::Node& node, const std::string& path) {
+    if (!node.IsScalar()) {
+      error(node, path, "must be a scalar value");
+      return std::nullopt;
+    }
+    return node.Scalar();
+  }
+
+  void get_string(const YAML::Node& parent, std::string_view key, const std::string& path,
+                  std::string& out, bool required = false) {
+    auto node = parent[std::string(key)];
+    if (!node) {
+      if (required) error(parent, path, "missing required key \"" + std::string(key) + "\"");
+      return;
+    }
+    if (auto v = scalar(node, path + "." + std::string(key))) {
+      if (v->empty() && required) {
+        error(node, path + "." + std::string(key), "must not be empty");
+        return;
+      }
+      out = *v;
+    }
+  }
+
+  template <typename Int>
+  void get_uint(const YAML::Node& parent, std::string_view key, const std::string& path, Int& out,
+                std::uint64_t min, std::uint64_t max) {
+    auto node = parent[std::string(key)];
+    if (!node) return;
+    auto p = path + "." + std::string(key);
+    auto v = scalar(node, p);
+    if (!v) return;
+    std::uint64_t n = 0;
+    auto [ptr, ec] = std::from_chars(v->data(), v->data() + v->size(), n);
+    if (ec != std::errc{} || ptr != v->data() + v->size()) {
+      error(node, p, "must be a whole number (got \"" + *v + "\")");
+      return;
+    }
+    if (n < min || n > max) {
+      error(node, p, "must be between " + std::to_string(min) + " and " + std::to_string(max) +
+                         " (got " + *v + ")");
+      return;
+    }
+    out = static_cast<Int>(n);
+  }
+
+  void get_duration(const YAML::Node& parent, std::string_view key, const std::string& path,
+                    Millis& out) {
+    auto node = parent[std::string(key)];
+    if (!node) return;
+    auto p = path + "." + std::string(key);
+    auto v = scalar(node, p);
+    if (!v) return;
+    auto d = parse_duration(*v);
+    if (!d || d->count() <= 0) {
+      error(node, p, "must be a positive duration like 250ms, 10s, 5m (got \"" + *v + "\")");
+      return;
+    }
+    out = *d;
+  }
+
+  void get_size(const YAML::Node& parent, std::string_view key, const std::string& path,
+                std::size_t& out) {
+    auto node = parent[std::string(key)];
+    if (!node) return;
+    auto p = path + "." + std::string(key);
+    auto v = scalar(node, p);
+    if (!v) return;
+    auto s = parse_size(*v);
+    if (!s || *s == 0) {
+      error(node, p, "must be a positive size like 512KiB, 8MiB (got \"" + *v + "\")");
+      return;
+    }
+    out = *s;
+  }
+
+  /// `env:NAME` or `file:/path`; the value itself never appears in messages.
+  std::optional<std::string> secret(const YAML::Node& node, const std::string& path) {
+    auto v = scalar(node, path);
+    if (!v) return std::nullopt;
+    if (v->rfind("env:", 0) == 0) {
+      auto name = v->substr(4);
+      if (name.empty()) {
+        error(node, path, "env: reference needs a variable name");
+        return std::nullopt;
+      }
+      auto value = env_(name);
+      if (!value || value->empty()) {
+        error(node, path, "environment variable " + name + " is not set or empty");
+        return std::nullopt;
+      }
+      return value;
+    }
+    if (v->rfind("file:", 0) == 0) {
+      auto file = v->substr(5);
+      std::ifstream in(file, std::ios::binary);
+      if (!in) {
+        error(node, path, "cannot read secret file " + file);
+        return std::nullopt;
+      }
+      std::string value((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+      while (!value.empty() && (value.back() == '\n' || value.back() == '\r')) value.pop_back();
+      if (value.empty()) {
+        error(node, path, "secret file " + file + " is empty");
+        return std::nullopt;
+      }
+      return value;
+    }
+    error(node, path,
+          "secrets must be a reference, env:NAME or file:/path (literal secrets are not "
+          "allowed in the config file)");
+    return std::nullopt;
+  }
+
+  /// `file:/path` (or a bare path) to a file that must exist and be readable.
+  std::optional<std::string> file_ref(const YAML::Node& node, const std::string& path) {
+    auto v = scalar(node, path);
+    if (!v) return std::nullopt;
+    std::string file = v->rfind("file:", 0) == 0 ? v->substr(5) : *v;
+    if (file.empty()) {
+      error(node, path, "must name a file (file:/path)");
+      return std::nullopt;
+    }
+    std::ifstream in(file);
+    if (!in) {
+      error(node, path, "cannot read file " + file);
+      return std::nullopt;
+    }
+    return file;
+  }
+
+  std::optional<std::pair<std::string, std::uint16_t>> address(const YAML::Node& node,
+                                                              const std::string& path) {
+    auto v = scalar(node, path);
+    if (!v) return std::nullopt;
+    std::string host;
+    std::string port_text;
+    if (!v->empty() && (*v)[0] == '[') {
+      auto close = v->find(']');
+      if (close == std::string::npos || close + 1 >= v->size() || (*v)[close + 1] != ':') {
+        error(node, path, "must be host:port or [ipv6]:port (got \"" + *v + "\")");
+        return std::nullopt;
+      }
+      host = v->substr(1, close - 1);
+      port_text = v->substr(close + 2);
+    } else {
+      auto colon = v->rfind(':');
+      if (colon == std::string::npos || colon == 0) {
+        error(node, path, "must be host:port (got \"" + *v + "\")");
+        return std::nullopt;
+      }
+      host = v->substr(0, colon);
+      port_text = v->substr(colon + 1);
+    }
+    unsigned port = 0;
+    auto [ptr, ec] = std::from_chars(port_text.data(), port_text.data() + port_text.size(), port);
+    if (ec != std::errc{} || ptr != port_text.data() + port_text.size() || port > 65535) {
+      error(node, path, "port must be a number from 0 to 65535 (got \"" + port_text + "\")");
+      return std::nullopt;
+    }
+    return std::make_pair(host, static_cast<std::uint16_t>(port));
+  }
+
+  std::optional<Endpoint> endpoint(const YAML::Node& node, const std::string& path) {
+    auto v = scalar(node, path);
+    if (!v) return std::nullopt;
+    auto parsed = boost::urls::parse_absolute_uri(*v);
+    if (!parsed) {
+      error(node, path, "must be an http:// or https:// URL (got \"" + *v + "\")");
+      return std::nullopt;
+    }
+    const auto& u = *parsed;
+    Endpoint e;
+    e.text = *v;
+    e.scheme = std::string(u.scheme());
+    std::transform(e.scheme.begin(), e.scheme.end(), e.scheme.begin(), ::tolower);
+    if (e.scheme != "http" && e.scheme != "https") {
+      error(node, path, "must be an http:// or https:// URL (got \"" + *v + "\")");
+      return std::nullopt;
+    }
+    if (u.has_userinfo() || u.has_query() || u.has_fragment()) {
+      error(node, path, "must not contain user info, a query or a fragment");
+      return std::nullopt;
+    }
+    e.tls = e.scheme == "https";
+    e.host = std::string(u.encoded_host_address());
+    if (!e.host.empty() && e.host.front() == '[') e.host = e.host.substr(1, e.host.size() - 2);
+    if (e.host.empty()) {
+      error(node, path, "must name a host");
+      return std::nullopt;
+    }
+    std::uint16_t default_port = e.tls ? 443 : 80;
+    e.port = u.has_port() ? u.port_number() : default_port;
+    if (u.has_port() && e.port == 0) {
+      error(node, path, "port must be from 1 to 65535");
+      return std::nullopt;
+    }
+    e.base_path = std::string(u.encoded_path());
+    while (!e.base_path.empty() && e.base_path.back() == '/') e.base_path.pop_back();
+    std::string host_for_header = e.host.find(':') != std::string::npos ? "[" + e.host + "]" : e.host;
+    e.host_header = e.port == default_port ? host_for_header
+                                           : host_for_header + ":" + std::to_string(e.port);
+    return e;
+  }
+
+  std::shared_ptr<Config> load(const YAML::Node& root);
+
+ private:
+  void load_server(const YAML::Node& n, Config& c);
+  void load_admin(const YAML::Node& n, Config& c);
+  void load_backends(const YAML::Node& n, Config& c);
+  void load_deployments(const YAML::Node& n, Config& c);
+  void load_logging(const YAML::Node& n, Config& c);
+
+  std::string source_;
+  const EnvLookup& env_;
+  std::vector<std::string> errors_;
+};
+
+void Loader::load_server(const YAML::Node& n, Config& c) {
+  const std::string path = "server";
+  if (!expect_map(n, path, {"listen", "workers", "limits", "drain_timeout"})) return;
+  auto listen = n["listen"];
+  if (!listen) {
+    error(n, path, "missing required key \"listen\"");
+  } else if (!listen.IsSequence() || listen.size() == 0) {
+    error(listen, path + ".listen", "must be a non-empty list of {address, tls}");
+  } else {
+    for (std::size_t i = 0; i < listen.size(); ++i) {
+      auto item = listen[i];
+      auto p = path + ".listen[" + std::to_string(i) + "]";
+      if (!expect_map(item, p, {"address", "tls"})) continue;
+      ListenConfig l;
+      if (!item["address"]) {
+        error(item, p, "missing required key \"address\"");
+        continue;
+      }
+      auto addr = address(item["address"], p + ".address");
+      if (!addr) continue;
+      l.host = addr->first;
+      l.port = addr->second;
+      l.text = item["address"].Scalar();
+      if (auto tls = item["tls"]) {
+        if (expect_map(tls, p + ".tls", {"cert", "key"})) {
+          TlsFiles files;
+          if (!tls["cert"]) error(tls, p + ".tls", "missing required key \"cert\"");
+          if (!tls["key"]) error(tls, p + ".tls", "missing required key \"key\"");
+          if (tls["cert"] && tls["key"]) {
+            auto cert = file_ref(tls["cert"], p + ".tls.cert");
+            auto key = file_ref(tls["key"], p + ".tls.key");
+            if (cert && key) l.tls = TlsFiles{*cert, *key};
+          }
+        }
+      }
+      c.server.listen.push_back(std::move(l));
+    }
+  }
+  get_uint(n, "workers", path, c.server.workers, 1, 256);
+  get_duration(n, "drain_timeout", path, c.server.drain_timeout);
+  if (auto limits = n["limits"]) {
+    auto p = path + ".limits";
+    if (expect_map(limits, p,
+                   {"max_request_body", "max_header_size", "header_timeout", "idle_timeout"})) {
+      get_size(limits, "max_request_body", p, c.server.limits.max_request_body);
+      get_size(limits, "max_header_size", p, c.server.limits.max_header_size);
+      get_duration(limits, "header_timeout", p, c.server.limits.header_timeout);
+      get_duration(limits, "idle_timeout", p, c.server.limits.idle_timeout);
+    }
+  }
+}
+
+void Loader::load_admin(const YAML::Node& n, Config& c) {
+  if (!expect_map(n, "admin", {"address", "enabled"})) return;
+  if (auto e = n["enabled"]) {
+    if (auto v = scalar(e, "admin.enabled")) {
+      if (*v == "true") {
+        c.admin.enabled = true;
+      } else if (*v == "false") {
+        c.admin.enabled = false;
+      } else {
+        error(e, "admin.enabled", "must be true or false");
+      }
+    }
+  }
+  if (auto a = n["address"]) {
+    if (auto addr = address(a, "admin.address")) {
+      c.admin.host = addr->first;
+      c.admin.port = addr->second;
+      c.admin.text = a.Scalar();
+    }
+  }
+}
+
+void Loader::load_backends(const YAML::Node& n, Config& c) {
+  if (!n.IsSequence() || n.size() == 0) {
+    error(n, "backends", "must be a non-empty list");
+    return;
+  }
+  std::set<std::string> names;
+  for (std::size_t i = 0; i < n.size(); ++i) {
+    auto item = n[i];
+    auto p = "backends[" + std::to_string(i) + "]";
+    if (!expect_map(item, p,
+                    {"name", "endpoint", "deployment", "api_key", "ca_file", "timeouts",
+                     "max_idle_connections", "keepalive_idle"})) {
+      continue;
+    }
+    BackendConfig b;
+    get_string(item, "name", p, b.name, true);
+    if (!b.name.empty() && !names.insert(b.name).second) {
+      error(item["name"], p + ".name", "duplicate backend name \"" + b.name + "\"");
+    }
+    if (!item["endpoint"]) {
+      error(item, p, "missing required key \"endpoint\"");
+    } else if (auto e = endpoint(item["endpoint"], p + ".endpoint")) {
+      b.endpoint = *e;
+    }
+    get_string(item, "deployment", p, b.deployment, true);
+    if (!item["api_key"]) {
+      error(item, p, "missing required key \"api_key\"");
+    } else if (auto key = secret(item["api_key"], p + ".api_key")) {
+      b.api_key = *key;
+    }
+    if (auto ca = item["ca_file"]) {
+      if (auto f = file_ref(ca, p + ".ca_file")) b.ca_file = *f;
+    }
+    if (auto t = item["timeouts"]) {
+      auto tp = p + ".timeouts";
+      if (expect_map(t, tp, {"connect", "first_byte", "idle_between_chunks"})) {
+        get_duration(t, "connect", tp, b.timeouts.connect);
+        get_duration(t, "first_byte", tp, b.timeouts.first_byte);
+        get_duration(t, "idle_between_chunks", tp, b.timeouts.idle_between_chunks);
+      }
+    }
+    get_uint(item, "max_idle_connections", p, b.max_idle_connections, 0, 100000);
+    get_duration(item, "keepalive_idle", p, b.keepalive_idle);
+    c.backends.push_back(std::move(b));
+  }
+}
+
+void Loader::load_deployments(const YAML::Node& n, Config& c) {
+  if (!n.IsSequence() || n.size() == 0) {
+    error(n, "deployments", "must be a non-empty list");
+    return;
+  }
+  std::unordered_map<std::string, std::size_t> backend_index;
+  for (std::size_t i = 0; i < c.backends.size(); ++i) backend_index[c.backends[i].name] = i;
+  for (std::size_t i = 0; i < n.size(); ++i) {
+    auto item = n[i];
+    auto p = "deployments[" + std::to_string(i) + "]";
+    if (!expect_map(item, p, {"name", "model", "pools"})) continue;
+    DeploymentConfig d;
+    get_string(item, "name", p, d.name, true);
+    get_string(item, "model", p, d.model);
+    if (d.model.empty()) d.model = d.name;
+    if (!d.name.empty() && c.deployment_by_name.count(d.name) != 0) {
+      error(item["name"], p + ".name", "duplicate deployment name \"" + d.name + "\"");
+    }
+    auto pools = item["pools"];
+    if (!pools) {
+      error(item, p, "missing required key \"pools\"");
+    } else if (!pools.IsSequence() || pools.size() == 0) {
+      error(pools, p + ".pools", "must be a non-empty list of {backends: [...]}");
+    } else {
+      for (std::size_t j = 0; j < pools.size(); ++j) {
+        auto pool = pools[j];
+        auto pp = p + ".pools[" + std::to_string(j) + "]";
+        if (!expect_map(pool, pp, {"backends"})) continue;
+        auto list = pool["backends"];
+        if (!list || !list.IsSequence() || list.size() == 0) {
+          error(list ? list : pool, pp + ".backends", "must be a non-empty list of backend names");
+          continue;
+        }
+        PoolConfig pc;
+        for (std::size_t k = 0; k < list.size(); ++k) {
+          auto bp = pp + ".backends[" + std::to_string(k) + "]";
+          auto name = scalar(list[k], bp);
+          if (!name) continue;
+          auto it = backend_index.find(*name);
+          if (it == backend_index.end()) {
+            error(list[k], bp, "unknown backend \"" + *name + "\"");
+            continue;
+          }
+          pc.backends.push_back(it->second);
+        }
+        d.pools.push_back(std::move(pc));
+      }
+    }
+    if (!d.name.empty()) c.deployment_by_name.emplace(d.name, c.deployments.size());
+    c.deployments.push_back(std::move(d));
+  }
+}
+
+void Loader::load_logging(const YAML::Node& n, Config& c) {
+  if (!expect_map(n, "logging", {"level", "access_log", "format"})) return;
+  get_string(n, "level", "logging", c.logging.level);
+  static constexpr std::string_view kLevels[] = {"trace", "debug", "info", "warn", "error", "off"};
+  if (std::find(std::begin(kLevels), std::end(kLevels), c.logging.level) == std::end(kLevels)) {
+    error(n["level"], "logging.level",
+          "must be one of trace, debug, info, warn, error, off (got \"" + c.logging.level + "\")");
+  }
+  get_string(n, "access_log", "logging", c.logging.access_log);
+  get_string(n, "format", "logging", c.logging.format);
+  if (c.logging.format != "json") {
+    error(n["format"], "logging.format", "must be json (got \"" + c.logging.format + "\")");
+  }
+}
+
+std::shared_ptr<Config> Loader::load(const YAML::Node& root) {
+  auto c = std::make_shared<Config>();
+  c->source = source_;
+  if (!root.IsMap()) {
+    error(root, "", "the configuration must be a YAML mapping");
+    return nullptr;
+  }
+  expect_map(root, "", {"server", "admin", "backends", "deployments", "logging", "tokenizer"});
+  if (auto s = root["server"]) {
+    load_server(s, *c);
+  } else {
+    error(root, "", "missing required key \"server\"");
+  }
+  if (auto a = root["admin"]) load_admin(a, *c);
+  if (auto b = root["backends"]) {
+    load_backends(b, *c);
+  } else {
+    error(root, "", "missing required key \"backends\"");
+  }
+  if (auto d = root["deployments"]) {
+    load_deployments(d, *c);
+  } else {
+    error(root, "", "missing required key \"deployments\"");
+  }
+  if (auto l = root["logging"]) load_logging(l, *c);
+  if (auto t = root["tokenizer"]) {
+    if (expect_map(t, "tokenizer", {"data_dir"})) {
+      get_string(t, "data_dir", "tokenizer", c->tokenizer.data_dir);
+    }
+  }
+  if (!errors_.empty()) return nullptr;
+  return c;
+}
+
+}  // namespace
+
+const DeploymentConfig* Config::find_deployment(std::string_view name) const {
+  auto it = deployment_by_name.find(std::string(name));
+  return it == deployment_by_name.end() ? nullptr : &deployments[it->second];
+}
+
+EnvLookup process_env() {
+  return [](const std::string& name) -> std::optional<std::string> {
+    const char* v = std::getenv(name.c_str());
+    if (v == nullptr) return std::nullopt;
+    return std::string(v);
+  };
+}
+
+std::optional<Millis> parse_duration(std::string_view text) {
+  std::uint64_t n = 0;
+  auto [ptr, ec] = std::from_chars(text.data(), text.data() + text.size(), n);
+  if (ec != std::errc{} || ptr == text.data()) return std::nullopt;
+  std::string_view unit(ptr, text.data() + text.size() - ptr);
+  if (n > 10'000'000'000ULL) return std::nullopt;
+  if (unit == "ms") return Millis(n);
+  if (unit == "s") return Millis(n * 1000);
+  if (unit == "m") return Millis(n * 60'000);
+  if (unit == "h") return Millis(n * 3'600'000);
+  return std::nullopt;
+}
+
+std::optional<std::size_t> parse_size(std::string_view text) {
+  std::uint64_t n = 0;
+  auto [ptr, ec] = std::from_chars(text.data(), text.data() + text.size(), n);
+  if (ec != std::errc{} || ptr == text.data()) return std::nullopt;
+  std::string_view unit(ptr, text.data() + text.size() - ptr);
+  std::uint64_t mult = 0;
+  if (unit.empty() || unit == "B") mult = 1;
+  if (unit == "KiB") mult = 1ULL << 10;
+  if (unit == "MiB") mult = 1ULL << 20;
+  if (unit == "GiB") mult = 1ULL << 30;
+  if (unit == "KB" || unit == "kB") mult = 1000;
+  if (unit == "MB") mult = 1000 * 1000;
+  if (unit == "GB") mult = 1000 * 1000 * 1000;
+  if (mult == 0 || n > (1ULL << 40) / mult) return std::nullopt;
+  return static_cast<std::size_t>(n * mult);
+}
+
+LoadResult load_string(const std::string& yaml, const std::string& source_name,
+                       const EnvLookup& env) {
+  Loader loader(source_name, env);
+  LoadResult result;
+  try {
+    auto root = YAML::Load(yaml);
+    if (auto c = loader.load(root)) {
+      if (c->server.workers == 0) {
+        c->server.workers = std::max(1u, std::thread::hardware_concurrency());
+      }
+      result.config = std::move(c);
+    }
+  } catch (const YAML::Exception& e) {
+    loader.error(e.mark, "", "YAML syntax error: " + e.msg);
+  }
+  result.errors = std::move(loader.errors());
+  if (!result.errors.empty()) result.config.reset();
+  return result;
+}
+
+LoadResult load_file(const std::string& path, const EnvLookup& env) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) {
+    LoadResult r;
+    r.errors.push_back(path + ":1:1: (root): cannot read the configuration file");
+    return r;
+  }
+  std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  return load_string(text, path, env);
+}
+
+}  // namespace tollgate::config

@@ -1,0 +1,235 @@
+#include "tollgate/core/api_call.hpp"
+
+#include <boost/url/encode.hpp>
+#include <boost/url/parse.hpp>
+#include <boost/url/rfc/pchars.hpp>
+#include <boost/url/url_view.hpp>
+#include <vector>
+
+namespace tollgate::core {
+
+std::string_view to_string(Operation op) {
+  switch (op) {
+    case Operation::kChatCompletions: return "chat";
+    case Operation::kCompletions: return "completions";
+    case Operation::kEmbeddings: return "embeddings";
+    case Operation::kResponses: return "responses";
+    case Operation::kModels: return "models";
+    case Operation::kOther: return "other";
+  }
+  return "other";
+}
+
+namespace {
+
+Operation op_from_path(std::string_view p) {
+  if (p == "chat/completions") return Operation::kChatCompletions;
+  if (p == "completions") return Operation::kCompletions;
+  if (p == "embeddings") return Operation::kEmbeddings;
+  if (p == "responses") return Operation::kResponses;
+  return Operation::kOther;
+}
+
+bool is_inference(Operation op) {
+  return op == Operation::kChatCompletions || op == Operation::kCompletions ||
+         op == Operation::kEmbeddings || op == Operation::kResponses;
+}
+
+bool is_json(std::string_view content_type) {
+  auto semi = content_type.find(';');
+  auto media = content_type.substr(0, semi);
+  while (!media.empty() && media.back() == ' ') media.remove_suffix(1);
+  if (media.size() < 4) return false;
+  // application/json, application/*+json; case-insensitive.
+  std::string lower(media);
+  for (auto& c : lower) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  return lower == "application/json" || lower.ends_with("+json");
+}
+
+HttpError method_not_allowed(std::string_view method) {
+  return HttpError{405, "method_not_allowed",
+                   "method " + std::string(method) + " is not allowed on this path", {}, {}};
+}
+
+HttpError resource_not_found() {
+  return not_found("404", "Resource not found");
+}
+
+}  // namespace
+
+Classified classify(std::string_view method, std::string_view target,
+                    std::string_view content_type, std::string_view body) {
+  Classified out;
+  auto& call = out.call;
+  auto parsed = boost::urls::parse_origin_form(target);
+  if (!parsed) {
+    out.error = bad_request("the request target is not a valid URL path");
+    return out;
+  }
+  const auto& url = *parsed;
+  call.query = std::string(url.encoded_query());
+  for (auto param : url.params()) {
+    if (param.key == "api-version") {
+      call.api_version = param.value;
+      break;
+    }
+  }
+  std::vector<std::string> segs;
+  std::vector<std::string> enc;
+  for (auto s : url.segments()) segs.push_back(s);
+  for (auto s : url.encoded_segments()) enc.push_back(std::string(s));
+  auto join_from = [&](std::size_t i) {
+    std::string p;
+    for (; i < enc.size(); ++i) {
+      if (!p.empty()) p += '/';
+      p += enc[i];
+    }
+    return p;
+  };
+
+  bool model_from_body = false;
+  if (segs.size() >= 4 && segs[0] == "openai" && segs[1] == "deployments") {
+    call.surface = Surface::kDeployment;
+    call.deployment = segs[2];
+    call.op_path = join_from(3);
+    call.op = op_from_path(call.op_path);
+    if (call.op == Operation::kResponses) call.op = Operation::kOther;
+    if (call.deployment.empty()) {
+      out.error = resource_not_found();
+      return out;
+    }
+  } else if ((segs.size() >= 3 && segs[0] == "openai" && segs[1] == "v1") ||
+             (segs.size() >= 2 && segs[0] == "v1")) {
+    bool azure = segs[0] == "openai";
+    call.surface = azure ? Surface::kAzureV1 : Surface::kOpenAIV1;
+    call.op_path = join_from(azure ? 2 : 1);
+    call.op = op_from_path(call.op_path);
+    if (call.op_path == "models") {
+      if (method != "GET") {
+        out.error = method_not_allowed(method);
+        return out;
+      }
+      call.op = Operation::kModels;
+      return out;
+    }
+    model_from_body = true;
+  } else if (segs.size() >= 2 && segs[0] == "openai") {
+    call.surface = Surface::kAzureOther;
+    call.op_path = join_from(1);
+    call.op = op_from_path(call.op_path);
+    model_from_body = true;
+  } else {
+    out.error = resource_not_found();
+    return out;
+  }
+
+  if (is_inference(call.op) && method != "POST") {
+    out.error = method_not_allowed(method);
+    return out;
+  }
+  bool json_body = !body.empty() && (is_json(content_type) || (content_type.empty() && is_inference(call.op)));
+  if (is_inference(call.op) && body.empty()) {
+    out.error = bad_request("the request body must be a JSON object");
+    return out;
+  }
+  if (json_body) {
+    auto j = nlohmann::ordered_json::parse(body, nullptr, /*allow_exceptions=*/false);
+    if (j.is_discarded()) {
+      out.error = bad_request("the request body is not valid JSON");
+      return out;
+    }
+    if (!j.is_object()) {
+      out.error = bad_request("the request body must be a JSON object");
+      return out;
+    }
+    if (auto it = j.find("stream"); it != j.end() && it->is_boolean()) call.stream = it->get<bool>();
+    if (auto so = j.find("stream_options"); so != j.end() && so->is_object()) {
+      if (auto iu = so->find("include_usage"); iu != so->end() && iu->is_boolean()) {
+        call.include_usage = iu->get<bool>();
+      }
+    }
+    if (call.op == Operation::kChatCompletions) {
+      auto m = j.find("messages");
+      if (m == j.end()) {
+        out.error = bad_request("missing required parameter: 'messages'", "messages");
+        return out;
+      }
+      if (!m->is_array() || m->empty()) {
+        out.error = bad_request("'messages' must be a non-empty array", "messages");
+        return out;
+      }
+    } else if (call.op == Operation::kEmbeddings && j.find("input") == j.end()) {
+      out.error = bad_request("missing required parameter: 'input'", "input");
+      return out;
+    }
+    if (model_from_body) {
+      auto m = j.find("model");
+      if (m != j.end() && m->is_string()) {
+        call.deployment = m->get<std::string>();
+        call.model_in_body = true;
+      }
+    }
+    call.json = std::move(j);
+  } else if (is_inference(call.op)) {
+    out.error = bad_request("the request body must be JSON (Content-Type: application/json)");
+    return out;
+  }
+  if (model_from_body && call.deployment.empty()) {
+    if (is_inference(call.op)) {
+      out.error = bad_request("missing required parameter: 'model'", "model");
+    } else {
+      out.error = resource_not_found();
+    }
+    return out;
+  }
+  return out;
+}
+
+std::string upstream_target(const ApiCall& call, const config::BackendConfig& backend) {
+  std::string t = backend.endpoint.base_path;
+  switch (call.surface) {
+    case Surface::kDeployment:
+      t += "/openai/deployments/";
+      t += boost::urls::encode(backend.deployment, boost::urls::pchars);
+      t += '/';
+      break;
+    case Surface::kAzureV1:
+    case Surface::kOpenAIV1:
+      t += "/openai/v1/";
+      break;
+    case Surface::kAzureOther:
+      t += "/openai/";
+      break;
+  }
+  t += call.op_path;
+  if (!call.query.empty()) {
+    t += '?';
+    t += call.query;
+  }
+  return t;
+}
+
+std::optional<std::string> rewrite_body(const ApiCall& call, const config::BackendConfig& backend) {
+  if (!call.model_in_body || !call.json || call.deployment == backend.deployment) {
+    return std::nullopt;
+  }
+  auto copy = *call.json;
+  copy["model"] = backend.deployment;
+  return copy.dump(-1, ' ', false, nlohmann::ordered_json::error_handler_t::replace);
+}
+
+std::string models_list(const config::Config& config) {
+  std::string out = "{\"object\":\"list\",\"data\":[";
+  bool first = true;
+  for (const auto& d : config.deployments) {
+    if (!first) out += ',';
+    first = false;
+    out += "{\"id\":";
+    out += json_quote(d.name);
+    out += ",\"object\":\"model\",\"created\":0,\"owned_by\":\"tollgate\"}";
+  }
+  out += "]}";
+  return out;
+}
+
+}  // namespace tollgate::core

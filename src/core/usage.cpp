@@ -1,0 +1,153 @@
+#include "tollgate/core/usage.hpp"
+
+#include <nlohmann/json.hpp>
+
+namespace tollgate::core {
+
+namespace {
+std::uint64_t uint_at(const nlohmann::json& o, const char* key) {
+  auto it = o.find(key);
+  if (it == o.end() || !it->is_number_integer()) return 0;
+  auto v = it->get<std::int64_t>();
+  return v < 0 ? 0 : static_cast<std::uint64_t>(v);
+}
+std::uint64_t nested_uint(const nlohmann::json& o, const char* obj, const char* key) {
+  auto it = o.find(obj);
+  if (it == o.end() || !it->is_object()) return 0;
+  return uint_at(*it, key);
+}
+bool usage_from(const nlohmann::json& u, Usage& out) {
+  if (!u.is_object()) return false;
+  if (u.contains("prompt_tokens") || u.contains("completion_tokens")) {
+    out.prompt = uint_at(u, "prompt_tokens");
+    out.completion = uint_at(u, "completion_tokens");
+    out.total = uint_at(u, "total_tokens");
+    out.cached = nested_uint(u, "prompt_tokens_details", "cached_tokens");
+    out.reasoning = nested_uint(u, "completion_tokens_details", "reasoning_tokens");
+  } else if (u.contains("input_tokens") || u.contains("output_tokens")) {
+    out.prompt = uint_at(u, "input_tokens");
+    out.completion = uint_at(u, "output_tokens");
+    out.total = uint_at(u, "total_tokens");
+    out.cached = nested_uint(u, "input_tokens_details", "cached_tokens");
+    out.reasoning = nested_uint(u, "output_tokens_details", "reasoning_tokens");
+  } else {
+    return false;
+  }
+  if (out.total == 0) out.total = out.prompt + out.completion;
+  out.present = true;
+  return true;
+}
+}  // namespace
+
+bool parse_usage(std::string_view json, Usage& out) {
+  auto j = nlohmann::json::parse(json, nullptr, false);
+  if (j.is_discarded()) return false;
+  return usage_from(j, out);
+}
+
+void StreamObserver::feed(std::string_view bytes) {
+  scanner_.feed(bytes, [this](std::string_view data) { on_event(data); });
+}
+
+void StreamObserver::on_event(std::string_view data) {
+  ++events_;
+  if (data.starts_with("[DONE]")) {
+    done_ = true;
+    return;
+  }
+  // Parse only events that can carry usage or an error: most chunks are skipped by this scan.
+  bool maybe_usage = data.find("\"usage\"") != std::string_view::npos;
+  bool maybe_error = data.find("\"error\"") != std::string_view::npos;
+  if (!maybe_usage && !maybe_error) return;
+  auto j = nlohmann::json::parse(data, nullptr, false);
+  if (!j.is_object()) return;
+  if (maybe_error && j.contains("error")) ++error_events_;
+  if (auto it = j.find("usage"); it != j.end() && it->is_object()) usage_from(*it, usage_);
+  // The Responses API nests usage in response.completed events.
+  if (auto r = j.find("response"); r != j.end() && r->is_object()) {
+    if (auto it = r->find("usage"); it != r->end() && it->is_object()) usage_from(*it, usage_);
+  }
+}
+
+void JsonUsageScanner::feed(std::string_view bytes) {
+  for (char c : bytes) {
+    if (done_) return;
+    if (capturing_) {
+      if (captured_.size() < max_capture_) {
+        captured_ += c;
+      } else {
+        capturing_ = false;
+        done_ = true;
+        captured_.clear();
+        return;
+      }
+    }
+    if (in_string_) {
+      if (escape_) {
+        escape_ = false;
+      } else if (c == '\\') {
+        escape_ = true;
+      } else if (c == '"') {
+        in_string_ = false;
+        if (reading_key_) {
+          reading_key_ = false;
+          after_key_ = true;
+        }
+      } else if (reading_key_ && key_.size() < 16) {
+        key_ += c;
+      }
+      continue;
+    }
+    if (armed_ && c != ' ' && c != '\t' && c != '\n' && c != '\r') {
+      armed_ = false;
+      if (c == '{') {
+        capturing_ = true;
+        captured_ = "{";
+      }
+    }
+    switch (c) {
+      case '"':
+        in_string_ = true;
+        if (depth_ == 1 && key_position_) {
+          reading_key_ = true;
+          key_position_ = false;
+          key_.clear();
+        }
+        break;
+      case '{':
+      case '[':
+        ++depth_;
+        if (depth_ == 1 && c == '{') key_position_ = true;
+        break;
+      case '}':
+      case ']':
+        --depth_;
+        if (capturing_ && depth_ == 1) {
+          capturing_ = false;
+          done_ = true;
+        }
+        break;
+      case ':':
+        if (depth_ == 1 && after_key_) {
+          after_key_ = false;
+          armed_ = key_ == "usage";
+        }
+        break;
+      case ',':
+        if (depth_ == 1) key_position_ = true;
+        break;
+      default:
+        break;
+    }
+  }
+}
+
+const Usage& JsonUsageScanner::usage() {
+  if (!parsed_) {
+    parsed_ = true;
+    if (done_ && !captured_.empty()) parse_usage(captured_, usage_);
+  }
+  return usage_;
+}
+
+}  // namespace tollgate::core

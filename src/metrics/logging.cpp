@@ -1,0 +1,86 @@
+#include "tollgate/metrics/logging.hpp"
+
+#include <spdlog/async.h>
+#include <spdlog/sinks/basic_file_sink.h>
+#include <spdlog/sinks/stdout_sinks.h>
+#include <spdlog/spdlog.h>
+
+#include <mutex>
+
+namespace tollgate::metrics {
+namespace {
+
+spdlog::level::level_enum to_level(std::string_view level) {
+  if (level == "trace") return spdlog::level::trace;
+  if (level == "debug") return spdlog::level::debug;
+  if (level == "warn") return spdlog::level::warn;
+  if (level == "error") return spdlog::level::err;
+  if (level == "off") return spdlog::level::off;
+  return spdlog::level::info;
+}
+
+void log(spdlog::level::level_enum level, std::string_view msg, const core::JsonFields& fields) {
+  auto logger = spdlog::default_logger_raw();
+  if (!logger->should_log(level)) return;
+  std::string line = "\"msg\":" + core::json_quote(msg);
+  if (!fields.fields().empty()) {
+    line += ',';
+    line += fields.fields();
+  }
+  logger->log(level, "{}", line);
+}
+
+std::shared_ptr<spdlog::details::thread_pool> access_pool() {
+  static std::once_flag once;
+  static std::shared_ptr<spdlog::details::thread_pool> pool;
+  std::call_once(once, [] { pool = std::make_shared<spdlog::details::thread_pool>(32768, 1); });
+  return pool;
+}
+
+}  // namespace
+
+void setup_logging(std::string_view level) {
+  auto logger = spdlog::stderr_logger_mt("tollgate");
+  logger->set_pattern(R"({"time":"%Y-%m-%dT%H:%M:%S.%fZ","level":"%l",%v})",
+                      spdlog::pattern_time_type::utc);
+  logger->set_level(to_level(level));
+  logger->flush_on(spdlog::level::trace);
+  spdlog::set_default_logger(logger);
+}
+
+void set_log_level(std::string_view level) { spdlog::default_logger_raw()->set_level(to_level(level)); }
+
+void log_info(std::string_view msg, const core::JsonFields& f) { log(spdlog::level::info, msg, f); }
+void log_warn(std::string_view msg, const core::JsonFields& f) { log(spdlog::level::warn, msg, f); }
+void log_error(std::string_view msg, const core::JsonFields& f) { log(spdlog::level::err, msg, f); }
+void log_debug(std::string_view msg, const core::JsonFields& f) { log(spdlog::level::debug, msg, f); }
+
+AccessLog::AccessLog(const std::string& target) {
+  if (target == "off") return;
+  spdlog::sink_ptr sink;
+  if (target == "stdout") {
+    sink = std::make_shared<spdlog::sinks::stdout_sink_mt>();
+  } else if (target == "stderr") {
+    sink = std::make_shared<spdlog::sinks::stderr_sink_mt>();
+  } else {
+    sink = std::make_shared<spdlog::sinks::basic_file_sink_mt>(target, false);
+  }
+  // Block when the queue is full rather than drop records (as nginx's access log does).
+  logger_ = std::make_shared<spdlog::async_logger>("access", sink, access_pool(),
+                                                   spdlog::async_overflow_policy::block);
+  logger_->set_pattern("%v");
+  logger_->set_level(spdlog::level::info);
+  logger_->flush_on(spdlog::level::info);
+}
+
+AccessLog::~AccessLog() { flush(); }
+
+void AccessLog::write(const core::JsonFields& record) {
+  if (logger_) logger_->info("{{{}}}", record.fields());
+}
+
+void AccessLog::flush() {
+  if (logger_) logger_->flush();
+}
+
+}  // namespace tollgate::metrics

@@ -1,0 +1,241 @@
+#include "tollgate/metrics/stats.hpp"
+
+#include <prometheus/metric_family.h>
+#include <prometheus/text_serializer.h>
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+
+namespace tollgate::metrics {
+
+void Histogram::observe_micros(std::int64_t us) noexcept {
+  if (us < 0) us = 0;
+  double s = static_cast<double>(us) / 1e6;
+  auto it = std::lower_bound(kLatencyBounds.begin(), kLatencyBounds.end(), s);
+  buckets_[static_cast<std::size_t>(it - kLatencyBounds.begin())].add();
+  sum_us_.add(static_cast<std::uint64_t>(us));
+}
+
+StatusClass status_class(int status) {
+  if (status >= 100 && status < 600) return static_cast<StatusClass>(status / 100 - 1);
+  return StatusClass::kNone;
+}
+
+std::string_view to_string(StatusClass c) {
+  static constexpr std::string_view kNames[] = {"1xx", "2xx", "3xx", "4xx", "5xx", "none"};
+  return kNames[static_cast<std::size_t>(c)];
+}
+
+std::string_view to_string(UpstreamError e) {
+  static constexpr std::string_view kNames[] = {
+      "resolve", "connect", "connect_timeout", "tls",      "write",
+      "first_byte_timeout", "idle_timeout", "reset", "protocol", "client_gone"};
+  return kNames[static_cast<std::size_t>(e)];
+}
+
+std::string_view to_string(TokenType t) {
+  static constexpr std::string_view kNames[] = {"prompt", "completion", "cached", "reasoning"};
+  return kNames[static_cast<std::size_t>(t)];
+}
+
+void WorkerStats::ensure(std::uint32_t count) {
+  std::uint32_t blocks = (count + kBlockSize - 1) >> kBlockShift;
+  for (std::uint32_t b = 0; b < blocks && b < kMaxBlocks; ++b) {
+    if (!blocks_[b]) blocks_[b] = std::make_unique<RouteCells[]>(kBlockSize);
+  }
+}
+
+std::uint32_t SeriesRegistry::intern(std::string_view deployment, std::string_view backend) {
+  std::string key;
+  key.reserve(deployment.size() + backend.size() + 1);
+  key.append(deployment).append(1, '\0').append(backend);
+  if (auto it = index_.find(key); it != index_.end()) return it->second;
+  if (labels_.size() >= std::size_t{kMaxBlocks} * kBlockSize) {
+    return std::numeric_limits<std::uint32_t>::max();
+  }
+  auto id = static_cast<std::uint32_t>(labels_.size());
+  labels_.emplace_back(std::string(deployment), std::string(backend));
+  index_.emplace(std::move(key), id);
+  for (auto* w : workers_) w->ensure(id + 1);
+  return id;
+}
+
+void SeriesRegistry::add_worker(WorkerStats* w) {
+  w->ensure(size());
+  workers_.push_back(w);
+}
+
+namespace {
+
+using prometheus::ClientMetric;
+using prometheus::MetricFamily;
+using prometheus::MetricType;
+
+MetricFamily family(std::string name, std::string help, MetricType type) {
+  MetricFamily f;
+  f.name = std::move(name);
+  f.help = std::move(help);
+  f.type = type;
+  return f;
+}
+
+ClientMetric route_metric(const std::pair<std::string, std::string>& labels) {
+  ClientMetric m;
+  m.label = {{"deployment", labels.first}, {"backend", labels.second}};
+  return m;
+}
+
+template <typename Get>
+ClientMetric histogram_metric(const SeriesRegistry& reg, std::uint32_t id, Get get) {
+  auto m = route_metric(reg.labels(id));
+  std::array<std::uint64_t, kLatencyBounds.size() + 1> counts{};
+  std::uint64_t sum_us = 0;
+  for (auto* w : reg.workers()) {
+    if (const auto* cells = w->route_if(id)) {
+      const Histogram& h = get(*cells);
+      for (std::size_t i = 0; i < counts.size(); ++i) counts[i] += h.bucket(i);
+      sum_us += h.sum_micros();
+    }
+  }
+  std::uint64_t cumulative = 0;
+  for (std::size_t i = 0; i < counts.size(); ++i) {
+    cumulative += counts[i];
+    ClientMetric::Bucket b;
+    b.cumulative_count = cumulative;
+    b.upper_bound = i < kLatencyBounds.size() ? kLatencyBounds[i]
+                                              : std::numeric_limits<double>::infinity();
+    m.histogram.bucket.push_back(b);
+  }
+  m.histogram.sample_count = cumulative;
+  m.histogram.sample_sum = static_cast<double>(sum_us) / 1e6;
+  return m;
+}
+
+}  // namespace
+
+std::string render_metrics(const SeriesRegistry& reg, const ControlStats& control) {
+  std::vector<MetricFamily> out;
+  auto requests = family("tollgate_requests_total",
+                         "Requests handled, by deployment, backend and status class "
+                         "(code=\"none\": no response status was sent).",
+                         MetricType::Counter);
+  auto duration = family("tollgate_request_duration_seconds",
+                         "Time from the request's arrival to the end of its response.",
+                         MetricType::Histogram);
+  auto ttfb = family("tollgate_time_to_first_byte_seconds",
+                     "Time from the request's arrival to the first response byte from the backend.",
+                     MetricType::Histogram);
+  auto tokens = family("tollgate_tokens_total", "Tokens reported by backends, by type.",
+                       MetricType::Counter);
+  auto errors = family("tollgate_upstream_errors_total", "Upstream failures by reason.",
+                       MetricType::Counter);
+  auto missing = family("tollgate_usage_missing_total",
+                        "Successful inference responses that carried no usage.",
+                        MetricType::Counter);
+  for (std::uint32_t id = 0; id < reg.size(); ++id) {
+    std::array<std::uint64_t, static_cast<std::size_t>(StatusClass::kCount)> req{};
+    std::array<std::uint64_t, static_cast<std::size_t>(TokenType::kCount)> tok{};
+    std::array<std::uint64_t, static_cast<std::size_t>(UpstreamError::kCount)> err{};
+    std::uint64_t miss = 0;
+    for (auto* w : reg.workers()) {
+      const auto* cells = w->route_if(id);
+      if (!cells) continue;
+      for (std::size_t i = 0; i < req.size(); ++i) req[i] += cells->requests[i].value();
+      for (std::size_t i = 0; i < tok.size(); ++i) tok[i] += cells->tokens[i].value();
+      for (std::size_t i = 0; i < err.size(); ++i) err[i] += cells->upstream_errors[i].value();
+      miss += cells->usage_missing.value();
+    }
+    std::uint64_t total = 0;
+    for (auto v : req) total += v;
+    if (total == 0) continue;  // series of a route never used: no noise
+    for (std::size_t i = 0; i < req.size(); ++i) {
+      if (req[i] == 0) continue;
+      auto m = route_metric(reg.labels(id));
+      m.label.push_back({"code", std::string(to_string(static_cast<StatusClass>(i)))});
+      m.counter.value = static_cast<double>(req[i]);
+      requests.metric.push_back(std::move(m));
+    }
+    for (std::size_t i = 0; i < tok.size(); ++i) {
+      auto m = route_metric(reg.labels(id));
+      m.label.push_back({"type", std::string(to_string(static_cast<TokenType>(i)))});
+      m.counter.value = static_cast<double>(tok[i]);
+      tokens.metric.push_back(std::move(m));
+    }
+    for (std::size_t i = 0; i < err.size(); ++i) {
+      if (err[i] == 0) continue;
+      auto m = route_metric(reg.labels(id));
+      m.label.push_back({"reason", std::string(to_string(static_cast<UpstreamError>(i)))});
+      m.counter.value = static_cast<double>(err[i]);
+      errors.metric.push_back(std::move(m));
+    }
+    auto mm = route_metric(reg.labels(id));
+    mm.counter.value = static_cast<double>(miss);
+    missing.metric.push_back(std::move(mm));
+    duration.metric.push_back(
+        histogram_metric(reg, id, [](const RouteCells& c) -> const Histogram& { return c.duration; }));
+    ttfb.metric.push_back(
+        histogram_metric(reg, id, [](const RouteCells& c) -> const Histogram& { return c.ttfb; }));
+  }
+  for (auto* f : {&requests, &duration, &ttfb, &tokens, &errors, &missing}) {
+    out.push_back(std::move(*f));
+  }
+
+  std::int64_t in_flight = 0, open = 0, idle = 0;
+  std::uint64_t conns = 0, connects = 0;
+  for (auto* w : reg.workers()) {
+    in_flight += w->in_flight.value();
+    open += w->open_connections.value();
+    idle += w->upstream_idle.value();
+    conns += w->connections_total.value();
+    connects += w->upstream_connects.value();
+  }
+  auto gauge = [&](std::string name, std::string help, double v) {
+    auto f = family(std::move(name), std::move(help), MetricType::Gauge);
+    ClientMetric m;
+    m.gauge.value = v;
+    f.metric.push_back(std::move(m));
+    out.push_back(std::move(f));
+  };
+  auto counter = [&](std::string name, std::string help, double v,
+                     std::vector<ClientMetric::Label> labels = {}) {
+    auto f = family(std::move(name), std::move(help), MetricType::Counter);
+    ClientMetric m;
+    m.label = std::move(labels);
+    m.counter.value = v;
+    f.metric.push_back(std::move(m));
+    out.push_back(std::move(f));
+  };
+  gauge("tollgate_in_flight_requests", "Requests being handled now.", static_cast<double>(in_flight));
+  gauge("tollgate_open_connections", "Open client connections.", static_cast<double>(open));
+  counter("tollgate_connections_total", "Client connections accepted.", static_cast<double>(conns));
+  gauge("tollgate_upstream_idle_connections", "Idle pooled connections to backends.",
+        static_cast<double>(idle));
+  counter("tollgate_upstream_connections_total", "Connections opened to backends.",
+          static_cast<double>(connects));
+  {
+    auto f = family("tollgate_config_reloads_total", "Configuration reloads by result.",
+                    MetricType::Counter);
+    ClientMetric ok, failed;
+    ok.label = {{"result", "success"}};
+    ok.counter.value = static_cast<double>(control.reloads_ok.value());
+    failed.label = {{"result", "failure"}};
+    failed.counter.value = static_cast<double>(control.reloads_failed.value());
+    f.metric = {ok, failed};
+    out.push_back(std::move(f));
+  }
+  gauge("tollgate_config_last_reload_success_timestamp_seconds",
+        "Unix time of the last successful configuration load.",
+        control.last_reload_ok_time.load(std::memory_order_relaxed));
+  {
+    auto f = family("tollgate_build_info", "Build information.", MetricType::Gauge);
+    ClientMetric m;
+    m.label = {{"version", TOLLGATE_VERSION}};
+    m.gauge.value = 1;
+    f.metric.push_back(std::move(m));
+    out.push_back(std::move(f));
+  }
+  return prometheus::TextSerializer().Serialize(out);
+}
+
+}  // namespace tollgate::metrics

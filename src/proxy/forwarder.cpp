@@ -1,0 +1,425 @@
+#include "proxy/forwarder.hpp"
+
+#include <openssl/ssl.h>
+
+#include <boost/asio/ip/address.hpp>
+#include <boost/asio/ssl/host_name_verification.hpp>
+#include <boost/beast/http/buffer_body.hpp>
+#include <boost/beast/http/span_body.hpp>
+
+#include "proxy/upstream_pool.hpp"
+#include "tollgate/core/api_call.hpp"
+
+namespace tollgate::proxy {
+
+using metrics::UpstreamError;
+using namespace std::chrono_literals;
+
+bool is_hop_by_hop(std::string_view name) {
+  static constexpr std::string_view kNames[] = {
+      "connection", "keep-alive", "proxy-connection", "te", "trailer", "transfer-encoding",
+      "upgrade", "proxy-authorization", "proxy-authenticate"};
+  for (auto n : kNames) {
+    if (beast::iequals(name, n)) return true;
+  }
+  return false;
+}
+
+namespace {
+
+constexpr std::size_t kRelayBuffer = 16 * 1024;
+
+std::int64_t micros_since(SteadyClock::time_point t) {
+  return std::chrono::duration_cast<std::chrono::microseconds>(SteadyClock::now() - t).count();
+}
+
+bool listed_in_connection(const http::fields& f, std::string_view name) {
+  auto it = f.find(http::field::connection);
+  if (it == f.end()) return false;
+  for (auto token : http::token_list(it->value())) {
+    if (beast::iequals(token, name)) return true;
+  }
+  return false;
+}
+
+// Client credentials and framing never cross the gateway; the backend gets its own key.
+bool drop_request_header(const http::fields& f, std::string_view name) {
+  static constexpr std::string_view kDrop[] = {"host", "content-length", "api-key", "authorization",
+                                               "expect", "x-request-id"};
+  if (is_hop_by_hop(name)) return true;
+  for (auto n : kDrop) {
+    if (beast::iequals(name, n)) return true;
+  }
+  return listed_in_connection(f, name);
+}
+
+bool drop_response_header(const http::fields& f, std::string_view name) {
+  static constexpr std::string_view kDrop[] = {"content-length", "x-request-id", "x-tollgate-backend"};
+  if (is_hop_by_hop(name)) return true;
+  for (auto n : kDrop) {
+    if (beast::iequals(name, n)) return true;
+  }
+  return listed_in_connection(f, name);
+}
+
+struct Failure {
+  UpstreamError reason;
+  int status;  // status for the client when nothing was sent yet
+  std::string_view code;
+  std::string_view message;
+};
+
+Failure failure(UpstreamError reason) {
+  switch (reason) {
+    case UpstreamError::kConnectTimeout:
+    case UpstreamError::kFirstByteTimeout:
+    case UpstreamError::kIdleTimeout:
+      return {reason, 504, "backend_timeout", "the backend did not answer in time"};
+    default:
+      return {reason, 502, "backend_unavailable", "the backend could not be reached or failed"};
+  }
+}
+
+bool timed_out(const boost::system::error_code& ec) {
+  return ec == beast::error::timeout || ec == net::error::timed_out;
+}
+
+// Opens a new connection (TCP, then TLS with SNI and host name verification).
+net::awaitable<std::unique_ptr<UpstreamConn>> connect(server::Worker& worker,
+                                                      const server::BackendRuntime& b,
+                                                      UpstreamPool& pool,
+                                                      std::optional<UpstreamError>& err) {
+  const auto& cfg = *b.config;
+  auto ex = co_await net::this_coro::executor;
+  auto now = SteadyClock::now();
+  if (!pool.resolved || now - pool.resolved_at > 30s) {
+    tcp::resolver resolver(ex);
+    auto [ec, results] = co_await resolver.async_resolve(cfg.endpoint.host,
+                                                         std::to_string(cfg.endpoint.port), use_tuple);
+    if (ec || results.empty()) {
+      err = UpstreamError::kResolve;
+      co_return nullptr;
+    }
+    pool.resolved = results;
+    pool.resolved_at = now;
+  }
+  PlainStream tcp_stream(ex);
+  tcp_stream.expires_after(cfg.timeouts.connect);
+  auto [cec, ep] = co_await tcp_stream.async_connect(*pool.resolved, use_tuple);
+  if (cec) {
+    pool.resolved.reset();
+    err = timed_out(cec) ? UpstreamError::kConnectTimeout : UpstreamError::kConnect;
+    co_return nullptr;
+  }
+  tcp_stream.socket().set_option(tcp::no_delay(true));
+  worker.stats().upstream_connects.add();
+  if (!b.tls) co_return std::make_unique<UpstreamConn>(std::in_place_type<PlainStream>,
+                                                       std::move(tcp_stream));
+  auto conn = std::make_unique<UpstreamConn>(std::in_place_type<TlsStream>, std::move(tcp_stream),
+                                             *b.tls);
+  auto& tls = std::get<TlsStream>(conn->stream);
+  boost::system::error_code addr_ec;
+  net::ip::make_address(cfg.endpoint.host, addr_ec);
+  if (addr_ec) {  // SNI only for names, not IP literals
+    SSL_set_tlsext_host_name(tls.native_handle(), cfg.endpoint.host.c_str());
+  }
+  tls.set_verify_mode(net::ssl::verify_peer);
+  tls.set_verify_callback(net::ssl::host_name_verification(cfg.endpoint.host));
+  beast::get_lowest_layer(tls).expires_after(cfg.timeouts.connect);
+  auto [hec] = co_await tls.async_handshake(net::ssl::stream_base::client, use_tuple);
+  if (hec) {
+    err = timed_out(hec) ? UpstreamError::kConnectTimeout : UpstreamError::kTls;
+    co_return nullptr;
+  }
+  co_return conn;
+}
+
+using UpRequest = http::request<http::span_body<const char>>;
+
+UpRequest build_upstream_request(const Request& req, std::string_view body,
+                                 const core::RequestContext& ctx,
+                                 const config::BackendConfig& cfg) {
+  UpRequest up;
+  up.method(req.method());
+  up.method_string(req.method_string());
+  up.target(core::upstream_target(ctx.call, cfg));
+  up.version(11);
+  for (const auto& f : req) {
+    if (!drop_request_header(req, f.name_string())) up.insert(f.name_string(), f.value());
+  }
+  up.set(http::field::host, cfg.endpoint.host_header);
+  up.set("api-key", cfg.api_key);
+  up.set("x-request-id", ctx.request_id);
+  up.keep_alive(true);
+  up.body() = boost::span<const char>(body.data(), body.size());
+  if (!body.empty() || req.method() == http::verb::post || req.method() == http::verb::put ||
+      req.method() == http::verb::patch) {
+    up.content_length(body.size());
+  }
+  return up;
+}
+
+std::string sse_error_event(std::string_view code, std::string_view message) {
+  core::HttpError e{502, std::string(code), std::string(message), "server_error", {}};
+  return "data: " + e.body() + "\n\n";
+}
+
+// Relays one exchange over an established connection. Returns nullopt when the exchange
+// completed (whatever the status), or the failure that happened before anything reached the
+// client (so the caller may answer with an error or retry on a fresh connection).
+template <class Down, class Up>
+net::awaitable<std::optional<UpstreamError>> relay(Down& down, Up& up, UpstreamConn& conn,
+                                                   const UpRequest& upreq, const Request& req,
+                                                   core::RequestContext& ctx,
+                                                   server::Worker& worker,
+                                                   const config::BackendConfig& cfg,
+                                                   bool& keep_alive, bool& reusable,
+                                                   bool& client_touched) {
+  reusable = false;
+  auto& lowest = beast::get_lowest_layer(up);
+  lowest.expires_after(cfg.timeouts.first_byte);
+  auto [wec, wn] = co_await http::async_write(up, upreq, use_tuple);
+  if (wec) co_return timed_out(wec) ? UpstreamError::kFirstByteTimeout : UpstreamError::kWrite;
+
+  http::response_parser<http::buffer_body> parser;
+  parser.body_limit(boost::none);
+  parser.header_limit(64 * 1024);
+  if (req.method() == http::verb::head) parser.skip(true);
+  lowest.expires_after(cfg.timeouts.first_byte);
+  auto [hec, hn] = co_await http::async_read_header(up, conn.buffer, parser, use_tuple);
+  if (hec) {
+    if (timed_out(hec)) co_return UpstreamError::kFirstByteTimeout;
+    if (hec == http::error::end_of_stream || hec == net::error::eof ||
+        hec == net::error::connection_reset || hec == net::ssl::error::stream_truncated) {
+      co_return UpstreamError::kReset;
+    }
+    co_return UpstreamError::kProtocol;
+  }
+  ctx.ttfb_us = micros_since(ctx.start);
+  const auto& uh = parser.get();
+  ctx.upstream_status = static_cast<int>(uh.result_int());
+  ctx.status = ctx.upstream_status;
+
+  http::response<http::buffer_body> res;
+  res.result(uh.result_int());
+  res.version(req.version());
+  for (const auto& f : uh) {
+    if (!drop_response_header(uh, f.name_string())) res.insert(f.name_string(), f.value());
+  }
+  res.set("x-request-id", ctx.request_id);
+  res.set("x-tollgate-backend", cfg.name);
+  bool has_body = !(req.method() == http::verb::head || ctx.upstream_status == 204 ||
+                    ctx.upstream_status == 304 || ctx.upstream_status / 100 == 1);
+  bool chunked = false;
+  if (auto len = parser.content_length()) {
+    res.content_length(*len);
+  } else if (has_body) {
+    if (req.version() >= 11) {
+      res.chunked(true);
+      chunked = true;
+    } else {
+      keep_alive = false;  // HTTP/1.0 client: the body ends when the connection closes
+    }
+  }
+  res.keep_alive(keep_alive);
+
+  auto content_type = uh[http::field::content_type];
+  bool is_sse = content_type.substr(0, 17) == "text/event-stream";
+  core::StreamObserver sse;
+  core::JsonUsageScanner json;
+
+  http::response_serializer<http::buffer_body> sr{res};
+  client_touched = true;
+  lowest.expires_never();
+  beast::get_lowest_layer(down).expires_after(worker.snapshot()->config->server.limits.idle_timeout);
+  auto [dh, dhn] = co_await http::async_write_header(down, sr, use_tuple);
+  if (dh) {
+    ctx.outcome = "client_gone";
+    ctx.error = "client_gone";
+    worker.stats().route(ctx.series).upstream_errors[static_cast<std::size_t>(
+        UpstreamError::kClientGone)].add();
+    keep_alive = false;
+    co_return std::nullopt;
+  }
+  ctx.bytes_out += dhn;
+
+  std::array<char, kRelayBuffer> buf;
+  std::optional<UpstreamError> broke;
+  while (!parser.is_done()) {
+    parser.get().body().data = buf.data();
+    parser.get().body().size = buf.size();
+    lowest.expires_after(cfg.timeouts.idle_between_chunks);
+    auto [rec, rn] = co_await http::async_read_some(up, conn.buffer, parser, use_tuple);
+    if (rec == http::error::need_buffer) rec = {};
+    std::size_t got = buf.size() - parser.get().body().size;
+    if (rec && got == 0) {
+      broke = timed_out(rec) ? UpstreamError::kIdleTimeout
+              : (rec == http::error::partial_message || rec == net::error::eof ||
+                 rec == net::error::connection_reset || rec == net::ssl::error::stream_truncated)
+                  ? UpstreamError::kReset
+                  : UpstreamError::kProtocol;
+      break;
+    }
+    if (got == 0) continue;
+    std::string_view chunk(buf.data(), got);
+    if (is_sse) {
+      sse.feed(chunk);
+    } else {
+      json.feed(chunk);
+    }
+    res.body().data = buf.data();
+    res.body().size = got;
+    res.body().more = true;
+    beast::get_lowest_layer(down).expires_after(
+        worker.snapshot()->config->server.limits.idle_timeout);
+    auto [dw, dwn] = co_await http::async_write(down, sr, use_tuple);
+    if (dw == http::error::need_buffer) dw = {};
+    if (dw) {
+      ctx.outcome = "client_gone";
+      ctx.error = "client_gone";
+      worker.stats().route(ctx.series).upstream_errors[static_cast<std::size_t>(
+          UpstreamError::kClientGone)].add();
+      keep_alive = false;
+      co_return std::nullopt;
+    }
+    ctx.bytes_out += dwn;
+    if (rec) {
+      broke = UpstreamError::kReset;
+      break;
+    }
+  }
+  ctx.usage = is_sse ? sse.usage() : json.usage();
+
+  if (broke) {
+    worker.stats().route(ctx.series).upstream_errors[static_cast<std::size_t>(*broke)].add();
+    ctx.outcome = "upstream_error";
+    ctx.error = metrics::to_string(*broke);
+    keep_alive = false;
+    if (is_sse && chunked) {
+      // End the stream well-formed: an error event the SDKs raise as APIError, then the last chunk.
+      auto event = sse_error_event(*broke == UpstreamError::kIdleTimeout ? "backend_timeout"
+                                                                          : "backend_disconnected",
+                                   "the backend stopped the stream before it ended");
+      res.body().data = event.data();
+      res.body().size = event.size();
+      res.body().more = true;
+      auto [e1, n1] = co_await http::async_write(down, sr, use_tuple);
+      if (!e1 || e1 == http::error::need_buffer) {
+        res.body().data = nullptr;
+        res.body().size = 0;
+        res.body().more = false;
+        co_await http::async_write(down, sr, use_tuple);
+      }
+    }
+    co_return std::nullopt;
+  }
+
+  res.body().data = nullptr;
+  res.body().size = 0;
+  res.body().more = false;
+  auto [fe, fn] = co_await http::async_write(down, sr, use_tuple);
+  if (fe && fe != http::error::need_buffer) {
+    ctx.outcome = "client_gone";
+    ctx.error = "client_gone";
+    keep_alive = false;
+    co_return std::nullopt;
+  }
+  ctx.bytes_out += fn;
+  reusable = parser.keep_alive();
+  co_return std::nullopt;
+}
+
+}  // namespace
+
+template <class Down>
+net::awaitable<bool> respond(Down& down, core::RequestContext& ctx, int status, std::string body,
+                             bool keep_alive, unsigned version, std::string_view content_type,
+                             const std::vector<std::pair<std::string, std::string>>& extra) {
+  http::response<http::string_body> res{static_cast<http::status>(status), version};
+  res.set(http::field::content_type, content_type);
+  res.set("x-request-id", ctx.request_id);
+  if (!ctx.backend.empty()) res.set("x-tollgate-backend", ctx.backend);
+  for (const auto& [k, v] : extra) res.set(k, v);
+  res.keep_alive(keep_alive);
+  res.body() = std::move(body);
+  res.prepare_payload();
+  ctx.status = status;
+  beast::get_lowest_layer(down).expires_after(std::chrono::seconds(30));
+  auto [ec, n] = co_await http::async_write(down, res, use_tuple);
+  ctx.bytes_out += n;
+  co_return !ec && keep_alive;
+}
+
+template <class Down>
+net::awaitable<bool> forward(Down& down, const Request& req, std::string_view body,
+                             core::RequestContext& ctx, server::Worker& worker,
+                             const server::BackendRuntime& backend, bool keep_alive) {
+  const auto& cfg = *backend.config;
+  auto& pool = worker.pool(backend.pool_id);
+  auto& cells = worker.stats().route(ctx.series);
+  auto upreq = build_upstream_request(req, body, ctx, cfg);
+
+  // At most two tries: a pooled connection the backend closed while idle fails before the
+  // request was read (write error or EOF at the first byte); then one fresh connection.
+  for (int attempt = 0; attempt < 2; ++attempt) {
+    std::int64_t idle_delta = 0;
+    auto conn = attempt == 0 ? pool.take(SteadyClock::now(), cfg.keepalive_idle, idle_delta)
+                             : nullptr;
+    worker.stats().upstream_idle.add(idle_delta);
+    bool pooled = conn != nullptr;
+    if (!conn) {
+      std::optional<UpstreamError> err;
+      conn = co_await connect(worker, backend, pool, err);
+      if (!conn) {
+        auto f = failure(*err);
+        cells.upstream_errors[static_cast<std::size_t>(f.reason)].add();
+        ctx.outcome = "upstream_error";
+        ctx.error = metrics::to_string(f.reason);
+        core::HttpError e{f.status, std::string(f.code), std::string(f.message), {}, {}};
+        co_return co_await respond(down, ctx, f.status, e.body(), keep_alive, req.version());
+      }
+    }
+    ++conn->uses;
+    bool reusable = false;
+    bool client_touched = false;
+    std::optional<UpstreamError> err;
+    if (auto* plain = std::get_if<PlainStream>(&conn->stream)) {
+      err = co_await relay(down, *plain, *conn, upreq, req, ctx, worker, cfg, keep_alive, reusable,
+                           client_touched);
+    } else {
+      err = co_await relay(down, std::get<TlsStream>(conn->stream), *conn, upreq, req, ctx, worker,
+                           cfg, keep_alive, reusable, client_touched);
+    }
+    if (!err) {
+      if (reusable && pool.put(std::move(conn), cfg.max_idle_connections, SteadyClock::now())) {
+        worker.stats().upstream_idle.add(1);
+      }
+      co_return keep_alive && ctx.outcome != std::string_view("client_gone");
+    }
+    bool stale_reuse = pooled && !client_touched &&
+                       (*err == UpstreamError::kWrite || *err == UpstreamError::kReset);
+    if (stale_reuse) continue;
+    auto f = failure(*err);
+    cells.upstream_errors[static_cast<std::size_t>(f.reason)].add();
+    ctx.outcome = "upstream_error";
+    ctx.error = metrics::to_string(f.reason);
+    core::HttpError e{f.status, std::string(f.code), std::string(f.message), {}, {}};
+    co_return co_await respond(down, ctx, f.status, e.body(), keep_alive, req.version());
+  }
+  co_return false;  // unreachable: the second attempt never reuses a pooled connection
+}
+
+template net::awaitable<bool> forward<PlainStream>(PlainStream&, const Request&, std::string_view,
+                                                   core::RequestContext&, server::Worker&,
+                                                   const server::BackendRuntime&, bool);
+template net::awaitable<bool> forward<TlsStream>(TlsStream&, const Request&, std::string_view,
+                                                 core::RequestContext&, server::Worker&,
+                                                 const server::BackendRuntime&, bool);
+template net::awaitable<bool> respond<PlainStream>(
+    PlainStream&, core::RequestContext&, int, std::string, bool, unsigned, std::string_view,
+    const std::vector<std::pair<std::string, std::string>>&);
+template net::awaitable<bool> respond<TlsStream>(
+    TlsStream&, core::RequestContext&, int, std::string, bool, unsigned, std::string_view,
+    const std::vector<std::pair<std::string, std::string>>&);
+
+}  // namespace tollgate::proxy

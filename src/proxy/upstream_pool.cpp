@@ -1,0 +1,40 @@
+#include "proxy/upstream_pool.hpp"
+
+#include <sys/socket.h>
+
+#include <cerrno>
+
+namespace tollgate::proxy {
+
+bool UpstreamConn::stale() {
+  auto& sock = lowest().socket();
+  if (!sock.is_open()) return true;
+  char b;
+  auto n = ::recv(sock.native_handle(), &b, 1, MSG_PEEK | MSG_DONTWAIT);
+  if (n == 0) return true;                                   // orderly close by the backend
+  if (n > 0) return true;                                    // unsolicited bytes: not reusable
+  return !(errno == EAGAIN || errno == EWOULDBLOCK);         // reset or other error
+}
+
+std::unique_ptr<UpstreamConn> UpstreamPool::take(SteadyClock::time_point now,
+                                                 std::chrono::milliseconds max_age,
+                                                 std::int64_t& idle_gauge_delta) {
+  while (!idle_.empty()) {
+    auto c = std::move(idle_.back());
+    idle_.pop_back();
+    --idle_gauge_delta;
+    if (now - c->idle_since > max_age || c->stale()) continue;  // dropped: closes the socket
+    return c;
+  }
+  return nullptr;
+}
+
+bool UpstreamPool::put(std::unique_ptr<UpstreamConn> c, std::size_t max_idle,
+                       SteadyClock::time_point now) {
+  if (idle_.size() >= max_idle || c->buffer.size() != 0) return false;
+  c->idle_since = now;
+  idle_.push_back(std::move(c));
+  return true;
+}
+
+}  // namespace tollgate::proxy

@@ -1,0 +1,66 @@
+#include "server/admin.hpp"
+
+#include "proxy/net.hpp"
+#include "tollgate/metrics/logging.hpp"
+
+namespace tollgate::server {
+
+using namespace proxy;
+
+namespace {
+
+using Handler = std::function<AdminResponse(std::string_view, std::string_view)>;
+
+net::awaitable<void> admin_session(PlainStream stream, Handler handler) {
+  beast::flat_buffer buffer;
+  for (;;) {
+    http::request_parser<http::string_body> parser;
+    parser.body_limit(64 * 1024);
+    stream.expires_after(std::chrono::seconds(30));
+    auto [ec, n] = co_await http::async_read(stream, buffer, parser, use_tuple);
+    if (ec) co_return;
+    auto& req = parser.get();
+    auto target = req.target();
+    auto path = target.substr(0, target.find('?'));
+    auto out = handler(req.method_string(), path);
+    http::response<http::string_body> res{static_cast<http::status>(out.status), req.version()};
+    res.set(http::field::content_type, out.content_type);
+    res.keep_alive(req.keep_alive());
+    res.body() = std::move(out.body);
+    res.prepare_payload();
+    auto [wec, wn] = co_await http::async_write(stream, res, use_tuple);
+    if (wec || !res.keep_alive()) break;
+  }
+  boost::system::error_code ignored;
+  stream.socket().shutdown(tcp::socket::shutdown_send, ignored);
+}
+
+net::awaitable<void> admin_accept(tcp::acceptor& acceptor, Handler handler) {
+  for (;;) {
+    auto [ec, sock] = co_await acceptor.async_accept(use_tuple);
+    if (ec) {
+      if (!acceptor.is_open() || ec == net::error::operation_aborted) co_return;
+      continue;
+    }
+    net::co_spawn(acceptor.get_executor(), admin_session(PlainStream(std::move(sock)), handler),
+                  [](std::exception_ptr e) {
+                    if (!e) return;
+                    try {
+                      std::rethrow_exception(e);
+                    } catch (const std::exception& ex) {
+                      metrics::log_error("admin session failed",
+                                         core::JsonFields().add("error", ex.what()));
+                    }
+                  });
+  }
+}
+
+}  // namespace
+
+void serve_admin(net::io_context& io, tcp::acceptor& acceptor, Handler handler) {
+  net::co_spawn(io, admin_accept(acceptor, std::move(handler)), [](std::exception_ptr e) {
+    if (e) metrics::log_error("admin listener stopped unexpectedly");
+  });
+}
+
+}  // namespace tollgate::server

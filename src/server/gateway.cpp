@@ -1,0 +1,305 @@
+#include "tollgate/server/gateway.hpp"
+
+#include <boost/asio/signal_set.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/ssl/context.hpp>
+#include <stdexcept>
+#include <unordered_map>
+
+#include "server/admin.hpp"
+#include "server/snapshot.hpp"
+#include "server/worker.hpp"
+#include "tollgate/metrics/logging.hpp"
+#include "tollgate/metrics/stats.hpp"
+
+namespace tollgate::server {
+
+namespace net = boost::asio;
+using tcp = net::ip::tcp;
+using metrics::log_error;
+using metrics::log_info;
+using metrics::log_warn;
+
+namespace {
+
+tcp::endpoint make_endpoint(const std::string& host, std::uint16_t port) {
+  boost::system::error_code ec;
+  auto addr = net::ip::make_address(host == "localhost" ? "127.0.0.1" : host, ec);
+  if (ec) throw std::runtime_error("cannot listen on \"" + host + "\": not an IP address");
+  return {addr, port};
+}
+
+tcp::acceptor make_acceptor(net::io_context& io, const tcp::endpoint& ep, bool reuse_port) {
+  tcp::acceptor a(io);
+  a.open(ep.protocol());
+  a.set_option(net::socket_base::reuse_address(true));
+  if (reuse_port) {
+    int one = 1;
+    if (::setsockopt(a.native_handle(), SOL_SOCKET, SO_REUSEPORT, &one, sizeof one) != 0) {
+      throw std::runtime_error("SO_REUSEPORT is not available");
+    }
+  }
+  boost::system::error_code ec;
+  a.bind(ep, ec);
+  if (ec) {
+    throw std::runtime_error("cannot bind " + ep.address().to_string() + ":" +
+                             std::to_string(ep.port()) + ": " + ec.message());
+  }
+  a.listen(net::socket_base::max_listen_connections);
+  return a;
+}
+
+std::shared_ptr<net::ssl::context> server_tls(const config::TlsFiles& files) {
+  auto ctx = std::make_shared<net::ssl::context>(net::ssl::context::tls_server);
+  ctx->set_options(net::ssl::context::default_workarounds | net::ssl::context::no_sslv2 |
+                   net::ssl::context::no_sslv3 | net::ssl::context::no_tlsv1 |
+                   net::ssl::context::no_tlsv1_1 | net::ssl::context::single_dh_use);
+  boost::system::error_code ec;
+  ctx->use_certificate_chain_file(files.cert_file, ec);
+  if (ec) throw std::runtime_error("cannot load TLS certificate " + files.cert_file + ": " + ec.message());
+  ctx->use_private_key_file(files.key_file, net::ssl::context::pem, ec);
+  if (ec) throw std::runtime_error("cannot load TLS key " + files.key_file + ": " + ec.message());
+  return ctx;
+}
+
+double unix_now() {
+  return std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
+}
+
+}  // namespace
+
+struct Gateway::Impl {
+  std::string config_path;
+  std::shared_ptr<const config::Config> config;
+  net::io_context control{1};
+  std::vector<std::unique_ptr<Worker>> workers;
+  metrics::SeriesRegistry series;
+  metrics::ControlStats control_stats;
+  std::unordered_map<std::string, std::uint32_t> pool_ids;  // endpoint identity -> pool id
+  std::uint64_t generation = 0;
+  std::optional<tcp::acceptor> admin;
+  net::signal_set signals{control, SIGINT, SIGTERM, SIGHUP};
+  bool draining = false;
+  std::shared_ptr<metrics::AccessLog> access_log;
+
+  // Builds the runtime view of a config. Thread: control. Throws std::runtime_error when a TLS
+  // context cannot be built (bad CA file).
+  std::shared_ptr<const Snapshot> build(std::shared_ptr<const config::Config> cfg) {
+    auto s = std::make_shared<Snapshot>();
+    s->config = cfg;
+    s->generation = ++generation;
+    for (const auto& b : cfg->backends) {
+      BackendRuntime rt;
+      rt.config = &b;
+      if (b.endpoint.tls) {
+        auto ctx = std::make_shared<net::ssl::context>(net::ssl::context::tls_client);
+        ctx->set_options(net::ssl::context::default_workarounds | net::ssl::context::no_sslv2 |
+                         net::ssl::context::no_sslv3 | net::ssl::context::no_tlsv1 |
+                         net::ssl::context::no_tlsv1_1);
+        boost::system::error_code ec;
+        if (b.ca_file.empty()) {
+          ctx->set_default_verify_paths(ec);
+        } else {
+          ctx->load_verify_file(b.ca_file, ec);
+        }
+        if (ec) {
+          throw std::runtime_error("backend " + b.name + ": cannot load CA certificates: " +
+                                   ec.message());
+        }
+        ctx->set_verify_mode(net::ssl::verify_peer);
+        rt.tls = std::move(ctx);
+      }
+      // Connections are pooled per endpoint identity, so a reload keeps warm connections.
+      auto identity = b.endpoint.scheme + "://" + b.endpoint.host + ":" +
+                      std::to_string(b.endpoint.port) + "|" + b.ca_file;
+      auto [it, inserted] = pool_ids.emplace(identity, static_cast<std::uint32_t>(pool_ids.size()));
+      rt.pool_id = it->second;
+      s->backends.push_back(std::move(rt));
+    }
+    s->pool_count = static_cast<std::uint32_t>(pool_ids.size());
+    s->unrouted_series = series.intern("none", "none");
+    for (const auto& d : cfg->deployments) {
+      s->deployment_series.push_back(series.intern(d.name, "none"));
+      auto& pools = s->route_series.emplace_back();
+      for (const auto& p : d.pools) {
+        auto& ids = pools.emplace_back();
+        for (auto b : p.backends) ids.push_back(series.intern(d.name, cfg->backends[b].name));
+      }
+    }
+    return s;
+  }
+
+  void reload() {
+    log_info("reloading configuration", core::JsonFields().add("path", config_path));
+    auto result = config::load_file(config_path);
+    if (!result.ok()) {
+      control_stats.reloads_failed.add();
+      for (const auto& e : result.errors) log_error("configuration error", core::JsonFields().add("error", e));
+      log_error("configuration reload failed; keeping the running configuration",
+                core::JsonFields().add("errors", static_cast<std::uint64_t>(result.errors.size())));
+      return;
+    }
+    std::shared_ptr<const Snapshot> snap;
+    try {
+      snap = build(result.config);
+    } catch (const std::exception& e) {
+      control_stats.reloads_failed.add();
+      log_error("configuration reload failed; keeping the running configuration",
+                core::JsonFields().add("error", e.what()));
+      return;
+    }
+    const auto& next = *result.config;
+    bool listen_changed = next.server.listen.size() != config->server.listen.size();
+    for (std::size_t i = 0; !listen_changed && i < next.server.listen.size(); ++i) {
+      listen_changed = next.server.listen[i].text != config->server.listen[i].text;
+    }
+    if (listen_changed || next.admin.text != config->admin.text ||
+        next.server.workers != config->server.workers ||
+        next.logging.access_log != config->logging.access_log) {
+      log_warn("server.listen, server.workers, admin and logging.access_log changes take effect "
+               "only after a restart");
+    }
+    metrics::set_log_level(next.logging.level);
+    config = result.config;
+    for (auto& w : workers) w->publish(snap);
+    control_stats.reloads_ok.add();
+    control_stats.last_reload_ok_time.store(unix_now());
+    log_info("configuration reloaded", core::JsonFields().add("generation", snap->generation));
+  }
+
+  void begin_drain() {
+    if (draining) {
+      log_warn("second stop signal: exiting without waiting for the drain");
+      stop_all();
+      return;
+    }
+    draining = true;
+    control_stats.ready.store(0);
+    log_info("draining", core::JsonFields().add("timeout_ms", static_cast<std::int64_t>(
+                                                                  config->server.drain_timeout.count())));
+    for (auto& w : workers) w->begin_drain();
+    auto deadline = std::chrono::steady_clock::now() + config->server.drain_timeout;
+    wait_drained(deadline);
+  }
+
+  void wait_drained(std::chrono::steady_clock::time_point deadline) {
+    std::int64_t open = 0;
+    for (auto& w : workers) open += w->stats().open_connections.value();
+    if (open == 0 || std::chrono::steady_clock::now() >= deadline) {
+      if (open != 0) {
+        log_warn("drain timeout: closing remaining connections",
+                 core::JsonFields().add("connections", open));
+      }
+      stop_all();
+      return;
+    }
+    auto timer = std::make_shared<net::steady_timer>(control, std::chrono::milliseconds(20));
+    timer->async_wait([this, timer, deadline](boost::system::error_code) { wait_drained(deadline); });
+  }
+
+  void stop_all() {
+    for (auto& w : workers) w->stop();
+    if (admin) {
+      boost::system::error_code ec;
+      admin->close(ec);
+    }
+    access_log->flush();
+    control.stop();
+  }
+
+  void wait_signal() {
+    signals.async_wait([this](boost::system::error_code ec, int sig) {
+      if (ec) return;
+      if (sig == SIGHUP) {
+        reload();
+      } else {
+        log_info("stop signal received", core::JsonFields().add("signal", sig));
+        begin_drain();
+      }
+      wait_signal();
+    });
+  }
+
+  AdminResponse admin_handler(std::string_view method, std::string_view path) {
+    if (method != "GET" && method != "HEAD") {
+      return {405, "application/json",
+              core::HttpError{405, "method_not_allowed", "use GET", {}, {}}.body()};
+    }
+    if (path == "/metrics") {
+      return {200, "text/plain; version=0.0.4; charset=utf-8",
+              metrics::render_metrics(series, control_stats)};
+    }
+    if (path == "/healthz") return {200, "application/json", R"({"status":"ok"})"};
+    if (path == "/readyz") {
+      if (control_stats.ready.load() == 1) return {200, "application/json", R"({"status":"ready"})"};
+      return {503, "application/json", R"({"status":"not ready"})"};
+    }
+    return {404, "application/json", core::not_found("404", "Resource not found").body()};
+  }
+};
+
+Gateway::Gateway(std::string config_path, std::shared_ptr<const config::Config> config)
+    : impl_(std::make_unique<Impl>()) {
+  auto& s = *impl_;
+  s.config_path = std::move(config_path);
+  s.config = std::move(config);
+  const auto& cfg = *s.config;
+  s.access_log = std::make_shared<metrics::AccessLog>(cfg.logging.access_log);
+  for (unsigned i = 0; i < cfg.server.workers; ++i) {
+    s.workers.push_back(std::make_unique<Worker>(i, s.access_log));
+    s.series.add_worker(&s.workers.back()->stats());
+  }
+  // One SO_REUSEPORT acceptor per worker and listener; port 0 is resolved by the first bind.
+  for (std::size_t li = 0; li < cfg.server.listen.size(); ++li) {
+    const auto& l = cfg.server.listen[li];
+    auto ep = make_endpoint(l.host, l.port);
+    std::shared_ptr<net::ssl::context> tls = l.tls ? server_tls(*l.tls) : nullptr;
+    for (auto& w : s.workers) {
+      auto a = make_acceptor(w->io(), ep, true);
+      ep = a.local_endpoint();
+      w->add_listener(std::move(a), tls);
+    }
+    log_info("listening", core::JsonFields()
+                              .add("listener", li == 0 ? "main" : "main" + std::to_string(li))
+                              .add("address", ep.address().to_string() + ":" + std::to_string(ep.port()))
+                              .add("tls", l.tls.has_value())
+                              .add("workers", cfg.server.workers));
+  }
+  if (cfg.admin.enabled) {
+    auto ep = make_endpoint(cfg.admin.host, cfg.admin.port);
+    s.admin.emplace(make_acceptor(s.control, ep, false));
+    ep = s.admin->local_endpoint();
+    log_info("listening", core::JsonFields()
+                              .add("listener", "admin")
+                              .add("address", ep.address().to_string() + ":" + std::to_string(ep.port()))
+                              .add("tls", false));
+  }
+}
+
+Gateway::~Gateway() = default;
+
+int Gateway::run() {
+  auto& s = *impl_;
+  auto snap = s.build(s.config);
+  for (auto& w : s.workers) w->start(snap);
+  if (s.admin) {
+    serve_admin(s.control, *s.admin, [&s](std::string_view m, std::string_view p) {
+      return s.admin_handler(m, p);
+    });
+  }
+  s.wait_signal();
+  s.control_stats.last_reload_ok_time.store(unix_now());
+  s.control_stats.ready.store(1);
+  log_info("ready", core::JsonFields()
+                        .add("version", TOLLGATE_VERSION)
+                        .add("deployments", static_cast<std::uint64_t>(s.config->deployments.size()))
+                        .add("backends", static_cast<std::uint64_t>(s.config->backends.size())));
+  s.control.run();
+  for (auto& w : s.workers) w->join();
+  s.access_log->flush();
+  log_info("stopped");
+  return 0;
+}
+
+}  // namespace tollgate::server

@@ -1,0 +1,72 @@
+#include "server/worker.hpp"
+
+#include "proxy/upstream_pool.hpp"
+
+namespace tollgate::server {
+
+Worker::Worker(unsigned index, std::shared_ptr<metrics::AccessLog> access_log)
+    : index_(index), access_log_(std::move(access_log)) {}
+
+Worker::~Worker() {
+  if (thread_.joinable()) {
+    io_.stop();
+    thread_.join();
+  }
+}
+
+void Worker::add_listener(boost::asio::ip::tcp::acceptor acceptor,
+                          std::shared_ptr<boost::asio::ssl::context> tls) {
+  listeners_.push_back(std::make_unique<Listener>(Listener{std::move(acceptor), std::move(tls)}));
+}
+
+void Worker::start(std::shared_ptr<const Snapshot> snapshot) {
+  apply(std::move(snapshot));
+  for (auto& l : listeners_) accept_loop(*l);
+  thread_ = std::thread([this] {
+    auto guard = boost::asio::make_work_guard(io_);
+    io_.run();
+  });
+}
+
+void Worker::join() {
+  if (thread_.joinable()) thread_.join();
+}
+
+void Worker::publish(std::shared_ptr<const Snapshot> snapshot) {
+  boost::asio::post(io_, [this, s = std::move(snapshot)]() mutable { apply(std::move(s)); });
+}
+
+void Worker::apply(std::shared_ptr<const Snapshot> snapshot) {
+  if (pools_.size() < snapshot->pool_count) pools_.resize(snapshot->pool_count);
+  snapshot_ = std::move(snapshot);
+}
+
+proxy::UpstreamPool& Worker::pool(std::uint32_t id) {
+  auto& p = pools_[id];
+  if (!p) p = std::make_unique<proxy::UpstreamPool>();
+  return *p;
+}
+
+void Worker::begin_drain() {
+  boost::asio::post(io_, [this] {
+    draining_ = true;
+    for (auto& l : listeners_) {
+      boost::system::error_code ec;
+      l->acceptor.close(ec);
+    }
+    for (auto& s : sessions_) {
+      if (s.idle && s.close) s.close();
+    }
+  });
+}
+
+void Worker::stop() { io_.stop(); }
+
+std::list<Worker::SessionEntry>::iterator Worker::register_session(std::function<void()> close) {
+  sessions_.push_front(SessionEntry{true, std::move(close)});
+  return sessions_.begin();
+}
+
+void Worker::unregister_session(std::list<SessionEntry>::iterator it) { sessions_.erase(it); }
+
+}  // namespace tollgate::server

@@ -1,0 +1,82 @@
+#pragma once
+// A worker: one thread, one io_context, its own acceptors (SO_REUSEPORT), upstream connection
+// pools and statistics. Nothing here is touched by another thread except through post() and the
+// relaxed atomics in WorkerStats. See docs/architecture.md.
+
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/ssl/context.hpp>
+#include <functional>
+#include <list>
+#include <memory>
+#include <thread>
+#include <vector>
+
+#include "server/snapshot.hpp"
+#include "tollgate/metrics/logging.hpp"
+#include "tollgate/metrics/stats.hpp"
+
+namespace tollgate::proxy {
+class UpstreamPool;
+}
+
+namespace tollgate::server {
+
+struct Listener {
+  boost::asio::ip::tcp::acceptor acceptor;
+  std::shared_ptr<boost::asio::ssl::context> tls;  // null: plain HTTP
+};
+
+class Worker {
+ public:
+  Worker(unsigned index, std::shared_ptr<metrics::AccessLog> access_log);
+  ~Worker();
+
+  boost::asio::io_context& io() { return io_; }
+  unsigned index() const { return index_; }
+  metrics::WorkerStats& stats() { return stats_; }
+  metrics::AccessLog& access_log() { return *access_log_; }
+
+  /// Thread: control thread before start().
+  void add_listener(boost::asio::ip::tcp::acceptor acceptor,
+                    std::shared_ptr<boost::asio::ssl::context> tls);
+  void start(std::shared_ptr<const Snapshot> snapshot);
+  void join();
+
+  /// Thread: any. Posts the new snapshot to the worker.
+  void publish(std::shared_ptr<const Snapshot> snapshot);
+  /// Thread: any. Stops accepting, closes idle connections, lets running requests finish.
+  void begin_drain();
+  /// Thread: any. Stops the event loop (after the drain).
+  void stop();
+
+  // --- worker thread only ---
+  const std::shared_ptr<const Snapshot>& snapshot() const { return snapshot_; }
+  bool draining() const { return draining_; }
+  proxy::UpstreamPool& pool(std::uint32_t id);
+
+  /// Registry of open client sessions, so a drain can close the idle ones.
+  struct SessionEntry {
+    bool idle = true;
+    std::function<void()> close;
+  };
+  std::list<SessionEntry>::iterator register_session(std::function<void()> close);
+  void unregister_session(std::list<SessionEntry>::iterator it);
+
+ private:
+  void apply(std::shared_ptr<const Snapshot> snapshot);
+  void accept_loop(Listener& l);
+
+  unsigned index_;
+  boost::asio::io_context io_{1};
+  std::thread thread_;
+  std::vector<std::unique_ptr<Listener>> listeners_;
+  std::shared_ptr<const Snapshot> snapshot_;         // owner: worker thread
+  std::vector<std::unique_ptr<proxy::UpstreamPool>> pools_;  // owner: worker thread
+  std::list<SessionEntry> sessions_;                 // owner: worker thread
+  bool draining_ = false;                            // owner: worker thread
+  metrics::WorkerStats stats_;
+  std::shared_ptr<metrics::AccessLog> access_log_;
+};
+
+}  // namespace tollgate::server
