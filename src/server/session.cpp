@@ -85,6 +85,11 @@ void finish(Worker& w, RequestContext& ctx) {
   log.write(f);
 }
 
+core::HttpError body_too_large(std::size_t limit) {
+  return {413, "request_too_large",
+          "the request body exceeds the limit of " + std::to_string(limit) + " bytes", {}, {}};
+}
+
 bool is_inference(core::Operation op) {
   return op == core::Operation::kChatCompletions || op == core::Operation::kCompletions ||
          op == core::Operation::kEmbeddings || op == core::Operation::kResponses;
@@ -132,6 +137,23 @@ net::awaitable<bool> handle(Worker& w, Stream& stream, Request& req, RequestCont
   co_return co_await forward(stream, req, body, ctx, w, backend, keep_alive);
 }
 
+/// After an error answer on a request whose body was not read, keep reading (and discarding) for
+/// a short while so the client sees the answer rather than a reset (nginx's lingering close).
+template <class Stream>
+net::awaitable<void> linger_close(Stream& stream) {
+  boost::system::error_code ec;
+  beast::get_lowest_layer(stream).socket().shutdown(tcp::socket::shutdown_send, ec);
+  std::array<char, 16 * 1024> sink;
+  std::size_t total = 0;
+  beast::get_lowest_layer(stream).expires_after(std::chrono::seconds(2));
+  while (total < (8u << 20)) {
+    auto [rec, n] = co_await beast::get_lowest_layer(stream).async_read_some(
+        net::buffer(sink), use_tuple);
+    if (rec) break;
+    total += n;
+  }
+}
+
 template <class Stream>
 net::awaitable<void> run_session(Worker& w, Stream stream, std::string remote) {
   auto& stats = w.stats();
@@ -151,7 +173,7 @@ net::awaitable<void> run_session(Worker& w, Stream stream, std::string remote) {
   bool first = true;
   while (!w.draining()) {
     auto snap = w.snapshot();
-    const auto& limits = snap->config->server.limits;
+    const auto limits = snap->config->server.limits;  // a copy: snap is refreshed below
     http::request_parser<http::string_body> parser;
     parser.header_limit(static_cast<std::uint32_t>(limits.max_header_size));
     parser.body_limit(limits.max_request_body);
@@ -161,6 +183,9 @@ net::awaitable<void> run_session(Worker& w, Stream stream, std::string remote) {
     auto [ec, hn] = co_await http::async_read_header(stream, buffer, parser, use_tuple);
     entry->idle = false;
     first = false;
+    // The request runs on the newest snapshot as of its arrival (not of the connection's last
+    // request), and keeps it to its end.
+    snap = w.snapshot();
 
     RequestContext ctx;
     ctx.start = core::SteadyClock::now();
@@ -176,13 +201,18 @@ net::awaitable<void> run_session(Worker& w, Stream stream, std::string remote) {
       stats.in_flight.add(1);
       ctx.request_id = core::new_request_id();
       ctx.outcome = "rejected";
-      bool too_big = ec == http::error::header_limit;
-      ctx.error = too_big ? "header_too_large" : "bad_request";
-      core::HttpError e = too_big ? core::HttpError{431, "header_too_large",
-                                                    "the request header is too large", {}, {}}
-                                  : core::bad_request("malformed HTTP request");
+      core::HttpError e = core::bad_request("malformed HTTP request");
+      ctx.error = "bad_request";
+      if (ec == http::error::header_limit) {
+        e = core::HttpError{431, "header_too_large", "the request header is too large", {}, {}};
+        ctx.error = "header_too_large";
+      } else if (ec == http::error::body_limit) {  // Content-Length above the limit
+        e = body_too_large(limits.max_request_body);
+        ctx.error = "body_too_large";
+      }
       co_await respond(stream, ctx, e.status, e.body(), false);
       finish(w, ctx);
+      co_await linger_close(stream);
       co_return;
     }
     stats.in_flight.add(1);
@@ -198,12 +228,10 @@ net::awaitable<void> run_session(Worker& w, Stream stream, std::string remote) {
     if (length && *length > limits.max_request_body) {
       ctx.outcome = "rejected";
       ctx.error = "body_too_large";
-      auto e = core::HttpError{413, "request_too_large",
-                               "the request body exceeds the limit of " +
-                                   std::to_string(limits.max_request_body) + " bytes",
-                               {}, {}};
-      co_await respond(stream, ctx, 413, e.body(), false, header.version());
+      co_await respond(stream, ctx, 413, body_too_large(limits.max_request_body).body(), false,
+                       header.version());
       finish(w, ctx);
+      co_await linger_close(stream);
       co_return;
     }
     if (beast::iequals(header[http::field::expect], "100-continue")) {
@@ -218,11 +246,11 @@ net::awaitable<void> run_session(Worker& w, Stream stream, std::string remote) {
       ctx.outcome = "rejected";
       ctx.error = too_big ? "body_too_large" : "incomplete_request";
       if (too_big) {
-        auto e = core::HttpError{413, "request_too_large",
-                                 "the request body exceeds the limit of " +
-                                     std::to_string(limits.max_request_body) + " bytes",
-                                 {}, {}};
-        co_await respond(stream, ctx, 413, e.body(), false, header.version());
+        co_await respond(stream, ctx, 413, body_too_large(limits.max_request_body).body(), false,
+                         header.version());
+        finish(w, ctx);
+        co_await linger_close(stream);
+        co_return;
       } else if (bec != net::error::operation_aborted && bec != beast::error::timeout &&
                  bec != http::error::partial_message && bec != net::error::eof) {
         co_await respond(stream, ctx, 400, core::bad_request("malformed HTTP request").body(),

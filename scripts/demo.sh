@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Installs what is missing, builds, and runs Tollgate in front of the built-in mock Azure OpenAI
+# backend (no Azure account needed). Ctrl-C stops both.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/install-deps.sh
+bash scripts/build.sh
+export TOLLGATE_DEMO_BACKEND_KEY=demo-backend-key
+./build/tollgate-mock --listen 127.0.0.1:18080 --api-key "$TOLLGATE_DEMO_BACKEND_KEY" \
+  --deployment gpt-4o-prod=gpt-4o-2024-11-20 --deployment embeddings-prod=text-embedding-3-small \
+  --pace-ms 40 >/dev/null &
+mock_pid=$!
+trap 'kill $mock_pid 2>/dev/null || true' EXIT
+./build/tollgate --check-config config/demo.yaml
+cat <<'MSG'
+
+Tollgate demo: gateway on http://127.0.0.1:8080 (admin/metrics on http://127.0.0.1:9090),
+in front of a mock Azure OpenAI backend on 127.0.0.1:18080.
+
+Try it:
+  curl -s http://127.0.0.1:8080/openai/deployments/gpt-4o/chat/completions?api-version=2024-10-21 \
+    -H 'content-type: application/json' -H 'api-key: any' \
+    -d '{"messages":[{"role":"user","content":"Hello"}]}'
+  curl -sN http://127.0.0.1:8080/openai/v1/chat/completions -H 'content-type: application/json' \
+    -d '{"model":"gpt-4o","stream":true,"messages":[{"role":"user","content":"Stream"}]}'
+  curl -s http://127.0.0.1:9090/metrics | grep tollgate_requests_total
+
+From the openai SDK (Node):
+  import { AzureOpenAI } from 'openai';
+  const client = new AzureOpenAI({ endpoint: 'http://127.0.0.1:8080', apiKey: 'any', apiVersion: '2024-10-21' });
+  const r = await client.chat.completions.create({ model: 'gpt-4o', messages: [{ role: 'user', content: 'Hi' }] });
+
+Python: AzureOpenAI(azure_endpoint="http://127.0.0.1:8080", api_key="any", api_version="2024-10-21")
+Access log lines follow below. Press Ctrl-C to stop.
+
+MSG
+./build/tollgate --config config/demo.yaml

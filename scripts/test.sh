@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Installs what is missing, builds, and runs every test: unit, tokenizer oracle, integration
+# (real binaries + the openai SDK), then the unit and integration tests again under ASan+UBSan.
+# Set TOLLGATE_SKIP_SANITIZERS=1 to skip the sanitizer pass.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/install-deps.sh
+bash scripts/build.sh
+(cd build && ctest --output-on-failure --timeout 900)
+if [ "${TOLLGATE_SKIP_SANITIZERS:-0}" != 1 ]; then
+  echo "== sanitizer pass (ASan+UBSan) =="
+  cmake -S . -B build-asan -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DTOLLGATE_SANITIZE=ON \
+    -DTOLLGATE_BENCH=OFF -DTOLLGATE_TOKENIZER_DIR="$PWD/build/tokenizer-data" >/dev/null
+  ninja -C build-asan -j"$(nproc)"
+  (cd build-asan && ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 UBSAN_OPTIONS=print_stacktrace=1 \
+    ctest --output-on-failure --timeout 900 -E 'tokenizer_oracle')
+fi

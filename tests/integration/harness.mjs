@@ -1,0 +1,192 @@
+// Test harness: starts the real tollgate and tollgate-mock binaries on 127.0.0.1 with ephemeral
+// ports, reads their "listening" log lines, and cleans every process up. Every wait is bounded.
+import { spawn } from 'node:child_process';
+import { mkdtempSync, writeFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, dirname } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { setTimeout as sleep } from 'node:timers/promises';
+
+const here = dirname(fileURLToPath(import.meta.url));
+export const repoRoot = join(here, '..', '..');
+export const binDir = process.env.TOLLGATE_BIN_DIR || join(repoRoot, 'build');
+export const BACKEND_KEY = 'backend-key-7f3a';
+
+const live = new Set();
+process.on('exit', () => {
+  for (const p of live) {
+    try { p.kill('SIGKILL'); } catch { /* already gone */ }
+  }
+});
+
+/** Spawns a binary, collecting its output lines; resolves once `ready(lines)` returns a value. */
+function launch(bin, args, env, ready, what, timeoutMs = 10000) {
+  const proc = spawn(join(binDir, bin), args, { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+  live.add(proc);
+  const out = { stdout: [], stderr: [] };
+  let exited = null;
+  const exitPromise = new Promise((resolve) => proc.on('exit', (code, signal) => {
+    live.delete(proc);
+    exited = { code, signal };
+    resolve(exited);
+  }));
+  for (const stream of ['stdout', 'stderr']) {
+    let partial = '';
+    proc[stream].setEncoding('utf8');
+    proc[stream].on('data', (chunk) => {
+      partial += chunk;
+      const lines = partial.split('\n');
+      partial = lines.pop();
+      out[stream].push(...lines);
+    });
+  }
+  return new Promise((resolve, reject) => {
+    const deadline = Date.now() + timeoutMs;
+    const poll = () => {
+      const value = ready(out);
+      if (value) return resolve({ proc, out, value, exitPromise, exited: () => exited });
+      if (exited) return reject(new Error(`${what} exited early (${JSON.stringify(exited)}):\n${out.stderr.join('\n')}\n${out.stdout.join('\n')}`));
+      if (Date.now() > deadline) {
+        proc.kill('SIGKILL');
+        return reject(new Error(`${what} did not start within ${timeoutMs} ms:\n${out.stderr.join('\n')}`));
+      }
+      setTimeout(poll, 20);
+    };
+    poll();
+  });
+}
+
+function listening(lines) {
+  const found = {};
+  for (const line of lines) {
+    if (!line.includes('"msg":"listening"')) continue;
+    try {
+      const j = JSON.parse(line);
+      found[j.listener] = j.address;
+    } catch { /* not JSON */ }
+  }
+  return found;
+}
+
+async function stopProcess(proc, exitPromise, signal = 'SIGTERM', timeoutMs = 10000) {
+  if (proc.exitCode !== null || proc.signalCode !== null) return exitPromise;
+  proc.kill(signal);
+  const timer = sleep(timeoutMs).then(() => 'timeout');
+  const r = await Promise.race([exitPromise, timer]);
+  if (r === 'timeout') {
+    proc.kill('SIGKILL');
+    throw new Error(`process did not exit within ${timeoutMs} ms of ${signal}`);
+  }
+  return r;
+}
+
+export async function startMock(args = []) {
+  const started = await launch('tollgate-mock', ['--listen', '127.0.0.1:0', '--api-key', BACKEND_KEY, ...args], {},
+    (out) => listening(out.stdout).mock, 'tollgate-mock');
+  const address = started.value;
+  const url = `http://${address}`;
+  const json = async (method, path, body) => {
+    const r = await fetch(url + path, {
+      method,
+      headers: body ? { 'content-type': 'application/json' } : {},
+      body: body ? JSON.stringify(body) : undefined,
+    });
+    return r.json();
+  };
+  return {
+    url,
+    port: Number(address.split(':').pop()),
+    proc: started.proc,
+    stats: () => json('GET', '/_mock/stats'),
+    requests: (limit = 100) => json('GET', `/_mock/requests?limit=${limit}`).then((r) => r.requests),
+    fault: (f) => json('POST', '/_mock/faults', f),
+    reset: () => json('POST', '/_mock/reset'),
+    stop: () => stopProcess(started.proc, started.exitPromise),
+  };
+}
+
+/** `yaml` may use ${name} placeholders filled from `vars`. */
+export async function startGateway(yaml, { env = {}, timeoutMs = 10000 } = {}) {
+  const dir = mkdtempSync(join(tmpdir(), 'tollgate-it-'));
+  const configPath = join(dir, 'tollgate.yaml');
+  writeFileSync(configPath, yaml);
+  const started = await launch('tollgate', ['--config', configPath], { MOCK_KEY: BACKEND_KEY, ...env },
+    (out) => {
+      const l = listening(out.stderr);
+      const ready = out.stderr.some((line) => line.includes('"msg":"ready"'));
+      return ready && l.main && l.admin ? l : null;
+    }, 'tollgate', timeoutMs);
+  const gw = {
+    dir,
+    configPath,
+    proc: started.proc,
+    out: started.out,
+    url: `http://${started.value.main}`,
+    adminUrl: `http://${started.value.admin}`,
+    exitPromise: started.exitPromise,
+    accessLog: () => started.out.stdout.filter((l) => l.startsWith('{')).map((l) => JSON.parse(l)),
+    metricsText: () => fetch(`http://${started.value.admin}/metrics`).then((r) => r.text()),
+    async metric(name, labels = {}) {
+      const text = await gw.metricsText();
+      let sum = 0;
+      let seen = false;
+      for (const line of text.split('\n')) {
+        if (!line.startsWith(name)) continue;
+        const m = line.match(/^([a-zA-Z_:]+)(\{[^}]*\})? ([0-9.e+\-]+|NaN|\+Inf)$/);
+        if (!m || m[1] !== name) continue;
+        const ls = m[2] || '';
+        if (Object.entries(labels).every(([k, v]) => ls.includes(`${k}="${v}"`))) {
+          sum += Number(m[3]);
+          seen = true;
+        }
+      }
+      return seen ? sum : undefined;
+    },
+    reconfigure(text) { writeFileSync(configPath, text); },
+    signal(sig) { started.proc.kill(sig); },
+    async stop(signal = 'SIGTERM') {
+      try {
+        return await stopProcess(started.proc, started.exitPromise, signal);
+      } finally {
+        rmSync(dir, { recursive: true, force: true });
+      }
+    },
+  };
+  return gw;
+}
+
+/** A gateway config with one deployment per entry of `deployments`: {name, backend: url, deployment}. */
+export function gatewayConfig({ deployments, limits = '', workers = 2, extra = '' }) {
+  const backends = deployments.map((d, i) => `  - name: ${d.backendName || `backend-${i}`}
+    endpoint: ${d.backend}
+    deployment: ${d.deployment || d.name}
+    api_key: env:MOCK_KEY
+    timeouts: {connect: 2s, first_byte: ${d.firstByte || '5s'}, idle_between_chunks: ${d.idle || '5s'}}`).join('\n');
+  const deps = deployments.map((d, i) => `  - name: ${d.name}
+    model: gpt-4o
+    pools: [{backends: [${d.backendName || `backend-${i}`}]}]`).join('\n');
+  return `server:
+  listen: [{address: "127.0.0.1:0"}]
+  workers: ${workers}
+  drain_timeout: 10s
+${limits}
+admin: {address: "127.0.0.1:0"}
+backends:
+${backends}
+deployments:
+${deps}
+logging: {level: info, access_log: stdout, format: json}
+${extra}`;
+}
+
+/** Polls `fn` until it returns a truthy value; fails after `timeoutMs`. */
+export async function eventually(fn, { timeoutMs = 5000, intervalMs = 25, what = 'condition' } = {}) {
+  const deadline = Date.now() + timeoutMs;
+  let last;
+  while (Date.now() < deadline) {
+    last = await fn();
+    if (last) return last;
+    await sleep(intervalMs);
+  }
+  throw new Error(`timed out after ${timeoutMs} ms waiting for ${what} (last: ${JSON.stringify(last)})`);
+}
