@@ -231,17 +231,39 @@ net::awaitable<std::optional<UpstreamError>> relay(Down& down, Up& up, UpstreamC
   http::response_serializer<http::buffer_body> sr{res};
   client_touched = true;
   lowest.expires_never();
-  beast::get_lowest_layer(down).expires_after(worker.snapshot()->config->server.limits.idle_timeout);
-  auto [dh, dhn] = co_await http::async_write_header(down, sr, use_tuple);
-  if (dh) {
+  const auto idle = worker.snapshot()->config->server.limits.idle_timeout;
+  auto& route = worker.stats().route(ctx.series);
+  auto client_gone = [&] {
     ctx.outcome = "client_gone";
     ctx.error = "client_gone";
-    worker.stats().route(ctx.series).upstream_errors[static_cast<std::size_t>(
-        UpstreamError::kClientGone)].add();
+    route.upstream_errors[static_cast<std::size_t>(UpstreamError::kClientGone)].add();
     keep_alive = false;
-    co_return std::nullopt;
+  };
+  // Writes what is in res.body() (and the header, the first time). Returns false if the
+  // client is gone. `finished` becomes true once the message end went out.
+  bool finished = false;
+  auto send = [&](const char* data, std::size_t size, bool more) -> net::awaitable<bool> {
+    res.body().data = const_cast<char*>(data);
+    res.body().size = size;
+    res.body().more = more;
+    beast::get_lowest_layer(down).expires_after(idle);
+    auto [ec, n] = co_await http::async_write(down, sr, use_tuple);
+    ctx.bytes_out += n;
+    if (ec == http::error::need_buffer) ec = {};
+    if (!ec && !more) finished = true;
+    co_return !ec;
+  };
+  // A stream's header goes out at once (the client sees the response start); a JSON answer's
+  // header waits for its first body bytes so both leave in one write.
+  if (is_sse || parser.is_done()) {
+    beast::get_lowest_layer(down).expires_after(idle);
+    auto [dh, dhn] = co_await http::async_write_header(down, sr, use_tuple);
+    ctx.bytes_out += dhn;
+    if (dh) {
+      client_gone();
+      co_return std::nullopt;
+    }
   }
-  ctx.bytes_out += dhn;
 
   std::array<char, kRelayBuffer> buf;
   std::optional<UpstreamError> broke;
@@ -252,46 +274,34 @@ net::awaitable<std::optional<UpstreamError>> relay(Down& down, Up& up, UpstreamC
     auto [rec, rn] = co_await http::async_read_some(up, conn.buffer, parser, use_tuple);
     if (rec == http::error::need_buffer) rec = {};
     std::size_t got = buf.size() - parser.get().body().size;
-    if (rec && got == 0) {
+    if (rec) {
       broke = timed_out(rec) ? UpstreamError::kIdleTimeout
               : (rec == http::error::partial_message || rec == net::error::eof ||
                  rec == net::error::connection_reset || rec == net::ssl::error::stream_truncated)
                   ? UpstreamError::kReset
                   : UpstreamError::kProtocol;
-      break;
     }
-    if (got == 0) continue;
+    if (got == 0) {
+      if (broke) break;
+      continue;
+    }
     std::string_view chunk(buf.data(), got);
     if (is_sse) {
       sse.feed(chunk);
     } else {
       json.feed(chunk);
     }
-    res.body().data = buf.data();
-    res.body().size = got;
-    res.body().more = true;
-    beast::get_lowest_layer(down).expires_after(
-        worker.snapshot()->config->server.limits.idle_timeout);
-    auto [dw, dwn] = co_await http::async_write(down, sr, use_tuple);
-    if (dw == http::error::need_buffer) dw = {};
-    if (dw) {
-      ctx.outcome = "client_gone";
-      ctx.error = "client_gone";
-      worker.stats().route(ctx.series).upstream_errors[static_cast<std::size_t>(
-          UpstreamError::kClientGone)].add();
-      keep_alive = false;
+    if (!co_await send(buf.data(), got, broke || !parser.is_done())) {
+      client_gone();
       co_return std::nullopt;
     }
-    ctx.bytes_out += dwn;
-    if (rec) {
-      broke = UpstreamError::kReset;
-      break;
-    }
+    if (broke) break;
   }
+  lowest.expires_never();
   ctx.usage = is_sse ? sse.usage() : json.usage();
 
   if (broke) {
-    worker.stats().route(ctx.series).upstream_errors[static_cast<std::size_t>(*broke)].add();
+    route.upstream_errors[static_cast<std::size_t>(*broke)].add();
     ctx.outcome = "upstream_error";
     ctx.error = metrics::to_string(*broke);
     keep_alive = false;
@@ -300,31 +310,14 @@ net::awaitable<std::optional<UpstreamError>> relay(Down& down, Up& up, UpstreamC
       auto event = sse_error_event(*broke == UpstreamError::kIdleTimeout ? "backend_timeout"
                                                                           : "backend_disconnected",
                                    "the backend stopped the stream before it ended");
-      res.body().data = event.data();
-      res.body().size = event.size();
-      res.body().more = true;
-      auto [e1, n1] = co_await http::async_write(down, sr, use_tuple);
-      if (!e1 || e1 == http::error::need_buffer) {
-        res.body().data = nullptr;
-        res.body().size = 0;
-        res.body().more = false;
-        co_await http::async_write(down, sr, use_tuple);
-      }
+      if (co_await send(event.data(), event.size(), true)) co_await send(nullptr, 0, false);
     }
     co_return std::nullopt;
   }
-
-  res.body().data = nullptr;
-  res.body().size = 0;
-  res.body().more = false;
-  auto [fe, fn] = co_await http::async_write(down, sr, use_tuple);
-  if (fe && fe != http::error::need_buffer) {
-    ctx.outcome = "client_gone";
-    ctx.error = "client_gone";
-    keep_alive = false;
+  if (!finished && !co_await send(nullptr, 0, false)) {
+    client_gone();
     co_return std::nullopt;
   }
-  ctx.bytes_out += fn;
   reusable = parser.keep_alive();
   co_return std::nullopt;
 }

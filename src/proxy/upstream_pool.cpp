@@ -23,7 +23,11 @@ std::unique_ptr<UpstreamConn> UpstreamPool::take(SteadyClock::time_point now,
     auto c = std::move(idle_.back());
     idle_.pop_back();
     --idle_gauge_delta;
-    if (now - c->idle_since > max_age || c->stale()) continue;  // dropped: closes the socket
+    auto idle = now - c->idle_since;
+    if (idle > max_age) continue;  // dropped: closes the socket
+    // A peer closes idle connections after seconds, not milliseconds: skip the syscall for
+    // connections that were busy a moment ago.
+    if (idle > std::chrono::milliseconds(250) && c->stale()) continue;
     return c;
   }
   return nullptr;

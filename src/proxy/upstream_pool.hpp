@@ -17,7 +17,9 @@ using SteadyClock = std::chrono::steady_clock;
 
 struct UpstreamConn {
   template <typename... Args>
-  explicit UpstreamConn(Args&&... args) : stream(std::forward<Args>(args)...) {}
+  explicit UpstreamConn(Args&&... args) : stream(std::forward<Args>(args)...) {
+    buffer.reserve(16 * 1024);  // one read takes a whole small response
+  }
   std::variant<PlainStream, TlsStream> stream;
   beast::flat_buffer buffer;
   SteadyClock::time_point idle_since{};
