@@ -70,74 +70,97 @@ void StreamObserver::on_event(std::string_view data) {
 }
 
 void JsonUsageScanner::feed(std::string_view bytes) {
-  for (char c : bytes) {
-    if (done_) return;
-    if (capturing_) {
-      if (captured_.size() < max_capture_) {
-        captured_ += c;
+  const char* p = bytes.data();
+  const char* const end = p + bytes.size();
+  auto append_key = [this](const char* from, const char* to) {  // keys we compare are short
+    auto room = key_.size() < 16 ? 16 - key_.size() : 0;
+    key_.append(from, std::min<std::size_t>(static_cast<std::size_t>(to - from), room));
+  };
+  while (p < end && !done_) {
+    const char* begin = p;  // for the capture of this run
+    if (in_string_) {
+      if (escape_) {
+        escape_ = false;
+        ++p;
       } else {
+        // Jump to the next quote or backslash: most of a body is string content.
+        while (p < end && *p != '"' && *p != '\\') ++p;
+        if (p == end) {
+          if (reading_key_) append_key(begin, p);
+        } else if (*p == '\\') {
+          if (reading_key_) append_key(begin, p);
+          escape_ = true;
+          ++p;
+        } else {
+          if (reading_key_) {
+            append_key(begin, p);
+            reading_key_ = false;
+            after_key_ = true;
+          }
+          in_string_ = false;
+          ++p;
+        }
+      }
+    } else {
+      char c = *p++;
+      if (armed_ && c != ' ' && c != '\t' && c != '\n' && c != '\r') {
+        armed_ = false;
+        if (c == '{') {
+          capturing_ = true;
+          captured_.clear();
+          begin = p - 1;
+        }
+      }
+      switch (c) {
+        case '"':
+          in_string_ = true;
+          if (depth_ == 1 && key_position_) {
+            reading_key_ = true;
+            key_position_ = false;
+            key_.clear();
+          }
+          break;
+        case '{':
+        case '[':
+          ++depth_;
+          if (depth_ == 1 && c == '{') key_position_ = true;
+          break;
+        case '}':
+        case ']':
+          --depth_;
+          if (capturing_ && depth_ == 1) {
+            captured_.append(begin, p);
+            capturing_ = false;
+            done_ = true;
+            return;
+          }
+          break;
+        case ':':
+          if (depth_ == 1 && after_key_) {
+            after_key_ = false;
+            armed_ = key_ == "usage";
+          }
+          break;
+        case ',':
+          if (depth_ == 1) key_position_ = true;
+          break;
+        default:
+          // Numbers, literals and white space: skip the run.
+          while (p < end && *p != '"' && *p != '{' && *p != '[' && *p != '}' && *p != ']' &&
+                 *p != ':' && *p != ',') {
+            ++p;
+          }
+          break;
+      }
+    }
+    if (capturing_) {
+      if (captured_.size() + (p - begin) > max_capture_) {
         capturing_ = false;
         done_ = true;
         captured_.clear();
         return;
       }
-    }
-    if (in_string_) {
-      if (escape_) {
-        escape_ = false;
-      } else if (c == '\\') {
-        escape_ = true;
-      } else if (c == '"') {
-        in_string_ = false;
-        if (reading_key_) {
-          reading_key_ = false;
-          after_key_ = true;
-        }
-      } else if (reading_key_ && key_.size() < 16) {
-        key_ += c;
-      }
-      continue;
-    }
-    if (armed_ && c != ' ' && c != '\t' && c != '\n' && c != '\r') {
-      armed_ = false;
-      if (c == '{') {
-        capturing_ = true;
-        captured_ = "{";
-      }
-    }
-    switch (c) {
-      case '"':
-        in_string_ = true;
-        if (depth_ == 1 && key_position_) {
-          reading_key_ = true;
-          key_position_ = false;
-          key_.clear();
-        }
-        break;
-      case '{':
-      case '[':
-        ++depth_;
-        if (depth_ == 1 && c == '{') key_position_ = true;
-        break;
-      case '}':
-      case ']':
-        --depth_;
-        if (capturing_ && depth_ == 1) {
-          capturing_ = false;
-          done_ = true;
-        }
-        break;
-      case ':':
-        if (depth_ == 1 && after_key_) {
-          after_key_ = false;
-          armed_ = key_ == "usage";
-        }
-        break;
-      case ',':
-        if (depth_ == 1) key_position_ = true;
-        break;
-      default:
-        break;
+      captured_.append(begin, p);
     }
   }
 }
