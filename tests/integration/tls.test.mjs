@@ -101,7 +101,8 @@ describe('TLS', { timeout: 120000 }, () => {
       }).catch((e) => { throw new Error(`fetch: ${e.cause}\n${gw.out.stderr.join('\n')}`); });
       assert.equal(r.status, 502);
       assert.equal((await r.json()).error.code, 'backend_unavailable');
-      assert.equal(await gw.metric('tollgate_upstream_errors_total', { reason: 'tls' }), 1);
+      assert.equal(await gw.metric('tollgate_upstream_errors_total', { reason: 'tls' }), 1,
+        (await gw.metricsText()).split('\n').filter((l) => l.includes('upstream_errors')).join('\n'));
     } finally {
       await gw.stop();
       await other.stop();
