@@ -111,10 +111,14 @@ net::awaitable<std::unique_ptr<UpstreamConn>> connect(server::Worker& worker,
     err = timed_out(cec) ? UpstreamError::kConnectTimeout : UpstreamError::kConnect;
     co_return nullptr;
   }
+  tcp_stream.expires_never();
   tcp_stream.socket().set_option(tcp::no_delay(true));
   worker.stats().upstream_connects.add();
-  if (!b.tls) co_return std::make_unique<UpstreamConn>(std::in_place_type<PlainStream>,
-                                                       std::move(tcp_stream));
+  if (!b.tls) {
+    auto conn = std::make_unique<UpstreamConn>(std::in_place_type<PlainStream>, std::move(tcp_stream));
+    conn->deadline = std::make_unique<Deadline>(conn->lowest().socket());
+    co_return conn;
+  }
   auto conn = std::make_unique<UpstreamConn>(std::in_place_type<TlsStream>, std::move(tcp_stream),
                                              *b.tls);
   auto& tls = std::get<TlsStream>(conn->stream);
@@ -131,6 +135,8 @@ net::awaitable<std::unique_ptr<UpstreamConn>> connect(server::Worker& worker,
     err = timed_out(hec) ? UpstreamError::kConnectTimeout : UpstreamError::kTls;
     co_return nullptr;
   }
+  beast::get_lowest_layer(tls).expires_never();
+  conn->deadline = std::make_unique<Deadline>(conn->lowest().socket());
   co_return conn;
 }
 
@@ -168,7 +174,7 @@ std::string sse_error_event(std::string_view code, std::string_view message) {
 // completed (whatever the status), or the failure that happened before anything reached the
 // client (so the caller may answer with an error or retry on a fresh connection).
 template <class Down, class Up>
-net::awaitable<std::optional<UpstreamError>> relay(Down& down, Up& up, UpstreamConn& conn,
+net::awaitable<std::optional<UpstreamError>> relay(Client<Down> down, Up& up, UpstreamConn& conn,
                                                    const UpRequest& upreq, const Request& req,
                                                    core::RequestContext& ctx,
                                                    server::Worker& worker,
@@ -176,8 +182,11 @@ net::awaitable<std::optional<UpstreamError>> relay(Down& down, Up& up, UpstreamC
                                                    bool& keep_alive, bool& reusable,
                                                    bool& client_touched) {
   reusable = false;
-  auto& lowest = beast::get_lowest_layer(up);
-  lowest.expires_after(cfg.timeouts.first_byte);
+  auto& deadline = *conn.deadline;
+  auto timed_out = [&](const boost::system::error_code& ec) {
+    return ec == net::error::operation_aborted && deadline.expired();
+  };
+  deadline.after(cfg.timeouts.first_byte);
   auto [wec, wn] = co_await http::async_write(up, upreq, use_tuple);
   if (wec) co_return timed_out(wec) ? UpstreamError::kFirstByteTimeout : UpstreamError::kWrite;
 
@@ -185,7 +194,6 @@ net::awaitable<std::optional<UpstreamError>> relay(Down& down, Up& up, UpstreamC
   parser.body_limit(boost::none);
   parser.header_limit(64 * 1024);
   if (req.method() == http::verb::head) parser.skip(true);
-  lowest.expires_after(cfg.timeouts.first_byte);
   auto [hec, hn] = co_await http::async_read_header(up, conn.buffer, parser, use_tuple);
   if (hec) {
     if (timed_out(hec)) co_return UpstreamError::kFirstByteTimeout;
@@ -230,7 +238,7 @@ net::awaitable<std::optional<UpstreamError>> relay(Down& down, Up& up, UpstreamC
 
   http::response_serializer<http::buffer_body> sr{res};
   client_touched = true;
-  lowest.expires_never();
+  deadline.never();
   const auto idle = worker.snapshot()->config->server.limits.idle_timeout;
   auto& route = worker.stats().route(ctx.series);
   auto client_gone = [&] {
@@ -246,8 +254,8 @@ net::awaitable<std::optional<UpstreamError>> relay(Down& down, Up& up, UpstreamC
     res.body().data = const_cast<char*>(data);
     res.body().size = size;
     res.body().more = more;
-    beast::get_lowest_layer(down).expires_after(idle);
-    auto [ec, n] = co_await http::async_write(down, sr, use_tuple);
+    down.deadline.after(idle);
+    auto [ec, n] = co_await http::async_write(down.stream, sr, use_tuple);
     ctx.bytes_out += n;
     if (ec == http::error::need_buffer) ec = {};
     if (!ec && !more) finished = true;
@@ -256,8 +264,8 @@ net::awaitable<std::optional<UpstreamError>> relay(Down& down, Up& up, UpstreamC
   // A stream's header goes out at once (the client sees the response start); a JSON answer's
   // header waits for its first body bytes so both leave in one write.
   if (is_sse || parser.is_done()) {
-    beast::get_lowest_layer(down).expires_after(idle);
-    auto [dh, dhn] = co_await http::async_write_header(down, sr, use_tuple);
+    down.deadline.after(idle);
+    auto [dh, dhn] = co_await http::async_write_header(down.stream, sr, use_tuple);
     ctx.bytes_out += dhn;
     if (dh) {
       client_gone();
@@ -270,7 +278,7 @@ net::awaitable<std::optional<UpstreamError>> relay(Down& down, Up& up, UpstreamC
   while (!parser.is_done()) {
     parser.get().body().data = buf.data();
     parser.get().body().size = buf.size();
-    lowest.expires_after(cfg.timeouts.idle_between_chunks);
+    deadline.after(cfg.timeouts.idle_between_chunks);
     auto [rec, rn] = co_await http::async_read_some(up, conn.buffer, parser, use_tuple);
     if (rec == http::error::need_buffer) rec = {};
     std::size_t got = buf.size() - parser.get().body().size;
@@ -297,7 +305,7 @@ net::awaitable<std::optional<UpstreamError>> relay(Down& down, Up& up, UpstreamC
     }
     if (broke) break;
   }
-  lowest.expires_never();
+  deadline.never();
   ctx.usage = is_sse ? sse.usage() : json.usage();
 
   if (broke) {
@@ -325,7 +333,7 @@ net::awaitable<std::optional<UpstreamError>> relay(Down& down, Up& up, UpstreamC
 }  // namespace
 
 template <class Down>
-net::awaitable<bool> respond(Down& down, core::RequestContext& ctx, int status, std::string body,
+net::awaitable<bool> respond(Client<Down> down, core::RequestContext& ctx, int status, std::string body,
                              bool keep_alive, unsigned version, std::string_view content_type,
                              const std::vector<std::pair<std::string, std::string>>& extra) {
   http::response<http::string_body> res{static_cast<http::status>(status), version};
@@ -337,14 +345,14 @@ net::awaitable<bool> respond(Down& down, core::RequestContext& ctx, int status, 
   res.body() = std::move(body);
   res.prepare_payload();
   ctx.status = status;
-  beast::get_lowest_layer(down).expires_after(std::chrono::seconds(30));
-  auto [ec, n] = co_await http::async_write(down, res, use_tuple);
+  down.deadline.after(std::chrono::seconds(30));
+  auto [ec, n] = co_await http::async_write(down.stream, res, use_tuple);
   ctx.bytes_out += n;
   co_return !ec && keep_alive;
 }
 
 template <class Down>
-net::awaitable<bool> forward(Down& down, const Request& req, std::string_view body,
+net::awaitable<bool> forward(Client<Down> down, const Request& req, std::string_view body,
                              core::RequestContext& ctx, server::Worker& worker,
                              const server::BackendRuntime& backend, bool keep_alive) {
   const auto& cfg = *backend.config;
@@ -402,17 +410,17 @@ net::awaitable<bool> forward(Down& down, const Request& req, std::string_view bo
   co_return false;  // unreachable: the second attempt never reuses a pooled connection
 }
 
-template net::awaitable<bool> forward<PlainStream>(PlainStream&, const Request&, std::string_view,
+template net::awaitable<bool> forward<PlainStream>(Client<PlainStream>, const Request&, std::string_view,
                                                    core::RequestContext&, server::Worker&,
                                                    const server::BackendRuntime&, bool);
-template net::awaitable<bool> forward<TlsStream>(TlsStream&, const Request&, std::string_view,
+template net::awaitable<bool> forward<TlsStream>(Client<TlsStream>, const Request&, std::string_view,
                                                  core::RequestContext&, server::Worker&,
                                                  const server::BackendRuntime&, bool);
 template net::awaitable<bool> respond<PlainStream>(
-    PlainStream&, core::RequestContext&, int, std::string, bool, unsigned, std::string_view,
+    Client<PlainStream>, core::RequestContext&, int, std::string, bool, unsigned, std::string_view,
     const std::vector<std::pair<std::string, std::string>>&);
 template net::awaitable<bool> respond<TlsStream>(
-    TlsStream&, core::RequestContext&, int, std::string, bool, unsigned, std::string_view,
+    Client<TlsStream>, core::RequestContext&, int, std::string, bool, unsigned, std::string_view,
     const std::vector<std::pair<std::string, std::string>>&);
 
 }  // namespace tollgate::proxy

@@ -9,6 +9,7 @@
 #include <variant>
 #include <vector>
 
+#include "proxy/deadline.hpp"
 #include "proxy/net.hpp"
 
 namespace tollgate::proxy {
@@ -21,6 +22,7 @@ struct UpstreamConn {
     buffer.reserve(16 * 1024);  // one read takes a whole small response
   }
   std::variant<PlainStream, TlsStream> stream;
+  std::unique_ptr<Deadline> deadline;  // request I/O deadline (Beast's timers only for connect)
   beast::flat_buffer buffer;
   SteadyClock::time_point idle_since{};
   std::uint32_t uses = 0;

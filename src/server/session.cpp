@@ -97,7 +97,7 @@ bool is_inference(core::Operation op) {
 
 /// One request through the fixed pipeline. Returns whether to keep the connection.
 template <class Stream>
-net::awaitable<bool> handle(Worker& w, Stream& stream, Request& req, RequestContext& ctx,
+net::awaitable<bool> handle(Worker& w, Client<Stream> client, Request& req, RequestContext& ctx,
                             std::shared_ptr<const Snapshot> snap) {
   bool keep_alive = req.keep_alive() && !w.draining();
   const auto& cfg = *snap->config;
@@ -107,11 +107,11 @@ net::awaitable<bool> handle(Worker& w, Stream& stream, Request& req, RequestCont
   if (classified.error) {
     ctx.outcome = "rejected";
     ctx.error = "bad_request";
-    co_return co_await respond(stream, ctx, classified.error->status, classified.error->body(),
+    co_return co_await respond(client, ctx, classified.error->status, classified.error->body(),
                                keep_alive, req.version());
   }
   if (ctx.call.op == core::Operation::kModels) {
-    co_return co_await respond(stream, ctx, 200, core::models_list(cfg), keep_alive, req.version());
+    co_return co_await respond(client, ctx, 200, core::models_list(cfg), keep_alive, req.version());
   }
 
   // Router: the deployment a client named, and its route (pools in priority order).
@@ -121,7 +121,7 @@ net::awaitable<bool> handle(Worker& w, Stream& stream, Request& req, RequestCont
     ctx.error = "unknown_deployment";
     auto e = core::not_found("DeploymentNotFound",
                              "The API deployment for this resource does not exist.");
-    co_return co_await respond(stream, ctx, 404, e.body(), keep_alive, req.version());
+    co_return co_await respond(client, ctx, 404, e.body(), keep_alive, req.version());
   }
   auto d = cfg.deployment_index(*ctx.deployment);
   // Balancer: the first backend of the first tier (balancing across many is routing's job).
@@ -134,18 +134,18 @@ net::awaitable<bool> handle(Worker& w, Stream& stream, Request& req, RequestCont
   // Forwarder.
   auto rewritten = core::rewrite_body(ctx.call, *backend.config);
   std::string_view body = rewritten ? std::string_view(*rewritten) : std::string_view(req.body());
-  co_return co_await forward(stream, req, body, ctx, w, backend, keep_alive);
+  co_return co_await forward(client, req, body, ctx, w, backend, keep_alive);
 }
 
 /// After an error answer on a request whose body was not read, keep reading (and discarding) for
 /// a short while so the client sees the answer rather than a reset (nginx's lingering close).
 template <class Stream>
-net::awaitable<void> linger_close(Stream& stream) {
+net::awaitable<void> linger_close(Stream& stream, Deadline& deadline) {
   boost::system::error_code ec;
   beast::get_lowest_layer(stream).socket().shutdown(tcp::socket::shutdown_send, ec);
   std::array<char, 16 * 1024> sink;
   std::size_t total = 0;
-  beast::get_lowest_layer(stream).expires_after(std::chrono::seconds(2));
+  deadline.after(std::chrono::seconds(2));
   while (total < (8u << 20)) {
     auto [rec, n] = co_await beast::get_lowest_layer(stream).async_read_some(
         net::buffer(sink), use_tuple);
@@ -169,6 +169,8 @@ net::awaitable<void> run_session(Worker& w, Stream stream, std::string remote) {
     }
   } exit_guard{w, entry};
 
+  Deadline deadline(beast::get_lowest_layer(stream).socket());
+  Client<Stream> client{stream, deadline};
   beast::flat_buffer buffer;
   buffer.reserve(8 * 1024);  // Beast reads at most the free capacity: 512 B steps cost syscalls
   bool first = true;
@@ -179,8 +181,7 @@ net::awaitable<void> run_session(Worker& w, Stream stream, std::string remote) {
     parser.header_limit(static_cast<std::uint32_t>(limits.max_header_size));
     parser.body_limit(limits.max_request_body);
     entry->idle = true;
-    beast::get_lowest_layer(stream).expires_after(first ? limits.header_timeout
-                                                        : limits.idle_timeout);
+    deadline.after(first ? limits.header_timeout : limits.idle_timeout);
     auto [ec, hn] = co_await http::async_read_header(stream, buffer, parser, use_tuple);
     entry->idle = false;
     first = false;
@@ -193,7 +194,8 @@ net::awaitable<void> run_session(Worker& w, Stream stream, std::string remote) {
     ctx.remote = remote;
     ctx.series = snap->unrouted_series;
     if (ec) {
-      // Silence for closes and timeouts between requests; an answer for malformed requests.
+      // Silence for closes and timeouts between requests (a Deadline cancels: operation_aborted);
+      // an answer for malformed requests.
       if (ec == http::error::end_of_stream || ec == net::error::eof ||
           ec == net::error::operation_aborted || ec == beast::error::timeout ||
           ec == net::error::connection_reset || hn == 0) {
@@ -211,9 +213,9 @@ net::awaitable<void> run_session(Worker& w, Stream stream, std::string remote) {
         e = body_too_large(limits.max_request_body);
         ctx.error = "body_too_large";
       }
-      co_await respond(stream, ctx, e.status, e.body(), false);
+      co_await respond(client, ctx, e.status, e.body(), false);
       finish(w, ctx);
-      co_await linger_close(stream);
+      co_await linger_close(stream, deadline);
       co_return;
     }
     stats.in_flight.add(1);
@@ -229,17 +231,17 @@ net::awaitable<void> run_session(Worker& w, Stream stream, std::string remote) {
     if (length && *length > limits.max_request_body) {
       ctx.outcome = "rejected";
       ctx.error = "body_too_large";
-      co_await respond(stream, ctx, 413, body_too_large(limits.max_request_body).body(), false,
+      co_await respond(client, ctx, 413, body_too_large(limits.max_request_body).body(), false,
                        header.version());
       finish(w, ctx);
-      co_await linger_close(stream);
+      co_await linger_close(stream, deadline);
       co_return;
     }
     if (beast::iequals(header[http::field::expect], "100-continue")) {
       http::response<http::empty_body> cont{http::status::continue_, header.version()};
       co_await http::async_write(stream, cont, use_tuple);
     }
-    beast::get_lowest_layer(stream).expires_after(limits.header_timeout);
+    deadline.after(limits.header_timeout);
     auto [bec, bn] = co_await http::async_read(stream, buffer, parser, use_tuple);
     ctx.bytes_in = hn + bn;
     if (bec) {
@@ -247,27 +249,27 @@ net::awaitable<void> run_session(Worker& w, Stream stream, std::string remote) {
       ctx.outcome = "rejected";
       ctx.error = too_big ? "body_too_large" : "incomplete_request";
       if (too_big) {
-        co_await respond(stream, ctx, 413, body_too_large(limits.max_request_body).body(), false,
+        co_await respond(client, ctx, 413, body_too_large(limits.max_request_body).body(), false,
                          header.version());
         finish(w, ctx);
-        co_await linger_close(stream);
+        co_await linger_close(stream, deadline);
         co_return;
       } else if (bec != net::error::operation_aborted && bec != beast::error::timeout &&
                  bec != http::error::partial_message && bec != net::error::eof) {
-        co_await respond(stream, ctx, 400, core::bad_request("malformed HTTP request").body(),
+        co_await respond(client, ctx, 400, core::bad_request("malformed HTTP request").body(),
                          false, header.version());
       }
       finish(w, ctx);
       co_return;
     }
     auto req = parser.release();
-    bool keep = co_await handle(w, stream, req, ctx, snap);
+    bool keep = co_await handle(w, client, req, ctx, snap);
     finish(w, ctx);
     if (!keep) break;
   }
   // Graceful close: for TLS send close_notify (bounded), then shut the socket down.
   if constexpr (std::is_same_v<Stream, TlsStream>) {
-    beast::get_lowest_layer(stream).expires_after(std::chrono::seconds(2));
+    deadline.after(std::chrono::seconds(2));
     co_await stream.async_shutdown(use_tuple);
   }
   boost::system::error_code ignored;
@@ -281,6 +283,7 @@ net::awaitable<void> run_tls_session(Worker& w, tcp::socket sock,
   beast::get_lowest_layer(stream).expires_after(timeout);
   auto [ec] = co_await stream.async_handshake(net::ssl::stream_base::server, use_tuple);
   if (ec) co_return;
+  beast::get_lowest_layer(stream).expires_never();  // from here on, the session's Deadline
   co_await run_session(w, std::move(stream), std::move(remote));
 }
 
