@@ -3,12 +3,14 @@
 #include <cstdlib>
 #include <cstring>
 #include <iostream>
+#include <optional>
 #include <string>
 
 #include "tollgate/config/config.hpp"
 #include "tollgate/metrics/logging.hpp"
 #include "tollgate/server/gateway.hpp"
 #include "tollgate/tokenize/cli.hpp"
+#include "tollgate/tokenize/encoding.hpp"
 
 namespace {
 
@@ -17,7 +19,8 @@ constexpr const char* kUsage = R"(tollgate — an AI gateway for Azure OpenAI
 Usage:
   tollgate [--config FILE]          run the gateway (FILE defaults to $TOLLGATE_CONFIG)
   tollgate --check-config FILE      validate FILE, print every error, exit 0 (valid) or 1
-  tollgate count-tokens (--encoding NAME | --model NAME) [--request chat|completions|embeddings] [--ids]
+  tollgate count-tokens (--encoding NAME | --model NAME) [--request chat|completions|embeddings]
+                        [--ids] [--data-dir DIR]
                                     count the tokens of stdin (text, or a JSON request body)
   tollgate --version                print the version
   tollgate --help                   this text
@@ -26,11 +29,23 @@ Signals: SIGHUP reloads the configuration; SIGTERM/SIGINT drain and exit.
 Documentation: docs/configuration.md, docs/operations.md
 )";
 
+// The tokenizer's rank files are checked at start-up (sha256 included), so a bad install fails
+// at deploy time rather than when token counting is first needed.
+std::optional<std::string> check_tokenizer(const tollgate::config::Config& cfg) {
+  auto loaded = tollgate::tokenize::Tokenizers::load(cfg.tokenizer.data_dir);
+  if (loaded.ok()) return std::nullopt;
+  return cfg.source + ": tokenizer.data_dir: " + loaded.error().message;
+}
+
 int check_config(const std::string& path) {
   auto result = tollgate::config::load_file(path);
   for (const auto& e : result.errors) std::cerr << e << '\n';
   if (!result.ok()) {
     std::cerr << path << ": " << result.errors.size() << " error(s)\n";
+    return 1;
+  }
+  if (auto e = check_tokenizer(*result.config)) {
+    std::cerr << *e << '\n';
     return 1;
   }
   std::cout << path << ": ok (" << result.config->backends.size() << " backends, "
@@ -44,6 +59,10 @@ int run(const std::string& path) {
     for (const auto& e : result.errors) std::cerr << e << '\n';
     std::cerr << "tollgate: not starting: " << result.errors.size()
               << " configuration error(s)\n";
+    return 1;
+  }
+  if (auto e = check_tokenizer(*result.config)) {
+    std::cerr << *e << "\ntollgate: not starting\n";
     return 1;
   }
   tollgate::metrics::setup_logging(result.config->logging.level);

@@ -1,6 +1,7 @@
 // The only yaml-cpp user. Walks the document once, collecting every error with its position
 // ("file:line:col: key.path: message") instead of stopping at the first one.
 
+#include <arpa/inet.h>
 #include <yaml-cpp/yaml.h>
 
 #include <algorithm>
@@ -16,6 +17,11 @@
 
 namespace tollgate::config {
 namespace {
+
+bool is_ip_literal(const std::string& host) {
+  unsigned char buf[sizeof(in6_addr)];
+  return inet_pton(AF_INET, host.c_str(), buf) == 1 || inet_pton(AF_INET6, host.c_str(), buf) == 1;
+}
 
 std::size_t edit_distance(std::string_view a, std::string_view b) {
   std::vector<std::size_t> prev(b.size() + 1), cur(b.size() + 1);
@@ -235,6 +241,11 @@ class Loader {
     auto [ptr, ec] = std::from_chars(port_text.data(), port_text.data() + port_text.size(), port);
     if (ec != std::errc{} || ptr != port_text.data() + port_text.size() || port > 65535) {
       error(node, path, "port must be a number from 0 to 65535 (got \"" + port_text + "\")");
+      return std::nullopt;
+    }
+    if (!is_ip_literal(host) && host != "localhost") {
+      error(node, path, "must be an IP address to listen on, like 127.0.0.1 or 0.0.0.0 (got \"" +
+                            host + "\")");
       return std::nullopt;
     }
     return std::make_pair(host, static_cast<std::uint16_t>(port));

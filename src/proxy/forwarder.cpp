@@ -180,7 +180,7 @@ net::awaitable<std::optional<UpstreamError>> relay(Client<Down> down, Up& up, Up
                                                    server::Worker& worker,
                                                    const config::BackendConfig& cfg,
                                                    bool& keep_alive, bool& reusable,
-                                                   bool& client_touched) {
+                                                   bool& response_started) {
   reusable = false;
   auto& deadline = *conn.deadline;
   auto timed_out = [&](const boost::system::error_code& ec) {
@@ -232,12 +232,13 @@ net::awaitable<std::optional<UpstreamError>> relay(Client<Down> down, Up& up, Up
   res.keep_alive(keep_alive);
 
   auto content_type = uh[http::field::content_type];
-  bool is_sse = content_type.substr(0, 17) == "text/event-stream";
+  bool is_sse = content_type.size() >= 17 && beast::iequals(content_type.substr(0, 17),
+                                                             "text/event-stream");
   core::StreamObserver sse;
   core::JsonUsageScanner json;
 
   http::response_serializer<http::buffer_body> sr{res};
-  client_touched = true;
+  response_started = true;
   deadline.never();
   const auto idle = worker.snapshot()->config->server.limits.idle_timeout;
   auto& route = worker.stats().route(ctx.series);
@@ -250,6 +251,7 @@ net::awaitable<std::optional<UpstreamError>> relay(Client<Down> down, Up& up, Up
   // Writes what is in res.body() (and the header, the first time). Returns false if the
   // client is gone. `finished` becomes true once the message end went out.
   bool finished = false;
+  bool header_sent = false;
   auto send = [&](const char* data, std::size_t size, bool more) -> net::awaitable<bool> {
     res.body().data = const_cast<char*>(data);
     res.body().size = size;
@@ -257,6 +259,7 @@ net::awaitable<std::optional<UpstreamError>> relay(Client<Down> down, Up& up, Up
     down.deadline.after(idle);
     auto [ec, n] = co_await http::async_write(down.stream, sr, use_tuple);
     ctx.bytes_out += n;
+    header_sent = header_sent || n > 0;
     if (ec == http::error::need_buffer) ec = {};
     if (!ec && !more) finished = true;
     co_return !ec;
@@ -267,6 +270,7 @@ net::awaitable<std::optional<UpstreamError>> relay(Client<Down> down, Up& up, Up
     down.deadline.after(idle);
     auto [dh, dhn] = co_await http::async_write_header(down.stream, sr, use_tuple);
     ctx.bytes_out += dhn;
+    header_sent = true;
     if (dh) {
       client_gone();
       co_return std::nullopt;
@@ -278,9 +282,15 @@ net::awaitable<std::optional<UpstreamError>> relay(Client<Down> down, Up& up, Up
   while (!parser.is_done()) {
     parser.get().body().data = buf.data();
     parser.get().body().size = buf.size();
-    deadline.after(cfg.timeouts.idle_between_chunks);
-    auto [rec, rn] = co_await http::async_read_some(up, conn.buffer, parser, use_tuple);
-    if (rec == http::error::need_buffer) rec = {};
+    boost::system::error_code rec;
+    // Body bytes that came with the header are parsed in place; the socket is read only when the
+    // buffer holds no complete piece (put() consumes nothing until it has one).
+    std::size_t used = conn.buffer.size() > 0 ? parse_buffered(parser, conn.buffer, rec) : 0;
+    if (used == 0 && !rec) {
+      deadline.after(cfg.timeouts.idle_between_chunks);
+      auto [ec, rn] = co_await http::async_read_some(up, conn.buffer, parser, use_tuple);
+      rec = ec == http::error::need_buffer ? boost::system::error_code{} : ec;
+    }
     std::size_t got = buf.size() - parser.get().body().size;
     if (rec) {
       broke = timed_out(rec) ? UpstreamError::kIdleTimeout
@@ -308,6 +318,11 @@ net::awaitable<std::optional<UpstreamError>> relay(Client<Down> down, Up& up, Up
   deadline.never();
   ctx.usage = is_sse ? sse.usage() : json.usage();
 
+  if (broke && !header_sent) {
+    // The backend failed after its header but before the client saw anything: the caller
+    // answers with a gateway error (never a retry: the backend already answered).
+    co_return broke;
+  }
   if (broke) {
     route.upstream_errors[static_cast<std::size_t>(*broke)].add();
     ctx.outcome = "upstream_error";
@@ -382,14 +397,14 @@ net::awaitable<bool> forward(Client<Down> down, const Request& req, std::string_
     }
     ++conn->uses;
     bool reusable = false;
-    bool client_touched = false;
+    bool response_started = false;
     std::optional<UpstreamError> err;
     if (auto* plain = std::get_if<PlainStream>(&conn->stream)) {
       err = co_await relay(down, *plain, *conn, upreq, req, ctx, worker, cfg, keep_alive, reusable,
-                           client_touched);
+                           response_started);
     } else {
       err = co_await relay(down, std::get<TlsStream>(conn->stream), *conn, upreq, req, ctx, worker,
-                           cfg, keep_alive, reusable, client_touched);
+                           cfg, keep_alive, reusable, response_started);
     }
     if (!err) {
       if (reusable && pool.put(std::move(conn), cfg.max_idle_connections, SteadyClock::now())) {
@@ -397,8 +412,10 @@ net::awaitable<bool> forward(Client<Down> down, const Request& req, std::string_
       }
       co_return keep_alive && ctx.outcome != std::string_view("client_gone");
     }
-    bool stale_reuse = pooled && !client_touched &&
-                       (*err == UpstreamError::kWrite || *err == UpstreamError::kReset);
+    // Retry once on a fresh connection only when a pooled connection failed before the
+    // request could be written: the backend cannot have seen it. (A failure after the write
+    // may follow a request the backend read: POSTs are not replayed blindly.)
+    bool stale_reuse = pooled && !response_started && *err == UpstreamError::kWrite;
     if (stale_reuse) continue;
     auto f = failure(*err);
     cells.upstream_errors[static_cast<std::size_t>(f.reason)].add();

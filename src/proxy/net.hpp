@@ -23,4 +23,23 @@ using Request = http::request<http::string_body>;
 /// Every co_await returns [ec, ...]: errors are values on the request path.
 inline constexpr auto use_tuple = net::as_tuple(net::use_awaitable);
 
+/// Feeds `parser` from bytes already in `buffer`, without I/O. An async read that completes from
+/// the buffer alone still costs a trip through the event loop; this does not. Returns the bytes
+/// consumed; `ec` is set on a parse error (need_more / need_buffer are not errors here).
+template <class Parser>
+std::size_t parse_buffered(Parser& parser, beast::flat_buffer& buffer, boost::system::error_code& ec) {
+  std::size_t total = 0;
+  while (buffer.size() > 0 && !parser.is_done()) {
+    auto n = parser.put(buffer.data(), ec);
+    buffer.consume(n);
+    total += n;
+    if (ec == http::error::need_more || ec == http::error::need_buffer) {
+      ec = {};
+      break;
+    }
+    if (ec || n == 0) break;
+  }
+  return total;
+}
+
 }  // namespace tollgate::proxy

@@ -63,6 +63,32 @@ std::shared_ptr<net::ssl::context> server_tls(const config::TlsFiles& files) {
   return ctx;
 }
 
+// Settings a reload cannot apply (listeners, threads, the admin listener, the access log file),
+// compared with what the process started with.
+std::string restart_only_changes(const config::Config& running, const config::Config& next) {
+  std::string out;
+  auto note = [&](bool changed, std::string_view key) {
+    if (!changed) return;
+    if (!out.empty()) out += ", ";
+    out += key;
+  };
+  bool listen = running.server.listen.size() != next.server.listen.size();
+  for (std::size_t i = 0; !listen && i < next.server.listen.size(); ++i) {
+    const auto& a = running.server.listen[i];
+    const auto& b = next.server.listen[i];
+    listen = a.host != b.host || a.port != b.port || a.tls.has_value() != b.tls.has_value() ||
+             (a.tls && (a.tls->cert_file != b.tls->cert_file || a.tls->key_file != b.tls->key_file));
+  }
+  note(listen, "server.listen");
+  note(running.server.workers != next.server.workers, "server.workers");
+  note(running.admin.enabled != next.admin.enabled || running.admin.host != next.admin.host ||
+           running.admin.port != next.admin.port,
+       "admin");
+  note(running.logging.access_log != next.logging.access_log, "logging.access_log");
+  note(running.tokenizer.data_dir != next.tokenizer.data_dir, "tokenizer.data_dir");
+  return out;
+}
+
 double unix_now() {
   return std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
 }
@@ -72,6 +98,7 @@ double unix_now() {
 struct Gateway::Impl {
   std::string config_path;
   std::shared_ptr<const config::Config> config;
+  std::shared_ptr<const config::Config> started;  // the config the listeners were built from
   net::io_context control{1};
   std::vector<std::unique_ptr<Worker>> workers;
   metrics::SeriesRegistry series;
@@ -120,7 +147,6 @@ struct Gateway::Impl {
     s->pool_count = static_cast<std::uint32_t>(pool_ids.size());
     s->unrouted_series = series.intern("none", "none");
     for (const auto& d : cfg->deployments) {
-      s->deployment_series.push_back(series.intern(d.name, "none"));
       auto& pools = s->route_series.emplace_back();
       for (const auto& p : d.pools) {
         auto& ids = pools.emplace_back();
@@ -149,18 +175,11 @@ struct Gateway::Impl {
                 core::JsonFields().add("error", e.what()));
       return;
     }
-    const auto& next = *result.config;
-    bool listen_changed = next.server.listen.size() != config->server.listen.size();
-    for (std::size_t i = 0; !listen_changed && i < next.server.listen.size(); ++i) {
-      listen_changed = next.server.listen[i].text != config->server.listen[i].text;
+    if (auto changed = restart_only_changes(*started, *result.config); !changed.empty()) {
+      log_warn("these settings differ from the running ones and take effect only after a restart",
+               core::JsonFields().add("keys", changed));
     }
-    if (listen_changed || next.admin.text != config->admin.text ||
-        next.server.workers != config->server.workers ||
-        next.logging.access_log != config->logging.access_log) {
-      log_warn("server.listen, server.workers, admin and logging.access_log changes take effect "
-               "only after a restart");
-    }
-    metrics::set_log_level(next.logging.level);
+    metrics::set_log_level(result.config->logging.level);
     config = result.config;
     for (auto& w : workers) w->publish(snap);
     control_stats.reloads_ok.add();
@@ -244,6 +263,7 @@ Gateway::Gateway(std::string config_path, std::shared_ptr<const config::Config> 
   auto& s = *impl_;
   s.config_path = std::move(config_path);
   s.config = std::move(config);
+  s.started = s.config;
   const auto& cfg = *s.config;
   s.access_log = std::make_shared<metrics::AccessLog>(cfg.logging.access_log);
   for (unsigned i = 0; i < cfg.server.workers; ++i) {

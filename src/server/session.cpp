@@ -68,8 +68,13 @@ void finish(Worker& w, RequestContext& ctx) {
       .add("status", ctx.status)
       .add("upstream_status", ctx.upstream_status)
       .add("stream", ctx.call.stream)
-      .add_ms("duration_ms", duration)
-      .add_ms("ttfb_ms", ctx.ttfb_us)
+      .add_ms("duration_ms", duration);
+  if (ctx.ttfb_us >= 0) {
+    f.add_ms("ttfb_ms", ctx.ttfb_us);
+  } else {
+    f.add_raw("ttfb_ms", "null");  // no backend answered
+  }
+  f
       .add("prompt_tokens", u.prompt)
       .add("completion_tokens", u.completion)
       .add("total_tokens", u.total)
@@ -129,7 +134,8 @@ net::awaitable<bool> handle(Worker& w, Client<Stream> client, Request& req, Requ
   const auto& backend = snap->backends[b];
   ctx.series = snap->route_series[d][0][0];
   ctx.backend = backend.config->name;
-  ctx.usage_expected = is_inference(ctx.call.op);
+  // Streams carry usage only when asked for (stream_options.include_usage).
+  ctx.usage_expected = is_inference(ctx.call.op) && (!ctx.call.stream || ctx.call.include_usage);
 
   // Forwarder.
   auto rewritten = core::rewrite_body(ctx.call, *backend.config);
@@ -241,8 +247,14 @@ net::awaitable<void> run_session(Worker& w, Stream stream, std::string remote) {
       http::response<http::empty_body> cont{http::status::continue_, header.version()};
       co_await http::async_write(stream, cont, use_tuple);
     }
-    deadline.after(limits.header_timeout);
-    auto [bec, bn] = co_await http::async_read(stream, buffer, parser, use_tuple);
+    boost::system::error_code bec;
+    std::size_t bn = parse_buffered(parser, buffer, bec);
+    if (!bec && !parser.is_done()) {
+      deadline.after(limits.header_timeout);
+      auto [ec, n] = co_await http::async_read(stream, buffer, parser, use_tuple);
+      bec = ec;
+      bn += n;
+    }
     ctx.bytes_in = hn + bn;
     if (bec) {
       bool too_big = bec == http::error::body_limit;

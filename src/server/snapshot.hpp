@@ -23,7 +23,6 @@ struct Snapshot {
   std::vector<BackendRuntime> backends;  // parallel to config->backends
   // series_[deployment][pool][k]: metrics series of (deployment, that backend)
   std::vector<std::vector<std::vector<std::uint32_t>>> route_series;
-  std::vector<std::uint32_t> deployment_series;  // (deployment, "none"): rejected before a backend
   std::uint32_t unrouted_series = 0;             // ("none", "none")
   std::uint32_t pool_count = 0;
   std::uint64_t generation = 0;

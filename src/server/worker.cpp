@@ -12,6 +12,9 @@ Worker::~Worker() {
     io_.stop();
     thread_.join();
   }
+  // I/O objects go before io_ (declared after it, so destroyed first anyway: made explicit).
+  pools_.clear();
+  listeners_.clear();
 }
 
 void Worker::add_listener(boost::asio::ip::tcp::acceptor acceptor,

@@ -67,16 +67,19 @@ class Worker {
   void apply(std::shared_ptr<const Snapshot> snapshot);
   void accept_loop(Listener& l);
 
+  // Destruction order matters: ~Worker closes listeners and pooled connections, then io_ is
+  // destroyed before everything declared above it, because destroying io_ destroys suspended
+  // session coroutines whose cleanup still uses sessions_, stats_ and the snapshot.
   unsigned index_;
-  boost::asio::io_context io_{1};
-  std::thread thread_;
-  std::vector<std::unique_ptr<Listener>> listeners_;
-  std::shared_ptr<const Snapshot> snapshot_;         // owner: worker thread
-  std::vector<std::unique_ptr<proxy::UpstreamPool>> pools_;  // owner: worker thread
-  std::list<SessionEntry> sessions_;                 // owner: worker thread
-  bool draining_ = false;                            // owner: worker thread
   metrics::WorkerStats stats_;
   std::shared_ptr<metrics::AccessLog> access_log_;
+  std::shared_ptr<const Snapshot> snapshot_;         // owner: worker thread
+  std::list<SessionEntry> sessions_;                 // owner: worker thread
+  bool draining_ = false;                            // owner: worker thread
+  boost::asio::io_context io_{1};
+  std::vector<std::unique_ptr<Listener>> listeners_;
+  std::vector<std::unique_ptr<proxy::UpstreamPool>> pools_;  // owner: worker thread
+  std::thread thread_;
 };
 
 }  // namespace tollgate::server
