@@ -4,6 +4,8 @@
 # Set TOLLGATE_SKIP_SANITIZERS=1 to skip the sanitizer pass.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# ccache hits across clones of the repository (CI builds a fresh clone each time).
+export CCACHE_BASEDIR="$PWD" CCACHE_NOHASHDIR=1
 bash scripts/install-deps.sh
 bash scripts/build.sh
 (cd build && ctest --output-on-failure --timeout 900)

@@ -4,7 +4,7 @@
 #include <boost/url/parse.hpp>
 #include <boost/url/rfc/pchars.hpp>
 #include <boost/url/url_view.hpp>
-#include <vector>
+#include <array>
 
 namespace tollgate::core {
 
@@ -74,23 +74,31 @@ Classified classify(std::string_view method, std::string_view target,
       break;
     }
   }
-  std::vector<std::string> segs;
-  std::vector<std::string> enc;
-  for (auto s : url.segments()) segs.push_back(s);
-  for (auto s : url.encoded_segments()) enc.push_back(std::string(s));
+  // Segments as encoded views (no allocation; comparisons decode on the fly); only the
+  // deployment name is decoded into a string.
+  constexpr std::size_t kMaxSegments = 16;
+  std::array<boost::urls::pct_string_view, kMaxSegments> segs;
+  std::size_t count = 0;
+  for (auto seg : url.encoded_segments()) {
+    if (count == kMaxSegments) {
+      out.error = resource_not_found();
+      return out;
+    }
+    segs[count++] = seg;
+  }
   auto join_from = [&](std::size_t i) {
     std::string p;
-    for (; i < enc.size(); ++i) {
+    for (; i < count; ++i) {
       if (!p.empty()) p += '/';
-      p += enc[i];
+      p.append(segs[i].data(), segs[i].size());
     }
     return p;
   };
 
   bool model_from_body = false;
-  if (segs.size() >= 4 && segs[0] == "openai" && segs[1] == "deployments") {
+  if (count >= 4 && segs[0] == "openai" && segs[1] == "deployments") {
     call.surface = Surface::kDeployment;
-    call.deployment = segs[2];
+    call.deployment = segs[2].decode();
     call.op_path = join_from(3);
     call.op = op_from_path(call.op_path);
     if (call.op == Operation::kResponses) call.op = Operation::kOther;
@@ -98,8 +106,8 @@ Classified classify(std::string_view method, std::string_view target,
       out.error = resource_not_found();
       return out;
     }
-  } else if ((segs.size() >= 3 && segs[0] == "openai" && segs[1] == "v1") ||
-             (segs.size() >= 2 && segs[0] == "v1")) {
+  } else if ((count >= 3 && segs[0] == "openai" && segs[1] == "v1") ||
+             (count >= 2 && segs[0] == "v1")) {
     bool azure = segs[0] == "openai";
     call.surface = azure ? Surface::kAzureV1 : Surface::kOpenAIV1;
     call.op_path = join_from(azure ? 2 : 1);
@@ -113,7 +121,7 @@ Classified classify(std::string_view method, std::string_view target,
       return out;
     }
     model_from_body = true;
-  } else if (segs.size() >= 2 && segs[0] == "openai") {
+  } else if (count >= 2 && segs[0] == "openai") {
     call.surface = Surface::kAzureOther;
     call.op_path = join_from(1);
     call.op = op_from_path(call.op_path);

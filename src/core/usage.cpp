@@ -129,9 +129,13 @@ void JsonUsageScanner::feed(std::string_view bytes) {
         case ']':
           --depth_;
           if (capturing_ && depth_ == 1) {
-            captured_.append(begin, p);
             capturing_ = false;
             done_ = true;
+            if (captured_.size() + (p - begin) > max_capture_) {
+              captured_.clear();  // too large: the same verdict whatever the split
+            } else {
+              captured_.append(begin, p);
+            }
             return;
           }
           break;

@@ -26,6 +26,18 @@ bool is_hop_by_hop(std::string_view name) {
 }
 
 namespace {
+bool drop_request_header_impl(const http::fields& f, std::string_view name);
+bool drop_response_header_impl(const http::fields& f, std::string_view name);
+}  // namespace
+
+bool drop_request_header(const http::fields& fields, std::string_view name) {
+  return drop_request_header_impl(fields, name);
+}
+bool drop_response_header(const http::fields& fields, std::string_view name) {
+  return drop_response_header_impl(fields, name);
+}
+
+namespace {
 
 constexpr std::size_t kRelayBuffer = 16 * 1024;
 
@@ -42,8 +54,7 @@ bool listed_in_connection(const http::fields& f, std::string_view name) {
   return false;
 }
 
-// Client credentials and framing never cross the gateway; the backend gets its own key.
-bool drop_request_header(const http::fields& f, std::string_view name) {
+bool drop_request_header_impl(const http::fields& f, std::string_view name) {
   static constexpr std::string_view kDrop[] = {"host", "content-length", "api-key", "authorization",
                                                "expect", "x-request-id"};
   if (is_hop_by_hop(name)) return true;
@@ -53,7 +64,7 @@ bool drop_request_header(const http::fields& f, std::string_view name) {
   return listed_in_connection(f, name);
 }
 
-bool drop_response_header(const http::fields& f, std::string_view name) {
+bool drop_response_header_impl(const http::fields& f, std::string_view name) {
   static constexpr std::string_view kDrop[] = {"content-length", "x-request-id", "x-tollgate-backend"};
   if (is_hop_by_hop(name)) return true;
   for (auto n : kDrop) {
@@ -151,7 +162,7 @@ UpRequest build_upstream_request(const Request& req, std::string_view body,
   up.target(core::upstream_target(ctx.call, cfg));
   up.version(11);
   for (const auto& f : req) {
-    if (!drop_request_header(req, f.name_string())) up.insert(f.name_string(), f.value());
+    if (!drop_request_header_impl(req, f.name_string())) up.insert(f.name_string(), f.value());
   }
   up.set(http::field::host, cfg.endpoint.host_header);
   up.set("api-key", cfg.api_key);
@@ -212,7 +223,7 @@ net::awaitable<std::optional<UpstreamError>> relay(Client<Down> down, Up& up, Up
   res.result(uh.result_int());
   res.version(req.version());
   for (const auto& f : uh) {
-    if (!drop_response_header(uh, f.name_string())) res.insert(f.name_string(), f.value());
+    if (!drop_response_header_impl(uh, f.name_string())) res.insert(f.name_string(), f.value());
   }
   res.set("x-request-id", ctx.request_id);
   res.set("x-tollgate-backend", cfg.name);

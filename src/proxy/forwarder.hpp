@@ -34,4 +34,11 @@ net::awaitable<bool> respond(Client<Down> down, core::RequestContext& ctx, int s
 /// True for headers that describe one connection and never cross the proxy (RFC 9110 §7.6.1).
 bool is_hop_by_hop(std::string_view name);
 
+/// Request headers not forwarded: hop-by-hop ones (also those named in Connection), framing,
+/// Host, and the client's credentials (api-key, Authorization) — the backend gets its own key.
+bool drop_request_header(const http::fields& fields, std::string_view name);
+/// Response headers replaced by the gateway: hop-by-hop ones, framing, x-request-id (ours wins)
+/// and x-tollgate-backend.
+bool drop_response_header(const http::fields& fields, std::string_view name);
+
 }  // namespace tollgate::proxy
