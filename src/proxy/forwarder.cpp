@@ -386,8 +386,18 @@ net::awaitable<bool> forward(Client<Down> down, const Request& req, std::string_
   auto& cells = worker.stats().route(ctx.series);
   auto upreq = build_upstream_request(req, body, ctx, cfg);
 
-  // At most two tries: a pooled connection the backend closed while idle fails before the
-  // request was read (write error or EOF at the first byte); then one fresh connection.
+  // Nothing reached the client: count the failure and answer with the gateway's error.
+  auto fail = [&](UpstreamError reason) -> net::awaitable<bool> {
+    auto f = failure(reason);
+    cells.upstream_errors[static_cast<std::size_t>(f.reason)].add();
+    ctx.outcome = "upstream_error";
+    ctx.error = metrics::to_string(f.reason);
+    core::HttpError e{f.status, std::string(f.code), std::string(f.message), {}, {}};
+    co_return co_await respond(down, ctx, f.status, e.body(), keep_alive, req.version());
+  };
+
+  // At most two tries: a pooled connection whose request could not be written (the backend
+  // closed it while idle) is followed by one fresh connection.
   for (int attempt = 0; attempt < 2; ++attempt) {
     std::int64_t idle_delta = 0;
     auto conn = attempt == 0 ? pool.take(SteadyClock::now(), cfg.keepalive_idle, idle_delta)
@@ -397,14 +407,7 @@ net::awaitable<bool> forward(Client<Down> down, const Request& req, std::string_
     if (!conn) {
       std::optional<UpstreamError> err;
       conn = co_await connect(worker, backend, pool, err);
-      if (!conn) {
-        auto f = failure(*err);
-        cells.upstream_errors[static_cast<std::size_t>(f.reason)].add();
-        ctx.outcome = "upstream_error";
-        ctx.error = metrics::to_string(f.reason);
-        core::HttpError e{f.status, std::string(f.code), std::string(f.message), {}, {}};
-        co_return co_await respond(down, ctx, f.status, e.body(), keep_alive, req.version());
-      }
+      if (!conn) co_return co_await fail(*err);
     }
     ++conn->uses;
     bool reusable = false;
@@ -428,12 +431,7 @@ net::awaitable<bool> forward(Client<Down> down, const Request& req, std::string_
     // may follow a request the backend read: POSTs are not replayed blindly.)
     bool stale_reuse = pooled && !response_started && *err == UpstreamError::kWrite;
     if (stale_reuse) continue;
-    auto f = failure(*err);
-    cells.upstream_errors[static_cast<std::size_t>(f.reason)].add();
-    ctx.outcome = "upstream_error";
-    ctx.error = metrics::to_string(f.reason);
-    core::HttpError e{f.status, std::string(f.code), std::string(f.message), {}, {}};
-    co_return co_await respond(down, ctx, f.status, e.body(), keep_alive, req.version());
+    co_return co_await fail(*err);
   }
   co_return false;  // unreachable: the second attempt never reuses a pooled connection
 }
