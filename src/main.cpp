@@ -32,9 +32,9 @@ Documentation: docs/configuration.md, docs/operations.md
 // The tokenizer's rank files are checked at start-up (sha256 included), so a bad install fails
 // at deploy time rather than when token counting is first needed.
 std::optional<std::string> check_tokenizer(const tollgate::config::Config& cfg) {
-  auto loaded = tollgate::tokenize::Tokenizers::load(cfg.tokenizer.data_dir);
-  if (loaded.ok()) return std::nullopt;
-  return cfg.source + ": tokenizer.data_dir: " + loaded.error().message;
+  auto problem = tollgate::tokenize::verify_data_dir(cfg.tokenizer.data_dir);
+  if (!problem) return std::nullopt;
+  return cfg.source + ": tokenizer.data_dir: " + problem->message;
 }
 
 int check_config(const std::string& path) {

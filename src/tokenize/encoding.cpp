@@ -144,9 +144,10 @@ Result<std::shared_ptr<const Encoding>> Encoding::load(EncodingKind kind,
   return load_file(kind, data_dir / rank_file_name(kind), HashCheck::kVerify);
 }
 
-Result<std::shared_ptr<const Encoding>> Encoding::load_file(EncodingKind kind,
-                                                            const std::filesystem::path& file,
-                                                            HashCheck check) {
+namespace {
+// Reads a rank file, checking its sha256 when asked.
+Result<std::string> read_rank_file(EncodingKind kind, const std::filesystem::path& file,
+                                   HashCheck check) {
   const std::string path = file.string();
   std::ifstream in(file, std::ios::binary);
   if (!in) {
@@ -164,6 +165,26 @@ Result<std::shared_ptr<const Encoding>> Encoding::load_file(EncodingKind kind,
                    ")"};
     }
   }
+  return text;
+}
+}  // namespace
+
+std::optional<Error> verify_data_dir(std::string_view explicit_dir) {
+  const std::filesystem::path dir = resolve_data_dir(explicit_dir);
+  for (EncodingKind kind : kAllEncodings) {
+    auto text = read_rank_file(kind, dir / rank_file_name(kind), HashCheck::kVerify);
+    if (!text) return text.error();
+  }
+  return std::nullopt;
+}
+
+Result<std::shared_ptr<const Encoding>> Encoding::load_file(EncodingKind kind,
+                                                            const std::filesystem::path& file,
+                                                            HashCheck check) {
+  const std::string path = file.string();
+  auto read = read_rank_file(kind, file, check);
+  if (!read) return read.error();
+  const std::string text = std::move(read).value();
   auto table = detail::RankTable::parse(text, path);
   if (!table) return Error{"tokenizer: " + table.error().message};
   auto pre = detail::PreTokenizer::create(kind);

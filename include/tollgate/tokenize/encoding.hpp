@@ -39,6 +39,10 @@ std::optional<EncodingKind> encoding_for_model(std::string_view model) noexcept;
 /// File name of the rank file ("cl100k_base.tiktoken").
 std::string rank_file_name(EncodingKind kind);
 
+/// Checks that both rank files exist in resolve_data_dir(explicit_dir) with the pinned sha256,
+/// without building the tables (cheap enough for start-up checks). nullopt when all is well.
+std::optional<Error> verify_data_dir(std::string_view explicit_dir = {});
+
 /// The sha256 (lower-case hex) the rank file must have (the value openai/tiktoken pins).
 std::string_view expected_sha256(EncodingKind kind) noexcept;
 
