@@ -4,7 +4,9 @@
 
 #include <boost/asio/ip/address.hpp>
 #include <boost/asio/ssl/host_name_verification.hpp>
+#include <boost/asio/write.hpp>
 #include <boost/beast/http/buffer_body.hpp>
+#include <span>
 #include <boost/beast/http/span_body.hpp>
 
 #include "proxy/upstream_pool.hpp"
@@ -219,28 +221,55 @@ net::awaitable<std::optional<UpstreamError>> relay(Client<Down> down, Up& up, Up
   ctx.upstream_status = static_cast<int>(uh.result_int());
   ctx.status = ctx.upstream_status;
 
-  http::response<http::buffer_body> res;
-  res.result(uh.result_int());
-  res.version(req.version());
-  for (const auto& f : uh) {
-    if (!drop_response_header_impl(uh, f.name_string())) res.insert(f.name_string(), f.value());
-  }
-  res.set("x-request-id", ctx.request_id);
-  res.set("x-tollgate-backend", cfg.name);
+  // The client's response header, serialized by hand: one contiguous buffer is much cheaper to
+  // build and write than Beast's per-field buffer sequence (a third of the relay's CPU).
   bool has_body = !(req.method() == http::verb::head || ctx.upstream_status == 204 ||
                     ctx.upstream_status == 304 || ctx.upstream_status / 100 == 1);
   bool chunked = false;
-  if (auto len = parser.content_length()) {
-    res.content_length(*len);
-  } else if (has_body) {
+  auto length = parser.content_length();
+  if (!length && has_body) {
     if (req.version() >= 11) {
-      res.chunked(true);
       chunked = true;
     } else {
       keep_alive = false;  // HTTP/1.0 client: the body ends when the connection closes
     }
   }
-  res.keep_alive(keep_alive);
+  std::string head;
+  head.reserve(1024);
+  head += "HTTP/1.1 ";
+  head += std::to_string(ctx.upstream_status);
+  head += ' ';
+  auto reason = uh.reason();
+  if (reason.empty()) reason = http::obsolete_reason(static_cast<http::status>(uh.result_int()));
+  head.append(reason.data(), reason.size());
+  head += "\r\n";
+  for (const auto& f : uh) {
+    auto name = f.name_string();
+    if (drop_response_header_impl(uh, name)) continue;
+    auto value = f.value();
+    head.append(name.data(), name.size());
+    head += ": ";
+    head.append(value.data(), value.size());
+    head += "\r\n";
+  }
+  head += "x-request-id: ";
+  head += ctx.request_id;
+  head += "\r\nx-tollgate-backend: ";
+  head += cfg.name;
+  head += "\r\n";
+  if (length) {
+    head += "Content-Length: ";
+    head += std::to_string(*length);
+    head += "\r\n";
+  } else if (chunked) {
+    head += "Transfer-Encoding: chunked\r\n";
+  }
+  if (!keep_alive) {
+    head += "Connection: close\r\n";
+  } else if (req.version() < 11) {
+    head += "Connection: keep-alive\r\n";
+  }
+  head += "\r\n";
 
   auto content_type = uh[http::field::content_type];
   bool is_sse = content_type.size() >= 17 && beast::iequals(content_type.substr(0, 17),
@@ -248,7 +277,6 @@ net::awaitable<std::optional<UpstreamError>> relay(Client<Down> down, Up& up, Up
   core::StreamObserver sse;
   core::JsonUsageScanner json;
 
-  http::response_serializer<http::buffer_body> sr{res};
   response_started = true;
   deadline.never();
   const auto idle = worker.snapshot()->config->server.limits.idle_timeout;
@@ -259,30 +287,40 @@ net::awaitable<std::optional<UpstreamError>> relay(Client<Down> down, Up& up, Up
     route.upstream_errors[static_cast<std::size_t>(UpstreamError::kClientGone)].add();
     keep_alive = false;
   };
-  // Writes what is in res.body() (and the header, the first time). Returns false if the
+  // Writes `data` (framed as a chunk when chunked), preceded by the header the first time and
+  // followed by the last chunk when `more` is false: one write call. Returns false if the
   // client is gone. `finished` becomes true once the message end went out.
   bool finished = false;
   bool header_sent = false;
   auto send = [&](const char* data, std::size_t size, bool more) -> net::awaitable<bool> {
-    res.body().data = const_cast<char*>(data);
-    res.body().size = size;
-    res.body().more = more;
+    static constexpr std::string_view kCrlf = "\r\n";
+    static constexpr std::string_view kLastChunk = "0\r\n\r\n";
+    char size_line[24];
+    std::array<net::const_buffer, 5> bufs;
+    std::size_t count = 0;
+    if (!header_sent) bufs[count++] = net::buffer(head);
+    if (size > 0) {
+      if (chunked) {
+        int n = std::snprintf(size_line, sizeof size_line, "%zx\r\n", size);
+        bufs[count++] = net::buffer(size_line, static_cast<std::size_t>(n));
+      }
+      bufs[count++] = net::buffer(data, size);
+      if (chunked) bufs[count++] = net::buffer(kCrlf.data(), kCrlf.size());
+    }
+    if (!more && chunked) bufs[count++] = net::buffer(kLastChunk.data(), kLastChunk.size());
     down.deadline.after(idle);
-    auto [ec, n] = co_await http::async_write(down.stream, sr, use_tuple);
+    auto [ec, n] = co_await net::async_write(
+        down.stream, std::span<const net::const_buffer>(bufs.data(), count), use_tuple);
     ctx.bytes_out += n;
-    header_sent = header_sent || n > 0;
-    if (ec == http::error::need_buffer) ec = {};
-    if (!ec && !more) finished = true;
-    co_return !ec;
+    if (ec) co_return false;
+    header_sent = true;
+    if (!more) finished = true;
+    co_return true;
   };
   // A stream's header goes out at once (the client sees the response start); a JSON answer's
   // header waits for its first body bytes so both leave in one write.
   if (is_sse || parser.is_done()) {
-    down.deadline.after(idle);
-    auto [dh, dhn] = co_await http::async_write_header(down.stream, sr, use_tuple);
-    ctx.bytes_out += dhn;
-    header_sent = true;
-    if (dh) {
+    if (!co_await send(nullptr, 0, !parser.is_done())) {
       client_gone();
       co_return std::nullopt;
     }
@@ -344,7 +382,7 @@ net::awaitable<std::optional<UpstreamError>> relay(Client<Down> down, Up& up, Up
       auto event = sse_error_event(*broke == UpstreamError::kIdleTimeout ? "backend_timeout"
                                                                           : "backend_disconnected",
                                    "the backend stopped the stream before it ended");
-      if (co_await send(event.data(), event.size(), true)) co_await send(nullptr, 0, false);
+      co_await send(event.data(), event.size(), false);  // the event, then the last chunk
     }
     co_return std::nullopt;
   }
