@@ -28,7 +28,7 @@ trap cleanup EXIT
 
 MOCK_PORT=28080 NGINX_PORT=28081 TG_PORT=28082 TG_ADMIN=28083
 ./build/tollgate-mock --listen 127.0.0.1:$MOCK_PORT --api-key bench-backend-key --threads "$WORKERS" \
-  --pace-ms 20 --chunks 20 >"$work/mock.log" 2>&1 &
+  --pace-ms 20 --chunks 20 --capture 0 >"$work/mock.log" 2>&1 &
 pids+=($!)
 
 cat >"$work/nginx.conf" <<NGINX
