@@ -10,6 +10,7 @@ packages=(
   libboost1.81-dev libboost-url1.81-dev libssl-dev nlohmann-json3-dev libyaml-cpp-dev
   libspdlog-dev prometheus-cpp-dev libpcre2-dev
   libgtest-dev libgmock-dev libbenchmark-dev
+  clang libclang-rt-14-dev  # libFuzzer for the fuzz smoke runs
   prometheus  # for promtool (metrics format check in tests); its service is not started
 )
 command -v node >/dev/null 2>&1 || packages+=(nodejs)

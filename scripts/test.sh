@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what is missing, builds, and runs every test: unit, tokenizer oracle, integration
-# (real binaries + the openai SDK), then the unit and integration tests again under ASan+UBSan.
-# Set TOLLGATE_SKIP_SANITIZERS=1 to skip the sanitizer pass.
+# (real binaries + the openai SDK), then the unit and integration tests again under ASan+UBSan,
+# then short libFuzzer runs of the parser and tokenizer fuzz targets (clang).
+# Set TOLLGATE_SKIP_SANITIZERS=1 to skip the sanitizer pass, TOLLGATE_SKIP_FUZZ=1 the fuzz runs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # ccache hits across clones of the repository (CI builds a fresh clone each time).
@@ -16,4 +17,11 @@ if [ "${TOLLGATE_SKIP_SANITIZERS:-0}" != 1 ]; then
   ninja -C build-asan -j"$(nproc)"
   (cd build-asan && ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 UBSAN_OPTIONS=print_stacktrace=1 \
     ctest --output-on-failure --timeout 900 -E 'tokenizer_oracle')
+fi
+if [ "${TOLLGATE_SKIP_FUZZ:-0}" != 1 ]; then
+  echo "== fuzz smoke runs (libFuzzer, ASan+UBSan) =="
+  cmake -S . -B build-fuzz -G Ninja -DCMAKE_CXX_COMPILER=clang++ -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+    -DTOLLGATE_FUZZ=ON -DTOLLGATE_BENCH=OFF -DTOLLGATE_TOKENIZER_DIR="$PWD/build/tokenizer-data" >/dev/null
+  ninja -C build-fuzz -j"$(nproc)" fuzz_parsers fuzz_tokenize_encode
+  (cd build-fuzz && ctest --output-on-failure --timeout 600 -L fuzz)
 fi
