@@ -146,9 +146,13 @@ std::string render_metrics(const SeriesRegistry& reg, const ControlStats& contro
       for (std::size_t i = 0; i < err.size(); ++i) err[i] += cells->upstream_errors[i].value();
       miss += cells->usage_missing.value();
     }
-    std::uint64_t total = 0;
-    for (auto v : req) total += v;
-    if (total == 0) continue;  // series of a route never used: no noise
+    // A route never used exports nothing. Errors count as use: they are recorded before the
+    // client's answer is written, the request itself only once it has ended.
+    std::uint64_t used = miss;
+    for (auto v : req) used += v;
+    for (auto v : err) used += v;
+    for (auto v : tok) used += v;
+    if (used == 0) continue;
     for (std::size_t i = 0; i < req.size(); ++i) {
       if (req[i] == 0) continue;
       auto m = route_metric(reg.labels(id));
