@@ -396,13 +396,17 @@ net::awaitable<std::optional<UpstreamError>> relay(Client<Down> down, Up& up, Up
     route.upstream_errors[static_cast<std::size_t>(*broke)].add();
     ctx.outcome = "upstream_error";
     ctx.error = metrics::to_string(*broke);
-    keep_alive = false;
     if (is_sse && chunked) {
-      // End the stream well-formed: an error event the SDKs raise as APIError, then the last chunk.
+      // End the stream well-formed: an error event the SDKs raise as APIError, then the last
+      // chunk. The client's connection stays usable (its framing is intact); closing it here
+      // would race the client's next request on a connection it believes is kept alive.
       auto event = sse_error_event(*broke == UpstreamError::kIdleTimeout ? "backend_timeout"
                                                                           : "backend_disconnected",
                                    "the backend stopped the stream before it ended");
-      co_await send(event.data(), event.size(), false);  // the event, then the last chunk
+      // The event, then the last chunk.
+      if (!co_await send(event.data(), event.size(), false)) keep_alive = false;
+    } else {
+      keep_alive = false;  // the client's message cannot be ended properly: close instead
     }
     co_return std::nullopt;
   }
