@@ -105,7 +105,7 @@ export async function startMock(args = []) {
   };
 }
 
-/** `yaml` may use ${name} placeholders filled from `vars`. */
+/** Starts the gateway with `yaml` as its config file; resolves once it logs "ready". */
 export async function startGateway(yaml, { env = {}, timeoutMs = 10000 } = {}) {
   const dir = mkdtempSync(join(tmpdir(), 'tollgate-it-'));
   const configPath = join(dir, 'tollgate.yaml');
