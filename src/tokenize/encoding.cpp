@@ -24,6 +24,8 @@
 namespace tollgate::tokenize {
 namespace {
 
+using detail::starts_with_ci;
+
 constexpr std::string_view kCl100kSha256 =
     "223921b76ee99bde995b7ff738513eef100fb51d18c93597a113bcffe865b2a7";
 constexpr std::string_view kO200kSha256 =
@@ -56,16 +58,6 @@ std::string fix_hint(EncodingKind kind) {
   return "expected " + rank_file_name(kind) + " with sha256 " + std::string(expected_sha256(kind)) +
          "; install it with scripts/fetch-tokenizer-data.sh DIR and point tokenizer.data_dir or "
          "TOLLGATE_TOKENIZER_DIR at DIR";
-}
-
-bool starts_with_ci(std::string_view s, std::string_view prefix) noexcept {
-  if (s.size() < prefix.size()) return false;
-  for (std::size_t i = 0; i < prefix.size(); ++i) {
-    char c = s[i];
-    if (c >= 'A' && c <= 'Z') c = static_cast<char>(c - 'A' + 'a');
-    if (c != prefix[i]) return false;
-  }
-  return true;
 }
 
 // With a non-UTF-8 input, the repaired copy is encoded instead (see encoding.hpp).

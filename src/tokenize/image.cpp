@@ -6,9 +6,12 @@
 #include <string_view>
 
 #include "tollgate/tokenize/estimate.hpp"
+#include "utf8.hpp"
 
 namespace tollgate::tokenize {
 namespace {
+
+using detail::starts_with_ci;
 
 // Reads image headers through `at(i)` (byte i, or -1 past the end / on a decoding error), so a
 // base64 payload is decoded only where the header is.
@@ -140,16 +143,6 @@ class LazyBase64 {
   std::size_t cached_len_ = 0;
   int cached_[3] = {0, 0, 0};
 };
-
-bool starts_with_ci(std::string_view s, std::string_view prefix) noexcept {
-  if (s.size() < prefix.size()) return false;
-  for (std::size_t i = 0; i < prefix.size(); ++i) {
-    char c = s[i];
-    if (c >= 'A' && c <= 'Z') c = static_cast<char>(c - 'A' + 'a');
-    if (c != prefix[i]) return false;
-  }
-  return true;
-}
 
 struct ImageRule {
   std::uint32_t base = 85;  // tile models

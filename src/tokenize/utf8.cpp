@@ -7,24 +7,34 @@ namespace tollgate::tokenize::detail {
 namespace {
 
 // Length of the valid sequence starting at s[i], or 0 if it is invalid there.
+// What a lead byte announces (RFC 3629 table 3-7): how many continuation bytes follow, and the
+// allowed range of the first one (narrower after E0, ED, F0, F4). need == 0: not a lead byte.
+struct LeadByte {
+  std::size_t need;
+  unsigned char lo;
+  unsigned char hi;
+};
+
+LeadByte lead_byte(unsigned char b) noexcept {
+  if (b >= 0xC2 && b <= 0xDF) return {1, 0x80, 0xBF};
+  if (b >= 0xE0 && b <= 0xEF) {
+    return {2, static_cast<unsigned char>(b == 0xE0 ? 0xA0 : 0x80),
+            static_cast<unsigned char>(b == 0xED ? 0x9F : 0xBF)};
+  }
+  if (b >= 0xF0 && b <= 0xF4) {
+    return {3, static_cast<unsigned char>(b == 0xF0 ? 0x90 : 0x80),
+            static_cast<unsigned char>(b == 0xF4 ? 0x8F : 0xBF)};
+  }
+  return {0, 0x80, 0xBF};
+}
+
 std::size_t valid_sequence_length(const unsigned char* s, std::size_t i, std::size_t n) noexcept {
   const unsigned char b = s[i];
   if (b < 0x80) return 1;
-  std::size_t need;
-  unsigned char lo = 0x80, hi = 0xBF;
-  if (b >= 0xC2 && b <= 0xDF) {
-    need = 1;
-  } else if (b >= 0xE0 && b <= 0xEF) {
-    need = 2;
-    if (b == 0xE0) lo = 0xA0;
-    if (b == 0xED) hi = 0x9F;
-  } else if (b >= 0xF0 && b <= 0xF4) {
-    need = 3;
-    if (b == 0xF0) lo = 0x90;
-    if (b == 0xF4) hi = 0x8F;
-  } else {
-    return 0;
-  }
+  const LeadByte lead = lead_byte(b);
+  const std::size_t need = lead.need;
+  const unsigned char lo = lead.lo, hi = lead.hi;
+  if (need == 0) return 0;
   if (n - i <= need) return 0;
   if (s[i + 1] < lo || s[i + 1] > hi) return 0;
   for (std::size_t k = 2; k <= need; ++k) {
@@ -78,19 +88,9 @@ void repair_utf8(std::string_view text, std::string& out) {
     // reconsidered on its own).
     const unsigned char b = s[i];
     std::size_t consumed = 1;
-    std::size_t need = 0;
-    unsigned char lo = 0x80, hi = 0xBF;
-    if (b >= 0xC2 && b <= 0xDF) {
-      need = 1;
-    } else if (b >= 0xE0 && b <= 0xEF) {
-      need = 2;
-      if (b == 0xE0) lo = 0xA0;
-      if (b == 0xED) hi = 0x9F;
-    } else if (b >= 0xF0 && b <= 0xF4) {
-      need = 3;
-      if (b == 0xF0) lo = 0x90;
-      if (b == 0xF4) hi = 0x8F;
-    }
+    const LeadByte lead = lead_byte(b);
+    const std::size_t need = lead.need;
+    unsigned char lo = lead.lo, hi = lead.hi;
     for (std::size_t k = 1; k <= need && i + k < n; ++k) {
       const unsigned char c = s[i + k];
       if (c < lo || c > hi) break;
