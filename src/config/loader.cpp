@@ -129,6 +129,43 @@ class Loader {
     out = static_cast<Int>(n);
   }
 
+  void get_fraction(const YAML::Node& parent, std::string_view key, const std::string& path,
+                    double& out) {
+    auto node = parent[std::string(key)];
+    if (!node) return;
+    auto p = path + "." + std::string(key);
+    auto v = scalar(node, p);
+    if (!v) return;
+    double d = 0;
+    auto [ptr, ec] = std::from_chars(v->data(), v->data() + v->size(), d);
+    if (ec != std::errc{} || ptr != v->data() + v->size() || !(d >= 0 && d <= 1)) {
+      error(node, p, "must be a number from 0 to 1 (got \"" + *v + "\")");
+      return;
+    }
+    out = d;
+  }
+
+  std::vector<std::string> string_list(const YAML::Node& node, const std::string& path) {
+    std::vector<std::string> out;
+    if (!node.IsSequence() || node.size() == 0) {
+      error(node, path, "must be a non-empty list of strings");
+      return out;
+    }
+    for (std::size_t i = 0; i < node.size(); ++i) {
+      auto v = scalar(node[i], path + "[" + std::to_string(i) + "]");
+      if (v && !v->empty()) out.push_back(*v);
+    }
+    return out;
+  }
+
+  void get_retry(const YAML::Node& n, const std::string& path, RetryConfig& r) {
+    if (!expect_map(n, path, {"max_attempts", "deadline", "budget", "min_retries"})) return;
+    get_uint(n, "max_attempts", path, r.max_attempts, 1, 10);
+    get_duration(n, "deadline", path, r.deadline);
+    get_fraction(n, "budget", path, r.budget);
+    get_uint(n, "min_retries", path, r.min_retries, 0, 100000);
+  }
+
   void get_duration(const YAML::Node& parent, std::string_view key, const std::string& path,
                     Millis& out) {
     auto node = parent[std::string(key)];
@@ -301,6 +338,8 @@ class Loader {
   void load_backends(const YAML::Node& n, Config& c);
   void load_deployments(const YAML::Node& n, Config& c);
   void load_logging(const YAML::Node& n, Config& c);
+  void load_routing(const YAML::Node& n, Config& c);
+  void load_health_check(const YAML::Node& n, const std::string& path, BackendConfig& b);
 
   std::string source_;
   const EnvLookup& env_;
@@ -392,7 +431,8 @@ void Loader::load_backends(const YAML::Node& n, Config& c) {
     auto p = "backends[" + std::to_string(i) + "]";
     if (!expect_map(item, p,
                     {"name", "endpoint", "deployment", "api_key", "ca_file", "timeouts",
-                     "max_idle_connections", "keepalive_idle"})) {
+                     "max_idle_connections", "keepalive_idle", "region", "max_in_flight",
+                     "health_check"})) {
       continue;
     }
     BackendConfig b;
@@ -424,6 +464,9 @@ void Loader::load_backends(const YAML::Node& n, Config& c) {
     }
     get_uint(item, "max_idle_connections", p, b.max_idle_connections, 0, 100000);
     get_duration(item, "keepalive_idle", p, b.keepalive_idle);
+    get_string(item, "region", p, b.region);
+    get_uint(item, "max_in_flight", p, b.max_in_flight, 0, 1000000);
+    if (auto hc = item["health_check"]) load_health_check(hc, p + ".health_check", b);
     c.backends.push_back(std::move(b));
   }
 }
@@ -438,8 +481,11 @@ void Loader::load_deployments(const YAML::Node& n, Config& c) {
   for (std::size_t i = 0; i < n.size(); ++i) {
     auto item = n[i];
     auto p = "deployments[" + std::to_string(i) + "]";
-    if (!expect_map(item, p, {"name", "model", "pools"})) continue;
+    if (!expect_map(item, p, {"name", "model", "pools", "regions", "retry"})) continue;
     DeploymentConfig d;
+    d.retry = c.retry;
+    if (auto r = item["retry"]) get_retry(r, p + ".retry", d.retry);
+    if (auto r = item["regions"]) d.regions = string_list(r, p + ".regions");
     get_string(item, "name", p, d.name, true);
     get_string(item, "model", p, d.model);
     if (d.model.empty()) d.model = d.name;
@@ -447,6 +493,7 @@ void Loader::load_deployments(const YAML::Node& n, Config& c) {
       error(item["name"], p + ".name", "duplicate deployment name \"" + d.name + "\"");
     }
     auto pools = item["pools"];
+    std::set<std::size_t> used;  // a backend appears at most once per deployment
     if (!pools) {
       error(item, p, "missing required key \"pools\"");
     } else if (!pools.IsSequence() || pools.size() == 0) {
@@ -464,16 +511,44 @@ void Loader::load_deployments(const YAML::Node& n, Config& c) {
         PoolConfig pc;
         for (std::size_t k = 0; k < list.size(); ++k) {
           auto bp = pp + ".backends[" + std::to_string(k) + "]";
-          auto name = scalar(list[k], bp);
+          std::optional<std::string> name;
+          std::uint32_t weight = 1;
+          if (list[k].IsMap()) {  // {name: B, weight: 3}
+            if (!expect_map(list[k], bp, {"name", "weight"})) continue;
+            if (!list[k]["name"]) {
+              error(list[k], bp, "missing required key \"name\"");
+              continue;
+            }
+            name = scalar(list[k]["name"], bp + ".name");
+            get_uint(list[k], "weight", bp, weight, 1, 10000);
+          } else {
+            name = scalar(list[k], bp);
+          }
           if (!name) continue;
           auto it = backend_index.find(*name);
           if (it == backend_index.end()) {
             error(list[k], bp, "unknown backend \"" + *name + "\"");
             continue;
           }
+          if (!used.insert(it->second).second) {
+            error(list[k], bp, "backend \"" + *name + "\" is listed twice in this deployment");
+            continue;
+          }
           pc.backends.push_back(it->second);
+          pc.weights.push_back(weight);
         }
         d.pools.push_back(std::move(pc));
+      }
+    }
+    if (!d.regions.empty() && !used.empty()) {
+      bool any = false;
+      for (auto b : used) {
+        any = any || std::find(d.regions.begin(), d.regions.end(), c.backends[b].region) !=
+                         d.regions.end();
+      }
+      if (!any) {
+        error(item["regions"], p + ".regions",
+              "no backend of this deployment is in one of these regions (set backends[].region)");
       }
     }
     if (!d.name.empty()) c.deployment_by_name.emplace(d.name, c.deployments.size());
@@ -496,6 +571,71 @@ void Loader::load_logging(const YAML::Node& n, Config& c) {
   }
 }
 
+void Loader::load_health_check(const YAML::Node& n, const std::string& path, BackendConfig& b) {
+  if (!expect_map(n, path, {"type", "path", "interval", "timeout", "rise", "fall"})) return;
+  HealthCheckConfig hc;
+  std::string type = "http";
+  get_string(n, "type", path, type);
+  if (type == "tcp") {
+    hc.tcp = true;
+    if (n["path"]) error(n["path"], path + ".path", "only for type: http");
+  } else if (type != "http") {
+    error(n["type"], path + ".type", "must be http or tcp (got \"" + type + "\")");
+  }
+  get_string(n, "path", path, hc.path);
+  if (hc.path.empty() || hc.path.front() != '/') {
+    error(n["path"] ? n["path"] : n, path + ".path", "must start with /");
+  }
+  get_duration(n, "interval", path, hc.interval);
+  get_duration(n, "timeout", path, hc.timeout);
+  get_uint(n, "rise", path, hc.rise, 1, 100);
+  get_uint(n, "fall", path, hc.fall, 1, 100);
+  b.health_check = std::move(hc);
+}
+
+void Loader::load_routing(const YAML::Node& n, Config& c) {
+  const std::string path = "routing";
+  if (!expect_map(n, path, {"cooldown", "breaker", "affinity", "pin_header"})) return;
+  auto& r = c.routing;
+  if (auto cd = n["cooldown"]) {
+    auto p = path + ".cooldown";
+    if (expect_map(cd, p, {"default", "min", "max"})) {
+      get_duration(cd, "default", p, r.cooldown_default);
+      get_duration(cd, "min", p, r.cooldown_min);
+      get_duration(cd, "max", p, r.cooldown_max);
+      if (r.cooldown_min > r.cooldown_max) error(cd, p, "min must not exceed max");
+    }
+  }
+  if (auto br = n["breaker"]) {
+    auto p = path + ".breaker";
+    if (expect_map(br, p, {"failures", "open", "max_open"})) {
+      get_uint(br, "failures", p, r.breaker_failures, 1, 1000);
+      get_duration(br, "open", p, r.breaker_open);
+      get_duration(br, "max_open", p, r.breaker_max_open);
+      if (r.breaker_open > r.breaker_max_open) error(br, p, "open must not exceed max_open");
+    }
+  }
+  if (auto af = n["affinity"]) {
+    auto p = path + ".affinity";
+    if (expect_map(af, p, {"max_entries", "ttl", "deployment"})) {
+      get_uint(af, "max_entries", p, r.affinity_max_entries, 1, 100'000'000);
+      get_duration(af, "ttl", p, r.affinity_ttl);
+      std::string name;
+      get_string(af, "deployment", p, name);
+      if (!name.empty()) {
+        auto it = c.deployment_by_name.find(name);
+        if (it == c.deployment_by_name.end()) {
+          error(af["deployment"], p + ".deployment", "unknown deployment \"" + name + "\"");
+        } else {
+          r.affinity_deployment = it->second;
+        }
+      }
+    }
+  }
+  get_string(n, "pin_header", path, r.pin_header);
+  std::transform(r.pin_header.begin(), r.pin_header.end(), r.pin_header.begin(), ::tolower);
+}
+
 std::shared_ptr<Config> Loader::load(const YAML::Node& root) {
   auto c = std::make_shared<Config>();
   c->source = source_;
@@ -503,7 +643,9 @@ std::shared_ptr<Config> Loader::load(const YAML::Node& root) {
     error(root, "", "the configuration must be a YAML mapping");
     return nullptr;
   }
-  expect_map(root, "", {"server", "admin", "backends", "deployments", "logging", "tokenizer"});
+  expect_map(root, "", {"server", "admin", "backends", "deployments", "logging", "tokenizer",
+                        "retry", "routing"});
+  if (auto r = root["retry"]) get_retry(r, "retry", c->retry);
   if (auto s = root["server"]) {
     load_server(s, *c);
   } else {
@@ -521,6 +663,7 @@ std::shared_ptr<Config> Loader::load(const YAML::Node& root) {
     error(root, "", "missing required key \"deployments\"");
   }
   if (auto l = root["logging"]) load_logging(l, *c);
+  if (auto r = root["routing"]) load_routing(r, *c);
   if (auto t = root["tokenizer"]) {
     if (expect_map(t, "tokenizer", {"data_dir"})) {
       get_string(t, "data_dir", "tokenizer", c->tokenizer.data_dir);

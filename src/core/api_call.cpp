@@ -1,5 +1,7 @@
 #include "tollgate/core/api_call.hpp"
 
+#include "tollgate/routing/affinity.hpp"
+
 #include <boost/url/encode.hpp>
 #include <boost/url/parse.hpp>
 #include <boost/url/rfc/pchars.hpp>
@@ -182,7 +184,8 @@ Classified classify(std::string_view method, std::string_view target,
     out.error = bad_request("the request body must be JSON (Content-Type: application/json)");
     return out;
   }
-  if (model_from_body && call.deployment.empty()) {
+  call.stateful = call.surface != Surface::kDeployment && routing::is_stateful_path(call.op_path);
+  if (model_from_body && call.deployment.empty() && (!call.stateful || is_inference(call.op))) {
     if (is_inference(call.op)) {
       out.error = bad_request("missing required parameter: 'model'", "model");
     } else {

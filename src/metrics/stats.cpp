@@ -6,6 +6,8 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <map>
+#include <tuple>
 
 namespace tollgate::metrics {
 
@@ -34,6 +36,11 @@ std::string_view to_string(UpstreamError e) {
   return kNames[static_cast<std::size_t>(e)];
 }
 
+std::string_view to_string(RetryReason r) {
+  static constexpr std::string_view kNames[] = {"throttled", "server_error", "timeout", "connect"};
+  return kNames[static_cast<std::size_t>(r)];
+}
+
 std::string_view to_string(TokenType t) {
   static constexpr std::string_view kNames[] = {"prompt", "completion", "cached", "reasoning"};
   return kNames[static_cast<std::size_t>(t)];
@@ -56,6 +63,7 @@ std::uint32_t SeriesRegistry::intern(std::string_view deployment, std::string_vi
   }
   auto id = static_cast<std::uint32_t>(labels_.size());
   labels_.emplace_back(std::string(deployment), std::string(backend));
+  tiers_.push_back(0);
   index_.emplace(std::move(key), id);
   for (auto* w : workers_) w->ensure(id + 1);
   return id;
@@ -114,7 +122,8 @@ ClientMetric histogram_metric(const SeriesRegistry& reg, std::uint32_t id, Get g
 
 }  // namespace
 
-std::string render_metrics(const SeriesRegistry& reg, const ControlStats& control) {
+std::string render_metrics(const SeriesRegistry& reg, const ControlStats& control,
+                           std::vector<MetricFamily> extra) {
   std::vector<MetricFamily> out;
   auto requests = family("tollgate_requests_total",
                          "Requests handled, by deployment, backend and status class "
@@ -133,14 +142,39 @@ std::string render_metrics(const SeriesRegistry& reg, const ControlStats& contro
   auto missing = family("tollgate_usage_missing_total",
                         "Successful inference responses that carried no usage.",
                         MetricType::Counter);
+  auto retries = family("tollgate_retries_total",
+                        "Attempts that failed on a backend and were retried on another, by the "
+                        "failed backend and the reason.",
+                        MetricType::Counter);
+  auto spillovers = family("tollgate_spillovers_total",
+                           "Requests served by a lower-priority tier because the tiers before it "
+                           "could not take them (tiers are numbered from 1).",
+                           MetricType::Counter);
+  auto no_backend = family("tollgate_no_backend_available_total",
+                           "Requests answered by the gateway because no backend could take them "
+                           "(429: capacity returns soon; 503: it does not).",
+                           MetricType::Counter);
+  auto budget = family("tollgate_retry_budget_exhausted_total",
+                       "Retries not made because the deployment's retry budget was spent.",
+                       MetricType::Counter);
+  // (deployment, from tier, to tier) -> count, summed over the serving backends.
+  std::map<std::tuple<std::string, std::uint32_t, std::uint32_t>, std::uint64_t> spills;
   for (std::uint32_t id = 0; id < reg.size(); ++id) {
     std::array<std::uint64_t, static_cast<std::size_t>(StatusClass::kCount)> req{};
     std::array<std::uint64_t, static_cast<std::size_t>(TokenType::kCount)> tok{};
     std::array<std::uint64_t, static_cast<std::size_t>(UpstreamError::kCount)> err{};
     std::uint64_t miss = 0;
+    std::array<std::uint64_t, static_cast<std::size_t>(RetryReason::kCount)> retry{};
+    std::array<std::uint64_t, kMaxTiers> spill{};
+    std::array<std::uint64_t, 2> nob{};
+    std::uint64_t exhausted = 0;
     for (auto* w : reg.workers()) {
       const auto* cells = w->route_if(id);
       if (!cells) continue;
+      for (std::size_t i = 0; i < retry.size(); ++i) retry[i] += cells->retries[i].value();
+      for (std::size_t i = 0; i < spill.size(); ++i) spill[i] += cells->spilled_from[i].value();
+      for (std::size_t i = 0; i < nob.size(); ++i) nob[i] += cells->no_backend[i].value();
+      exhausted += cells->budget_exhausted.value();
       for (std::size_t i = 0; i < req.size(); ++i) req[i] += cells->requests[i].value();
       for (std::size_t i = 0; i < tok.size(); ++i) tok[i] += cells->tokens[i].value();
       for (std::size_t i = 0; i < err.size(); ++i) err[i] += cells->upstream_errors[i].value();
@@ -148,6 +182,32 @@ std::string render_metrics(const SeriesRegistry& reg, const ControlStats& contro
     }
     // A route never used exports nothing. Errors count as use: they are recorded before the
     // client's answer is written, the request itself only once it has ended.
+    const auto& labels = reg.labels(id);
+    for (std::size_t i = 0; i < retry.size(); ++i) {
+      if (retry[i] == 0) continue;
+      auto m = route_metric(labels);
+      m.label.push_back({"reason", std::string(to_string(static_cast<RetryReason>(i)))});
+      m.counter.value = static_cast<double>(retry[i]);
+      retries.metric.push_back(std::move(m));
+    }
+    for (std::size_t i = 0; i < spill.size(); ++i) {
+      if (spill[i] != 0) {
+        spills[{labels.first, static_cast<std::uint32_t>(i), reg.tier(id)}] += spill[i];
+      }
+    }
+    for (std::size_t i = 0; i < nob.size(); ++i) {
+      if (nob[i] == 0) continue;
+      ClientMetric m;
+      m.label = {{"deployment", labels.first}, {"code", i == 0 ? "429" : "503"}};
+      m.counter.value = static_cast<double>(nob[i]);
+      no_backend.metric.push_back(std::move(m));
+    }
+    if (exhausted != 0) {
+      ClientMetric m;
+      m.label = {{"deployment", labels.first}};
+      m.counter.value = static_cast<double>(exhausted);
+      budget.metric.push_back(std::move(m));
+    }
     std::uint64_t used = miss;
     for (auto v : req) used += v;
     for (auto v : err) used += v;
@@ -181,7 +241,16 @@ std::string render_metrics(const SeriesRegistry& reg, const ControlStats& contro
     ttfb.metric.push_back(
         histogram_metric(reg, id, [](const RouteCells& c) -> const Histogram& { return c.ttfb; }));
   }
-  for (auto* f : {&requests, &duration, &ttfb, &tokens, &errors, &missing}) {
+  for (const auto& [key, count] : spills) {
+    ClientMetric m;
+    m.label = {{"deployment", std::get<0>(key)},
+               {"from_tier", std::to_string(std::get<1>(key) + 1)},
+               {"to_tier", std::to_string(std::get<2>(key) + 1)}};
+    m.counter.value = static_cast<double>(count);
+    spillovers.metric.push_back(std::move(m));
+  }
+  for (auto* f : {&requests, &duration, &ttfb, &tokens, &errors, &missing, &retries, &spillovers,
+                  &no_backend, &budget}) {
     out.push_back(std::move(*f));
   }
 
@@ -239,6 +308,7 @@ std::string render_metrics(const SeriesRegistry& reg, const ControlStats& contro
     f.metric.push_back(std::move(m));
     out.push_back(std::move(f));
   }
+  for (auto& f : extra) out.push_back(std::move(f));
   return prometheus::TextSerializer().Serialize(out);
 }
 

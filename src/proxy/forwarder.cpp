@@ -10,6 +10,7 @@
 
 #include "proxy/upstream_pool.hpp"
 #include "tollgate/core/api_call.hpp"
+#include "tollgate/routing/affinity.hpp"
 
 namespace tollgate::proxy {
 
@@ -41,6 +42,20 @@ bool drop_response_header(const http::fields& fields, std::string_view name) {
 namespace {
 
 constexpr std::size_t kRelayBuffer = 16 * 1024;
+constexpr std::size_t kMaxHeldBody = 1u << 20;     // a retryable error body larger than this is replaced
+constexpr std::size_t kMaxCapturedBody = 4u << 20; // a created object's JSON, for its id
+
+std::int64_t unix_now_ms() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+// The statuses the gateway retries on another backend (Azure's throttling, timeouts, server errors).
+bool retryable_status(int status) {
+  return status == 408 || status == 429 || status == 500 || status == 502 || status == 503 ||
+         status == 504;
+}
 
 std::int64_t micros_since(SteadyClock::time_point t) {
   return std::chrono::duration_cast<std::chrono::microseconds>(SteadyClock::now() - t).count();
@@ -211,7 +226,8 @@ net::awaitable<std::optional<UpstreamError>> relay(Client<Down> down, Up& up, Up
                                                    server::Worker& worker,
                                                    const config::BackendConfig& cfg,
                                                    bool& keep_alive, bool& reusable,
-                                                   bool& response_started) {
+                                                   bool& response_started,
+                                                   const AttemptOptions& opts, AttemptResult& out) {
   reusable = false;
   auto& deadline = *conn.deadline;
   auto timed_out = [&](const boost::system::error_code& ec) {
@@ -239,6 +255,53 @@ net::awaitable<std::optional<UpstreamError>> relay(Client<Down> down, Up& up, Up
   ctx.ttfb_us = micros_since(ctx.start);
   const auto& uh = parser.get();
   ctx.upstream_status = static_cast<int>(uh.result_int());
+  out.status = ctx.upstream_status;
+  out.signals = routing::read_signals(
+      [&uh](std::string_view name) { return std::string_view(uh[name]); }, unix_now_ms());
+
+  if (opts.hold_retryable && retryable_status(out.status)) {
+    // Read the whole (small) error answer without sending anything: the caller may retry on
+    // another backend, or send it as it is.
+    response_started = true;
+    std::string held_body;
+    std::array<char, kRelayBuffer> hbuf;
+    bool complete = true;
+    while (!parser.is_done()) {
+      parser.get().body().data = hbuf.data();
+      parser.get().body().size = hbuf.size();
+      boost::system::error_code rec;
+      std::size_t used = conn.buffer.size() > 0 ? parse_buffered(parser, conn.buffer, rec) : 0;
+      if (used == 0 && !rec) {
+        deadline.after(cfg.timeouts.idle_between_chunks);
+        auto [ec, rn] = co_await http::async_read_some(up, conn.buffer, parser, use_tuple);
+        rec = ec == http::error::need_buffer ? boost::system::error_code{} : ec;
+      }
+      held_body.append(hbuf.data(), hbuf.size() - parser.get().body().size);
+      if (rec || held_body.size() > kMaxHeldBody) {
+        complete = false;
+        break;
+      }
+    }
+    deadline.never();
+    auto& res = out.held;
+    res.result(uh.result_int());
+    res.reason(uh.reason());
+    for (const auto& f : uh) {
+      if (!drop_response_header_impl(uh, f.name_string())) res.insert(f.name_string(), f.value());
+    }
+    out.body_head = held_body.substr(0, 4096);
+    if (!complete) {  // never send a truncated body: say what happened instead
+      res.erase(http::field::content_type);
+      res.set(http::field::content_type, "application/json");
+      held_body = core::HttpError{out.status, std::to_string(out.status),
+                                  "the backend's error response was incomplete", {}, {}}
+                      .body();
+    }
+    res.body() = std::move(held_body);
+    out.kind = AttemptResult::Kind::kHeld;
+    reusable = complete && parser.keep_alive();
+    co_return std::nullopt;
+  }
   ctx.status = ctx.upstream_status;
 
   // The client's response header, serialized by hand: one contiguous buffer is much cheaper to
@@ -296,6 +359,25 @@ net::awaitable<std::optional<UpstreamError>> relay(Client<Down> down, Up& up, Up
                                                              "text/event-stream");
   core::StreamObserver sse;
   core::JsonUsageScanner json;
+  // Affinity: the id of the object a stateful call created (JSON: the body, kept up to a bound;
+  // SSE: the first event naming one).
+  bool capture = opts.capture_id && out.status / 100 == 2;
+  std::string captured;
+  core::SseScanner id_events;
+  auto capture_bytes = [&](std::string_view chunk) {
+    if (!capture) return;
+    if (is_sse) {
+      id_events.feed(chunk, [&](std::string_view data) {
+        if (out.created_id.empty()) out.created_id = routing::created_id(data);
+      });
+      capture = out.created_id.empty();
+    } else if (captured.size() + chunk.size() <= kMaxCapturedBody) {
+      captured.append(chunk);
+    } else {
+      capture = false;
+      captured.clear();
+    }
+  };
 
   response_started = true;
   deadline.never();
@@ -378,6 +460,7 @@ net::awaitable<std::optional<UpstreamError>> relay(Client<Down> down, Up& up, Up
     } else {
       json.feed(chunk);
     }
+    capture_bytes(chunk);
     if (!co_await send(buf.data(), got, broke || !parser.is_done())) {
       client_gone();
       co_return std::nullopt;
@@ -386,6 +469,7 @@ net::awaitable<std::optional<UpstreamError>> relay(Client<Down> down, Up& up, Up
   }
   deadline.never();
   ctx.usage = is_sse ? sse.usage() : json.usage();
+  if (capture && !is_sse && !broke && !captured.empty()) out.created_id = routing::created_id(captured);
 
   if (broke && !header_sent) {
     // The backend failed after its header but before the client saw anything: the caller
@@ -440,70 +524,116 @@ net::awaitable<bool> respond(Client<Down> down, core::RequestContext& ctx, int s
 }
 
 template <class Down>
-net::awaitable<bool> forward(Client<Down> down, const Request& req, std::string_view body,
-                             core::RequestContext& ctx, server::Worker& worker,
-                             const server::BackendRuntime& backend, bool keep_alive) {
+net::awaitable<bool> respond_failure(Client<Down> down, core::RequestContext& ctx,
+                                     UpstreamError reason, bool keep_alive, unsigned version) {
+  auto f = failure(reason);
+  ctx.outcome = "upstream_error";
+  ctx.error = metrics::to_string(f.reason);
+  core::HttpError e{f.status, std::string(f.code), std::string(f.message), {}, {}};
+  co_return co_await respond(down, ctx, f.status, e.body(), keep_alive, version);
+}
+
+template <class Down>
+net::awaitable<bool> send_held(Client<Down> down, core::RequestContext& ctx,
+                               http::response<http::string_body>& held, bool keep_alive,
+                               unsigned version) {
+  held.version(version);
+  held.set("x-request-id", ctx.request_id);
+  if (!ctx.backend.empty()) held.set("x-tollgate-backend", ctx.backend);
+  held.keep_alive(keep_alive);
+  held.prepare_payload();
+  ctx.status = static_cast<int>(held.result_int());
+  down.deadline.after(std::chrono::seconds(30));
+  auto [ec, n] = co_await http::async_write(down.stream, held, use_tuple);
+  ctx.bytes_out += n;
+  co_return !ec && keep_alive;
+}
+
+bool client_closed(tcp::socket& socket) {
+  char c;
+  auto n = ::recv(socket.native_handle(), &c, 1, MSG_PEEK | MSG_DONTWAIT);
+  return n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR);
+}
+
+template <class Down>
+net::awaitable<AttemptResult> attempt(Client<Down> down, const Request& req, std::string_view body,
+                                      core::RequestContext& ctx, server::Worker& worker,
+                                      const server::BackendRuntime& backend, bool& keep_alive,
+                                      AttemptOptions options) {
   const auto& cfg = *backend.config;
   auto& pool = worker.pool(backend.pool_id);
   auto& cells = worker.stats().route(ctx.series);
   auto upreq = build_upstream_request(req, body, ctx, cfg);
+  AttemptResult out;
 
-  // Nothing reached the client: count the failure and answer with the gateway's error.
-  auto fail = [&](UpstreamError reason) -> net::awaitable<bool> {
-    auto f = failure(reason);
-    cells.upstream_errors[static_cast<std::size_t>(f.reason)].add();
-    ctx.outcome = "upstream_error";
-    ctx.error = metrics::to_string(f.reason);
-    core::HttpError e{f.status, std::string(f.code), std::string(f.message), {}, {}};
-    co_return co_await respond(down, ctx, f.status, e.body(), keep_alive, req.version());
+  // Nothing reached the client: count the failure; the caller answers or retries.
+  auto failed = [&](UpstreamError reason) {
+    cells.upstream_errors[static_cast<std::size_t>(reason)].add();
+    out.kind = AttemptResult::Kind::kFailed;
+    out.error = reason;
+    return std::move(out);
   };
 
   // At most two tries: a pooled connection whose request could not be written (the backend
   // closed it while idle) is followed by one fresh connection.
-  for (int attempt = 0; attempt < 2; ++attempt) {
+  for (int round = 0; round < 2; ++round) {
     std::int64_t idle_delta = 0;
-    auto conn = attempt == 0 ? pool.take(SteadyClock::now(), cfg.keepalive_idle, idle_delta)
-                             : nullptr;
+    auto conn = round == 0 ? pool.take(SteadyClock::now(), cfg.keepalive_idle, idle_delta)
+                           : nullptr;
     worker.stats().upstream_idle.add(idle_delta);
     bool pooled = conn != nullptr;
     if (!conn) {
       std::optional<UpstreamError> err;
       conn = co_await connect(worker, backend, pool, err);
-      if (!conn) co_return co_await fail(*err);
+      if (!conn) co_return failed(*err);
     }
     ++conn->uses;
     bool reusable = false;
     bool response_started = false;
     std::optional<UpstreamError> err;
+    out.kind = AttemptResult::Kind::kRelayed;
     if (auto* plain = std::get_if<PlainStream>(&conn->stream)) {
       err = co_await relay(down, *plain, *conn, upreq, req, ctx, worker, cfg, keep_alive, reusable,
-                           response_started);
+                           response_started, options, out);
     } else {
       err = co_await relay(down, std::get<TlsStream>(conn->stream), *conn, upreq, req, ctx, worker,
-                           cfg, keep_alive, reusable, response_started);
+                           cfg, keep_alive, reusable, response_started, options, out);
     }
     if (!err) {
       if (reusable && pool.put(std::move(conn), cfg.max_idle_connections, SteadyClock::now())) {
         worker.stats().upstream_idle.add(1);
       }
-      co_return keep_alive && ctx.outcome != std::string_view("client_gone");
+      if (ctx.outcome == std::string_view("client_gone")) keep_alive = false;
+      co_return std::move(out);
     }
     // Retry once on a fresh connection only when a pooled connection failed before the
     // request could be written: the backend cannot have seen it. (A failure after the write
-    // may follow a request the backend read: POSTs are not replayed blindly.)
+    // may follow a request the backend read: that is the balancer's decision, not ours.)
     bool stale_reuse = pooled && !response_started && *err == UpstreamError::kWrite;
     if (stale_reuse) continue;
-    co_return co_await fail(*err);
+    out.answered = response_started;
+    co_return failed(*err);
   }
-  co_return false;  // unreachable: the second attempt never reuses a pooled connection
+  co_return failed(UpstreamError::kWrite);  // unreachable: the second round never reuses
 }
 
-template net::awaitable<bool> forward<PlainStream>(Client<PlainStream>, const Request&, std::string_view,
-                                                   core::RequestContext&, server::Worker&,
-                                                   const server::BackendRuntime&, bool);
-template net::awaitable<bool> forward<TlsStream>(Client<TlsStream>, const Request&, std::string_view,
-                                                 core::RequestContext&, server::Worker&,
-                                                 const server::BackendRuntime&, bool);
+template net::awaitable<AttemptResult> attempt<PlainStream>(
+    Client<PlainStream>, const Request&, std::string_view, core::RequestContext&, server::Worker&,
+    const server::BackendRuntime&, bool&, AttemptOptions);
+template net::awaitable<AttemptResult> attempt<TlsStream>(
+    Client<TlsStream>, const Request&, std::string_view, core::RequestContext&, server::Worker&,
+    const server::BackendRuntime&, bool&, AttemptOptions);
+template net::awaitable<bool> send_held<PlainStream>(Client<PlainStream>, core::RequestContext&,
+                                                     http::response<http::string_body>&, bool,
+                                                     unsigned);
+template net::awaitable<bool> send_held<TlsStream>(Client<TlsStream>, core::RequestContext&,
+                                                   http::response<http::string_body>&, bool,
+                                                   unsigned);
+template net::awaitable<bool> respond_failure<PlainStream>(Client<PlainStream>,
+                                                           core::RequestContext&, UpstreamError,
+                                                           bool, unsigned);
+template net::awaitable<bool> respond_failure<TlsStream>(Client<TlsStream>, core::RequestContext&,
+                                                         UpstreamError, bool, unsigned);
 template net::awaitable<bool> respond<PlainStream>(
     Client<PlainStream>, core::RequestContext&, int, std::string, bool, unsigned, std::string_view,
     const std::vector<std::pair<std::string, std::string>>&);

@@ -6,6 +6,7 @@
 #include "proxy/net.hpp"
 #include "server/worker.hpp"
 #include "tollgate/core/request_context.hpp"
+#include "tollgate/routing/signals.hpp"
 
 namespace tollgate::proxy {
 
@@ -16,13 +17,53 @@ struct Client {
   Deadline& deadline;
 };
 
-/// Forwards `req` (body: `body`) to `backend` and relays the response to `down`.
-/// Thread: the worker owning `down`. Sets ctx.status/upstream_status/usage/outcome/error.
-/// Returns whether the client connection may be kept alive afterwards.
+/// What the balancer's caller wants from one attempt.
+struct AttemptOptions {
+  bool hold_retryable = false;  // keep a 408/429/5xx answer back (the request may be retried)
+  bool capture_id = false;      // read the created object's id from a 2xx answer (affinity)
+};
+
+/// How one attempt on one backend ended.
+struct AttemptResult {
+  enum class Kind : std::uint8_t {
+    kRelayed,  // the client got the backend's answer (or went away while getting it)
+    kFailed,   // nothing reached the client: `error` says why
+    kHeld,     // a retryable answer, read whole and not sent: `held`
+  };
+  Kind kind = Kind::kFailed;
+  std::optional<metrics::UpstreamError> error;
+  int status = 0;                          // the backend's status (0: none)
+  bool answered = false;                   // kFailed: the backend had sent its header (no retry)
+  routing::Signals signals;                // capacity headers of the backend's answer
+  http::response<http::string_body> held;  // kHeld: ready to send (headers already filtered)
+  std::string body_head;                   // kHeld: the body's first bytes (for retry hints)
+  std::string created_id;                  // capture_id: the id in a 2xx answer, if any
+};
+
+/// One attempt: sends `req` (body: `body`) to `backend` and, unless it holds the answer back or
+/// fails before the client saw anything, relays the response to `down` as it arrives.
+/// Thread: the worker owning `down`. Sets ctx.status/upstream_status/usage/outcome/error for a
+/// relayed answer; `keep_alive` becomes false when the client connection must close.
 template <class Down>
-net::awaitable<bool> forward(Client<Down> down, const Request& req, std::string_view body,
-                             core::RequestContext& ctx, server::Worker& worker,
-                             const server::BackendRuntime& backend, bool keep_alive);
+net::awaitable<AttemptResult> attempt(Client<Down> down, const Request& req, std::string_view body,
+                                      core::RequestContext& ctx, server::Worker& worker,
+                                      const server::BackendRuntime& backend, bool& keep_alive,
+                                      AttemptOptions options);
+
+/// Sends an answer held back by attempt(). Returns whether the connection may be kept alive.
+template <class Down>
+net::awaitable<bool> send_held(Client<Down> down, core::RequestContext& ctx,
+                               http::response<http::string_body>& held, bool keep_alive,
+                               unsigned version);
+
+/// Answers for an attempt that failed before the client saw anything (502/504), counting it.
+template <class Down>
+net::awaitable<bool> respond_failure(Client<Down> down, core::RequestContext& ctx,
+                                     metrics::UpstreamError reason, bool keep_alive,
+                                     unsigned version);
+
+/// True when the client has closed its side of the connection (checked without blocking).
+bool client_closed(tcp::socket& socket);
 
 /// Writes a gateway-generated response. Returns whether the connection may be kept alive.
 template <class Down>

@@ -4,10 +4,12 @@
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/post.hpp>
 #include <boost/asio/ssl/context.hpp>
+#include <algorithm>
 #include <stdexcept>
 #include <unordered_map>
 
 #include "server/admin.hpp"
+#include "server/health.hpp"
 #include "server/snapshot.hpp"
 #include "server/worker.hpp"
 #include "tollgate/metrics/logging.hpp"
@@ -104,6 +106,12 @@ struct Gateway::Impl {
   metrics::SeriesRegistry series;
   metrics::ControlStats control_stats;
   std::unordered_map<std::string, std::uint32_t> pool_ids;  // endpoint identity -> pool id
+  // Live routing state, kept across reloads: per backend identity and per deployment name.
+  std::unordered_map<std::string, std::shared_ptr<routing::BackendState>> backend_states;
+  std::unordered_map<std::string, std::shared_ptr<routing::RetryBudget>> budgets;
+  std::shared_ptr<routing::AffinityTable> affinity;
+  std::shared_ptr<const Snapshot> current;  // the snapshot the workers run (control thread)
+  std::unique_ptr<HealthChecker> health;
   std::uint64_t generation = 0;
   std::optional<tcp::acceptor> admin;
   net::signal_set signals{control, SIGINT, SIGTERM, SIGHUP};
@@ -142,17 +150,52 @@ struct Gateway::Impl {
                       std::to_string(b.endpoint.port) + "|" + b.ca_file;
       auto [it, inserted] = pool_ids.emplace(identity, static_cast<std::uint32_t>(pool_ids.size()));
       rt.pool_id = it->second;
+      // A backend keeps its live state (throttle, breaker, quota) across reloads while its
+      // name, endpoint and deployment stay the same.
+      auto key = b.name + "|" + b.endpoint.text + "|" + b.deployment;
+      auto& state = backend_states[key];
+      if (!state) state = std::make_shared<routing::BackendState>();
+      rt.state = state;
+      s->slots.push_back(routing::Slot{state.get(), b.max_in_flight});
+      s->backend_index.emplace(b.name, static_cast<std::uint32_t>(s->backends.size()));
       s->backends.push_back(std::move(rt));
     }
     s->pool_count = static_cast<std::uint32_t>(pool_ids.size());
     s->unrouted_series = series.intern("none", "none");
     for (const auto& d : cfg->deployments) {
-      auto& pools = s->route_series.emplace_back();
-      for (const auto& p : d.pools) {
-        auto& ids = pools.emplace_back();
-        for (auto b : p.backends) ids.push_back(series.intern(d.name, cfg->backends[b].name));
+      DeploymentRuntime drt;
+      drt.series.assign(cfg->backends.size(), kNoSeries);
+      drt.series_none = series.intern(d.name, "none");
+      auto& budget = budgets[d.name];
+      if (!budget) budget = std::make_shared<routing::RetryBudget>();
+      drt.budget = budget;
+      for (std::uint32_t t = 0; t < d.pools.size(); ++t) {
+        const auto& p = d.pools[t];
+        auto& tier = drt.route.tiers.emplace_back();
+        for (std::size_t k = 0; k < p.backends.size(); ++k) {
+          auto b = p.backends[k];
+          const auto& region = cfg->backends[b].region;
+          if (!d.regions.empty() &&
+              std::find(d.regions.begin(), d.regions.end(), region) == d.regions.end()) {
+            continue;  // data residency: never routed, not even on failover
+          }
+          tier.push_back(routing::Member{static_cast<std::uint32_t>(b), p.weights[k]});
+          auto id = series.intern(d.name, cfg->backends[b].name);
+          series.set_tier(id, t);
+          drt.series[b] = id;
+        }
       }
+      s->deployments.push_back(std::move(drt));
     }
+    const auto& r = cfg->routing;
+    if (!affinity) {
+      affinity = std::make_shared<routing::AffinityTable>(r.affinity_max_entries, r.affinity_ttl.count());
+    } else {
+      affinity->configure(r.affinity_max_entries, r.affinity_ttl.count());
+    }
+    s->affinity = affinity;
+    s->breaker = routing::BreakerPolicy{r.breaker_failures, r.breaker_open.count(),
+                                        r.breaker_max_open.count()};
     return s;
   }
 
@@ -181,6 +224,8 @@ struct Gateway::Impl {
     }
     metrics::set_log_level(result.config->logging.level);
     config = result.config;
+    current = snap;
+    health->apply(snap);
     for (auto& w : workers) w->publish(snap);
     control_stats.reloads_ok.add();
     control_stats.last_reload_ok_time.store(unix_now());
@@ -218,6 +263,7 @@ struct Gateway::Impl {
   }
 
   void stop_all() {
+    if (health) health->stop();
     for (auto& w : workers) w->stop();
     if (admin) {
       boost::system::error_code ec;
@@ -240,6 +286,88 @@ struct Gateway::Impl {
     });
   }
 
+  // Backend state read from the shared atomics at scrape time.
+  std::vector<prometheus::MetricFamily> routing_families() const {
+    using prometheus::ClientMetric;
+    using prometheus::MetricFamily;
+    using prometheus::MetricType;
+    std::vector<MetricFamily> out;
+    if (!current) return out;
+    auto now = routing::steady_now_ms();
+    auto fam = [](std::string name, std::string help, MetricType type) {
+      MetricFamily f;
+      f.name = std::move(name);
+      f.help = std::move(help);
+      f.type = type;
+      return f;
+    };
+    auto state = fam("tollgate_backend_state",
+                     "1 for the backend's current condition (available, throttled, breaker_open, "
+                     "breaker_half_open, probe_failed, saturated), 0 for the others.",
+                     MetricType::Gauge);
+    auto in_flight = fam("tollgate_backend_in_flight_requests",
+                         "Requests in flight to the backend, across workers.", MetricType::Gauge);
+    auto tokens = fam("tollgate_backend_ratelimit_remaining_tokens",
+                      "x-ratelimit-remaining-tokens as last reported by the backend.",
+                      MetricType::Gauge);
+    auto requests = fam("tollgate_backend_ratelimit_remaining_requests",
+                        "x-ratelimit-remaining-requests as last reported by the backend.",
+                        MetricType::Gauge);
+    auto util = fam("tollgate_backend_utilization_ratio",
+                    "PTU utilization (azure-openai-deployment-utilization) as last reported; 1 = 100%.",
+                    MetricType::Gauge);
+    auto opens = fam("tollgate_backend_breaker_opens_total",
+                     "Times the backend's circuit breaker opened.", MetricType::Counter);
+    auto throttles = fam("tollgate_backend_throttled_total",
+                         "429 answers that made the backend rest (throttled).", MetricType::Counter);
+    auto affinity_entries = fam("tollgate_affinity_entries",
+                                "Objects (responses, files, threads, ...) the gateway can route to "
+                                "the backend that created them.",
+                                MetricType::Gauge);
+    auto gauge = [](MetricFamily& f, const std::string& backend, double v) {
+      ClientMetric m;
+      m.label = {{"backend", backend}};
+      m.gauge.value = v;
+      f.metric.push_back(std::move(m));
+    };
+    auto counter = [](MetricFamily& f, const std::string& backend, double v) {
+      ClientMetric m;
+      m.label = {{"backend", backend}};
+      m.counter.value = v;
+      f.metric.push_back(std::move(m));
+    };
+    const auto& cfg = *current->config;
+    for (std::size_t i = 0; i < current->backends.size(); ++i) {
+      const auto& name = cfg.backends[i].name;
+      const auto& st = *current->backends[i].state;
+      auto cond = st.condition(now, cfg.backends[i].max_in_flight);
+      for (std::size_t c = 0; c < static_cast<std::size_t>(routing::Condition::kCount); ++c) {
+        ClientMetric m;
+        m.label = {{"backend", name},
+                   {"state", std::string(routing::to_string(static_cast<routing::Condition>(c)))}};
+        m.gauge.value = static_cast<std::size_t>(cond) == c ? 1 : 0;
+        state.metric.push_back(std::move(m));
+      }
+      gauge(in_flight, name, static_cast<double>(st.in_flight()));
+      if (auto v = st.last_remaining_tokens()) gauge(tokens, name, static_cast<double>(*v));
+      if (auto v = st.last_remaining_requests()) gauge(requests, name, static_cast<double>(*v));
+      if (auto v = st.utilization()) gauge(util, name, *v / 100.0);
+      counter(opens, name, static_cast<double>(st.breaker_opens()));
+      counter(throttles, name, static_cast<double>(st.throttles()));
+    }
+    {
+      ClientMetric m;
+      m.gauge.value = static_cast<double>(current->affinity->size());
+      affinity_entries.metric.push_back(std::move(m));
+    }
+    for (auto* f : {&state, &in_flight, &tokens, &requests, &util, &opens, &throttles,
+                    &affinity_entries}) {
+      out.push_back(std::move(*f));
+    }
+    if (health) health->families(out);
+    return out;
+  }
+
   AdminResponse admin_handler(std::string_view method, std::string_view path) {
     if (method != "GET" && method != "HEAD") {
       return {405, "application/json",
@@ -247,7 +375,7 @@ struct Gateway::Impl {
     }
     if (path == "/metrics") {
       return {200, "text/plain; version=0.0.4; charset=utf-8",
-              metrics::render_metrics(series, control_stats)};
+              metrics::render_metrics(series, control_stats, routing_families())};
     }
     if (path == "/healthz") return {200, "application/json", R"({"status":"ok"})"};
     if (path == "/readyz") {
@@ -302,6 +430,9 @@ Gateway::~Gateway() = default;
 int Gateway::run() {
   auto& s = *impl_;
   auto snap = s.build(s.config);
+  s.current = snap;
+  s.health = std::make_unique<HealthChecker>(s.control);
+  s.health->apply(snap);
   for (auto& w : s.workers) w->start(snap);
   if (s.admin) {
     serve_admin(s.control, *s.admin, [&s](std::string_view m, std::string_view p) {

@@ -2,6 +2,7 @@
 // the pipeline, forward, and always finish with metrics and an access-log line.
 
 #include <boost/asio/steady_timer.hpp>
+#include <boost/container/small_vector.hpp>
 #include <ctime>
 
 #include "proxy/forwarder.hpp"
@@ -10,6 +11,8 @@
 #include "tollgate/core/api_call.hpp"
 #include "tollgate/core/request_context.hpp"
 #include "tollgate/metrics/logging.hpp"
+#include "tollgate/routing/affinity.hpp"
+#include "tollgate/routing/balancer.hpp"
 
 namespace tollgate::server {
 
@@ -74,6 +77,16 @@ void finish(Worker& w, RequestContext& ctx) {
   } else {
     f.add_raw("ttfb_ms", "null");  // no backend answered
   }
+  f.add("tier", ctx.tier);
+  std::string attempts = "[";
+  for (const auto& a : ctx.attempts) {
+    if (attempts.size() > 1) attempts += ',';
+    core::JsonFields one;
+    one.add("backend", a.backend).add("status", a.status).add("reason", a.reason).add_ms("duration_ms", a.duration_us);
+    attempts += one.object();
+  }
+  attempts += ']';
+  f.add_raw("attempts", attempts);
   f
       .add("prompt_tokens", u.prompt)
       .add("completion_tokens", u.completion)
@@ -100,6 +113,206 @@ bool is_inference(core::Operation op) {
          op == core::Operation::kEmbeddings || op == core::Operation::kResponses;
 }
 
+// The balancer's reading of one attempt: the breaker outcome, the reason logged and, when the
+// request may move to another backend, why.
+struct Judgement {
+  routing::Outcome outcome;
+  std::string_view reason;
+  std::optional<metrics::RetryReason> retry;
+};
+
+Judgement judge(const AttemptResult& r, const RequestContext& ctx) {
+  using Kind = AttemptResult::Kind;
+  using metrics::RetryReason;
+  using metrics::UpstreamError;
+  if (r.kind == Kind::kFailed) {
+    auto e = *r.error;
+    bool timeout = e == UpstreamError::kConnectTimeout || e == UpstreamError::kFirstByteTimeout ||
+                   e == UpstreamError::kIdleTimeout;
+    std::optional<RetryReason> retry;
+    if (!r.answered) retry = timeout ? RetryReason::kTimeout : RetryReason::kConnect;
+    return {routing::Outcome::kFailure, metrics::to_string(e), retry};
+  }
+  auto retry_if_held = [&](RetryReason reason) {
+    return r.kind == Kind::kHeld ? std::optional(reason) : std::nullopt;
+  };
+  // A 429 is the throttle's business, not the breaker's: Azure says exactly when to come back,
+  // and a breaker would keep a paid-for PTU deployment idle for longer than that.
+  if (r.status == 429) return {routing::Outcome::kNeutral, "throttled", retry_if_held(RetryReason::kThrottled)};
+  if (r.status == 408) return {routing::Outcome::kFailure, "timeout", retry_if_held(RetryReason::kTimeout)};
+  if (r.status >= 500) {
+    return {routing::Outcome::kFailure, "server_error", retry_if_held(RetryReason::kServerError)};
+  }
+  if (ctx.outcome == std::string_view("upstream_error")) {  // broke after bytes reached the client
+    return {routing::Outcome::kFailure, ctx.error, std::nullopt};
+  }
+  return {routing::Outcome::kSuccess, "ok", std::nullopt};
+}
+
+routing::TimeMs cooldown(const routing::Signals& s, std::string_view body,
+                         const config::RoutingConfig& r) {
+  auto hint = routing::throttle_hint(s, body);
+  auto ms = hint ? hint->count() : r.cooldown_default.count();
+  return std::clamp<routing::TimeMs>(ms, r.cooldown_min.count(), r.cooldown_max.count());
+}
+
+// A longer wait than this makes the SDKs ignore retry-after (node, old python) or give up (new
+// python): the gateway answers 503 + x-should-retry: false instead of 429.
+constexpr routing::TimeMs kMaxClientWaitMs = 60'000;
+
+/// No backend can take the request: 429 with the earliest recovery when it is near, else 503.
+template <class Stream>
+net::awaitable<bool> respond_unavailable(Worker& w, Client<Stream> client, const Request& req,
+                                         RequestContext& ctx, const Snapshot& snap,
+                                         const DeploymentRuntime& drt,
+                                         std::optional<std::uint32_t> only, bool keep_alive) {
+  auto now = routing::steady_now_ms();
+  auto earliest = routing::earliest_recovery(drt.route, snap.slots, now, only);
+  ctx.series = drt.series_none;
+  ctx.backend = {};
+  ctx.outcome = "no_backend";
+  ctx.error = "no_backend_available";
+  auto& cells = w.stats().route(ctx.series);
+  const auto& name = ctx.deployment->name;
+  std::vector<std::pair<std::string, std::string>> headers;
+  if (earliest && *earliest - now <= kMaxClientWaitMs) {
+    auto wait = std::max<routing::TimeMs>(*earliest - now, 1);
+    auto secs = (wait + 999) / 1000;
+    headers.emplace_back("retry-after-ms", std::to_string(wait));
+    headers.emplace_back("retry-after", std::to_string(secs));
+    cells.no_backend[0].add();
+    core::HttpError e{429, "429",
+                      "All backends of deployment '" + name +
+                          "' are at capacity. Please retry after " + std::to_string(secs) +
+                          " second" + (secs == 1 ? "" : "s") + ".",
+                      "rate_limit_exceeded", {}};
+    co_return co_await respond(client, ctx, 429, e.body(), keep_alive, req.version(),
+                               "application/json", headers);
+  }
+  headers.emplace_back("x-should-retry", "false");
+  if (earliest) headers.emplace_back("retry-after", std::to_string((*earliest - now + 999) / 1000));
+  cells.no_backend[1].add();
+  core::HttpError e{503, "503",
+                    "No backend of deployment '" + name +
+                        "' can take requests now, and none is expected to recover within a "
+                        "minute.",
+                    "service_unavailable", {}};
+  co_return co_await respond(client, ctx, 503, e.body(), keep_alive, req.version(),
+                             "application/json", headers);
+}
+
+/// Balancer and forwarder: attempts on backends picked tier by tier, failing over while nothing
+/// has reached the client, feeding every answer into the backends' shared state.
+template <class Stream>
+net::awaitable<bool> route_and_forward(Worker& w, Client<Stream> client, const Request& req,
+                                       RequestContext& ctx, const Snapshot& snap,
+                                       const DeploymentRuntime& drt,
+                                       std::optional<std::uint32_t> only, bool creates,
+                                       bool keep_alive) {
+  const auto& cfg = *snap.config;
+  const auto& retry = ctx.deployment->retry;
+  std::int64_t need = 0;
+  if (is_inference(ctx.call.op) && ctx.call.json) {
+    const auto& j = *ctx.call.json;
+    auto number = [&j](const char* key) -> std::int64_t {
+      auto it = j.find(key);
+      return it != j.end() && it->is_number_integer() ? it->get<std::int64_t>() : 0;
+    };
+    auto max_out = std::max({number("max_completion_tokens"), number("max_tokens"),
+                             number("max_output_tokens")});
+    need = routing::expected_tokens(req.body().size(), max_out,
+                                    std::max(number("n"), number("best_of")));
+  }
+  boost::container::small_vector<char, 32> tried(snap.backends.size(), 0);
+  struct BudgetGuard {
+    routing::RetryBudget& budget;
+    bool retrying = false;
+    ~BudgetGuard() {
+      if (retrying) budget.end_retry();
+      budget.end_request();
+    }
+  } budget{*drt.budget};
+  drt.budget->begin_request();
+  std::optional<AttemptResult> last;
+  std::uint32_t last_tier = 0;
+
+  for (unsigned n = 0;; ++n) {
+    auto now = routing::steady_now_ms();
+    auto lease = routing::pick(drt.route, snap.slots,
+                               routing::PickRequest{now, need, {tried.data(), tried.size()}, only},
+                               w.rng());
+    if (!lease) break;
+    const auto& backend = snap.backends[lease->backend];
+    auto& state = *backend.state;
+    // Releases the in-flight slot on every path (an exception included).
+    struct LeaseGuard {
+      routing::BackendState& state;
+      bool trial;
+      const routing::BreakerPolicy& policy;
+      bool reported = false;
+      ~LeaseGuard() {
+        state.release();
+        if (!reported) state.record(routing::Outcome::kNeutral, trial, routing::steady_now_ms(), policy);
+      }
+    } guard{state, lease->trial, snap.breaker};
+    ctx.series = drt.series[lease->backend];
+    ctx.backend = backend.config->name;
+    ctx.tier = static_cast<int>(lease->tier) + 1;
+    auto& cells = w.stats().route(ctx.series);
+    auto from = n == 0 ? 0u : last_tier;
+    if (lease->tier > from) cells.spilled_from[std::min<std::size_t>(from, metrics::kMaxTiers - 1)].add();
+    last_tier = lease->tier;
+
+    bool may_retry = n + 1 < retry.max_attempts && core::SteadyClock::now() - ctx.start < retry.deadline;
+    auto rewritten = core::rewrite_body(ctx.call, *backend.config);
+    std::string_view body = rewritten ? std::string_view(*rewritten) : std::string_view(req.body());
+    auto t0 = core::SteadyClock::now();
+    auto r = co_await attempt(client, req, body, ctx, w, backend, keep_alive,
+                              AttemptOptions{may_retry, creates});
+    auto verdict = judge(r, ctx);
+    auto done = routing::steady_now_ms();
+    state.observe(r.signals, done);
+    if (r.status == 429) state.throttle(done + cooldown(r.signals, r.body_head, cfg.routing));
+    state.record(verdict.outcome, lease->trial, done, snap.breaker);
+    guard.reported = true;
+    ctx.attempts.push_back(core::AttemptLog{ctx.backend, r.status, verdict.reason, micros_since(t0)});
+
+    if (r.kind == AttemptResult::Kind::kRelayed) {
+      if (!r.created_id.empty()) snap.affinity->remember(r.created_id, ctx.backend, done);
+      co_return keep_alive;
+    }
+    tried[lease->backend] = 1;
+    auto reason = verdict.retry;
+    last = std::move(r);
+    if (!reason || !may_retry) break;
+    if (client_closed(beast::get_lowest_layer(client.stream).socket())) {
+      ctx.outcome = "client_gone";
+      ctx.error = "client_gone";
+      co_return false;
+    }
+    if (!budget.retrying) {
+      if (!drt.budget->try_begin_retry(retry.budget, retry.min_retries)) {
+        w.stats().route(drt.series_none).budget_exhausted.add();
+        break;
+      }
+      budget.retrying = true;
+    }
+    cells.retries[static_cast<std::size_t>(*reason)].add();
+  }
+
+  if (!last) co_return co_await respond_unavailable(w, client, req, ctx, snap, drt, only, keep_alive);
+  if (last->kind == AttemptResult::Kind::kHeld) {
+    // Every backend throttled: one 429 that names the earliest recovery beats the last backend's.
+    auto now = routing::steady_now_ms();
+    auto earliest = routing::earliest_recovery(drt.route, snap.slots, now, only);
+    if (last->status == 429 && !(earliest && *earliest <= now)) {
+      co_return co_await respond_unavailable(w, client, req, ctx, snap, drt, only, keep_alive);
+    }
+    co_return co_await send_held(client, ctx, last->held, keep_alive, req.version());
+  }
+  co_return co_await respond_failure(client, ctx, *last->error, keep_alive, req.version());
+}
+
 /// One request through the fixed pipeline. Returns whether to keep the connection.
 template <class Stream>
 net::awaitable<bool> handle(Worker& w, Client<Stream> client, Request& req, RequestContext& ctx,
@@ -119,8 +332,13 @@ net::awaitable<bool> handle(Worker& w, Client<Stream> client, Request& req, Requ
     co_return co_await respond(client, ctx, 200, core::models_list(cfg), keep_alive, req.version());
   }
 
-  // Router: the deployment a client named, and its route (pools in priority order).
-  ctx.deployment = cfg.find_deployment(ctx.call.deployment);
+  // Router: the deployment a client named (stateful calls without a model: the affinity
+  // deployment), and its route (pools in priority order).
+  if (ctx.call.stateful && ctx.call.deployment.empty()) {
+    ctx.deployment = &cfg.deployments[cfg.routing.affinity_deployment];
+  } else {
+    ctx.deployment = cfg.find_deployment(ctx.call.deployment);
+  }
   if (ctx.deployment == nullptr) {
     ctx.outcome = "rejected";
     ctx.error = "unknown_deployment";
@@ -129,20 +347,67 @@ net::awaitable<bool> handle(Worker& w, Client<Stream> client, Request& req, Requ
     co_return co_await respond(client, ctx, 404, e.body(), keep_alive, req.version());
   }
   auto d = cfg.deployment_index(*ctx.deployment);
-  // Balancer: the first backend of the first tier (balancing across many is routing's job).
-  auto b = ctx.deployment->pools.front().backends.front();
-  const auto& backend = snap->backends[b];
-  ctx.series = snap->route_series[d][0][0];
-  ctx.backend = backend.config->name;
+  const auto& drt = snap->deployments[d];
+  ctx.series = drt.series_none;
   // Streams carry usage only when asked for (stream_options.include_usage).
   ctx.usage_expected = is_inference(ctx.call.op) && (!ctx.call.stream || ctx.call.include_usage);
+  auto reject = [&](int status, std::string_view error, core::HttpError e) -> net::awaitable<bool> {
+    ctx.outcome = "rejected";
+    ctx.error = error;
+    co_return co_await respond(client, ctx, status, e.body(), keep_alive, req.version());
+  };
 
-  // Forwarder.
-  auto rewritten = core::rewrite_body(ctx.call, *backend.config);
-  std::string_view body = rewritten ? std::string_view(*rewritten) : std::string_view(req.body());
-  co_return co_await forward(client, req, body, ctx, w, backend, keep_alive);
+  // Affinity: a stateful call naming an object goes to the backend that created it.
+  std::optional<std::uint32_t> only;
+  bool creates = false;
+  const nlohmann::ordered_json* json = ctx.call.json ? &*ctx.call.json : nullptr;
+  if (ctx.call.stateful) {
+    creates = routing::creates_object(req.method_string(), ctx.call.op_path, json);
+    auto ids = routing::referenced_ids(ctx.call.op_path, json);
+    auto now = routing::steady_now_ms();
+    for (const auto& id : ids) {
+      auto owner = snap->affinity->find(id, now);
+      if (!owner) continue;
+      auto it = snap->backend_index.find(*owner);
+      if (it == snap->backend_index.end() || !drt.route.contains(it->second)) {
+        co_return co_await reject(404, "object_backend_gone",
+                                  core::not_found("404", "The object '" + id +
+                                                             "' lives on a backend that no longer "
+                                                             "serves deployment '" +
+                                                             ctx.deployment->name + "'."));
+      }
+      only = it->second;
+      break;
+    }
+    if (!only && !ids.empty() && drt.route.size() > 1) {
+      co_return co_await reject(
+          404, "unknown_object",
+          core::not_found("404", "No object '" + ids.front() +
+                                     "' is known to this gateway: it was not created through it, "
+                                     "or it expired from its affinity table."));
+    }
+  }
+  // Pinning (for testing a specific backend), when the operator enabled the header.
+  if (!cfg.routing.pin_header.empty()) {
+    if (auto pin = req[cfg.routing.pin_header]; !pin.empty()) {
+      auto it = snap->backend_index.find(std::string(pin));
+      if (it == snap->backend_index.end() || !drt.route.contains(it->second)) {
+        co_return co_await reject(400, "bad_pin",
+                                  core::bad_request("the " + cfg.routing.pin_header +
+                                                    " header names no backend of deployment '" +
+                                                    ctx.deployment->name + "'"));
+      }
+      if (only && *only != it->second) {
+        co_return co_await reject(400, "bad_pin",
+                                  core::bad_request("the " + cfg.routing.pin_header +
+                                                    " header conflicts with the backend that "
+                                                    "holds the object this request names"));
+      }
+      only = it->second;
+    }
+  }
+  co_return co_await route_and_forward(w, client, req, ctx, *snap, drt, only, creates, keep_alive);
 }
-
 /// After an error answer on a request whose body was not read, keep reading (and discarding) for
 /// a short while so the client sees the answer rather than a reset (nginx's lingering close).
 template <class Stream>

@@ -5,10 +5,16 @@
 
 #include <boost/asio/ssl/context.hpp>
 #include <cstdint>
+#include <limits>
 #include <memory>
+#include <string>
+#include <unordered_map>
 #include <vector>
 
 #include "tollgate/config/config.hpp"
+#include "tollgate/routing/affinity.hpp"
+#include "tollgate/routing/backend_state.hpp"
+#include "tollgate/routing/balancer.hpp"
 
 namespace tollgate::server {
 
@@ -16,13 +22,26 @@ struct BackendRuntime {
   const config::BackendConfig* config = nullptr;
   std::shared_ptr<boost::asio::ssl::context> tls;  // null for http:// backends
   std::uint32_t pool_id = 0;  // per-worker upstream pool (stable across reloads per endpoint)
+  std::shared_ptr<routing::BackendState> state;  // shared by workers; survives reloads
+};
+
+inline constexpr std::uint32_t kNoSeries = std::numeric_limits<std::uint32_t>::max();
+
+struct DeploymentRuntime {
+  routing::Route route;                         // tiers restricted to the allowed regions
+  std::shared_ptr<routing::RetryBudget> budget;  // shared by workers; survives reloads
+  std::uint32_t series_none = 0;                // metrics series (deployment, "none")
+  std::vector<std::uint32_t> series;            // by backend index; kNoSeries if not routed
 };
 
 struct Snapshot {
   std::shared_ptr<const config::Config> config;
   std::vector<BackendRuntime> backends;  // parallel to config->backends
-  // series_[deployment][pool][k]: metrics series of (deployment, that backend)
-  std::vector<std::vector<std::vector<std::uint32_t>>> route_series;
+  std::vector<routing::Slot> slots;       // parallel to backends: the balancer's view
+  std::vector<DeploymentRuntime> deployments;  // parallel to config->deployments
+  std::unordered_map<std::string, std::uint32_t> backend_index;  // name -> index
+  std::shared_ptr<routing::AffinityTable> affinity;  // shared by workers; survives reloads
+  routing::BreakerPolicy breaker;
   std::uint32_t unrouted_series = 0;             // ("none", "none")
   std::uint32_t pool_count = 0;
   std::uint64_t generation = 0;

@@ -1,11 +1,16 @@
 #include "server/worker.hpp"
 
+#include <chrono>
+
 #include "proxy/upstream_pool.hpp"
 
 namespace tollgate::server {
 
 Worker::Worker(unsigned index, std::shared_ptr<metrics::AccessLog> access_log)
-    : index_(index), access_log_(std::move(access_log)) {}
+    : index_(index),
+      access_log_(std::move(access_log)),
+      rng_(static_cast<std::uint64_t>(std::chrono::steady_clock::now().time_since_epoch().count()) ^
+           (0x9E3779B97F4A7C15ULL * (index + 1))) {}
 
 Worker::~Worker() {
   if (thread_.joinable()) {

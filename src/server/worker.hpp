@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "server/snapshot.hpp"
+#include "tollgate/routing/balancer.hpp"
 #include "tollgate/metrics/logging.hpp"
 #include "tollgate/metrics/stats.hpp"
 
@@ -54,6 +55,7 @@ class Worker {
   const std::shared_ptr<const Snapshot>& snapshot() const { return snapshot_; }
   bool draining() const { return draining_; }
   proxy::UpstreamPool& pool(std::uint32_t id);
+  routing::Rng& rng() { return rng_; }
 
   /// Registry of open client sessions, so a drain can close the idle ones.
   struct SessionEntry {
@@ -76,6 +78,7 @@ class Worker {
   std::shared_ptr<const Snapshot> snapshot_;         // owner: worker thread
   std::list<SessionEntry> sessions_;                 // owner: worker thread
   bool draining_ = false;                            // owner: worker thread
+  routing::Rng rng_;                                 // owner: worker thread
   boost::asio::io_context io_{1};
   std::vector<std::unique_ptr<Listener>> listeners_;
   std::vector<std::unique_ptr<proxy::UpstreamPool>> pools_;  // owner: worker thread

@@ -3,6 +3,7 @@
 import { test, describe, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { AzureOpenAI } from 'openai';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { startMock, startGateway, gatewayConfig, eventually } from './harness.mjs';
 
 describe('backend faults', { timeout: 120000 }, () => {
@@ -66,15 +67,24 @@ describe('backend faults', { timeout: 120000 }, () => {
     assert.equal(await gw.metric('tollgate_upstream_errors_total', { reason: 'idle_timeout' }), 1);
   });
 
-  test('an error status from the backend is relayed with its headers', async () => {
+  test('a backend 429 rests the backend until its retry-after-ms; the client learns when', async () => {
     await mock.fault({ status: 429, headers: { 'retry-after-ms': '1500', 'retry-after': '2' }, count: 1 });
-    await assert.rejects(
-      azure.chat.completions.create({ model: 'gpt-4o', messages: [{ role: 'user', content: 'x' }] }),
-      (err) => {
-        assert.equal(err.status, 429);
-        assert.equal(err.headers.get('retry-after-ms'), '1500');
-        return true;
-      });
+    const ask = () => azure.chat.completions.create({ model: 'gpt-4o', messages: [{ role: 'user', content: 'x' }] });
+    const waits = [];
+    await assert.rejects(ask(), (err) => {
+      assert.equal(err.status, 429);
+      assert.equal(err.code, '429');
+      waits.push(Number(err.headers.get('retry-after-ms')));
+      assert.equal(err.headers.get('retry-after'), '2');
+      return true;
+    });
+    assert.ok(Math.abs(waits[0] - 1500) <= 100, `retry-after-ms ${waits[0]}`);
+    // While it rests, the gateway answers by itself: the backend sees nothing.
+    const before = (await mock.stats()).requests_total;
+    await assert.rejects(ask(), (err) => err.status === 429 && Number(err.headers.get('retry-after-ms')) <= 1500);
+    assert.equal((await mock.stats()).requests_total, before);
+    await sleep(waits[0] + 50);
+    assert.equal((await ask()).object, 'chat.completion');
   });
 
   test('a connection the backend closed right after a response is not reused', async () => {

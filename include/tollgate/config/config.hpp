@@ -67,6 +67,16 @@ struct BackendTimeouts {
   Millis idle_between_chunks{30'000};
 };
 
+/// Active health check of one backend (off unless configured).
+struct HealthCheckConfig {
+  bool tcp = false;  // false: HTTP GET `path`; true: TCP (and TLS) connect only
+  std::string path = "/openai/models?api-version=2024-10-21";
+  Millis interval{10'000};
+  Millis timeout{2'000};
+  unsigned rise = 2;  // consecutive passes that make an unhealthy backend healthy
+  unsigned fall = 3;  // consecutive failures that make a healthy backend unhealthy
+};
+
 struct BackendConfig {
   std::string name;
   Endpoint endpoint;
@@ -76,16 +86,44 @@ struct BackendConfig {
   BackendTimeouts timeouts;
   std::size_t max_idle_connections = 64;  // per worker
   Millis keepalive_idle{60'000};          // idle upstream connections older than this are closed
+  std::string region;                     // free-form; "" = none (deployment regions exclude it)
+  std::uint32_t max_in_flight = 0;        // concurrent requests across the gateway; 0 = no cap
+  std::optional<HealthCheckConfig> health_check;
 };
 
 struct PoolConfig {
-  std::vector<std::size_t> backends;  // indices into Config::backends
+  std::vector<std::size_t> backends;     // indices into Config::backends
+  std::vector<std::uint32_t> weights;    // parallel to backends, each >= 1
+};
+
+/// Failover retries of one request (top-level `retry`, overridable per deployment).
+struct RetryConfig {
+  unsigned max_attempts = 3;  // attempts per request, the first included
+  Millis deadline{60'000};    // no new attempt once this much time passed since arrival
+  double budget = 0.2;        // retries in progress <= max(min_retries, budget * requests in progress)
+  unsigned min_retries = 3;
 };
 
 struct DeploymentConfig {
   std::string name;   // what clients use
   std::string model;  // OpenAI model name (tokenizer choice)
   std::vector<PoolConfig> pools;
+  std::vector<std::string> regions;  // allowed backend regions; empty = any
+  RetryConfig retry;                 // top-level retry with this deployment's overrides applied
+};
+
+/// Capacity model, circuit breaker, affinity and pinning (`routing`).
+struct RoutingConfig {
+  Millis cooldown_default{5'000};  // a 429 that says nothing about when to come back
+  Millis cooldown_min{100};        // floor and cap of the backend's own hint
+  Millis cooldown_max{60'000};
+  unsigned breaker_failures = 5;   // consecutive failures that open the breaker
+  Millis breaker_open{5'000};      // first open period; doubles per reopen up to breaker_max_open
+  Millis breaker_max_open{300'000};
+  std::size_t affinity_max_entries = 100'000;
+  Millis affinity_ttl{86'400'000};
+  std::size_t affinity_deployment = 0;  // index: serves stateful calls that name no model
+  std::string pin_header;               // "" = pinning off
 };
 
 struct LoggingConfig {
@@ -106,6 +144,8 @@ struct Config {
   std::vector<DeploymentConfig> deployments;
   LoggingConfig logging;
   TokenizerConfig tokenizer;
+  RetryConfig retry;
+  RoutingConfig routing;
 
   /// Index of the deployment clients call `name`, or nullptr.
   const DeploymentConfig* find_deployment(std::string_view name) const;

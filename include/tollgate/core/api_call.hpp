@@ -39,6 +39,7 @@ struct ApiCall {
   bool stream = false;
   bool include_usage = false;  // stream_options.include_usage set by the client
   bool model_in_body = false;  // routing used the body's "model"
+  bool stateful = false;       // a stateful API (responses, files, threads, ...): affinity applies
   std::optional<nlohmann::ordered_json> json;  // parsed body when it is JSON
 };
 

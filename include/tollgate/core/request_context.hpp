@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "tollgate/core/api_call.hpp"
 #include "tollgate/core/usage.hpp"
@@ -13,6 +14,14 @@
 namespace tollgate::core {
 
 using SteadyClock = std::chrono::steady_clock;
+
+/// One backend attempt of a request, for the access log.
+struct AttemptLog {
+  std::string_view backend;  // points into the snapshot
+  int status = 0;            // the backend's status (0: none)
+  std::string_view reason;   // ok | throttled | server_error | timeout | connect | ...
+  std::int64_t duration_us = 0;
+};
 
 struct RequestContext {
   std::string request_id;
@@ -36,6 +45,8 @@ struct RequestContext {
   std::string client = "anonymous";
   std::string tenant = "none";
   bool usage_expected = false;  // a successful inference response should carry usage
+  std::vector<AttemptLog> attempts;
+  int tier = 0;  // 1-based tier of the backend that answered (0: none)
 };
 
 /// A fresh request id (UUID v4 text). Thread: any (thread-local generator).

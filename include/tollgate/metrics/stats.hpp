@@ -13,6 +13,8 @@
 #include <unordered_map>
 #include <vector>
 
+#include <prometheus/metric_family.h>
+
 namespace tollgate::metrics {
 
 class Counter {
@@ -75,6 +77,12 @@ std::string_view to_string(UpstreamError e);
 enum class TokenType : std::uint8_t { kPrompt, kCompletion, kCached, kReasoning, kCount };
 std::string_view to_string(TokenType t);
 
+/// Why a request left a backend for another one.
+enum class RetryReason : std::uint8_t { kThrottled, kServerError, kTimeout, kConnect, kCount };
+std::string_view to_string(RetryReason r);
+
+inline constexpr std::size_t kMaxTiers = 8;  // spillover counters beyond this are not kept
+
 /// Cells of one (deployment, backend) series on one worker.
 struct RouteCells {
   std::array<Counter, static_cast<std::size_t>(StatusClass::kCount)> requests;
@@ -83,6 +91,13 @@ struct RouteCells {
   std::array<Counter, static_cast<std::size_t>(TokenType::kCount)> tokens;
   std::array<Counter, static_cast<std::size_t>(UpstreamError::kCount)> upstream_errors;
   Counter usage_missing;  // a successful inference response without usage
+  // Routing. On a backend's series: retries away from it, and requests it served after
+  // spilling over from tier spilled_from[i] (0-based). On a deployment's ("none") series:
+  // requests no backend could take (429, 503) and retries refused by the budget.
+  std::array<Counter, static_cast<std::size_t>(RetryReason::kCount)> retries;
+  std::array<Counter, kMaxTiers> spilled_from;
+  std::array<Counter, 2> no_backend;  // [0]: 429, [1]: 503
+  Counter budget_exhausted;
 };
 
 inline constexpr std::uint32_t kBlockShift = 6;
@@ -120,11 +135,15 @@ class SeriesRegistry {
   std::uint32_t intern(std::string_view deployment, std::string_view backend);
   std::uint32_t size() const { return static_cast<std::uint32_t>(labels_.size()); }
   const std::pair<std::string, std::string>& labels(std::uint32_t id) const { return labels_[id]; }
+  /// The (0-based) tier of the series' backend in its deployment, as of the last load.
+  void set_tier(std::uint32_t id, std::uint32_t tier) { tiers_[id] = tier; }
+  std::uint32_t tier(std::uint32_t id) const { return tiers_[id]; }
   void add_worker(WorkerStats* w);
   const std::vector<WorkerStats*>& workers() const { return workers_; }
 
  private:
   std::vector<std::pair<std::string, std::string>> labels_;
+  std::vector<std::uint32_t> tiers_;
   std::unordered_map<std::string, std::uint32_t> index_;
   std::vector<WorkerStats*> workers_;
 };
@@ -137,7 +156,9 @@ struct ControlStats {
   std::atomic<int> ready{0};
 };
 
-/// The Prometheus text exposition of everything. Thread: control thread.
-std::string render_metrics(const SeriesRegistry& registry, const ControlStats& control);
+/// The Prometheus text exposition of everything; `extra` is appended (families that other modules
+/// read from their own state, e.g. backend health). Thread: control thread.
+std::string render_metrics(const SeriesRegistry& registry, const ControlStats& control,
+                           std::vector<prometheus::MetricFamily> extra = {});
 
 }  // namespace tollgate::metrics

@@ -92,7 +92,7 @@ TEST(ApiCallTest, Rejections) {
   EXPECT_NE(c.error->body().find(R"("code":"invalid_request")"), std::string::npos);
 }
 
-TEST(ApiCallTest, OtherAzurePathsNeedAModelOrADeployment) {
+TEST(ApiCallTest, OtherAzurePathsNeedAModelADeploymentOrAStatefulApi) {
   auto c = classify("GET", "/openai/deployments/d/extensions/x?api-version=1", "", "");
   ASSERT_FALSE(c.error);
   EXPECT_EQ(c.call.op, Operation::kOther);
@@ -103,7 +103,19 @@ TEST(ApiCallTest, OtherAzurePathsNeedAModelOrADeployment) {
   EXPECT_EQ(r.call.op, Operation::kResponses);
   EXPECT_EQ(r.call.deployment, "gpt-4o");
   EXPECT_EQ(upstream_target(r.call, backend("prod")), "/openai/responses?api-version=2025-04-01-preview");
-  EXPECT_EQ(classify("GET", "/openai/files", "", "").error->status, 404);
+  EXPECT_EQ(classify("GET", "/openai/batchez", "", "").error->status, 404);
+  // Stateful APIs route by affinity, so they need no model.
+  auto f = classify("GET", "/openai/files/file-abc?api-version=2024-10-21", "", "");
+  ASSERT_FALSE(f.error);
+  EXPECT_TRUE(f.call.stateful);
+  EXPECT_TRUE(f.call.deployment.empty());
+  auto g = classify("GET", "/openai/v1/responses/resp_1", "", "");
+  ASSERT_FALSE(g.error);
+  EXPECT_TRUE(g.call.stateful);
+  EXPECT_EQ(classify("POST", "/openai/v1/responses", kJson, R"({"input":"hi"})").error->status, 400);
+  EXPECT_FALSE(classify("POST", "/openai/deployments/d/chat/completions?api-version=1", kJson,
+                        R"({"messages":[{"role":"user","content":"x"}]})")
+                   .call.stateful);
 }
 
 TEST(ApiCallTest, ErrorBodiesAreOpenAIShaped) {

@@ -1,0 +1,178 @@
+#include "server/health.hpp"
+
+#include <openssl/ssl.h>
+
+#include <boost/asio/ip/address.hpp>
+#include <boost/asio/ssl/host_name_verification.hpp>
+#include <boost/asio/steady_timer.hpp>
+
+#include "proxy/net.hpp"
+#include "tollgate/metrics/logging.hpp"
+
+namespace tollgate::server {
+
+using namespace proxy;  // net, beast, http, streams, use_tuple
+
+struct HealthChecker::Probe {
+  config::BackendConfig backend;                   // a copy: the probe outlives snapshots
+  std::shared_ptr<net::ssl::context> tls;          // null for http://
+  std::shared_ptr<routing::BackendState> state;
+  net::steady_timer timer;
+  bool stopped = false;                            // owner: control thread
+  unsigned passes = 0;                             // consecutive
+  unsigned failures = 0;                           // consecutive
+  std::uint64_t passed_total = 0;
+  std::uint64_t failed_total = 0;
+
+  Probe(net::io_context& io, const BackendRuntime& rt)
+      : backend(*rt.config), tls(rt.tls), state(rt.state), timer(io) {}
+};
+
+namespace {
+
+bool same_check(const config::BackendConfig& a, const config::BackendConfig& b) {
+  const auto& x = *a.health_check;
+  const auto& y = *b.health_check;
+  return a.endpoint.text == b.endpoint.text && a.api_key == b.api_key && a.ca_file == b.ca_file &&
+         x.tcp == y.tcp && x.path == y.path && x.interval == y.interval && x.timeout == y.timeout &&
+         x.rise == y.rise && x.fall == y.fall;
+}
+
+// One probe: connect (TCP, then TLS), and for HTTP send the GET and read the status line and
+// header. The whole exchange is bounded by the probe's timeout. Returns pass/fail and why.
+net::awaitable<std::pair<bool, std::string>> probe_once(HealthChecker::Probe& p) {
+  const auto& b = p.backend;
+  const auto& hc = *b.health_check;
+  auto ex = co_await net::this_coro::executor;
+  tcp::resolver resolver(ex);
+  PlainStream tcp_stream(ex);
+  tcp_stream.expires_after(hc.timeout);
+  auto [rec, results] = co_await resolver.async_resolve(b.endpoint.host,
+                                                       std::to_string(b.endpoint.port), use_tuple);
+  if (rec) co_return std::pair{false, "resolve: " + rec.message()};
+  auto [cec, ep] = co_await tcp_stream.async_connect(results, use_tuple);
+  if (cec) co_return std::pair{false, "connect: " + cec.message()};
+
+  auto exchange = [&](auto& stream) -> net::awaitable<std::pair<bool, std::string>> {
+    if (hc.tcp) co_return std::pair{true, std::string()};
+    http::request<http::empty_body> req{http::verb::get, b.endpoint.base_path + hc.path, 11};
+    req.set(http::field::host, b.endpoint.host_header);
+    req.set("api-key", b.api_key);
+    req.set(http::field::user_agent, "tollgate-health-check");
+    req.keep_alive(false);
+    auto [wec, wn] = co_await http::async_write(stream, req, use_tuple);
+    if (wec) co_return std::pair{false, "write: " + wec.message()};
+    beast::flat_buffer buffer;
+    http::response_parser<http::empty_body> parser;
+    parser.skip(true);  // the status is enough; the body is not read
+    auto [hec, hn] = co_await http::async_read_header(stream, buffer, parser, use_tuple);
+    if (hec) co_return std::pair{false, "read: " + hec.message()};
+    auto status = parser.get().result_int();
+    if (status / 100 != 2) co_return std::pair{false, "status " + std::to_string(status)};
+    co_return std::pair{true, std::string()};
+  };
+
+  if (!p.tls) co_return co_await exchange(tcp_stream);
+  TlsStream tls(std::move(tcp_stream), *p.tls);
+  boost::system::error_code addr_ec;
+  net::ip::make_address(b.endpoint.host, addr_ec);
+  if (addr_ec) SSL_set_tlsext_host_name(tls.native_handle(), b.endpoint.host.c_str());
+  tls.set_verify_mode(net::ssl::verify_peer);
+  tls.set_verify_callback(net::ssl::host_name_verification(b.endpoint.host));
+  auto [hec] = co_await tls.async_handshake(net::ssl::stream_base::client, use_tuple);
+  if (hec) co_return std::pair{false, "tls: " + hec.message()};
+  co_return co_await exchange(tls);
+}
+
+net::awaitable<void> probe_loop(std::shared_ptr<HealthChecker::Probe> p) {
+  while (!p->stopped) {
+    auto [ok, why] = co_await probe_once(*p);
+    if (p->stopped) break;
+    const auto& hc = *p->backend.health_check;
+    bool healthy = p->state->probe_healthy();
+    if (ok) {
+      ++p->passed_total;
+      p->failures = 0;
+      if (++p->passes >= hc.rise && !healthy) {
+        p->state->set_probe_healthy(true);
+        metrics::log_info("backend passed its health checks",
+                          core::JsonFields().add("backend", p->backend.name));
+      }
+    } else {
+      ++p->failed_total;
+      p->passes = 0;
+      if (++p->failures >= hc.fall && healthy) {
+        p->state->set_probe_healthy(false);
+        metrics::log_warn("backend failed its health checks",
+                          core::JsonFields().add("backend", p->backend.name).add("reason", why));
+      }
+    }
+    p->timer.expires_after(hc.interval);
+    co_await p->timer.async_wait(use_tuple);
+  }
+}
+
+}  // namespace
+
+HealthChecker::~HealthChecker() { stop(); }
+
+void HealthChecker::apply(const std::shared_ptr<const Snapshot>& snap) {
+  std::unordered_map<const routing::BackendState*, std::shared_ptr<Probe>> next;
+  for (const auto& rt : snap->backends) {
+    const routing::BackendState* key = rt.state.get();
+    auto it = probes_.find(key);
+    if (!rt.config->health_check) {
+      rt.state->set_probe_healthy(true);  // no probe: passive signals only
+      continue;
+    }
+    if (it != probes_.end() && same_check(it->second->backend, *rt.config)) {
+      next.emplace(key, it->second);
+      continue;
+    }
+    auto p = std::make_shared<Probe>(io_, rt);
+    net::co_spawn(io_, probe_loop(p), [name = rt.config->name](std::exception_ptr e) {
+      if (!e) return;
+      try {
+        std::rethrow_exception(e);
+      } catch (const std::exception& ex) {
+        metrics::log_error("health check loop failed",
+                           core::JsonFields().add("backend", name).add("error", ex.what()));
+      }
+    });
+    next.emplace(key, std::move(p));
+  }
+  for (auto& [key, p] : probes_) {
+    auto it = next.find(key);
+    if (it == next.end() || it->second != p) {
+      p->stopped = true;
+      p->timer.cancel();
+    }
+  }
+  probes_ = std::move(next);
+}
+
+void HealthChecker::stop() {
+  for (auto& [key, p] : probes_) {
+    p->stopped = true;
+    p->timer.cancel();
+  }
+  probes_.clear();
+}
+
+void HealthChecker::families(std::vector<prometheus::MetricFamily>& out) const {
+  prometheus::MetricFamily f;
+  f.name = "tollgate_health_checks_total";
+  f.help = "Active health-check probes by backend and result.";
+  f.type = prometheus::MetricType::Counter;
+  for (const auto& [key, p] : probes_) {
+    for (bool pass : {true, false}) {
+      prometheus::ClientMetric m;
+      m.label = {{"backend", p->backend.name}, {"result", pass ? "pass" : "fail"}};
+      m.counter.value = static_cast<double>(pass ? p->passed_total : p->failed_total);
+      f.metric.push_back(std::move(m));
+    }
+  }
+  out.push_back(std::move(f));
+}
+
+}  // namespace tollgate::server

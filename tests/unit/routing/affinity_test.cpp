@@ -1,0 +1,74 @@
+// The affinity table (LRU with a sliding TTL) and the id finders for stateful APIs.
+#include "tollgate/routing/affinity.hpp"
+
+#include <gtest/gtest.h>
+
+namespace tollgate::routing {
+namespace {
+
+using Ids = std::vector<std::string>;
+
+TEST(AffinityTable, RemembersUntilTheTtlPassesUnused) {
+  AffinityTable t(1000, 1'000);
+  t.remember("resp_1", "east", 0);
+  EXPECT_EQ(t.find("resp_1", 900), "east");
+  EXPECT_EQ(t.find("resp_1", 1'800), "east");  // the lookup at 900 extended it
+  EXPECT_FALSE(t.find("resp_1", 2'900));
+  EXPECT_FALSE(t.find("resp_2", 0));
+  EXPECT_EQ(t.size(), 0u);
+}
+
+TEST(AffinityTable, BoundedLeastRecentlyUsedFirst) {
+  AffinityTable t(16 * 4, 1'000'000);  // 4 per shard
+  for (int i = 0; i < 10'000; ++i) t.remember("file-" + std::to_string(i), "b", i);
+  EXPECT_LE(t.size(), 64u);
+  EXPECT_EQ(t.find("file-9999", 10'000), "b");
+  EXPECT_FALSE(t.find("file-0", 10'000));
+  t.forget("file-9999");
+  EXPECT_FALSE(t.find("file-9999", 10'000));
+}
+
+TEST(Stateful, PathsAndCreations) {
+  EXPECT_TRUE(is_stateful_path("responses"));
+  EXPECT_TRUE(is_stateful_path("files/file-1/content"));
+  EXPECT_TRUE(is_stateful_path("threads/thread_1/runs"));
+  EXPECT_FALSE(is_stateful_path("chat/completions"));
+  EXPECT_FALSE(is_stateful_path("embeddings"));
+  auto body = nlohmann::ordered_json::parse(R"({"model":"m","input":"x","store":false})");
+  EXPECT_FALSE(creates_object("POST", "responses", &body));
+  body["store"] = true;
+  EXPECT_TRUE(creates_object("POST", "responses", &body));
+  EXPECT_TRUE(creates_object("POST", "files", nullptr));
+  EXPECT_FALSE(creates_object("GET", "files/file-1", nullptr));
+  EXPECT_FALSE(creates_object("POST", "chat/completions", &body));
+}
+
+TEST(Stateful, IdsFromThePath) {
+  EXPECT_EQ(referenced_ids("responses/resp_1", nullptr), Ids{"resp_1"});
+  EXPECT_EQ(referenced_ids("responses/resp_1/input_items", nullptr), Ids{"resp_1"});
+  EXPECT_EQ(referenced_ids("files/file-abc/content", nullptr), Ids{"file-abc"});
+  EXPECT_EQ(referenced_ids("threads/thread_1/runs/run_2/steps/step_3", nullptr),
+            (Ids{"thread_1", "run_2", "step_3"}));
+  EXPECT_EQ(referenced_ids("threads/runs", nullptr), Ids{});
+  EXPECT_EQ(referenced_ids("fine_tuning/jobs/ftjob-1/cancel", nullptr), Ids{"ftjob-1"});
+  EXPECT_EQ(referenced_ids("batches/batch_1/cancel", nullptr), Ids{"batch_1"});
+  EXPECT_EQ(referenced_ids("files", nullptr), Ids{});
+}
+
+TEST(Stateful, IdsFromTheBody) {
+  auto body = nlohmann::ordered_json::parse(
+      R"({"model":"m","previous_response_id":"resp_9","input_file_id":"file-1",
+          "file_ids":["file-2",3],"vector_store_ids":["vs_1"],"thread_id":""})");
+  EXPECT_EQ(referenced_ids("responses", &body), (Ids{"resp_9", "file-1", "file-2", "vs_1"}));
+}
+
+TEST(Stateful, CreatedIdFromBodiesAndStreamEvents) {
+  EXPECT_EQ(created_id(R"({"id":"resp_1","object":"response"})"), "resp_1");
+  EXPECT_EQ(created_id(R"({"type":"response.created","response":{"id":"resp_2"}})"), "resp_2");
+  EXPECT_EQ(created_id(R"({"object":"list"})"), "");
+  EXPECT_EQ(created_id("not json"), "");
+  EXPECT_EQ(created_id(R"({"id":5})"), "");
+}
+
+}  // namespace
+}  // namespace tollgate::routing
