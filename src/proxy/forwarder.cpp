@@ -77,6 +77,9 @@ bool drop_request_header_impl(const http::fields& f, std::string_view name) {
   for (auto n : kDrop) {
     if (beast::iequals(name, n)) return true;
   }
+  // The gateway's own control headers (pinning, priority) are for the gateway only.
+  constexpr std::string_view kOwn = "x-tollgate-";
+  if (name.size() >= kOwn.size() && beast::iequals(name.substr(0, kOwn.size()), kOwn)) return true;
   return listed_in_connection(f, name);
 }
 

@@ -174,3 +174,105 @@ TEST(ConfigTest, ParsesDurationsAndSizes) {
 }
 
 }  // namespace
+
+namespace {
+
+constexpr const char* kRouting = R"(server: {listen: [{address: "127.0.0.1:0"}]}
+backends:
+  - {name: ptu, endpoint: "http://a", deployment: d, api_key: env:AOAI_KEY, region: eastus,
+     max_in_flight: 8,
+     health_check: {path: /_health, interval: 2s, timeout: 500ms, rise: 1, fall: 2}}
+  - {name: east, endpoint: "http://b", deployment: d, api_key: env:AOAI_KEY, region: eastus,
+     health_check: {type: tcp}}
+  - {name: west, endpoint: "http://c", deployment: d, api_key: env:AOAI_KEY, region: westeurope}
+deployments:
+  - name: gpt-4o
+    regions: [eastus]
+    retry: {max_attempts: 2}
+    pools:
+      - backends: [ptu]
+      - backends: [east, {name: west, weight: 3}]
+  - name: files
+    pools: [{backends: [east]}]
+retry: {max_attempts: 4, deadline: 30s, budget: 0.5, min_retries: 2}
+routing:
+  cooldown: {default: 3s, min: 50ms, max: 2m}
+  breaker: {failures: 2, open: 1s, max_open: 1m}
+  affinity: {max_entries: 500, ttl: 1h, deployment: files}
+  pin_header: X-Tollgate-Pin-Backend
+)";
+
+}  // namespace
+
+TEST(ConfigTest, LoadsRoutingKeys) {
+  auto r = load_string(kRouting, "routing.yaml", fake_env());
+  ASSERT_TRUE(r.ok()) << (r.errors.empty() ? "" : r.errors.front());
+  const auto& c = *r.config;
+  EXPECT_EQ(c.backends[0].region, "eastus");
+  EXPECT_EQ(c.backends[0].max_in_flight, 8u);
+  ASSERT_TRUE(c.backends[0].health_check);
+  EXPECT_FALSE(c.backends[0].health_check->tcp);
+  EXPECT_EQ(c.backends[0].health_check->path, "/_health");
+  EXPECT_EQ(c.backends[0].health_check->interval, Millis(2000));
+  EXPECT_EQ(c.backends[0].health_check->fall, 2u);
+  ASSERT_TRUE(c.backends[1].health_check);
+  EXPECT_TRUE(c.backends[1].health_check->tcp);
+  EXPECT_EQ(c.backends[1].health_check->rise, 2u);  // default
+  EXPECT_FALSE(c.backends[2].health_check);
+  const auto& d = c.deployments[0];
+  EXPECT_THAT(d.regions, ElementsAre("eastus"));
+  EXPECT_THAT(d.pools[1].backends, ElementsAre(1u, 2u));
+  EXPECT_THAT(d.pools[1].weights, ElementsAre(1u, 3u));
+  EXPECT_EQ(d.retry.max_attempts, 2u);             // overridden
+  EXPECT_EQ(d.retry.deadline, Millis(30'000));     // from the top level
+  EXPECT_DOUBLE_EQ(d.retry.budget, 0.5);
+  EXPECT_EQ(c.deployments[1].retry.max_attempts, 4u);
+  EXPECT_EQ(c.routing.cooldown_default, Millis(3000));
+  EXPECT_EQ(c.routing.cooldown_min, Millis(50));
+  EXPECT_EQ(c.routing.cooldown_max, Millis(120'000));
+  EXPECT_EQ(c.routing.breaker_failures, 2u);
+  EXPECT_EQ(c.routing.breaker_max_open, Millis(60'000));
+  EXPECT_EQ(c.routing.affinity_max_entries, 500u);
+  EXPECT_EQ(c.routing.affinity_deployment, 1u);
+  EXPECT_EQ(c.routing.pin_header, "x-tollgate-pin-backend");
+}
+
+TEST(ConfigTest, RoutingErrorsNameTheKey) {
+  constexpr const char* kBad = R"(server: {listen: [{address: "127.0.0.1:0"}]}
+backends:
+  - {name: a, endpoint: "http://a", deployment: d, api_key: env:AOAI_KEY, region: eastus,
+     health_check: {type: udp, rise: 0}}
+deployments:
+  - name: x
+    regions: [westus]
+    retry: {max_attempts: 0, budget: 1.5}
+    pools:
+      - backends: [a, {name: a, weight: 0}, {nam: a}]
+retry: {deadline: soon}
+routing:
+  cooldown: {min: 2s, max: 1s}
+  affinity: {deployment: nope}
+)";
+  auto r = load_string(kBad, "bad.yaml", fake_env());
+  EXPECT_FALSE(r.ok());
+  EXPECT_THAT(
+      r.errors,
+      ElementsAre(
+          "bad.yaml:11:19: retry.deadline: must be a positive duration like 250ms, 10s, 5m (got "
+          "\"soon\")",
+          "bad.yaml:4:27: backends[0].health_check.type: must be http or tcp (got \"udp\")",
+          "bad.yaml:4:38: backends[0].health_check.rise: must be between 1 and 100 (got 0)",
+          "bad.yaml:8:27: deployments[0].retry.max_attempts: must be between 1 and 10 (got 0)",
+          "bad.yaml:8:38: deployments[0].retry.budget: must be a number from 0 to 1 (got \"1.5\")",
+          "bad.yaml:10:41: deployments[0].pools[0].backends[1].weight: must be between 1 and "
+          "10000 (got 0)",
+          "bad.yaml:10:23: deployments[0].pools[0].backends[1]: backend \"a\" is listed twice in "
+          "this deployment",
+          "bad.yaml:10:46: deployments[0].pools[0].backends[2]: unknown key \"nam\" (did you mean "
+          "\"name\"?)",
+          "bad.yaml:10:45: deployments[0].pools[0].backends[2]: missing required key \"name\"",
+          "bad.yaml:7:14: deployments[0].regions: no backend of this deployment is in one of "
+          "these regions (set backends[].region)",
+          "bad.yaml:13:13: routing.cooldown: min must not exceed max",
+          "bad.yaml:14:26: routing.affinity.deployment: unknown deployment \"nope\""));
+}

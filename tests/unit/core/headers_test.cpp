@@ -12,7 +12,8 @@ TEST(HeaderRewriteTest, ClientCredentialsAndHopByHopHeadersStayBehind) {
   f.set("X-Private-Hop", "1");
   for (auto name : {"api-key", "Authorization", "Host", "Content-Length", "Transfer-Encoding",
                     "Connection", "Keep-Alive", "TE", "Upgrade", "Proxy-Authorization",
-                    "X-Private-Hop", "Expect", "x-request-id", "API-KEY"}) {
+                    "X-Private-Hop", "Expect", "x-request-id", "API-KEY", "x-tollgate-pin-backend",
+                    "X-Tollgate-Priority"}) {
     EXPECT_TRUE(drop_request_header(f, name)) << name;
   }
   for (auto name : {"content-type", "accept", "user-agent", "x-stainless-lang", "traceparent",
