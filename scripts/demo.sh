@@ -6,16 +6,21 @@ cd "$(dirname "$0")/.."
 bash scripts/install-deps.sh
 bash scripts/build.sh
 export TOLLGATE_DEMO_BACKEND_KEY=demo-backend-key
-./build/tollgate-mock --listen 127.0.0.1:18080 --api-key "$TOLLGATE_DEMO_BACKEND_KEY" \
-  --deployment gpt-4o-prod=gpt-4o-2024-11-20 --deployment embeddings-prod=text-embedding-3-small \
+# Two mock resources: a provisioned (PTU) one tried first, and a pay-as-you-go one for spillover.
+./build/tollgate-mock --listen 127.0.0.1:18080 --api-key "$TOLLGATE_DEMO_BACKEND_KEY" --name ptu \
+  --ptu --deployment gpt-4o-prod=gpt-4o-2024-11-20 --deployment embeddings-prod=text-embedding-3-small \
   --pace-ms 40 >/dev/null &
-mock_pid=$!
-trap 'kill $mock_pid 2>/dev/null || true' EXIT
+ptu_pid=$!
+./build/tollgate-mock --listen 127.0.0.1:18081 --api-key "$TOLLGATE_DEMO_BACKEND_KEY" --name payg \
+  --region "West Europe" --deployment gpt-4o-payg=gpt-4o-2024-11-20 --pace-ms 40 >/dev/null &
+payg_pid=$!
+trap 'kill $ptu_pid $payg_pid 2>/dev/null || true' EXIT
 ./build/tollgate --check-config config/demo.yaml
 cat <<'MSG'
 
 Tollgate demo: gateway on http://127.0.0.1:8080 (admin/metrics on http://127.0.0.1:9090),
-in front of a mock Azure OpenAI backend on 127.0.0.1:18080.
+in front of two mock Azure OpenAI resources: a PTU one on 127.0.0.1:18080 (tried first) and a
+pay-as-you-go one on 127.0.0.1:18081 (spillover).
 
 Try it:
   curl -s http://127.0.0.1:8080/openai/deployments/gpt-4o/chat/completions?api-version=2024-10-21 \
@@ -24,6 +29,12 @@ Try it:
   curl -sN http://127.0.0.1:8080/openai/v1/chat/completions -H 'content-type: application/json' \
     -d '{"model":"gpt-4o","stream":true,"messages":[{"role":"user","content":"Stream"}]}'
   curl -s http://127.0.0.1:9090/metrics | grep tollgate_requests_total
+
+Make the PTU resource answer 429 for 5 s and watch traffic spill over (x-tollgate-backend):
+  curl -s http://127.0.0.1:18080/_mock/faults -d '{"status":429,"headers":{"retry-after-ms":"5000"}}'
+  curl -si http://127.0.0.1:8080/openai/deployments/gpt-4o/chat/completions?api-version=2024-10-21 \
+    -H 'content-type: application/json' -d '{"messages":[{"role":"user","content":"Hi"}]}' | grep -i x-tollgate-backend
+  curl -s http://127.0.0.1:9090/metrics | grep -E 'tollgate_(backend_state|spillovers|retries)'
 
 From the openai SDK (Node):
   import { AzureOpenAI } from 'openai';
