@@ -285,6 +285,7 @@ net::awaitable<bool> route_and_forward(Worker& w, Client<Stream> client, const R
     auto reason = verdict.retry;
     last = std::move(r);
     if (!reason || !may_retry) break;
+    if (core::SteadyClock::now() - ctx.start >= retry.deadline) break;  // the attempt used it up
     if (client_closed(beast::get_lowest_layer(client.stream).socket())) {
       ctx.outcome = "client_gone";
       ctx.error = "client_gone";

@@ -71,7 +71,8 @@ function listening(lines) {
 async function stopProcess(proc, exitPromise, signal = 'SIGTERM', timeoutMs = 10000) {
   if (proc.exitCode !== null || proc.signalCode !== null) return exitPromise;
   proc.kill(signal);
-  const timer = sleep(timeoutMs).then(() => 'timeout');
+  // Unref'd: a pending 10 s timer would otherwise keep the test process alive after the suite.
+  const timer = sleep(timeoutMs, undefined, { ref: false }).then(() => 'timeout');
   const r = await Promise.race([exitPromise, timer]);
   if (r === 'timeout') {
     proc.kill('SIGKILL');
@@ -80,8 +81,12 @@ async function stopProcess(proc, exitPromise, signal = 'SIGTERM', timeoutMs = 10
   return r;
 }
 
-export async function startMock(args = []) {
-  const started = await launch('tollgate-mock', ['--listen', '127.0.0.1:0', '--api-key', BACKEND_KEY, ...args], {},
+/**
+ * Starts tollgate-mock with `args`. `listen` picks the address (default an ephemeral port); pass
+ * `127.0.0.1:<port>` of a stopped mock to restart a backend on the same port.
+ */
+export async function startMock(args = [], { listen = '127.0.0.1:0' } = {}) {
+  const started = await launch('tollgate-mock', ['--listen', listen, '--api-key', BACKEND_KEY, ...args], {},
     (out) => listening(out.stdout).mock, 'tollgate-mock');
   const address = started.value;
   const url = `http://${address}`;
@@ -101,6 +106,7 @@ export async function startMock(args = []) {
     requests: (limit = 100) => json('GET', `/_mock/requests?limit=${limit}`).then((r) => r.requests),
     fault: (f) => json('POST', '/_mock/faults', f),
     reset: () => json('POST', '/_mock/reset'),
+    clearFaults: () => json('DELETE', '/_mock/faults'),
     stop: () => stopProcess(started.proc, started.exitPromise),
   };
 }
@@ -176,6 +182,46 @@ ${backends}
 deployments:
 ${deps}
 logging: {level: info, access_log: stdout, format: json}
+${extra}`;
+}
+
+/**
+ * A gateway config with several backends per deployment (priority tiers, weights, regions).
+ * backends: [{name, url, region?, maxInFlight?, healthCheck? (YAML flow mapping), firstByte?, idle?, connect?}]
+ * deployments: [{name, pools: [[name | {name, weight}, ...], ...], regions?: [...], retry? (YAML flow mapping)}]
+ * retry, routing: YAML flow mappings for the top-level keys, or empty to leave them out.
+ */
+export function poolsConfig({ backends, deployments, retry = '', routing = '', workers = 2, extra = '' }) {
+  const be = backends.map((b) => [
+    `  - name: ${b.name}`,
+    `    endpoint: ${b.url}`,
+    `    deployment: ${b.deployment || 'gpt-4o'}`,
+    '    api_key: env:MOCK_KEY',
+    `    timeouts: {connect: ${b.connect || '2s'}, first_byte: ${b.firstByte || '5s'}, idle_between_chunks: ${b.idle || '5s'}}`,
+    b.region ? `    region: ${b.region}` : '',
+    b.maxInFlight !== undefined ? `    max_in_flight: ${b.maxInFlight}` : '',
+    b.healthCheck ? `    health_check: ${b.healthCheck}` : '',
+  ].filter(Boolean).join('\n')).join('\n');
+  const entry = (e) => (typeof e === 'string' ? e : `{name: ${e.name}, weight: ${e.weight}}`);
+  const deps = deployments.map((d) => [
+    `  - name: ${d.name}`,
+    d.regions ? `    regions: [${d.regions.join(', ')}]` : '',
+    d.retry ? `    retry: ${d.retry}` : '',
+    '    pools:',
+    ...d.pools.map((tier) => `      - backends: [${tier.map(entry).join(', ')}]`),
+  ].filter(Boolean).join('\n')).join('\n');
+  return `server:
+  listen: [{address: "127.0.0.1:0"}]
+  workers: ${workers}
+  drain_timeout: 10s
+admin: {address: "127.0.0.1:0"}
+logging: {level: info, access_log: stdout, format: json}
+backends:
+${be}
+deployments:
+${deps}
+${retry ? `retry: ${retry}` : ''}
+${routing ? `routing: ${routing}` : ''}
 ${extra}`;
 }
 

@@ -64,6 +64,52 @@ TEST(Balancer, WeightedSplitFollowsTheWeights) {
   EXPECT_NEAR(count[0] / 20'000.0, 0.75, 0.015);
 }
 
+// A closed loop: `concurrency` requests in flight; each step one of them completes (backend 0's
+// requests `slowdown` times less often than backend 1's) and a new one is picked. Returns
+// backend 0's share of the picks.
+double closed_loop_share(std::uint32_t w0, std::uint32_t w1, std::size_t concurrency, int slowdown) {
+  Fixture f({{{0, w0}, {1, w1}}}, 2);
+  std::vector<std::uint32_t> held;
+  int first = 0;
+  Rng done(9);
+  constexpr int kPicks = 40'000;
+  for (int i = 0; i < kPicks; ++i) {
+    if (held.size() == concurrency) {
+      std::uint64_t total = 0;
+      for (auto b : held) total += b == 0 ? 1 : static_cast<std::uint64_t>(slowdown);
+      auto x = done.below(total);
+      std::size_t k = 0;
+      for (; k + 1 < held.size(); ++k) {
+        auto w = held[k] == 0 ? 1u : static_cast<std::uint64_t>(slowdown);
+        if (x < w) break;
+        x -= w;
+      }
+      f.states[held[k]].release();
+      held.erase(held.begin() + static_cast<std::ptrdiff_t>(k));
+    }
+    auto l = f.pick();
+    if (!l) return -1;
+    first += l->backend == 0 ? 1 : 0;
+    held.push_back(l->backend);
+  }
+  return first / static_cast<double>(kPicks);
+}
+
+TEST(Balancer, WeightsHoldAtEveryConcurrencyWhenBackendsAreEquallyFast) {
+  for (std::size_t concurrency : {1u, 2u, 4u, 8u, 16u, 64u}) {
+    EXPECT_NEAR(closed_loop_share(3, 1, concurrency, 1), 0.75, 0.035) << "3:1 at " << concurrency;
+    EXPECT_NEAR(closed_loop_share(9, 1, concurrency, 1), 0.90, 0.025) << "9:1 at " << concurrency;
+    EXPECT_NEAR(closed_loop_share(1, 1, concurrency, 1), 0.50, 0.02) << "1:1 at " << concurrency;
+  }
+}
+
+TEST(Balancer, ASlowBackendGetsLessThanItsWeight) {
+  // Backend 0 answers four times slower: its requests pile up and the two choices steer away.
+  EXPECT_LT(closed_loop_share(1, 1, 16, 4), 0.35);
+  EXPECT_LT(closed_loop_share(1, 1, 64, 4), 0.30);
+  EXPECT_LT(closed_loop_share(3, 1, 64, 4), 0.55);
+}
+
 TEST(Balancer, TwoChoicesPreferTheLessLoaded) {
   Fixture f({{{0, 1}, {1, 1}}}, 2);
   for (int i = 0; i < 4; ++i) ASSERT_TRUE(f.states[0].try_acquire(0));  // 4 in flight on 0
