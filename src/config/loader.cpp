@@ -9,10 +9,12 @@
 #include <charconv>
 #include <cstdlib>
 #include <fstream>
+#include <map>
 #include <set>
 #include <sstream>
 #include <thread>
 
+#include "tollgate/auth/crypto.hpp"
 #include "tollgate/config/config.hpp"
 
 namespace tollgate::config {
@@ -127,6 +129,21 @@ class Loader {
       return;
     }
     out = static_cast<Int>(n);
+  }
+
+  void get_bool(const YAML::Node& parent, std::string_view key, const std::string& path, bool& out) {
+    auto node = parent[std::string(key)];
+    if (!node) return;
+    auto p = path + "." + std::string(key);
+    if (auto v = scalar(node, p)) {
+      if (*v == "true") {
+        out = true;
+      } else if (*v == "false") {
+        out = false;
+      } else {
+        error(node, p, "must be true or false");
+      }
+    }
   }
 
   void get_fraction(const YAML::Node& parent, std::string_view key, const std::string& path,
@@ -339,6 +356,11 @@ class Loader {
   void load_deployments(const YAML::Node& n, Config& c);
   void load_logging(const YAML::Node& n, Config& c);
   void load_routing(const YAML::Node& n, Config& c);
+  void load_clients(const YAML::Node& root, Config& c);
+  void load_auth(const YAML::Node& n, Config& c);
+  void load_backend_token(const YAML::Node& n, const std::string& path, bool managed,
+                          BackendConfig& b);
+  std::optional<ClientKeyConfig> client_key(const YAML::Node& n, const std::string& path);
   void load_health_check(const YAML::Node& n, const std::string& path, BackendConfig& b);
 
   std::string source_;
@@ -399,7 +421,7 @@ void Loader::load_server(const YAML::Node& n, Config& c) {
 }
 
 void Loader::load_admin(const YAML::Node& n, Config& c) {
-  if (!expect_map(n, "admin", {"address", "enabled"})) return;
+  if (!expect_map(n, "admin", {"address", "enabled", "token", "allow_unauthenticated"})) return;
   if (auto e = n["enabled"]) {
     if (auto v = scalar(e, "admin.enabled")) {
       if (*v == "true") {
@@ -418,6 +440,16 @@ void Loader::load_admin(const YAML::Node& n, Config& c) {
       c.admin.text = a.Scalar();
     }
   }
+  if (auto t = n["token"]) {
+    if (auto v = secret(t, "admin.token")) c.admin.token = *v;
+  }
+  get_bool(n, "allow_unauthenticated", "admin", c.admin.allow_unauthenticated);
+  bool loopback = c.admin.host == "127.0.0.1" || c.admin.host == "::1" || c.admin.host == "localhost";
+  if (c.admin.allow_unauthenticated && !loopback) {
+    error(n["allow_unauthenticated"], "admin.allow_unauthenticated",
+          "only allowed when admin.address is a loopback address (127.0.0.1 or [::1]); set "
+          "admin.token instead");
+  }
 }
 
 void Loader::load_backends(const YAML::Node& n, Config& c) {
@@ -432,7 +464,7 @@ void Loader::load_backends(const YAML::Node& n, Config& c) {
     if (!expect_map(item, p,
                     {"name", "endpoint", "deployment", "api_key", "ca_file", "timeouts",
                      "max_idle_connections", "keepalive_idle", "region", "max_in_flight",
-                     "health_check"})) {
+                     "health_check", "entra", "managed_identity"})) {
       continue;
     }
     BackendConfig b;
@@ -446,11 +478,18 @@ void Loader::load_backends(const YAML::Node& n, Config& c) {
       b.endpoint = *e;
     }
     get_string(item, "deployment", p, b.deployment, true);
-    if (!item["api_key"]) {
-      error(item, p, "missing required key \"api_key\"");
-    } else if (auto key = secret(item["api_key"], p + ".api_key")) {
-      b.api_key = *key;
+    int credentials = (item["api_key"] ? 1 : 0) + (item["entra"] ? 1 : 0) +
+                      (item["managed_identity"] ? 1 : 0);
+    if (credentials != 1) {
+      error(item, p,
+            credentials == 0 ? "missing credential: set one of api_key, entra, managed_identity"
+                             : "set only one of api_key, entra, managed_identity");
     }
+    if (auto k = item["api_key"]) {
+      if (auto key = secret(k, p + ".api_key")) b.api_key = *key;
+    }
+    if (auto e = item["entra"]) load_backend_token(e, p + ".entra", false, b);
+    if (auto m = item["managed_identity"]) load_backend_token(m, p + ".managed_identity", true, b);
     if (auto ca = item["ca_file"]) {
       if (auto f = file_ref(ca, p + ".ca_file")) b.ca_file = *f;
     }
@@ -593,6 +632,258 @@ void Loader::load_health_check(const YAML::Node& n, const std::string& path, Bac
   b.health_check = std::move(hc);
 }
 
+void Loader::load_backend_token(const YAML::Node& n, const std::string& path, bool managed,
+                                BackendConfig& b) {
+  BackendTokenConfig t;
+  t.managed_identity = managed;
+  if (managed) {
+    if (!expect_map(n, path, {"client_id", "endpoint", "scope"})) return;
+    t.endpoint = "http://169.254.169.254/metadata/identity/oauth2/token";
+    get_string(n, "client_id", path, t.client_id);
+  } else {
+    if (!expect_map(n, path, {"tenant_id", "client_id", "client_secret", "token_endpoint", "scope",
+                              "ca_file"})) {
+      return;
+    }
+    get_string(n, "tenant_id", path, t.tenant_id, true);
+    get_string(n, "client_id", path, t.client_id, true);
+    if (!n["client_secret"]) {
+      error(n, path, "missing required key \"client_secret\"");
+    } else if (auto v = secret(n["client_secret"], path + ".client_secret")) {
+      t.client_secret = *v;
+    }
+    t.endpoint = "https://login.microsoftonline.com/" + t.tenant_id + "/oauth2/v2.0/token";
+    get_string(n, "token_endpoint", path, t.endpoint);
+    if (auto ca = n["ca_file"]) {
+      if (auto f = file_ref(ca, path + ".ca_file")) t.ca_file = *f;
+    }
+  }
+  if (managed) get_string(n, "endpoint", path, t.endpoint);
+  get_string(n, "scope", path, t.scope);
+  auto key = managed ? "endpoint" : "token_endpoint";
+  auto url = boost::urls::parse_absolute_uri(t.endpoint);
+  if (!url || (url->scheme() != "http" && url->scheme() != "https")) {
+    error(n[key] ? n[key] : n, path + "." + key,
+          "must be an http:// or https:// URL (got \"" + t.endpoint + "\")");
+  }
+  b.token = std::move(t);
+}
+
+std::optional<ClientKeyConfig> Loader::client_key(const YAML::Node& n, const std::string& path) {
+  YAML::Node key = n;
+  std::string key_path = path;
+  ClientKeyConfig k;
+  if (n.IsMap()) {
+    if (!expect_map(n, path, {"key", "expires"})) return std::nullopt;
+    if (!n["key"]) {
+      error(n, path, "missing required key \"key\"");
+      return std::nullopt;
+    }
+    key.reset(n["key"]);  // reset, not =: assigning to a yaml-cpp node writes through to n
+    key_path = path + ".key";
+    if (auto e = n["expires"]) {
+      auto v = scalar(e, path + ".expires");
+      if (!v) return std::nullopt;
+      auto t = auth::parse_rfc3339(*v);
+      if (!t) {
+        error(e, path + ".expires", "must be an RFC 3339 time like 2027-01-01T00:00:00Z (got \"" + *v + "\")");
+        return std::nullopt;
+      }
+      k.expires_unix = *t;
+    }
+  }
+  auto v = scalar(key, key_path);
+  if (!v) return std::nullopt;
+  if (v->rfind("sha256:", 0) == 0) {
+    auto d = auth::digest_from_hex(v->substr(7));
+    if (!d) {
+      error(key, key_path, "sha256: must be followed by 64 hex digits (the SHA-256 of the key)");
+      return std::nullopt;
+    }
+    k.digest = *d;
+    return k;
+  }
+  if (v->rfind("env:", 0) != 0 && v->rfind("file:", 0) != 0) {
+    error(key, key_path,
+          "keys must be sha256:<hex>, env:NAME or file:/path (literal keys are not allowed in "
+          "the config file; `tollgate keys new` prints a key and its sha256 line)");
+    return std::nullopt;
+  }
+  auto secret_value = secret(key, key_path);
+  if (!secret_value) return std::nullopt;
+  k.digest = auth::sha256(*secret_value);
+  k.prefix = auth::key_prefix(*secret_value);
+  return k;
+}
+
+void Loader::load_clients(const YAML::Node& root, Config& c) {
+  if (auto t = root["tenants"]) {
+    if (!t.IsSequence()) {
+      error(t, "tenants", "must be a list of {name}");
+    } else {
+      for (std::size_t i = 0; i < t.size(); ++i) {
+        auto p = "tenants[" + std::to_string(i) + "]";
+        if (!expect_map(t[i], p, {"name"})) continue;
+        TenantConfig tc;
+        get_string(t[i], "name", p, tc.name, true);
+        for (const auto& other : c.tenants) {
+          if (!tc.name.empty() && other.name == tc.name) {
+            error(t[i]["name"], p + ".name", "duplicate tenant name \"" + tc.name + "\"");
+          }
+        }
+        c.tenants.push_back(std::move(tc));
+      }
+    }
+  }
+  auto n = root["clients"];
+  if (!n) return;
+  if (!n.IsSequence()) {
+    error(n, "clients", "must be a list of clients");
+    return;
+  }
+  std::map<std::string, std::string> digests;  // hex -> client, to refuse a key shared by two
+  for (std::size_t i = 0; i < n.size(); ++i) {
+    auto item = n[i];
+    auto p = "clients[" + std::to_string(i) + "]";
+    if (!expect_map(item, p, {"name", "tenant", "keys", "deployments", "operations", "regions",
+                              "principals", "may_pin"})) {
+      continue;
+    }
+    ClientConfig cl;
+    get_string(item, "name", p, cl.name, true);
+    if (cl.name == "anonymous" || cl.name == "none") {
+      error(item["name"], p + ".name", "\"" + cl.name + "\" is reserved");
+    }
+    for (const auto& other : c.clients) {
+      if (!cl.name.empty() && other.name == cl.name) {
+        error(item["name"], p + ".name", "duplicate client name \"" + cl.name + "\"");
+      }
+    }
+    std::string tenant;
+    get_string(item, "tenant", p, tenant);
+    if (!tenant.empty()) {
+      for (std::size_t t = 0; t < c.tenants.size(); ++t) {
+        if (c.tenants[t].name == tenant) cl.tenant = t;
+      }
+      if (cl.tenant == ClientConfig::kNoTenant) {
+        error(item["tenant"], p + ".tenant", "unknown tenant \"" + tenant + "\"");
+      }
+    }
+    if (auto keys = item["keys"]) {
+      if (!keys.IsSequence()) {
+        error(keys, p + ".keys", "must be a list of keys");
+      } else {
+        for (std::size_t k = 0; k < keys.size(); ++k) {
+          auto kp = p + ".keys[" + std::to_string(k) + "]";
+          auto key = client_key(keys[k], kp);
+          if (!key) continue;
+          auto hex = auth::to_hex(key->digest);
+          auto [it, fresh] = digests.emplace(hex, cl.name);
+          if (!fresh) {
+            error(keys[k], kp, "the same key is configured twice (also for client \"" + it->second + "\")");
+            continue;
+          }
+          cl.keys.push_back(*key);
+        }
+      }
+    }
+    if (!item["deployments"]) {
+      error(item, p, "missing required key \"deployments\" (the deployments it may use; [\"*\"] for all)");
+    } else {
+      cl.deployments = string_list(item["deployments"], p + ".deployments");
+      for (std::size_t k = 0; k < cl.deployments.size(); ++k) {
+        const auto& d = cl.deployments[k];
+        if (d != "*" && c.deployment_by_name.count(d) == 0) {
+          error(item["deployments"][k], p + ".deployments[" + std::to_string(k) + "]",
+                "unknown deployment \"" + d + "\"");
+        }
+      }
+    }
+    if (auto ops = item["operations"]) {
+      static constexpr std::string_view kOps[] = {
+          "chat",    "completions", "embeddings",    "responses", "files",       "batches", "assistants",
+          "threads", "vector_stores", "fine_tuning", "uploads",   "models", "other"};
+      cl.operations = string_list(ops, p + ".operations");
+      for (std::size_t k = 0; k < cl.operations.size(); ++k) {
+        if (std::find(std::begin(kOps), std::end(kOps), cl.operations[k]) == std::end(kOps)) {
+          error(ops[k], p + ".operations[" + std::to_string(k) + "]",
+                "unknown operation \"" + cl.operations[k] +
+                    "\" (chat, completions, embeddings, responses, files, batches, assistants, "
+                    "threads, vector_stores, fine_tuning, uploads, models, other)");
+        }
+      }
+    }
+    if (auto r = item["regions"]) cl.regions = string_list(r, p + ".regions");
+    if (auto pr = item["principals"]) cl.principals = string_list(pr, p + ".principals");
+    get_bool(item, "may_pin", p, cl.may_pin);
+    c.clients.push_back(std::move(cl));
+  }
+}
+
+void Loader::load_auth(const YAML::Node& n, Config& c) {
+  if (!expect_map(n, "auth", {"allow_anonymous", "keys_file", "clock_skew", "jwt"})) return;
+  get_bool(n, "allow_anonymous", "auth", c.auth.allow_anonymous);
+  get_string(n, "keys_file", "auth", c.auth.keys_file);
+  get_duration(n, "clock_skew", "auth", c.auth.clock_skew);
+  auto jwt = n["jwt"];
+  if (!jwt) return;
+  if (!jwt.IsSequence()) {
+    error(jwt, "auth.jwt", "must be a list of issuers");
+    return;
+  }
+  for (std::size_t i = 0; i < jwt.size(); ++i) {
+    auto item = jwt[i];
+    auto p = "auth.jwt[" + std::to_string(i) + "]";
+    if (!expect_map(item, p, {"issuer", "audiences", "jwks", "jwks_ca_file", "jwks_refresh",
+                              "client_claim", "roles_claim", "role_map"})) {
+      continue;
+    }
+    JwtIssuerConfig j;
+    get_string(item, "issuer", p, j.issuer, true);
+    if (!item["audiences"]) {
+      error(item, p, "missing required key \"audiences\"");
+    } else {
+      j.audiences = string_list(item["audiences"], p + ".audiences");
+    }
+    std::string jwks;
+    get_string(item, "jwks", p, jwks, true);
+    if (jwks.rfind("file:", 0) == 0) {
+      if (auto f = file_ref(item["jwks"], p + ".jwks")) j.jwks_file = *f;
+    } else if (!jwks.empty()) {
+      auto url = boost::urls::parse_absolute_uri(jwks);
+      if (!url || (url->scheme() != "https" && url->scheme() != "http")) {
+        error(item["jwks"], p + ".jwks", "must be an https:// URL or file:/path (got \"" + jwks + "\")");
+      }
+      j.jwks_url = jwks;
+    }
+    if (auto ca = item["jwks_ca_file"]) {
+      if (auto f = file_ref(ca, p + ".jwks_ca_file")) j.jwks_ca_file = *f;
+    }
+    get_duration(item, "jwks_refresh", p, j.jwks_refresh);
+    get_string(item, "client_claim", p, j.client_claim);
+    get_string(item, "roles_claim", p, j.roles_claim);
+    if (auto rm = item["role_map"]) {
+      if (!rm.IsMap()) {
+        error(rm, p + ".role_map", "must be a mapping of role -> client name");
+      } else {
+        for (const auto& kv : rm) {
+          auto role = kv.first.as<std::string>("");
+          auto client = scalar(kv.second, p + ".role_map." + role);
+          if (!client) continue;
+          bool known = false;
+          for (const auto& cl : c.clients) known = known || cl.name == *client;
+          if (!known) {
+            error(kv.second, p + ".role_map." + role, "unknown client \"" + *client + "\"");
+            continue;
+          }
+          j.role_map.emplace_back(role, *client);
+        }
+      }
+    }
+    c.auth.jwt.push_back(std::move(j));
+  }
+}
+
 void Loader::load_routing(const YAML::Node& n, Config& c) {
   const std::string path = "routing";
   if (!expect_map(n, path, {"cooldown", "breaker", "affinity", "pin_header"})) return;
@@ -644,7 +935,7 @@ std::shared_ptr<Config> Loader::load(const YAML::Node& root) {
     return nullptr;
   }
   expect_map(root, "", {"server", "admin", "backends", "deployments", "logging", "tokenizer",
-                        "retry", "routing"});
+                        "retry", "routing", "tenants", "clients", "auth"});
   if (auto r = root["retry"]) get_retry(r, "retry", c->retry);
   if (auto s = root["server"]) {
     load_server(s, *c);
@@ -664,6 +955,18 @@ std::shared_ptr<Config> Loader::load(const YAML::Node& root) {
   }
   if (auto l = root["logging"]) load_logging(l, *c);
   if (auto r = root["routing"]) load_routing(r, *c);
+  load_clients(root, *c);
+  bool anonymous_set = false;
+  if (auto a = root["auth"]) {
+    load_auth(a, *c);
+    anonymous_set = a.IsMap() && a["allow_anonymous"];
+  }
+  if (c->clients.empty() && c->auth.jwt.empty() && !c->auth.allow_anonymous && errors_.empty()) {
+    error(root, "auth",
+          anonymous_set ? "no clients and no auth.jwt issuers, and anonymous access is off: nobody could call the gateway"
+                        : "no clients and no auth.jwt issuers are configured: add clients, or set "
+                          "auth.allow_anonymous: true to serve anyone who can reach the listener");
+  }
   if (auto t = root["tokenizer"]) {
     if (expect_map(t, "tokenizer", {"data_dir"})) {
       get_string(t, "data_dir", "tokenizer", c->tokenizer.data_dir);
@@ -674,6 +977,13 @@ std::shared_ptr<Config> Loader::load(const YAML::Node& root) {
 }
 
 }  // namespace
+
+const ClientConfig* Config::find_client(std::string_view name) const {
+  for (const auto& c : clients) {
+    if (c.name == name) return &c;
+  }
+  return nullptr;
+}
 
 const DeploymentConfig* Config::find_deployment(std::string_view name) const {
   auto it = deployment_by_name.find(std::string(name));

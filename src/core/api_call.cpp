@@ -137,6 +137,9 @@ Classified classify(std::string_view method, std::string_view target,
     out.error = method_not_allowed(method);
     return out;
   }
+  // Fine-tuning's "model" is the base model to train, not a deployment: such calls go to the
+  // affinity deployment like the other stateful calls without one.
+  if (call.op_path.rfind("fine_tuning", 0) == 0) model_from_body = false;
   bool json_body = !body.empty() && (is_json(content_type) || (content_type.empty() && is_inference(call.op)));
   if (is_inference(call.op) && body.empty()) {
     out.error = bad_request("the request body must be a JSON object");

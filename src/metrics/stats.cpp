@@ -32,7 +32,7 @@ std::string_view to_string(StatusClass c) {
 std::string_view to_string(UpstreamError e) {
   static constexpr std::string_view kNames[] = {
       "resolve", "connect", "connect_timeout", "tls",      "write",
-      "first_byte_timeout", "idle_timeout", "reset", "protocol", "client_gone"};
+      "first_byte_timeout", "idle_timeout", "reset", "protocol", "client_gone", "credential"};
   return kNames[static_cast<std::size_t>(e)];
 }
 

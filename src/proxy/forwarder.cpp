@@ -197,6 +197,7 @@ UpRequest build_upstream_request(const Request& req, std::string_view body,
   for (const auto& f : req) {
     auto name = f.name_string();
     if (drop_request_header_impl(req, name)) continue;
+    if (!ctx.drop_header.empty() && beast::iequals(name, ctx.drop_header)) continue;
     auto value = f.value();
     h.append(name.data(), name.size());
     h += ": ";
@@ -262,7 +263,9 @@ net::awaitable<std::optional<UpstreamError>> relay(Client<Down> down, Up& up, Up
   out.signals = routing::read_signals(
       [&uh](std::string_view name) { return std::string_view(uh[name]); }, unix_now_ms());
 
-  if (opts.hold_retryable && retryable_status(out.status)) {
+  // A 429 is always held: when every backend turns out throttled, the gateway answers with the
+  // earliest recovery instead of this backend's own wait.
+  if ((opts.hold_retryable && retryable_status(out.status)) || out.status == 429) {
     // Read the whole (small) error answer without sending anything: the caller may retry on
     // another backend, or send it as it is.
     response_started = true;

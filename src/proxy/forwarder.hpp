@@ -19,7 +19,8 @@ struct Client {
 
 /// What the balancer's caller wants from one attempt.
 struct AttemptOptions {
-  bool hold_retryable = false;  // keep a 408/429/5xx answer back (the request may be retried)
+  bool hold_retryable = false;  // keep a 408/5xx answer back (the request may be retried); a
+                                // 429 is always kept back
   bool capture_id = false;      // read the created object's id from a 2xx answer (affinity)
 };
 

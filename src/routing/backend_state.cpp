@@ -122,7 +122,9 @@ void BackendState::record(Outcome outcome, bool trial, TimeMs now, const Breaker
   switch (outcome) {
     case Outcome::kSuccess:
       if (failures_.load(std::memory_order_relaxed) != 0) failures_.store(0, std::memory_order_relaxed);
-      if (trial || breaker() != Breaker::kClosed) {
+      // Only the half-open trial closes the breaker: a request that started before it opened
+      // says nothing about the backend now.
+      if (trial) {
         reopens_.store(0, std::memory_order_relaxed);
         breaker_.store(static_cast<std::uint8_t>(Breaker::kClosed), std::memory_order_release);
       }

@@ -185,6 +185,9 @@ struct Gateway::Impl {
           drt.series[b] = id;
         }
       }
+      while (drt.first_tier + 1 < drt.route.tiers.size() && drt.route.tiers[drt.first_tier].empty()) {
+        ++drt.first_tier;
+      }
       s->deployments.push_back(std::move(drt));
     }
     const auto& r = cfg->routing;

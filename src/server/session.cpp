@@ -121,7 +121,10 @@ struct Judgement {
   std::optional<metrics::RetryReason> retry;
 };
 
-Judgement judge(const AttemptResult& r, const RequestContext& ctx) {
+// `creates`: the request creates a server-side object (file upload, batch, stored response);
+// it moves to another backend only when the first cannot have created it (the connection never
+// carried it, or the backend refused it with 429/503), so no object is made twice.
+Judgement judge(const AttemptResult& r, const RequestContext& ctx, bool creates) {
   using Kind = AttemptResult::Kind;
   using metrics::RetryReason;
   using metrics::UpstreamError;
@@ -130,11 +133,17 @@ Judgement judge(const AttemptResult& r, const RequestContext& ctx) {
     bool timeout = e == UpstreamError::kConnectTimeout || e == UpstreamError::kFirstByteTimeout ||
                    e == UpstreamError::kIdleTimeout;
     std::optional<RetryReason> retry;
-    if (!r.answered) retry = timeout ? RetryReason::kTimeout : RetryReason::kConnect;
+    bool unsent = e == UpstreamError::kResolve || e == UpstreamError::kConnect ||
+                  e == UpstreamError::kConnectTimeout || e == UpstreamError::kTls ||
+                  e == UpstreamError::kCredential;
+    if (!r.answered && (unsent || !creates)) {
+      retry = timeout ? RetryReason::kTimeout : RetryReason::kConnect;
+    }
     return {routing::Outcome::kFailure, metrics::to_string(e), retry};
   }
   auto retry_if_held = [&](RetryReason reason) {
-    return r.kind == Kind::kHeld ? std::optional(reason) : std::nullopt;
+    bool refused = r.status == 429 || r.status == 503;
+    return r.kind == Kind::kHeld && (refused || !creates) ? std::optional(reason) : std::nullopt;
   };
   // A 429 is the throttle's business, not the breaker's: Azure says exactly when to come back,
   // and a breaker would keep a paid-for PTU deployment idle for longer than that.
@@ -170,6 +179,7 @@ net::awaitable<bool> respond_unavailable(Worker& w, Client<Stream> client, const
   auto earliest = routing::earliest_recovery(drt.route, snap.slots, now, only);
   ctx.series = drt.series_none;
   ctx.backend = {};
+  ctx.tier = 0;
   ctx.outcome = "no_backend";
   ctx.error = "no_backend_available";
   auto& cells = w.stats().route(ctx.series);
@@ -234,7 +244,9 @@ net::awaitable<bool> route_and_forward(Worker& w, Client<Stream> client, const R
   } budget{*drt.budget};
   drt.budget->begin_request();
   std::optional<AttemptResult> last;
-  std::uint32_t last_tier = 0;
+  std::uint32_t last_tier = drt.first_tier;
+  // A retry is counted (and takes budget) only once another backend was found for it.
+  std::optional<std::pair<std::uint32_t, metrics::RetryReason>> pending_retry;  // (series, why)
 
   for (unsigned n = 0;; ++n) {
     auto now = routing::steady_now_ms();
@@ -244,6 +256,17 @@ net::awaitable<bool> route_and_forward(Worker& w, Client<Stream> client, const R
     if (!lease) break;
     const auto& backend = snap.backends[lease->backend];
     auto& state = *backend.state;
+    if (pending_retry) {
+      if (!budget.retrying && !drt.budget->try_begin_retry(retry.budget, retry.min_retries)) {
+        state.release();
+        state.record(routing::Outcome::kNeutral, lease->trial, now, snap.breaker);
+        w.stats().route(drt.series_none).budget_exhausted.add();
+        break;
+      }
+      budget.retrying = true;
+      w.stats().route(pending_retry->first).retries[static_cast<std::size_t>(pending_retry->second)].add();
+      pending_retry.reset();
+    }
     // Releases the in-flight slot on every path (an exception included).
     struct LeaseGuard {
       routing::BackendState& state;
@@ -259,8 +282,9 @@ net::awaitable<bool> route_and_forward(Worker& w, Client<Stream> client, const R
     ctx.backend = backend.config->name;
     ctx.tier = static_cast<int>(lease->tier) + 1;
     auto& cells = w.stats().route(ctx.series);
-    auto from = n == 0 ? 0u : last_tier;
-    if (lease->tier > from) cells.spilled_from[std::min<std::size_t>(from, metrics::kMaxTiers - 1)].add();
+    if (lease->tier > last_tier) {
+      cells.spilled_from[std::min<std::size_t>(last_tier, metrics::kMaxTiers - 1)].add();
+    }
     last_tier = lease->tier;
 
     bool may_retry = n + 1 < retry.max_attempts && core::SteadyClock::now() - ctx.start < retry.deadline;
@@ -269,7 +293,7 @@ net::awaitable<bool> route_and_forward(Worker& w, Client<Stream> client, const R
     auto t0 = core::SteadyClock::now();
     auto r = co_await attempt(client, req, body, ctx, w, backend, keep_alive,
                               AttemptOptions{may_retry, creates});
-    auto verdict = judge(r, ctx);
+    auto verdict = judge(r, ctx, creates);
     auto done = routing::steady_now_ms();
     state.observe(r.signals, done);
     if (r.status == 429) state.throttle(done + cooldown(r.signals, r.body_head, cfg.routing));
@@ -291,14 +315,7 @@ net::awaitable<bool> route_and_forward(Worker& w, Client<Stream> client, const R
       ctx.error = "client_gone";
       co_return false;
     }
-    if (!budget.retrying) {
-      if (!drt.budget->try_begin_retry(retry.budget, retry.min_retries)) {
-        w.stats().route(drt.series_none).budget_exhausted.add();
-        break;
-      }
-      budget.retrying = true;
-    }
-    cells.retries[static_cast<std::size_t>(*reason)].add();
+    pending_retry.emplace(ctx.series, *reason);
   }
 
   if (!last) co_return co_await respond_unavailable(w, client, req, ctx, snap, drt, only, keep_alive);
@@ -406,6 +423,7 @@ net::awaitable<bool> handle(Worker& w, Client<Stream> client, Request& req, Requ
       }
       only = it->second;
     }
+    ctx.drop_header = cfg.routing.pin_header;
   }
   co_return co_await route_and_forward(w, client, req, ctx, *snap, drt, only, creates, keep_alive);
 }

@@ -31,6 +31,7 @@ struct DeploymentRuntime {
   routing::Route route;                         // tiers restricted to the allowed regions
   std::shared_ptr<routing::RetryBudget> budget;  // shared by workers; survives reloads
   std::uint32_t series_none = 0;                // metrics series (deployment, "none")
+  std::uint32_t first_tier = 0;                 // the first tier with a backend (regions)
   std::vector<std::uint32_t> series;            // by backend index; kNoSeries if not routed
 };
 

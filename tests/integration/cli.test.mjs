@@ -18,6 +18,7 @@ backends:
   - {name: b, endpoint: "http://127.0.0.1:9", deployment: d, api_key: env:CLI_TEST_KEY}
 deployments:
   - {name: gpt-4o, pools: [{backends: [b]}]}
+auth: {allow_anonymous: true}
 `;
 
 describe('command line', () => {

@@ -83,10 +83,12 @@ async function stopProcess(proc, exitPromise, signal = 'SIGTERM', timeoutMs = 10
 
 /**
  * Starts tollgate-mock with `args`. `listen` picks the address (default an ephemeral port); pass
- * `127.0.0.1:<port>` of a stopped mock to restart a backend on the same port.
+ * `127.0.0.1:<port>` of a stopped mock to restart a backend on the same port. `apiKey` is the key
+ * the mock requires (default BACKEND_KEY); null or '' starts it without `--api-key`.
  */
-export async function startMock(args = [], { listen = '127.0.0.1:0' } = {}) {
-  const started = await launch('tollgate-mock', ['--listen', listen, '--api-key', BACKEND_KEY, ...args], {},
+export async function startMock(args = [], { listen = '127.0.0.1:0', apiKey = BACKEND_KEY } = {}) {
+  const keyArgs = apiKey ? ['--api-key', apiKey] : [];
+  const started = await launch('tollgate-mock', ['--listen', listen, ...keyArgs, ...args], {},
     (out) => listening(out.stdout).mock, 'tollgate-mock');
   const address = started.value;
   const url = `http://${address}`;
@@ -121,7 +123,10 @@ export async function startGateway(yaml, { env = {}, timeoutMs = 10000 } = {}) {
       const l = listening(out.stderr);
       const ready = out.stderr.some((line) => line.includes('"msg":"ready"'));
       return ready && l.main && l.admin ? l : null;
-    }, 'tollgate', timeoutMs);
+    }, 'tollgate', timeoutMs).catch((e) => {
+    rmSync(dir, { recursive: true, force: true });
+    throw e;
+  });
   const gw = {
     dir,
     configPath,
@@ -161,8 +166,16 @@ export async function startGateway(yaml, { env = {}, timeoutMs = 10000 } = {}) {
   return gw;
 }
 
-/** A gateway config with one deployment per entry of `deployments`: {name, backend: url, deployment}. */
-export function gatewayConfig({ deployments, limits = '', workers = 2, extra = '' }) {
+/** The `auth` section the config helpers add unless the caller passes its own (clients need none). */
+export const ANONYMOUS_AUTH = 'auth: {allow_anonymous: true}';
+
+/**
+ * A gateway config with one deployment per entry of `deployments`: {name, backend: url, deployment}.
+ * `auth` is the top-level auth section as YAML text (default: anonymous access allowed; '' leaves
+ * it out); `admin` the admin mapping (YAML flow or block text after `admin:`).
+ */
+export function gatewayConfig({ deployments, limits = '', workers = 2, extra = '', auth = ANONYMOUS_AUTH,
+  admin = '{address: "127.0.0.1:0"}' }) {
   const backends = deployments.map((d, i) => `  - name: ${d.backendName || `backend-${i}`}
     endpoint: ${d.backend}
     deployment: ${d.deployment || d.name}
@@ -176,12 +189,13 @@ export function gatewayConfig({ deployments, limits = '', workers = 2, extra = '
   workers: ${workers}
   drain_timeout: 10s
 ${limits}
-admin: {address: "127.0.0.1:0"}
+admin: ${admin}
 backends:
 ${backends}
 deployments:
 ${deps}
 logging: {level: info, access_log: stdout, format: json}
+${auth}
 ${extra}`;
 }
 
@@ -190,13 +204,17 @@ ${extra}`;
  * backends: [{name, url, region?, maxInFlight?, healthCheck? (YAML flow mapping), firstByte?, idle?, connect?}]
  * deployments: [{name, pools: [[name | {name, weight}, ...], ...], regions?: [...], retry? (YAML flow mapping)}]
  * retry, routing: YAML flow mappings for the top-level keys, or empty to leave them out.
+ * auth: the top-level auth section as YAML text (default: anonymous access allowed; '' leaves it out).
+ * admin: the admin mapping (YAML text after `admin:`). A backend's `credential` (YAML line(s) like
+ * `entra: {...}`) replaces its `api_key: env:MOCK_KEY`.
  */
-export function poolsConfig({ backends, deployments, retry = '', routing = '', workers = 2, extra = '' }) {
+export function poolsConfig({ backends, deployments, retry = '', routing = '', workers = 2, extra = '',
+  auth = ANONYMOUS_AUTH, admin = '{address: "127.0.0.1:0"}' }) {
   const be = backends.map((b) => [
     `  - name: ${b.name}`,
     `    endpoint: ${b.url}`,
     `    deployment: ${b.deployment || 'gpt-4o'}`,
-    '    api_key: env:MOCK_KEY',
+    `    ${b.credential || 'api_key: env:MOCK_KEY'}`,
     `    timeouts: {connect: ${b.connect || '2s'}, first_byte: ${b.firstByte || '5s'}, idle_between_chunks: ${b.idle || '5s'}}`,
     b.region ? `    region: ${b.region}` : '',
     b.maxInFlight !== undefined ? `    max_in_flight: ${b.maxInFlight}` : '',
@@ -214,7 +232,7 @@ export function poolsConfig({ backends, deployments, retry = '', routing = '', w
   listen: [{address: "127.0.0.1:0"}]
   workers: ${workers}
   drain_timeout: 10s
-admin: {address: "127.0.0.1:0"}
+admin: ${admin}
 logging: {level: info, access_log: stdout, format: json}
 backends:
 ${be}
@@ -222,6 +240,7 @@ deployments:
 ${deps}
 ${retry ? `retry: ${retry}` : ''}
 ${routing ? `routing: ${routing}` : ''}
+${auth}
 ${extra}`;
 }
 

@@ -45,6 +45,7 @@ deployments:
   - name: gpt-4o
     pools: [{backends: [tls-backend]}]
 logging: {level: info, access_log: stdout}
+auth: {allow_anonymous: true}
 `;
 }
 

@@ -3,6 +3,7 @@
 // Built only by config::load_*; read by every thread; never mutated after loading.
 // Key names and defaults are documented in docs/configuration.md.
 
+#include <array>
 #include <chrono>
 #include <cstdint>
 #include <functional>
@@ -59,6 +60,8 @@ struct AdminConfig {
   std::string host = "127.0.0.1";
   std::uint16_t port = 9090;
   std::string text = "127.0.0.1:9090";
+  std::string token;                   // resolved secret: bearer token for /admin/*; "" = none
+  bool allow_unauthenticated = false;  // loopback only: /admin/* without a token
 };
 
 struct BackendTimeouts {
@@ -77,11 +80,23 @@ struct HealthCheckConfig {
   unsigned fall = 3;  // consecutive failures that make a healthy backend unhealthy
 };
 
+/// An Entra ID token the gateway obtains itself for a backend (instead of an api-key).
+struct BackendTokenConfig {
+  bool managed_identity = false;  // false: OAuth2 client credentials
+  std::string tenant_id;
+  std::string client_id;          // managed identity: optional (user-assigned identity)
+  std::string client_secret;      // resolved secret (client credentials)
+  std::string endpoint;           // token endpoint or IMDS URL
+  std::string scope = "https://cognitiveservices.azure.com/.default";
+  std::string ca_file;            // optional CA bundle for an https token endpoint
+};
+
 struct BackendConfig {
   std::string name;
   Endpoint endpoint;
   std::string deployment;  // the deployment name on that resource
-  std::string api_key;     // resolved secret; never logged
+  std::string api_key;     // resolved secret; never logged; "" when `token` is set
+  std::optional<BackendTokenConfig> token;
   std::string ca_file;     // optional PEM bundle path; empty: system trust store
   BackendTimeouts timeouts;
   std::size_t max_idle_connections = 64;  // per worker
@@ -126,6 +141,48 @@ struct RoutingConfig {
   std::string pin_header;               // "" = pinning off
 };
 
+struct TenantConfig {
+  std::string name;
+};
+
+/// A key as configured: its SHA-256 digest and optional expiry.
+struct ClientKeyConfig {
+  std::array<unsigned char, 32> digest{};
+  std::string prefix;             // first characters of the key when it is known ("" for sha256:)
+  std::optional<std::int64_t> expires_unix;  // seconds
+};
+
+struct ClientConfig {
+  std::string name;
+  std::size_t tenant = kNoTenant;     // index into Config::tenants
+  std::vector<ClientKeyConfig> keys;
+  std::vector<std::string> deployments;  // "*" = all
+  std::vector<std::string> operations;   // empty = all
+  std::vector<std::string> regions;      // empty = any
+  std::vector<std::string> principals;   // JWT client_claim values that mean this client
+  bool may_pin = false;
+  static constexpr std::size_t kNoTenant = static_cast<std::size_t>(-1);
+};
+
+struct JwtIssuerConfig {
+  std::string issuer;
+  std::vector<std::string> audiences;
+  std::string jwks_url;   // https:// (or http://) URL; "" when jwks_file is used
+  std::string jwks_file;  // file:PATH
+  std::string jwks_ca_file;
+  Millis jwks_refresh{3'600'000};
+  std::string client_claim = "azp";
+  std::string roles_claim = "roles";
+  std::vector<std::pair<std::string, std::string>> role_map;  // role -> client name
+};
+
+struct AuthConfig {
+  bool allow_anonymous = false;
+  std::string keys_file;  // runtime keys (admin API); "" = none
+  Millis clock_skew{60'000};
+  std::vector<JwtIssuerConfig> jwt;
+};
+
 struct LoggingConfig {
   std::string level = "info";         // trace|debug|info|warn|error|off
   std::string access_log = "stdout";  // stdout|stderr|off|<file path>
@@ -146,6 +203,10 @@ struct Config {
   TokenizerConfig tokenizer;
   RetryConfig retry;
   RoutingConfig routing;
+  std::vector<TenantConfig> tenants;
+  std::vector<ClientConfig> clients;
+  AuthConfig auth;
+  const ClientConfig* find_client(std::string_view name) const;
 
   /// Index of the deployment clients call `name`, or nullptr.
   const DeploymentConfig* find_deployment(std::string_view name) const;

@@ -46,6 +46,7 @@ struct RequestContext {
   std::string tenant = "none";
   bool usage_expected = false;  // a successful inference response should carry usage
   std::vector<AttemptLog> attempts;
+  std::string_view drop_header;  // one more request header kept from backends (the pin header)
   int tier = 0;  // 1-based tier of the backend that answered (0: none)
 };
 

@@ -70,6 +70,7 @@ enum class UpstreamError : std::uint8_t {
   kReset,       // connection closed/reset by the backend mid-response
   kProtocol,    // malformed HTTP from the backend
   kClientGone,  // the client disconnected before the response ended
+  kCredential,  // no token for the backend (Entra ID token acquisition failing)
   kCount
 };
 std::string_view to_string(UpstreamError e);

@@ -2,7 +2,8 @@
 // The live state of one backend, shared by every worker: capacity model (throttled until,
 // remaining quota, PTU utilization), concurrency, circuit breaker and active-probe health.
 // Lock-free: every field is one atomic. Lives outside the config snapshot (a reload with the same
-// backend keeps it). Time is injected as steady-clock milliseconds. See docs/design/routing.md.
+// backend keeps it); aligned to cache lines so two backends never share one. Time is injected as
+// steady-clock milliseconds. See docs/design/routing.md.
 
 #include <atomic>
 #include <cstdint>
@@ -35,7 +36,7 @@ enum class Breaker : std::uint8_t { kClosed, kOpen, kHalfOpen };
 enum class Outcome : std::uint8_t {
   kSuccess,  // any answer that is not a failure (2xx, 4xx other than 408/429)
   kFailure,  // 5xx, 408, connect/TLS failure, timeout, broken response
-  kNeutral,  // nothing learned (client gone first, 429 handled by the throttle)
+  kNeutral,  // nothing learned (an attempt that never ran to an answer, a 429: the throttle's)
 };
 
 struct BreakerPolicy {

@@ -41,6 +41,7 @@ deployments:
       - backends: [aoai-eastus]
       - backends: [local]
 logging: {level: debug, access_log: stdout, format: json}
+auth: {allow_anonymous: true}
 )";
 
 TEST(ConfigTest, LoadsAGoodFile) {
@@ -200,6 +201,7 @@ routing:
   breaker: {failures: 2, open: 1s, max_open: 1m}
   affinity: {max_entries: 500, ttl: 1h, deployment: files}
   pin_header: X-Tollgate-Pin-Backend
+auth: {allow_anonymous: true}
 )";
 
 }  // namespace
