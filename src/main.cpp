@@ -6,6 +6,7 @@
 #include <optional>
 #include <string>
 
+#include "tollgate/auth/crypto.hpp"
 #include "tollgate/config/config.hpp"
 #include "tollgate/metrics/logging.hpp"
 #include "tollgate/server/gateway.hpp"
@@ -22,6 +23,7 @@ Usage:
   tollgate count-tokens (--encoding NAME | --model NAME) [--request chat|completions|embeddings]
                         [--ids] [--data-dir DIR]
                                     count the tokens of stdin (text, or a JSON request body)
+  tollgate keys new                 print a new client key and the sha256: line for the config
   tollgate --version                print the version
   tollgate --help                   this text
 
@@ -80,6 +82,17 @@ int run(const std::string& path) {
 int main(int argc, char** argv) {
   std::string config_path;
   if (const char* env = std::getenv("TOLLGATE_CONFIG")) config_path = env;
+  if (argc >= 2 && std::strcmp(argv[1], "keys") == 0) {
+    if (argc != 3 || std::strcmp(argv[2], "new") != 0) {
+      std::cerr << "usage: tollgate keys new\n";
+      return 2;
+    }
+    // The key goes to the client; only the digest goes into the configuration.
+    auto key = tollgate::auth::new_key();
+    std::cout << key << '\n' << "sha256:" << tollgate::auth::to_hex(tollgate::auth::sha256(key)) << '\n';
+    std::cerr << "Give the first line to the client; put the second in clients[].keys.\n";
+    return 0;
+  }
   if (argc >= 2 && std::strcmp(argv[1], "count-tokens") == 0) {
     return tollgate::tokenize::count_tokens_main(argc - 1, argv + 1);
   }

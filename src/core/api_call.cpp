@@ -232,10 +232,12 @@ std::optional<std::string> rewrite_body(const ApiCall& call, const config::Backe
   return copy.dump(-1, ' ', false, nlohmann::ordered_json::error_handler_t::replace);
 }
 
-std::string models_list(const config::Config& config) {
+std::string models_list(const config::Config& config,
+                        const std::function<bool(std::string_view)>& allowed) {
   std::string out = "{\"object\":\"list\",\"data\":[";
   bool first = true;
   for (const auto& d : config.deployments) {
+    if (allowed && !allowed(d.name)) continue;
     if (!first) out += ',';
     first = false;
     out += "{\"id\":";

@@ -69,6 +69,17 @@ std::uint32_t SeriesRegistry::intern(std::string_view deployment, std::string_vi
   return id;
 }
 
+std::uint32_t SeriesRegistry::intern_client(std::string_view client, std::string_view tenant) {
+  std::string key;
+  key.append(client).append(1, '\0').append(tenant);
+  if (auto it = client_index_.find(key); it != client_index_.end()) return it->second;
+  if (client_labels_.size() >= kMaxClientSeries) return kMaxClientSeries - 1;
+  auto id = static_cast<std::uint32_t>(client_labels_.size());
+  client_labels_.emplace_back(std::string(client), std::string(tenant));
+  client_index_.emplace(std::move(key), id);
+  return id;
+}
+
 void SeriesRegistry::add_worker(WorkerStats* w) {
   w->ensure(size());
   workers_.push_back(w);
@@ -307,6 +318,40 @@ std::string render_metrics(const SeriesRegistry& reg, const ControlStats& contro
     m.gauge.value = 1;
     f.metric.push_back(std::move(m));
     out.push_back(std::move(f));
+  }
+  {
+    auto creq = family("tollgate_client_requests_total",
+                       "Requests finished, by client, tenant and status class.", MetricType::Counter);
+    auto ctok = family("tollgate_client_tokens_total", "Tokens reported by backends, by client.",
+                       MetricType::Counter);
+    for (std::uint32_t id = 0; id < reg.client_count(); ++id) {
+      const auto& [client, tenant] = reg.client_labels(id);
+      std::array<std::uint64_t, static_cast<std::size_t>(StatusClass::kCount)> req{};
+      std::array<std::uint64_t, static_cast<std::size_t>(TokenType::kCount)> tok{};
+      for (auto* w : reg.workers()) {
+        const auto& cells = w->client(id);
+        for (std::size_t i = 0; i < req.size(); ++i) req[i] += cells.requests[i].value();
+        for (std::size_t i = 0; i < tok.size(); ++i) tok[i] += cells.tokens[i].value();
+      }
+      for (std::size_t i = 0; i < req.size(); ++i) {
+        if (req[i] == 0) continue;
+        ClientMetric m;
+        m.label = {{"client", client}, {"tenant", tenant},
+                   {"code", std::string(to_string(static_cast<StatusClass>(i)))}};
+        m.counter.value = static_cast<double>(req[i]);
+        creq.metric.push_back(std::move(m));
+      }
+      for (std::size_t i = 0; i < tok.size(); ++i) {
+        if (tok[i] == 0) continue;
+        ClientMetric m;
+        m.label = {{"client", client}, {"tenant", tenant},
+                   {"type", std::string(to_string(static_cast<TokenType>(i)))}};
+        m.counter.value = static_cast<double>(tok[i]);
+        ctok.metric.push_back(std::move(m));
+      }
+    }
+    out.push_back(std::move(creq));
+    out.push_back(std::move(ctok));
   }
   for (auto& f : extra) out.push_back(std::move(f));
   return prometheus::TextSerializer().Serialize(out);

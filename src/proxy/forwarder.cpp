@@ -105,6 +105,9 @@ Failure failure(UpstreamError reason) {
     case UpstreamError::kFirstByteTimeout:
     case UpstreamError::kIdleTimeout:
       return {reason, 504, "backend_timeout", "the backend did not answer in time"};
+    case UpstreamError::kCredential:
+      return {reason, 502, "backend_credential_unavailable",
+              "the gateway has no valid token for the backend"};
     default:
       return {reason, 502, "backend_unavailable", "the backend could not be reached or failed"};
   }
@@ -179,18 +182,23 @@ struct UpRequest {
 
 UpRequest build_upstream_request(const Request& req, std::string_view body,
                                  const core::RequestContext& ctx,
-                                 const config::BackendConfig& cfg) {
+                                 const config::BackendConfig& cfg, const std::string* bearer) {
   UpRequest up;
   auto& h = up.head;
-  h.reserve(1024 + cfg.api_key.size());
+  h.reserve(1024 + cfg.api_key.size() + (bearer ? bearer->size() : 0));
   auto method = req.method_string();
   h.append(method.data(), method.size());
   h += ' ';
   h += core::upstream_target(ctx.call, cfg);
   h += " HTTP/1.1\r\nHost: ";
   h += cfg.endpoint.host_header;
-  h += "\r\napi-key: ";
-  h += cfg.api_key;
+  if (bearer != nullptr) {  // an Entra ID token the gateway obtained for this backend
+    h += "\r\nAuthorization: Bearer ";
+    h += *bearer;
+  } else {
+    h += "\r\napi-key: ";
+    h += cfg.api_key;
+  }
   h += "\r\nx-request-id: ";
   h += ctx.request_id;
   h += "\r\n";
@@ -569,7 +577,6 @@ net::awaitable<AttemptResult> attempt(Client<Down> down, const Request& req, std
   const auto& cfg = *backend.config;
   auto& pool = worker.pool(backend.pool_id);
   auto& cells = worker.stats().route(ctx.series);
-  auto upreq = build_upstream_request(req, body, ctx, cfg);
   AttemptResult out;
 
   // Nothing reached the client: count the failure; the caller answers or retries.
@@ -579,6 +586,18 @@ net::awaitable<AttemptResult> attempt(Client<Down> down, const Request& req, std
     out.error = reason;
     return std::move(out);
   };
+
+  std::shared_ptr<const std::string> bearer;
+  if (backend.token) {
+    bearer = backend.token->token.load();
+    auto now = std::chrono::duration_cast<std::chrono::seconds>(
+                   std::chrono::system_clock::now().time_since_epoch())
+                   .count();
+    if (!bearer || now >= backend.token->expires_unix.load(std::memory_order_relaxed)) {
+      co_return failed(UpstreamError::kCredential);
+    }
+  }
+  auto upreq = build_upstream_request(req, body, ctx, cfg, bearer.get());
 
   // At most two tries: a pooled connection whose request could not be written (the backend
   // closed it while idle) is followed by one fresh connection.

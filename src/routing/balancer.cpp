@@ -73,6 +73,7 @@ std::optional<Lease> pick(const Route& route, std::span<const Slot> slots, const
     for (const auto& m : route.tiers[tier]) {
       if (req.only && m.backend != *req.only) continue;
       if (m.backend < req.tried.size() && req.tried[m.backend] != 0) continue;
+      if (!req.allowed.empty() && (m.backend >= req.allowed.size() || req.allowed[m.backend] == 0)) continue;
       const auto& slot = slots[m.backend];
       if (!slot.state->available(req.now)) continue;
       if (slot.max_in_flight != 0 &&
@@ -103,11 +104,13 @@ std::optional<Lease> pick(const Route& route, std::span<const Slot> slots, const
 }
 
 std::optional<TimeMs> earliest_recovery(const Route& route, std::span<const Slot> slots, TimeMs now,
-                                        std::optional<std::uint32_t> only) {
+                                        std::optional<std::uint32_t> only,
+                                        std::span<const char> allowed) {
   std::optional<TimeMs> best;
   for (const auto& t : route.tiers) {
     for (const auto& m : t) {
       if (only && m.backend != *only) continue;
+      if (!allowed.empty() && (m.backend >= allowed.size() || allowed[m.backend] == 0)) continue;
       auto r = slots[m.backend].state->recovery(now, slots[m.backend].max_in_flight);
       if (r && (!best || *r < *best)) best = r;
     }

@@ -9,7 +9,7 @@ using namespace proxy;
 
 namespace {
 
-using Handler = std::function<AdminResponse(std::string_view, std::string_view)>;
+using Handler = std::function<AdminResponse(const AdminRequest&)>;
 
 net::awaitable<void> admin_session(PlainStream stream, Handler handler) {
   beast::flat_buffer buffer;
@@ -22,9 +22,10 @@ net::awaitable<void> admin_session(PlainStream stream, Handler handler) {
     auto& req = parser.get();
     auto target = req.target();
     auto path = target.substr(0, target.find('?'));
-    auto out = handler(req.method_string(), path);
+    auto out = handler(AdminRequest{req.method_string(), path, req[http::field::authorization], req.body()});
     http::response<http::string_body> res{static_cast<http::status>(out.status), req.version()};
     res.set(http::field::content_type, out.content_type);
+    for (const auto& [k, v] : out.headers) res.set(k, v);
     res.keep_alive(req.keep_alive());
     res.body() = std::move(out.body);
     res.prepare_payload();

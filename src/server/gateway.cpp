@@ -10,6 +10,7 @@
 
 #include "server/admin.hpp"
 #include "server/health.hpp"
+#include "server/identity.hpp"
 #include "server/snapshot.hpp"
 #include "server/worker.hpp"
 #include "tollgate/metrics/logging.hpp"
@@ -112,6 +113,7 @@ struct Gateway::Impl {
   std::shared_ptr<routing::AffinityTable> affinity;
   std::shared_ptr<const Snapshot> current;  // the snapshot the workers run (control thread)
   std::unique_ptr<HealthChecker> health;
+  std::unique_ptr<IdentityManager> identity;
   std::uint64_t generation = 0;
   std::optional<tcp::acceptor> admin;
   net::signal_set signals{control, SIGINT, SIGTERM, SIGHUP};
@@ -156,6 +158,7 @@ struct Gateway::Impl {
       auto& state = backend_states[key];
       if (!state) state = std::make_shared<routing::BackendState>();
       rt.state = state;
+      if (b.token) rt.token = this->identity->token_slot(b);
       s->slots.push_back(routing::Slot{state.get(), b.max_in_flight});
       s->backend_index.emplace(b.name, static_cast<std::uint32_t>(s->backends.size()));
       s->backends.push_back(std::move(rt));
@@ -221,6 +224,14 @@ struct Gateway::Impl {
                 core::JsonFields().add("error", e.what()));
       return;
     }
+    try {
+      identity->apply(result.config, *snap);
+    } catch (const std::exception& e) {
+      control_stats.reloads_failed.add();
+      log_error("configuration reload failed; keeping the running configuration",
+                core::JsonFields().add("error", e.what()));
+      return;
+    }
     if (auto changed = restart_only_changes(*started, *result.config); !changed.empty()) {
       log_warn("these settings differ from the running ones and take effect only after a restart",
                core::JsonFields().add("keys", changed));
@@ -267,6 +278,7 @@ struct Gateway::Impl {
 
   void stop_all() {
     if (health) health->stop();
+    if (identity) identity->stop();
     for (auto& w : workers) w->stop();
     if (admin) {
       boost::system::error_code ec;
@@ -368,10 +380,14 @@ struct Gateway::Impl {
       out.push_back(std::move(*f));
     }
     if (health) health->families(out);
+    if (identity) identity->families(out);
     return out;
   }
 
-  AdminResponse admin_handler(std::string_view method, std::string_view path) {
+  AdminResponse admin_handler(const AdminRequest& req) {
+    auto method = req.method;
+    auto path = req.path;
+    if (path == "/admin" || path.rfind("/admin/", 0) == 0) return identity->admin(req);
     if (method != "GET" && method != "HEAD") {
       return {405, "application/json",
               core::HttpError{405, "method_not_allowed", "use GET", {}, {}}.body()};
@@ -401,6 +417,10 @@ Gateway::Gateway(std::string config_path, std::shared_ptr<const config::Config> 
     s.workers.push_back(std::make_unique<Worker>(i, s.access_log));
     s.series.add_worker(&s.workers.back()->stats());
   }
+  s.identity = std::make_unique<IdentityManager>(s.control, s.series,
+                                                 [&s](std::shared_ptr<const AuthState> a) {
+                                                   for (auto& w : s.workers) w->publish_auth(a);
+                                                 });
   // One SO_REUSEPORT acceptor per worker and listener; port 0 is resolved by the first bind.
   for (std::size_t li = 0; li < cfg.server.listen.size(); ++li) {
     const auto& l = cfg.server.listen[li];
@@ -433,13 +453,19 @@ Gateway::~Gateway() = default;
 int Gateway::run() {
   auto& s = *impl_;
   auto snap = s.build(s.config);
+  auto auth = s.identity->apply(s.config, *snap);  // throws when the keys file is unusable
   s.current = snap;
   s.health = std::make_unique<HealthChecker>(s.control);
   s.health->apply(snap);
-  for (auto& w : s.workers) w->start(snap);
+  for (auto& w : s.workers) {
+    w->on_unknown_kid([&s](std::size_t issuer) {
+      net::post(s.control, [&s, issuer] { s.identity->unknown_kid(issuer); });
+    });
+    w->start(snap, auth);
+  }
   if (s.admin) {
-    serve_admin(s.control, *s.admin, [&s](std::string_view m, std::string_view p) {
-      return s.admin_handler(m, p);
+    serve_admin(s.control, *s.admin, [&s](const AdminRequest& r) {
+      return s.admin_handler(r);
     });
   }
   s.wait_signal();

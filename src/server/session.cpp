@@ -10,6 +10,7 @@
 #include "server/worker.hpp"
 #include "tollgate/core/api_call.hpp"
 #include "tollgate/core/request_context.hpp"
+#include "tollgate/auth/authenticator.hpp"
 #include "tollgate/metrics/logging.hpp"
 #include "tollgate/routing/affinity.hpp"
 #include "tollgate/routing/balancer.hpp"
@@ -23,6 +24,12 @@ namespace {
 
 std::int64_t micros_since(core::SteadyClock::time_point t) {
   return std::chrono::duration_cast<std::chrono::microseconds>(core::SteadyClock::now() - t).count();
+}
+
+std::int64_t unix_now_seconds() {
+  return std::chrono::duration_cast<std::chrono::seconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
 }
 
 std::string utc_now_iso() {
@@ -53,6 +60,14 @@ void finish(Worker& w, RequestContext& ctx) {
     cells.tokens[static_cast<std::size_t>(metrics::TokenType::kReasoning)].add(u.reasoning);
   } else if (ctx.usage_expected && ctx.status / 100 == 2 && ctx.outcome == std::string_view("ok")) {
     cells.usage_missing.add();
+  }
+  auto& client_cells = stats.client(ctx.client_series);
+  client_cells.requests[static_cast<std::size_t>(metrics::status_class(ctx.status))].add();
+  if (u.present) {
+    client_cells.tokens[static_cast<std::size_t>(metrics::TokenType::kPrompt)].add(u.prompt);
+    client_cells.tokens[static_cast<std::size_t>(metrics::TokenType::kCompletion)].add(u.completion);
+    client_cells.tokens[static_cast<std::size_t>(metrics::TokenType::kCached)].add(u.cached);
+    client_cells.tokens[static_cast<std::size_t>(metrics::TokenType::kReasoning)].add(u.reasoning);
   }
   stats.in_flight.add(-1);
   auto& log = w.access_log();
@@ -174,9 +189,10 @@ template <class Stream>
 net::awaitable<bool> respond_unavailable(Worker& w, Client<Stream> client, const Request& req,
                                          RequestContext& ctx, const Snapshot& snap,
                                          const DeploymentRuntime& drt,
-                                         std::optional<std::uint32_t> only, bool keep_alive) {
+                                         std::optional<std::uint32_t> only, bool keep_alive,
+                                         std::span<const char> allowed) {
   auto now = routing::steady_now_ms();
-  auto earliest = routing::earliest_recovery(drt.route, snap.slots, now, only);
+  auto earliest = routing::earliest_recovery(drt.route, snap.slots, now, only, allowed);
   ctx.series = drt.series_none;
   ctx.backend = {};
   ctx.tier = 0;
@@ -218,7 +234,7 @@ net::awaitable<bool> route_and_forward(Worker& w, Client<Stream> client, const R
                                        RequestContext& ctx, const Snapshot& snap,
                                        const DeploymentRuntime& drt,
                                        std::optional<std::uint32_t> only, bool creates,
-                                       bool keep_alive) {
+                                       bool keep_alive, std::span<const char> allowed) {
   const auto& cfg = *snap.config;
   const auto& retry = ctx.deployment->retry;
   std::int64_t need = 0;
@@ -251,7 +267,7 @@ net::awaitable<bool> route_and_forward(Worker& w, Client<Stream> client, const R
   for (unsigned n = 0;; ++n) {
     auto now = routing::steady_now_ms();
     auto lease = routing::pick(drt.route, snap.slots,
-                               routing::PickRequest{now, need, {tried.data(), tried.size()}, only},
+                               routing::PickRequest{now, need, {tried.data(), tried.size()}, only, allowed},
                                w.rng());
     if (!lease) break;
     const auto& backend = snap.backends[lease->backend];
@@ -318,13 +334,13 @@ net::awaitable<bool> route_and_forward(Worker& w, Client<Stream> client, const R
     pending_retry.emplace(ctx.series, *reason);
   }
 
-  if (!last) co_return co_await respond_unavailable(w, client, req, ctx, snap, drt, only, keep_alive);
+  if (!last) co_return co_await respond_unavailable(w, client, req, ctx, snap, drt, only, keep_alive, allowed);
   if (last->kind == AttemptResult::Kind::kHeld) {
     // Every backend throttled: one 429 that names the earliest recovery beats the last backend's.
     auto now = routing::steady_now_ms();
-    auto earliest = routing::earliest_recovery(drt.route, snap.slots, now, only);
+    auto earliest = routing::earliest_recovery(drt.route, snap.slots, now, only, allowed);
     if (last->status == 429 && !(earliest && *earliest <= now)) {
-      co_return co_await respond_unavailable(w, client, req, ctx, snap, drt, only, keep_alive);
+      co_return co_await respond_unavailable(w, client, req, ctx, snap, drt, only, keep_alive, allowed);
     }
     co_return co_await send_held(client, ctx, last->held, keep_alive, req.version());
   }
@@ -337,6 +353,57 @@ net::awaitable<bool> handle(Worker& w, Client<Stream> client, Request& req, Requ
                             std::shared_ptr<const Snapshot> snap) {
   bool keep_alive = req.keep_alive() && !w.draining();
   const auto& cfg = *snap->config;
+
+  // Authenticator: who is calling. Nothing about deployments or backends is revealed before.
+  auto auth_state = w.auth();  // kept for the request: the caller's policy lives in it
+  const auto& acfg = *auth_state->config;
+  auto identity = auth::authenticate({req["api-key"], req[http::field::authorization]}, acfg,
+                                     *auth_state->keys, auth_state->jwks, unix_now_seconds());
+  if (identity.refresh_issuer) w.unknown_kid(*identity.refresh_issuer);
+  const config::ClientConfig* caller = nullptr;
+  switch (identity.kind) {
+    case auth::Identity::Kind::kUnauthenticated: {
+      ctx.outcome = "rejected";
+      ctx.error = "unauthenticated";
+      core::HttpError e{401, "401",
+                        "Access denied due to a missing, invalid or expired API key or token. "
+                        "Send your key in the api-key header, or a bearer token in the "
+                        "Authorization header.",
+                        "invalid_request_error", {}};
+      std::string challenge = "Bearer realm=\"tollgate\"";
+      if (identity.reason.rfind("token_", 0) == 0) challenge += ", error=\"invalid_token\"";
+      std::vector<std::pair<std::string, std::string>> headers;
+      headers.emplace_back("www-authenticate", std::move(challenge));
+      co_return co_await respond(client, ctx, 401, e.body(), keep_alive, req.version(),
+                                 "application/json", headers);
+    }
+    case auth::Identity::Kind::kForbidden: {
+      ctx.outcome = "rejected";
+      ctx.error = "forbidden";
+      core::HttpError e{403, "PermissionDenied",
+                        "The token is valid but does not name a client of this gateway.",
+                        "permission_error", {}};
+      co_return co_await respond(client, ctx, 403, e.body(), keep_alive, req.version());
+    }
+    case auth::Identity::Kind::kClient:
+      caller = &acfg.clients[identity.client];
+      ctx.client = caller->name;
+      ctx.tenant = caller->tenant == config::ClientConfig::kNoTenant
+                       ? std::string("none")
+                       : acfg.tenants[caller->tenant].name;
+      ctx.client_series = auth_state->client_series[identity.client];
+      break;
+    case auth::Identity::Kind::kAnonymous:
+      ctx.client_series = auth_state->anonymous_series;
+      break;
+  }
+  auto forbid = [&](std::string message) -> net::awaitable<bool> {
+    ctx.outcome = "rejected";
+    ctx.error = "forbidden";
+    core::HttpError e{403, "PermissionDenied", std::move(message), "permission_error", {}};
+    co_return co_await respond(client, ctx, 403, e.body(), keep_alive, req.version());
+  };
+
   auto content_type = req[http::field::content_type];
   auto classified = core::classify(req.method_string(), req.target(), content_type, req.body());
   ctx.call = std::move(classified.call);
@@ -347,7 +414,14 @@ net::awaitable<bool> handle(Worker& w, Client<Stream> client, Request& req, Requ
                                keep_alive, req.version());
   }
   if (ctx.call.op == core::Operation::kModels) {
-    co_return co_await respond(client, ctx, 200, core::models_list(cfg), keep_alive, req.version());
+    if (caller != nullptr && !auth::allows_operation(*caller, "models")) {
+      co_return co_await forbid("This client may not call the 'models' operation.");
+    }
+    auto allowed = [caller](std::string_view d) {
+      return caller == nullptr || auth::allows_deployment(*caller, d);
+    };
+    co_return co_await respond(client, ctx, 200, core::models_list(cfg, allowed), keep_alive,
+                               req.version());
   }
 
   // Router: the deployment a client named (stateful calls without a model: the affinity
@@ -367,6 +441,32 @@ net::awaitable<bool> handle(Worker& w, Client<Stream> client, Request& req, Requ
   auto d = cfg.deployment_index(*ctx.deployment);
   const auto& drt = snap->deployments[d];
   ctx.series = drt.series_none;
+  // Authorization: the deployment, the operation, and the regions of its backends.
+  boost::container::small_vector<char, 32> allowed;
+  if (caller != nullptr) {
+    if (!auth::allows_deployment(*caller, ctx.deployment->name)) {
+      co_return co_await forbid("This client may not use deployment '" + ctx.deployment->name + "'.");
+    }
+    auto op = auth::operation_name(ctx.call);
+    if (!auth::allows_operation(*caller, op)) {
+      co_return co_await forbid("This client may not call the '" + std::string(op) + "' operation.");
+    }
+    if (!caller->regions.empty()) {
+      allowed.assign(snap->backends.size(), 0);
+      bool any = false;
+      for (const auto& tier : drt.route.tiers) {
+        for (const auto& m : tier) {
+          bool ok = auth::allows_region(*caller, snap->backends[m.backend].config->region);
+          allowed[m.backend] = ok ? 1 : 0;
+          any = any || ok;
+        }
+      }
+      if (!any) {
+        co_return co_await forbid("No backend of deployment '" + ctx.deployment->name +
+                                  "' is in a region this client may use.");
+      }
+    }
+  }
   // Streams carry usage only when asked for (stream_options.include_usage).
   ctx.usage_expected = is_inference(ctx.call.op) && (!ctx.call.stream || ctx.call.include_usage);
   auto reject = [&](int status, std::string_view error, core::HttpError e) -> net::awaitable<bool> {
@@ -408,8 +508,12 @@ net::awaitable<bool> handle(Worker& w, Client<Stream> client, Request& req, Requ
   // Pinning (for testing a specific backend), when the operator enabled the header.
   if (!cfg.routing.pin_header.empty()) {
     if (auto pin = req[cfg.routing.pin_header]; !pin.empty()) {
+      if (caller != nullptr && !caller->may_pin) {
+        co_return co_await forbid("This client may not choose a backend (" + cfg.routing.pin_header + ").");
+      }
       auto it = snap->backend_index.find(std::string(pin));
-      if (it == snap->backend_index.end() || !drt.route.contains(it->second)) {
+      if (it == snap->backend_index.end() || !drt.route.contains(it->second) ||
+          (!allowed.empty() && allowed[it->second] == 0)) {
         co_return co_await reject(400, "bad_pin",
                                   core::bad_request("the " + cfg.routing.pin_header +
                                                     " header names no backend of deployment '" +
@@ -425,7 +529,8 @@ net::awaitable<bool> handle(Worker& w, Client<Stream> client, Request& req, Requ
     }
     ctx.drop_header = cfg.routing.pin_header;
   }
-  co_return co_await route_and_forward(w, client, req, ctx, *snap, drt, only, creates, keep_alive);
+  co_return co_await route_and_forward(w, client, req, ctx, *snap, drt, only, creates, keep_alive,
+                                       {allowed.data(), allowed.size()});
 }
 /// After an error answer on a request whose body was not read, keep reading (and discarding) for
 /// a short while so the client sees the answer rather than a reset (nginx's lingering close).

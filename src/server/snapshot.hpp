@@ -3,6 +3,7 @@
 // metrics series ids, upstream pool ids). Immutable once published; each request pins the
 // snapshot it started with (shared_ptr), so a reload never changes a running request.
 
+#include <atomic>
 #include <boost/asio/ssl/context.hpp>
 #include <cstdint>
 #include <limits>
@@ -11,6 +12,8 @@
 #include <unordered_map>
 #include <vector>
 
+#include "tollgate/auth/jwt.hpp"
+#include "tollgate/auth/keys.hpp"
 #include "tollgate/config/config.hpp"
 #include "tollgate/routing/affinity.hpp"
 #include "tollgate/routing/backend_state.hpp"
@@ -18,11 +21,20 @@
 
 namespace tollgate::server {
 
+/// A backend's Entra ID access token: written by the control thread's refresher, read by workers
+/// for each request to that backend.
+struct TokenSlot {
+  std::atomic<std::shared_ptr<const std::string>> token;  // null until the first token arrives
+  std::atomic<std::int64_t> expires_unix{0};              // seconds
+  std::atomic<std::uint64_t> refresh_failures{0};
+};
+
 struct BackendRuntime {
   const config::BackendConfig* config = nullptr;
   std::shared_ptr<boost::asio::ssl::context> tls;  // null for http:// backends
   std::uint32_t pool_id = 0;  // per-worker upstream pool (stable across reloads per endpoint)
   std::shared_ptr<routing::BackendState> state;  // shared by workers; survives reloads
+  std::shared_ptr<TokenSlot> token;              // backends with entra/managed_identity only
 };
 
 inline constexpr std::uint32_t kNoSeries = std::numeric_limits<std::uint32_t>::max();
@@ -46,6 +58,16 @@ struct Snapshot {
   std::uint32_t unrouted_series = 0;             // ("none", "none")
   std::uint32_t pool_count = 0;
   std::uint64_t generation = 0;
+};
+
+/// Who may call: clients and their keys, JWT issuers' key sets. Published to the workers like a
+/// snapshot, but also on its own when keys change (admin API) or a JWKS is refreshed.
+struct AuthState {
+  std::shared_ptr<const config::Config> config;            // clients, tenants, issuers
+  std::shared_ptr<const auth::KeyIndex> keys;
+  std::vector<std::shared_ptr<const auth::Jwks>> jwks;      // parallel to config->auth.jwt
+  std::vector<std::uint32_t> client_series;                 // parallel to config->clients
+  std::uint32_t anonymous_series = 0;
 };
 
 }  // namespace tollgate::server

@@ -27,8 +27,9 @@ void Worker::add_listener(boost::asio::ip::tcp::acceptor acceptor,
   listeners_.push_back(std::make_unique<Listener>(Listener{std::move(acceptor), std::move(tls)}));
 }
 
-void Worker::start(std::shared_ptr<const Snapshot> snapshot) {
+void Worker::start(std::shared_ptr<const Snapshot> snapshot, std::shared_ptr<const AuthState> auth) {
   apply(std::move(snapshot));
+  auth_ = std::move(auth);
   for (auto& l : listeners_) accept_loop(*l);
   thread_ = std::thread([this] {
     auto guard = boost::asio::make_work_guard(io_);
@@ -42,6 +43,10 @@ void Worker::join() {
 
 void Worker::publish(std::shared_ptr<const Snapshot> snapshot) {
   boost::asio::post(io_, [this, s = std::move(snapshot)]() mutable { apply(std::move(s)); });
+}
+
+void Worker::publish_auth(std::shared_ptr<const AuthState> auth) {
+  boost::asio::post(io_, [this, a = std::move(auth)]() mutable { auth_ = std::move(a); });
 }
 
 void Worker::apply(std::shared_ptr<const Snapshot> snapshot) {

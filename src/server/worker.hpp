@@ -41,11 +41,16 @@ class Worker {
   /// Thread: control thread before start().
   void add_listener(boost::asio::ip::tcp::acceptor acceptor,
                     std::shared_ptr<boost::asio::ssl::context> tls);
-  void start(std::shared_ptr<const Snapshot> snapshot);
+  void start(std::shared_ptr<const Snapshot> snapshot, std::shared_ptr<const AuthState> auth);
   void join();
 
   /// Thread: any. Posts the new snapshot to the worker.
   void publish(std::shared_ptr<const Snapshot> snapshot);
+  /// Thread: any. Posts new identities (keys, JWKS) to the worker.
+  void publish_auth(std::shared_ptr<const AuthState> auth);
+  /// Thread: control, before start(). Called (on the worker thread) when a token names a key id
+  /// its issuer's JWKS lacks; the control thread refreshes that JWKS (rate-limited).
+  void on_unknown_kid(std::function<void(std::size_t issuer)> f) { unknown_kid_ = std::move(f); }
   /// Thread: any. Stops accepting, closes idle connections, lets running requests finish.
   void begin_drain();
   /// Thread: any. Stops the event loop (after the drain).
@@ -53,6 +58,10 @@ class Worker {
 
   // --- worker thread only ---
   const std::shared_ptr<const Snapshot>& snapshot() const { return snapshot_; }
+  const std::shared_ptr<const AuthState>& auth() const { return auth_; }
+  void unknown_kid(std::size_t issuer) {
+    if (unknown_kid_) unknown_kid_(issuer);
+  }
   bool draining() const { return draining_; }
   proxy::UpstreamPool& pool(std::uint32_t id);
   routing::Rng& rng() { return rng_; }
@@ -76,6 +85,8 @@ class Worker {
   metrics::WorkerStats stats_;
   std::shared_ptr<metrics::AccessLog> access_log_;
   std::shared_ptr<const Snapshot> snapshot_;         // owner: worker thread
+  std::shared_ptr<const AuthState> auth_;            // owner: worker thread
+  std::function<void(std::size_t)> unknown_kid_;     // set before start
   std::list<SessionEntry> sessions_;                 // owner: worker thread
   bool draining_ = false;                            // owner: worker thread
   routing::Rng rng_;                                 // owner: worker thread

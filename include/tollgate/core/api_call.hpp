@@ -2,6 +2,7 @@
 // Classification of an inbound request into an API call, done once per request by the session.
 // Plain C++ (no Beast): the session passes method, target and body as views.
 
+#include <functional>
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
@@ -59,7 +60,9 @@ std::string upstream_target(const ApiCall& call, const config::BackendConfig& ba
 /// needs `model` rewritten to the backend's deployment name. Returns nullopt when unchanged.
 std::optional<std::string> rewrite_body(const ApiCall& call, const config::BackendConfig& backend);
 
-/// The OpenAI-shaped model list for GET /v1/models (the configured deployments).
-std::string models_list(const config::Config& config);
+/// The OpenAI-shaped model list for GET /v1/models: the configured deployments, or those of
+/// them `allowed` accepts.
+std::string models_list(const config::Config& config,
+                        const std::function<bool(std::string_view)>& allowed = {});
 
 }  // namespace tollgate::core

@@ -44,6 +44,7 @@ struct RequestContext {
   std::string_view error;           // machine-readable reason when not ok
   std::string client = "anonymous";
   std::string tenant = "none";
+  std::uint32_t client_series = 0;  // per-client metrics id
   bool usage_expected = false;  // a successful inference response should carry usage
   std::vector<AttemptLog> attempts;
   std::string_view drop_header;  // one more request header kept from backends (the pin header)

@@ -101,6 +101,13 @@ struct RouteCells {
   Counter budget_exhausted;
 };
 
+/// Cells of one client on one worker.
+struct ClientCells {
+  std::array<Counter, static_cast<std::size_t>(StatusClass::kCount)> requests;
+  std::array<Counter, static_cast<std::size_t>(TokenType::kCount)> tokens;
+};
+inline constexpr std::uint32_t kMaxClientSeries = 4096;
+
 inline constexpr std::uint32_t kBlockShift = 6;
 inline constexpr std::uint32_t kBlockSize = 1u << kBlockShift;
 inline constexpr std::uint32_t kMaxBlocks = 1024;  // 65,536 series
@@ -117,6 +124,9 @@ class WorkerStats {
   }
   /// Thread: control thread (config load), before publishing ids >= `count`.
   void ensure(std::uint32_t count);
+  /// Thread: the owning worker. `id` < kMaxClientSeries.
+  ClientCells& client(std::uint32_t id) noexcept { return clients_[id]; }
+  const ClientCells& client(std::uint32_t id) const noexcept { return clients_[id]; }
 
   Gauge in_flight;         // requests being handled
   Gauge open_connections;  // client connections
@@ -126,6 +136,7 @@ class WorkerStats {
 
  private:
   std::array<std::unique_ptr<RouteCells[]>, kMaxBlocks> blocks_;
+  std::unique_ptr<ClientCells[]> clients_ = std::make_unique<ClientCells[]>(kMaxClientSeries);
 };
 
 /// Interns (deployment, backend) label pairs. Thread: control thread only.
@@ -141,10 +152,19 @@ class SeriesRegistry {
   std::uint32_t tier(std::uint32_t id) const { return tiers_[id]; }
   void add_worker(WorkerStats* w);
   const std::vector<WorkerStats*>& workers() const { return workers_; }
+  /// Stable id of a (client, tenant) pair for the per-client metrics; the last id is reused
+  /// when the table is full.
+  std::uint32_t intern_client(std::string_view client, std::string_view tenant);
+  std::uint32_t client_count() const { return static_cast<std::uint32_t>(client_labels_.size()); }
+  const std::pair<std::string, std::string>& client_labels(std::uint32_t id) const {
+    return client_labels_[id];
+  }
 
  private:
   std::vector<std::pair<std::string, std::string>> labels_;
   std::vector<std::uint32_t> tiers_;
+  std::vector<std::pair<std::string, std::string>> client_labels_;
+  std::unordered_map<std::string, std::uint32_t> client_index_;
   std::unordered_map<std::string, std::uint32_t> index_;
   std::vector<WorkerStats*> workers_;
 };

@@ -51,6 +51,7 @@ struct PickRequest {
   std::int64_t need_tokens = 0;       // what the request is expected to use (0: unknown)
   std::span<const char> tried;        // tried[b] != 0: backend b already failed this request
   std::optional<std::uint32_t> only;  // pinned: this backend or nothing
+  std::span<const char> allowed;      // allowed[b] == 0: not for this caller (regions); empty: all
 };
 
 /// A chosen backend with an in-flight slot taken; the caller must release the slot and report
@@ -71,7 +72,8 @@ std::optional<Lease> pick(const Route& route, std::span<const Slot> slots, const
 /// The earliest time any backend of the route can take work (now, if one can), or nullopt when
 /// none says when (e.g. all failing their health probes).
 std::optional<TimeMs> earliest_recovery(const Route& route, std::span<const Slot> slots, TimeMs now,
-                                        std::optional<std::uint32_t> only = std::nullopt);
+                                        std::optional<std::uint32_t> only = std::nullopt,
+                                        std::span<const char> allowed = {});
 
 /// Expected tokens of a request for the remaining-quota comparison: about 4 bytes per prompt
 /// token plus the output allowance (max_tokens / max_completion_tokens / max_output_tokens, 16

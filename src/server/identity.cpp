@@ -1,0 +1,460 @@
+#include "server/identity.hpp"
+
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <fstream>
+#include <nlohmann/json.hpp>
+
+#include "proxy/net.hpp"
+#include "server/http_client.hpp"
+#include "tollgate/auth/crypto.hpp"
+#include "tollgate/metrics/logging.hpp"
+
+namespace tollgate::server {
+
+namespace net = boost::asio;
+using namespace std::chrono_literals;
+using metrics::log_info;
+using metrics::log_warn;
+
+struct IdentityManager::Loop {
+  explicit Loop(net::io_context& io) : timer(io) {}
+  net::steady_timer timer;
+  bool stopped = false;
+  std::chrono::steady_clock::time_point last_fetch{};
+  // JWKS loops
+  std::size_t issuer = 0;
+  config::JwtIssuerConfig jwt;
+  // token loops
+  std::string backend;
+  config::BackendTokenConfig token;
+  std::shared_ptr<TokenSlot> slot;
+};
+
+namespace {
+
+std::int64_t unix_now() {
+  return std::chrono::duration_cast<std::chrono::seconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+AdminResponse json_error(int status, std::string_view code, std::string message) {
+  core::HttpError e{status, std::string(code), std::move(message), {}, {}};
+  return AdminResponse{status, "application/json", e.body(), {}};
+}
+
+std::string token_identity(const config::BackendConfig& b) {
+  const auto& t = *b.token;
+  return b.name + "|" + (t.managed_identity ? "mi" : "cc") + "|" + t.endpoint + "|" + t.client_id +
+         "|" + t.scope + "|" + auth::to_hex(auth::sha256(t.client_secret)).substr(0, 16) + "|" +
+         t.ca_file;
+}
+
+std::optional<std::string> read_file(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return std::nullopt;
+  return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+}
+
+// Fetches a JWKS document (URL or file). Returns the key set, or an error message.
+net::awaitable<std::pair<std::shared_ptr<const auth::Jwks>, std::string>> load_jwks(
+    const config::JwtIssuerConfig& j) {
+  std::string text;
+  if (!j.jwks_file.empty()) {
+    auto t = read_file(j.jwks_file);
+    if (!t) co_return std::pair{nullptr, "cannot read " + j.jwks_file};
+    text = std::move(*t);
+  } else {
+    FetchRequest req;
+    req.url = j.jwks_url;
+    req.ca_file = j.jwks_ca_file;
+    req.headers = {{"accept", "application/json"}};
+    auto r = co_await fetch(std::move(req));
+    if (r.status != 200) {
+      co_return std::pair{nullptr, r.status == 0 ? r.error : "HTTP " + std::to_string(r.status)};
+    }
+    text = std::move(r.body);
+  }
+  std::string error;
+  auto jwks = auth::Jwks::parse(text, error);
+  if (!jwks) co_return std::pair{nullptr, error};
+  co_return std::pair{std::make_shared<const auth::Jwks>(std::move(*jwks)), std::string()};
+}
+
+// One token request. Returns (token, lifetime in seconds) or an error message.
+net::awaitable<std::pair<std::optional<std::pair<std::string, std::int64_t>>, std::string>> get_token(
+    const config::BackendTokenConfig& t) {
+  FetchRequest req;
+  req.ca_file = t.ca_file;
+  req.timeout = 10s;
+  std::string resource = t.scope;
+  if (auto pos = resource.rfind("/.default"); pos != std::string::npos && pos + 9 == resource.size()) {
+    resource.resize(pos);
+  }
+  if (t.managed_identity) {  // Azure IMDS
+    req.url = t.endpoint + (t.endpoint.find('?') == std::string::npos ? "?" : "&") +
+              "api-version=2018-02-01&resource=" + form_encode(resource);
+    if (!t.client_id.empty()) req.url += "&client_id=" + form_encode(t.client_id);
+    req.headers = {{"Metadata", "true"}};
+  } else {  // OAuth2 client credentials
+    req.method = "POST";
+    req.url = t.endpoint;
+    req.headers = {{"content-type", "application/x-www-form-urlencoded"}, {"accept", "application/json"}};
+    req.body = "grant_type=client_credentials&client_id=" + form_encode(t.client_id) +
+               "&client_secret=" + form_encode(t.client_secret) + "&scope=" + form_encode(t.scope);
+  }
+  auto r = co_await fetch(std::move(req));
+  if (r.status != 200) {
+    co_return std::pair{std::nullopt, r.status == 0 ? r.error : "HTTP " + std::to_string(r.status)};
+  }
+  auto j = nlohmann::json::parse(r.body, nullptr, false);
+  if (!j.is_object() || !j.contains("access_token") || !j["access_token"].is_string()) {
+    co_return std::pair{std::nullopt, std::string("the answer has no access_token")};
+  }
+  std::int64_t lifetime = 3600;
+  if (auto e = j.find("expires_in"); e != j.end()) {
+    if (e->is_number()) {
+      lifetime = e->get<std::int64_t>();
+    } else if (e->is_string()) {
+      lifetime = std::strtoll(e->get_ref<const std::string&>().c_str(), nullptr, 10);
+    }
+  }
+  if (lifetime <= 0) co_return std::pair{std::nullopt, std::string("the token has no lifetime")};
+  co_return std::pair{std::pair{j["access_token"].get<std::string>(), lifetime}, std::string()};
+}
+
+// Keeps a backend's token fresh: renews at three quarters of its lifetime; on failure keeps the
+// old token (until it expires) and retries with backoff.
+net::awaitable<void> token_loop(std::shared_ptr<IdentityManager::Loop> loop) {
+  std::chrono::milliseconds backoff = 1s;
+  while (!loop->stopped) {
+    loop->last_fetch = std::chrono::steady_clock::now();
+    auto [token, error] = co_await get_token(loop->token);
+    if (loop->stopped) break;
+    std::chrono::milliseconds next;
+    if (token) {
+      auto now = unix_now();
+      loop->slot->token.store(std::make_shared<const std::string>(std::move(token->first)));
+      loop->slot->expires_unix.store(now + token->second);
+      next = std::max<std::chrono::milliseconds>(1s, std::chrono::seconds(token->second) * 3 / 4);
+      backoff = 1s;
+      log_info("backend token acquired",
+               core::JsonFields().add("backend", loop->backend).add("expires_in_s", token->second));
+    } else {
+      loop->slot->refresh_failures.fetch_add(1);
+      next = backoff;
+      backoff = std::min<std::chrono::milliseconds>(backoff * 2, 30s);
+      log_warn("backend token refresh failed; the current token stays in use until it expires",
+               core::JsonFields().add("backend", loop->backend).add("error", error));
+    }
+    loop->timer.expires_after(next);
+    co_await loop->timer.async_wait(proxy::use_tuple);
+  }
+}
+
+void spawn(net::io_context& io, net::awaitable<void> task, std::string what) {
+  net::co_spawn(io, std::move(task), [what = std::move(what)](std::exception_ptr e) {
+    if (!e) return;
+    try {
+      std::rethrow_exception(e);
+    } catch (const std::exception& ex) {
+      metrics::log_error("identity task failed", core::JsonFields().add("task", what).add("error", ex.what()));
+    }
+  });
+}
+
+}  // namespace
+
+IdentityManager::IdentityManager(net::io_context& io, metrics::SeriesRegistry& series, Publish publish)
+    : io_(io), series_(series), publish_(std::move(publish)) {
+  series_.intern_client("anonymous", "none");  // id 0: requests before authentication, anonymous
+}
+
+IdentityManager::~IdentityManager() { stop(); }
+
+void IdentityManager::stop() {
+  for (auto& l : jwks_loops_) {
+    l->stopped = true;
+    l->timer.cancel();
+  }
+  for (auto& [k, l] : token_loops_) {
+    l->stopped = true;
+    l->timer.cancel();
+  }
+}
+
+std::shared_ptr<TokenSlot> IdentityManager::token_slot(const config::BackendConfig& b) {
+  auto& slot = token_slots_[token_identity(b)];
+  if (!slot) slot = std::make_shared<TokenSlot>();
+  return slot;
+}
+
+std::shared_ptr<const AuthState> IdentityManager::apply(std::shared_ptr<const config::Config> cfg,
+                                                        const Snapshot& snap) {
+  auth::KeysFile keys;
+  if (!cfg->auth.keys_file.empty()) {
+    std::string error;
+    keys = auth::load_keys_file(cfg->auth.keys_file, error);
+    if (!error.empty()) throw std::runtime_error(error);
+  }
+  keys_file_ = std::move(keys);
+
+  // JWKS: keep the keys of issuers whose source is unchanged; restart every loop.
+  std::vector<std::shared_ptr<const auth::Jwks>> jwks(cfg->auth.jwt.size());
+  for (std::size_t i = 0; i < cfg->auth.jwt.size(); ++i) {
+    const auto& j = cfg->auth.jwt[i];
+    for (std::size_t k = 0; config_ && k < config_->auth.jwt.size() && k < jwks_.size(); ++k) {
+      const auto& o = config_->auth.jwt[k];
+      if (o.issuer == j.issuer && o.jwks_url == j.jwks_url && o.jwks_file == j.jwks_file) jwks[i] = jwks_[k];
+    }
+  }
+  for (auto& l : jwks_loops_) {
+    l->stopped = true;
+    l->timer.cancel();
+  }
+  jwks_loops_.clear();
+  jwks_ = std::move(jwks);
+  config_ = std::move(cfg);
+  for (std::size_t i = 0; i < config_->auth.jwt.size(); ++i) {
+    auto loop = std::make_shared<Loop>(io_);
+    loop->issuer = i;
+    loop->jwt = config_->auth.jwt[i];
+    jwks_loops_.push_back(loop);
+    spawn(io_, jwks_loop(this, loop), "jwks");
+  }
+
+  // Backend tokens: one refresher per backend credential in use; others stop.
+  std::unordered_map<std::string, std::shared_ptr<Loop>> loops;
+  for (const auto& rt : snap.backends) {
+    if (!rt.config->token) continue;
+    auto id = token_identity(*rt.config);
+    if (auto it = token_loops_.find(id); it != token_loops_.end()) {
+      loops.emplace(id, it->second);
+      continue;
+    }
+    auto loop = std::make_shared<Loop>(io_);
+    loop->backend = rt.config->name;
+    loop->token = *rt.config->token;
+    loop->slot = rt.token;
+    loops.emplace(id, loop);
+    spawn(io_, token_loop(loop), "backend token");
+  }
+  for (auto& [id, l] : token_loops_) {
+    if (loops.count(id) == 0) {
+      l->stopped = true;
+      l->timer.cancel();
+    }
+  }
+  token_loops_ = std::move(loops);
+  publish();
+  return state_;
+}
+
+// Not a lambda: a coroutine lambda's captures die with the temporary closure.
+net::awaitable<void> IdentityManager::jwks_loop(IdentityManager* self, std::shared_ptr<Loop> loop) {
+  while (!loop->stopped) {
+    loop->last_fetch = std::chrono::steady_clock::now();
+    auto [keys, error] = co_await load_jwks(loop->jwt);
+    if (loop->stopped) break;
+    std::chrono::milliseconds next = loop->jwt.jwks_refresh;
+    if (keys) {
+      self->jwks_[loop->issuer] = keys;
+      self->publish();
+    } else {
+      ++self->jwks_fetch_failures_;
+      next = std::min<std::chrono::milliseconds>(next, 30s);  // the last good keys stay
+      log_warn("JWKS refresh failed; keeping the last good keys",
+               core::JsonFields().add("issuer", loop->jwt.issuer).add("error", error));
+    }
+    loop->timer.expires_after(next);
+    co_await loop->timer.async_wait(proxy::use_tuple);
+  }
+}
+
+void IdentityManager::publish() {
+  auto s = std::make_shared<AuthState>();
+  s->config = config_;
+  s->keys = std::make_shared<const auth::KeyIndex>(*config_, keys_file_);
+  s->jwks = jwks_;
+  s->anonymous_series = series_.intern_client("anonymous", "none");
+  for (const auto& c : config_->clients) {
+    auto tenant = c.tenant == config::ClientConfig::kNoTenant ? std::string("none")
+                                                               : config_->tenants[c.tenant].name;
+    s->client_series.push_back(series_.intern_client(c.name, tenant));
+  }
+  state_ = s;
+  publish_(s);
+}
+
+void IdentityManager::unknown_kid(std::size_t issuer) {
+  if (issuer >= jwks_loops_.size()) return;
+  auto& loop = jwks_loops_[issuer];
+  if (std::chrono::steady_clock::now() - loop->last_fetch < 1s) return;  // rate limit
+  loop->timer.cancel();  // wakes the loop: it fetches now
+}
+
+AdminResponse IdentityManager::admin(const AdminRequest& req) {
+  const auto& a = config_;
+  bool loopback = a->admin.host == "127.0.0.1" || a->admin.host == "::1" || a->admin.host == "localhost";
+  if (a->admin.token.empty() && !(a->admin.allow_unauthenticated && loopback)) {
+    return json_error(404, "404", "The admin API is disabled: set admin.token.");
+  }
+  if (!a->admin.token.empty()) {
+    std::string_view presented = req.authorization;
+    bool ok = presented.size() > 7 && (presented.substr(0, 7) == "Bearer " || presented.substr(0, 7) == "bearer ") &&
+              auth::equal_ct(auth::sha256(presented.substr(7)), auth::sha256(a->admin.token));
+    if (!ok) {
+      auto r = json_error(401, "401", "The admin API needs the admin token as a bearer token.");
+      r.headers.emplace_back("www-authenticate", "Bearer realm=\"tollgate-admin\"");
+      return r;
+    }
+  }
+  // Routes: /admin/clients, /admin/clients/{c}/keys, /admin/keys/{id}
+  std::vector<std::string_view> segs;
+  std::string_view p = req.path;
+  while (!p.empty()) {
+    auto slash = p.find('/');
+    auto seg = p.substr(0, slash);
+    if (!seg.empty()) segs.push_back(seg);
+    if (slash == std::string_view::npos) break;
+    p.remove_prefix(slash + 1);
+  }
+  if (segs.size() == 2 && segs[1] == "clients") {
+    if (req.method != "GET") return json_error(405, "405", "use GET");
+    nlohmann::json list = nlohmann::json::array();
+    for (std::size_t c = 0; c < a->clients.size(); ++c) {
+      const auto& cl = a->clients[c];
+      std::size_t keys = 0;
+      for (const auto& e : state_->keys->entries()) keys += e.client == c ? 1 : 0;
+      list.push_back({{"name", cl.name},
+                      {"tenant", cl.tenant == config::ClientConfig::kNoTenant ? nullptr
+                                                                              : nlohmann::json(a->tenants[cl.tenant].name)},
+                      {"deployments", cl.deployments},
+                      {"operations", cl.operations},
+                      {"regions", cl.regions},
+                      {"may_pin", cl.may_pin},
+                      {"keys", keys}});
+    }
+    return AdminResponse{200, "application/json", nlohmann::json{{"clients", list}}.dump(), {}};
+  }
+  if (segs.size() == 4 && segs[1] == "clients" && segs[3] == "keys") {
+    std::string client(segs[2]);
+    if (a->find_client(client) == nullptr) return json_error(404, "404", "No client '" + client + "'.");
+    if (req.method == "GET") return keys_of(client);
+    if (req.method == "POST") return create_key(client, req.body);
+    return json_error(405, "405", "use GET or POST");
+  }
+  if (segs.size() == 3 && segs[1] == "keys") {
+    if (req.method != "DELETE") return json_error(405, "405", "use DELETE");
+    return revoke_key(std::string(segs[2]));
+  }
+  return json_error(404, "404", "Resource not found");
+}
+
+AdminResponse IdentityManager::keys_of(const std::string& client) {
+  nlohmann::json list = nlohmann::json::array();
+  for (const auto& e : state_->keys->entries()) {
+    if (config_->clients[e.client].name != client) continue;
+    list.push_back({{"id", e.id},
+                    {"prefix", e.prefix.empty() ? nullptr : nlohmann::json(e.prefix)},
+                    {"expires", e.expires ? nlohmann::json(auth::format_rfc3339(*e.expires)) : nullptr},
+                    {"created", e.created != 0 ? nlohmann::json(auth::format_rfc3339(e.created)) : nullptr},
+                    {"source", e.runtime ? "runtime" : "config"}});
+  }
+  return AdminResponse{200, "application/json", nlohmann::json{{"client", client}, {"keys", list}}.dump(), {}};
+}
+
+AdminResponse IdentityManager::create_key(const std::string& client, std::string_view body) {
+  if (config_->auth.keys_file.empty()) {
+    return json_error(409, "KeysFileNotConfigured",
+                      "Set auth.keys_file: keys created at runtime are kept there.");
+  }
+  std::optional<std::int64_t> expires;
+  if (!body.empty()) {
+    auto j = nlohmann::json::parse(body, nullptr, false);
+    if (!j.is_object()) return json_error(400, "invalid_request", "The body must be a JSON object.");
+    if (auto e = j.find("expires"); e != j.end() && !e->is_null()) {
+      auto t = e->is_string() ? auth::parse_rfc3339(e->get<std::string>()) : std::nullopt;
+      if (!t) return json_error(400, "invalid_request", "expires must be an RFC 3339 time like 2027-01-01T00:00:00Z.");
+      if (*t <= unix_now()) return json_error(400, "invalid_request", "expires is in the past.");
+      expires = t;
+    }
+  }
+  auto key = auth::new_key();
+  auth::RuntimeKey rk;
+  rk.digest = auth::sha256(key);
+  rk.id = auth::key_id(rk.digest);
+  rk.client = client;
+  rk.prefix = auth::key_prefix(key);
+  rk.created = unix_now();
+  rk.expires = expires;
+  auto next = keys_file_;
+  next.keys.push_back(rk);
+  if (auto error = auth::save_keys_file(config_->auth.keys_file, next); !error.empty()) {
+    metrics::log_error("cannot save the keys file", core::JsonFields().add("error", error));
+    return json_error(500, "KeysFileWriteFailed", "The key could not be saved; nothing changed.");
+  }
+  keys_file_ = std::move(next);
+  publish();
+  log_info("client key created", core::JsonFields().add("client", client).add("key_id", rk.id));
+  nlohmann::json out{{"id", rk.id}, {"key", key}, {"client", client},
+                     {"expires", expires ? nlohmann::json(auth::format_rfc3339(*expires)) : nullptr}};
+  return AdminResponse{201, "application/json", out.dump(), {}};
+}
+
+AdminResponse IdentityManager::revoke_key(const std::string& id) {
+  const auto* entry = state_->keys->by_id(id);
+  if (entry == nullptr) return json_error(404, "404", "No key '" + id + "'.");
+  auto next = keys_file_;
+  if (entry->runtime) {
+    std::erase_if(next.keys, [&](const auth::RuntimeKey& k) { return k.id == id; });
+  } else {
+    next.revoked.push_back(id);  // a config key: remembered as revoked across restarts
+  }
+  if (config_->auth.keys_file.empty()) {
+    if (entry->runtime) return json_error(500, "KeysFileNotConfigured", "No keys file.");
+    return json_error(409, "KeysFileNotConfigured",
+                      "Set auth.keys_file to revoke a configured key at runtime (or remove it from the configuration).");
+  }
+  if (auto error = auth::save_keys_file(config_->auth.keys_file, next); !error.empty()) {
+    metrics::log_error("cannot save the keys file", core::JsonFields().add("error", error));
+    return json_error(500, "KeysFileWriteFailed", "The key could not be revoked; nothing changed.");
+  }
+  keys_file_ = std::move(next);
+  publish();
+  log_info("client key revoked", core::JsonFields().add("key_id", id));
+  return AdminResponse{204, "application/json", "", {}};
+}
+
+void IdentityManager::families(std::vector<prometheus::MetricFamily>& out) const {
+  prometheus::MetricFamily f;
+  f.name = "tollgate_backend_token_refresh_failures_total";
+  f.help = "Failed attempts to obtain an Entra ID token for a backend.";
+  f.type = prometheus::MetricType::Counter;
+  for (const auto& [id, l] : token_loops_) {
+    prometheus::ClientMetric m;
+    m.label = {{"backend", l->backend}};
+    m.counter.value = static_cast<double>(l->slot->refresh_failures.load());
+    f.metric.push_back(std::move(m));
+  }
+  out.push_back(std::move(f));
+  prometheus::MetricFamily j;
+  j.name = "tollgate_jwks_fetch_failures_total";
+  j.help = "Failed JWKS fetches (the last good keys stay in use).";
+  j.type = prometheus::MetricType::Counter;
+  prometheus::ClientMetric m;
+  m.counter.value = static_cast<double>(jwks_fetch_failures_);
+  j.metric.push_back(std::move(m));
+  out.push_back(std::move(j));
+  prometheus::MetricFamily k;
+  k.name = "tollgate_client_keys";
+  k.help = "Active client API keys (configured and created at runtime, minus revoked).";
+  k.type = prometheus::MetricType::Gauge;
+  prometheus::ClientMetric km;
+  km.gauge.value = state_ ? static_cast<double>(state_->keys->entries().size()) : 0;
+  k.metric.push_back(std::move(km));
+  out.push_back(std::move(k));
+}
+
+}  // namespace tollgate::server

@@ -1,0 +1,67 @@
+#pragma once
+// Identities on the control thread: the keys file and the admin API's key operations, the JWT
+// issuers' key sets (fetched, refreshed, re-fetched on an unknown kid) and the Entra ID tokens
+// the gateway obtains for its backends. Publishes an AuthState to the workers on every change.
+
+#include <boost/asio/awaitable.hpp>
+#include <boost/asio/io_context.hpp>
+#include <chrono>
+#include <functional>
+#include <memory>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include <prometheus/metric_family.h>
+
+#include "server/admin.hpp"
+#include "server/snapshot.hpp"
+#include "tollgate/metrics/stats.hpp"
+
+namespace tollgate::server {
+
+class IdentityManager {
+ public:
+  using Publish = std::function<void(std::shared_ptr<const AuthState>)>;
+  IdentityManager(boost::asio::io_context& io, metrics::SeriesRegistry& series, Publish publish);
+  ~IdentityManager();
+
+  /// The token slot of a backend that uses Entra ID / managed identity (kept across reloads
+  /// while its credential settings stay the same). Thread: control.
+  std::shared_ptr<TokenSlot> token_slot(const config::BackendConfig& b);
+
+  /// Adopts a configuration: reads the keys file, (re)starts JWKS and token refreshers, and
+  /// publishes. Throws std::runtime_error when the keys file is unreadable or malformed (at
+  /// start-up the gateway refuses to start; a reload keeps the running identities).
+  std::shared_ptr<const AuthState> apply(std::shared_ptr<const config::Config> cfg,
+                                         const Snapshot& snap);
+  /// A worker met a token whose kid `issuer`'s JWKS lacks: refresh it (at most once a second).
+  void unknown_kid(std::size_t issuer);
+  /// /admin/* requests. Thread: control.
+  AdminResponse admin(const AdminRequest& req);
+  void families(std::vector<prometheus::MetricFamily>& out) const;
+  void stop();
+
+  struct Loop;
+
+ private:
+  void publish();
+  static boost::asio::awaitable<void> jwks_loop(IdentityManager* self, std::shared_ptr<Loop> loop);
+  AdminResponse keys_of(const std::string& client);
+  AdminResponse create_key(const std::string& client, std::string_view body);
+  AdminResponse revoke_key(const std::string& id);
+
+  boost::asio::io_context& io_;
+  metrics::SeriesRegistry& series_;
+  Publish publish_;
+  std::shared_ptr<const config::Config> config_;            // owner: control
+  auth::KeysFile keys_file_;                                // owner: control
+  std::shared_ptr<const AuthState> state_;                  // owner: control
+  std::vector<std::shared_ptr<const auth::Jwks>> jwks_;     // parallel to config_->auth.jwt
+  std::vector<std::shared_ptr<Loop>> jwks_loops_;           // parallel to config_->auth.jwt
+  std::unordered_map<std::string, std::shared_ptr<TokenSlot>> token_slots_;  // identity -> slot
+  std::unordered_map<std::string, std::shared_ptr<Loop>> token_loops_;       // identity -> loop
+  std::uint64_t jwks_fetch_failures_ = 0;
+};
+
+}  // namespace tollgate::server
