@@ -1,13 +1,18 @@
 // libFuzzer target for the gateway's parsers of untrusted input: request classification (target
 // and JSON body), the SSE scanner / stream observer and the JSON usage scanner (backend bytes fed
-// in arbitrary splits, which must not change the result), and the config loader.
+// in arbitrary splits, which must not change the result), the config loader, JWT decoding and
+// verification (with a JWKS also taken from the input), and the backends' capacity headers.
 // The first byte picks the parser; the rest is its input.
 
 #include <cstdint>
 #include <string>
 #include <string_view>
 
+#include "tollgate/auth/authenticator.hpp"
+#include "tollgate/auth/jwt.hpp"
 #include "tollgate/config/config.hpp"
+#include "tollgate/routing/affinity.hpp"
+#include "tollgate/routing/signals.hpp"
 #include "tollgate/core/api_call.hpp"
 #include "tollgate/core/usage.hpp"
 
@@ -37,7 +42,7 @@ bool same(const core::Usage& a, const core::Usage& b) {
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
   if (size < 2) return 0;
-  std::uint8_t which = data[0] % 4;
+  std::uint8_t which = data[0] % 6;
   std::uint8_t seed = data[1];
   std::string_view in(reinterpret_cast<const char*>(data + 2), size - 2);
   switch (which) {
@@ -83,6 +88,30 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
       auto r = config::load_string(std::string(in), "fuzz.yaml",
                                    [](const std::string&) { return std::optional<std::string>("k"); });
       if (r.ok() == !r.errors.empty()) __builtin_trap();
+      break;
+    }
+    case 4: {  // "JWKS\nTOKEN": a token (and key set) from the attacker must never crash
+      auto nl = in.find('\n');
+      std::string error;
+      auto jwks = auth::Jwks::parse(in.substr(0, nl), error);
+      auto token = nl == std::string_view::npos ? in : in.substr(nl + 1);
+      (void)auth::looks_like_jwt(token);
+      if (auto parts = auth::decode_jwt(token); parts && jwks) {
+        std::vector<std::string> aud{"api://tollgate"};
+        auto r = auth::verify_jwt(*parts, *jwks, {"https://issuer", &aud, 1'800'000'000, 60});
+        if (!r.error && r.claims.is_null()) __builtin_trap();
+      }
+      break;
+    }
+    case 5: {  // capacity headers, error bodies, stateful ids
+      (void)routing::parse_retry_after_ms(in);
+      (void)routing::parse_retry_after(in, 1'800'000'000'000);
+      (void)routing::parse_reset(in);
+      (void)routing::parse_count(in);
+      (void)routing::parse_utilization(in);
+      (void)routing::parse_body_retry_after(in);
+      (void)routing::created_id(in);
+      (void)routing::referenced_ids(in, nullptr);
       break;
     }
   }
