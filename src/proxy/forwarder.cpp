@@ -239,7 +239,8 @@ net::awaitable<std::optional<UpstreamError>> relay(Client<Down> down, Up& up, Up
                                                    const config::BackendConfig& cfg,
                                                    bool& keep_alive, bool& reusable,
                                                    bool& response_started,
-                                                   const AttemptOptions& opts, AttemptResult& out) {
+                                                   const AttemptOptions& opts, AttemptResult& out,
+                                                   routing::BackendState* state) {
   reusable = false;
   auto& deadline = *conn.deadline;
   auto timed_out = [&](const boost::system::error_code& ec) {
@@ -270,6 +271,8 @@ net::awaitable<std::optional<UpstreamError>> relay(Client<Down> down, Up& up, Up
   out.status = ctx.upstream_status;
   out.signals = routing::read_signals(
       [&uh](std::string_view name) { return std::string_view(uh[name]); }, unix_now_ms());
+  // The capacity model learns at once, not when a long stream ends.
+  if (state != nullptr) state->observe(out.signals, routing::steady_now_ms());
 
   // A 429 is always held: when every backend turns out throttled, the gateway answers with the
   // earliest recovery instead of this backend's own wait.
@@ -619,10 +622,11 @@ net::awaitable<AttemptResult> attempt(Client<Down> down, const Request& req, std
     out.kind = AttemptResult::Kind::kRelayed;
     if (auto* plain = std::get_if<PlainStream>(&conn->stream)) {
       err = co_await relay(down, *plain, *conn, upreq, req, ctx, worker, cfg, keep_alive, reusable,
-                           response_started, options, out);
+                           response_started, options, out, backend.state.get());
     } else {
       err = co_await relay(down, std::get<TlsStream>(conn->stream), *conn, upreq, req, ctx, worker,
-                           cfg, keep_alive, reusable, response_started, options, out);
+                           cfg, keep_alive, reusable, response_started, options, out,
+                           backend.state.get());
     }
     if (!err) {
       if (reusable && pool.put(std::move(conn), cfg.max_idle_connections, SteadyClock::now())) {

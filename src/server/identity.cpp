@@ -168,7 +168,7 @@ void spawn(net::io_context& io, net::awaitable<void> task, std::string what) {
 
 IdentityManager::IdentityManager(net::io_context& io, metrics::SeriesRegistry& series, Publish publish)
     : io_(io), series_(series), publish_(std::move(publish)) {
-  series_.intern_client("anonymous", "none");  // id 0: requests before authentication, anonymous
+  series_.intern_client("unauthenticated", "none");  // id 0: refused or before authentication
 }
 
 IdentityManager::~IdentityManager() { stop(); }

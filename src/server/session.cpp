@@ -311,7 +311,6 @@ net::awaitable<bool> route_and_forward(Worker& w, Client<Stream> client, const R
                               AttemptOptions{may_retry, creates});
     auto verdict = judge(r, ctx, creates);
     auto done = routing::steady_now_ms();
-    state.observe(r.signals, done);
     if (r.status == 429) state.throttle(done + cooldown(r.signals, r.body_head, cfg.routing));
     state.record(verdict.outcome, lease->trial, done, snap.breaker);
     guard.reported = true;
@@ -354,6 +353,12 @@ net::awaitable<bool> handle(Worker& w, Client<Stream> client, Request& req, Requ
   bool keep_alive = req.keep_alive() && !w.draining();
   const auto& cfg = *snap->config;
 
+  // Classified first (cheap, no I/O) so that even a refused request is logged with its
+  // operation; a classification error is answered only after authentication.
+  auto content_type = req[http::field::content_type];
+  auto classified = core::classify(req.method_string(), req.target(), content_type, req.body());
+  ctx.call = std::move(classified.call);
+
   // Authenticator: who is calling. Nothing about deployments or backends is revealed before.
   auto auth_state = w.auth();  // kept for the request: the caller's policy lives in it
   const auto& acfg = *auth_state->config;
@@ -394,6 +399,7 @@ net::awaitable<bool> handle(Worker& w, Client<Stream> client, Request& req, Requ
       ctx.client_series = auth_state->client_series[identity.client];
       break;
     case auth::Identity::Kind::kAnonymous:
+      ctx.client = "anonymous";
       ctx.client_series = auth_state->anonymous_series;
       break;
   }
@@ -404,9 +410,6 @@ net::awaitable<bool> handle(Worker& w, Client<Stream> client, Request& req, Requ
     co_return co_await respond(client, ctx, 403, e.body(), keep_alive, req.version());
   };
 
-  auto content_type = req[http::field::content_type];
-  auto classified = core::classify(req.method_string(), req.target(), content_type, req.body());
-  ctx.call = std::move(classified.call);
   if (classified.error) {
     ctx.outcome = "rejected";
     ctx.error = "bad_request";

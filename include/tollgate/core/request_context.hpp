@@ -42,9 +42,9 @@ struct RequestContext {
   std::uint64_t bytes_out = 0;
   std::string_view outcome = "ok";  // ok | rejected | upstream_error | client_gone | ...
   std::string_view error;           // machine-readable reason when not ok
-  std::string client = "anonymous";
+  std::string client = "unauthenticated";  // or a client's name, or "anonymous"
   std::string tenant = "none";
-  std::uint32_t client_series = 0;  // per-client metrics id
+  std::uint32_t client_series = 0;  // per-client metrics id (0: unauthenticated)
   bool usage_expected = false;  // a successful inference response should carry usage
   std::vector<AttemptLog> attempts;
   std::string_view drop_header;  // one more request header kept from backends (the pin header)
