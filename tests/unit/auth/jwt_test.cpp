@@ -13,6 +13,7 @@
 
 #include <memory>
 
+#include "tollgate/auth/authenticator.hpp"
 #include "tollgate/auth/crypto.hpp"
 
 namespace tollgate::auth {
@@ -176,6 +177,61 @@ TEST_F(JwtTest, TimeIssuerAndAudience) {
   EXPECT_EQ(check(token(rsa_.get(), "RS256", c)).error, JwtError::kAudience);
   c.erase("aud");
   EXPECT_EQ(check(token(rsa_.get(), "RS256", c)).error, JwtError::kAudience);
+}
+
+// Claims to clients: the client claim names a client (or one of its principals), else a role in
+// role_map does; a valid token naming nobody is forbidden, and an unknown kid asks for a refresh.
+TEST_F(JwtTest, ClaimsMapToClients) {
+  config::Config cfg;
+  config::ClientConfig bot;
+  bot.name = "bot";
+  bot.deployments = {"*"};
+  config::ClientConfig app;
+  app.name = "app";
+  app.principals = {"11111111-2222-3333-4444-555555555555"};
+  app.deployments = {"*"};
+  config::ClientConfig chat;
+  chat.name = "chat-users";
+  chat.deployments = {"*"};
+  cfg.clients = {bot, app, chat};
+  config::JwtIssuerConfig issuer;
+  issuer.issuer = "https://issuer/v2.0";
+  issuer.audiences = {"api://tollgate"};
+  issuer.role_map = {{"Tollgate.Chat", "chat-users"}};
+  cfg.auth.jwt = {issuer};
+  KeyIndex keys(cfg, {});
+  std::vector<std::shared_ptr<const Jwks>> jwks{std::make_shared<const Jwks>(keys_)};
+  auto who = [&](const nlohmann::json& c, const std::string& kid = "k1") {
+    auto bearer = "Bearer " + token(rsa_.get(), "RS256", c, kid);
+    return authenticate({"", bearer}, cfg, keys, jwks, kNow);
+  };
+  auto id = who(claims());
+  EXPECT_EQ(id.kind, Identity::Kind::kClient);
+  EXPECT_EQ(id.client, 0u);
+  EXPECT_TRUE(id.bearer_token);
+  auto c = claims();
+  c["azp"] = "11111111-2222-3333-4444-555555555555";
+  EXPECT_EQ(who(c).client, 1u);
+  c["azp"] = "someone-else";
+  c["roles"] = {"Other", "Tollgate.Chat"};
+  id = who(c);
+  EXPECT_EQ(id.kind, Identity::Kind::kClient);
+  EXPECT_EQ(id.client, 2u);
+  c.erase("roles");
+  EXPECT_EQ(who(c).kind, Identity::Kind::kForbidden);
+  id = who(claims(), "k9");
+  EXPECT_EQ(id.kind, Identity::Kind::kUnauthenticated);
+  EXPECT_EQ(id.refresh_issuer, 0u);
+  // Issuer keys not fetched yet: refused, and a fetch is asked for.
+  std::vector<std::shared_ptr<const Jwks>> none{nullptr};
+  id = authenticate({"", "Bearer " + token(rsa_.get(), "RS256", claims())}, cfg, keys, none, kNow);
+  EXPECT_EQ(id.kind, Identity::Kind::kUnauthenticated);
+  EXPECT_EQ(id.refresh_issuer, 0u);
+  // An expired token 61 s past exp (skew 60 s).
+  cfg.auth.clock_skew = std::chrono::seconds(60);
+  c = claims();
+  c["exp"] = kNow - 61;
+  EXPECT_EQ(who(c).reason, "token_expired");
 }
 
 TEST(Jwks, SkipsWhatItCannotUse) {
