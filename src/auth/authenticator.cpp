@@ -22,38 +22,47 @@ std::string_view trim(std::string_view v) {
   return v;
 }
 
-Identity fail(Identity::Kind kind, std::string reason) {
+Identity fail(Identity::Kind kind, std::string_view reason, bool token = false) {
   Identity id;
   id.kind = kind;
-  id.reason = std::move(reason);
+  id.reason = reason;
+  id.token = token;
   return id;
+}
+
+std::string_view token_reason(JwtError e) {
+  static constexpr std::string_view kNames[] = {
+      "token_malformed", "token_algorithm", "token_unknown_key", "token_signature",
+      "token_expired",   "token_not_yet_valid", "token_issuer",  "token_audience"};
+  return kNames[static_cast<std::size_t>(e)];
 }
 
 Identity from_token(std::string_view token, const config::Config& cfg,
                     std::span<const std::shared_ptr<const Jwks>> jwks, std::int64_t now) {
   auto parts = decode_jwt(token);
-  if (!parts) return fail(Identity::Kind::kUnauthenticated, "malformed_token");
+  if (!parts) return fail(Identity::Kind::kUnauthenticated, "token_malformed", true);
   auto iss = parts->payload.value("iss", std::string());
   std::size_t issuer = cfg.auth.jwt.size();
   for (std::size_t i = 0; i < cfg.auth.jwt.size(); ++i) {
     if (cfg.auth.jwt[i].issuer == iss) issuer = i;
   }
-  if (issuer == cfg.auth.jwt.size()) return fail(Identity::Kind::kUnauthenticated, "token_issuer");
+  if (issuer == cfg.auth.jwt.size()) return fail(Identity::Kind::kUnauthenticated, "token_issuer", true);
   const auto& ic = cfg.auth.jwt[issuer];
   if (issuer >= jwks.size() || !jwks[issuer]) {
-    auto id = fail(Identity::Kind::kUnauthenticated, "jwks_unavailable");
+    auto id = fail(Identity::Kind::kUnauthenticated, "token_keys_unavailable", true);
     id.refresh_issuer = issuer;
     return id;
   }
   JwtCheck check{ic.issuer, &ic.audiences, now, cfg.auth.clock_skew.count() / 1000};
   auto r = verify_jwt(*parts, *jwks[issuer], check);
   if (r.error) {
-    auto id = fail(Identity::Kind::kUnauthenticated, "token_" + std::string(to_string(*r.error)));
+    auto id = fail(Identity::Kind::kUnauthenticated, token_reason(*r.error), true);
     if (*r.error == JwtError::kUnknownKey) id.refresh_issuer = issuer;
     return id;
   }
   Identity id;
   id.bearer_token = true;
+  id.token = true;
   // The client: named by client_claim (its name or one of its principals), else by a role.
   if (auto v = r.claims.find(ic.client_claim); v != r.claims.end() && v->is_string()) {
     const auto& value = v->get_ref<const std::string&>();

@@ -116,7 +116,9 @@ bool verify_signature(std::string_view alg, EVP_PKEY* key, std::string_view inpu
 std::optional<std::int64_t> numeric_date(const nlohmann::json& claims, const char* name) {
   auto it = claims.find(name);
   if (it == claims.end() || !it->is_number()) return std::nullopt;
-  return static_cast<std::int64_t>(it->get<double>());
+  double v = it->get<double>();
+  if (!(v >= 0 && v < 1e12)) return std::nullopt;  // not a time (and no overflow below)
+  return static_cast<std::int64_t>(v);
 }
 
 }  // namespace

@@ -23,9 +23,10 @@ std::uint64_t head(const Digest& d) {
 
 KeysFile load_keys_file(const std::string& path, std::string& error) {
   KeysFile out;
+  if (::access(path.c_str(), F_OK) != 0 && errno == ENOENT) return out;  // none yet: empty
   std::ifstream in(path, std::ios::binary);
   if (!in) {
-    if (errno != ENOENT) error = path + ": cannot read the keys file: " + std::strerror(errno);
+    error = path + ": cannot read the keys file";
     return out;
   }
   std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
@@ -72,21 +73,26 @@ std::string save_keys_file(const std::string& path, const KeysFile& data) {
   auto tmp = path + ".tmp";
   int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
   if (fd < 0) return "cannot write " + tmp + ": " + std::strerror(errno);
+  auto give_up = [&](std::string what) {
+    std::string e = what + ": " + std::strerror(errno);
+    if (fd >= 0) ::close(fd);
+    ::unlink(tmp.c_str());
+    return e;
+  };
   std::size_t off = 0;
   while (off < text.size()) {
     auto n = ::write(fd, text.data() + off, text.size() - off);
     if (n < 0) {
       if (errno == EINTR) continue;
-      std::string e = "cannot write " + tmp + ": " + std::strerror(errno);
-      ::close(fd);
-      return e;
+      return give_up("cannot write " + tmp);
     }
     off += static_cast<std::size_t>(n);
   }
-  if (::fsync(fd) != 0 || ::close(fd) != 0) return "cannot flush " + tmp + ": " + std::strerror(errno);
-  if (::rename(tmp.c_str(), path.c_str()) != 0) {
-    return "cannot replace " + path + ": " + std::strerror(errno);
-  }
+  if (::fsync(fd) != 0) return give_up("cannot flush " + tmp);
+  int closed = ::close(fd);
+  fd = -1;
+  if (closed != 0) return give_up("cannot flush " + tmp);
+  if (::rename(tmp.c_str(), path.c_str()) != 0) return give_up("cannot replace " + path);
   auto slash = path.rfind('/');
   std::string dir = slash == std::string::npos ? "." : (slash == 0 ? "/" : path.substr(0, slash));
   int dfd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);

@@ -25,6 +25,17 @@ bool is_ip_literal(const std::string& host) {
   return inet_pton(AF_INET, host.c_str(), buf) == 1 || inet_pton(AF_INET6, host.c_str(), buf) == 1;
 }
 
+// https://, or http:// to a loopback address (tests, local sidecars) or to `also_plain`.
+bool secure_url(const std::string& text, std::string_view also_plain = {}) {
+  auto url = boost::urls::parse_absolute_uri(text);
+  if (!url) return false;
+  if (url->scheme() == "https") return true;
+  if (url->scheme() != "http") return false;
+  std::string host(url->encoded_host_address());
+  return host == "127.0.0.1" || host == "localhost" || host == "[::1]" ||
+         (!also_plain.empty() && host == also_plain);
+}
+
 std::size_t edit_distance(std::string_view a, std::string_view b) {
   std::vector<std::size_t> prev(b.size() + 1), cur(b.size() + 1);
   for (std::size_t j = 0; j <= b.size(); ++j) prev[j] = j;
@@ -661,10 +672,12 @@ void Loader::load_backend_token(const YAML::Node& n, const std::string& path, bo
   if (managed) get_string(n, "endpoint", path, t.endpoint);
   get_string(n, "scope", path, t.scope);
   auto key = managed ? "endpoint" : "token_endpoint";
-  auto url = boost::urls::parse_absolute_uri(t.endpoint);
-  if (!url || (url->scheme() != "http" && url->scheme() != "https")) {
+  // The client secret never travels in clear; IMDS is plain HTTP on a link-local address.
+  bool ok = managed ? secure_url(t.endpoint, "169.254.169.254") : secure_url(t.endpoint);
+  if (!ok) {
     error(n[key] ? n[key] : n, path + "." + key,
-          "must be an http:// or https:// URL (got \"" + t.endpoint + "\")");
+          "must be an https:// URL (http:// only to a loopback address" +
+              std::string(managed ? " or 169.254.169.254" : "") + ") (got \"" + t.endpoint + "\")");
   }
   b.token = std::move(t);
 }
@@ -726,6 +739,7 @@ void Loader::load_clients(const YAML::Node& root, Config& c) {
         if (!expect_map(t[i], p, {"name"})) continue;
         TenantConfig tc;
         get_string(t[i], "name", p, tc.name, true);
+        if (tc.name == "none") error(t[i]["name"], p + ".name", "\"none\" is reserved");
         for (const auto& other : c.tenants) {
           if (!tc.name.empty() && other.name == tc.name) {
             error(t[i]["name"], p + ".name", "duplicate tenant name \"" + tc.name + "\"");
@@ -751,7 +765,7 @@ void Loader::load_clients(const YAML::Node& root, Config& c) {
     }
     ClientConfig cl;
     get_string(item, "name", p, cl.name, true);
-    if (cl.name == "anonymous" || cl.name == "none") {
+    if (cl.name == "anonymous" || cl.name == "none" || cl.name == "unauthenticated") {
       error(item["name"], p + ".name", "\"" + cl.name + "\" is reserved");
     }
     for (const auto& other : c.clients) {
@@ -840,6 +854,11 @@ void Loader::load_auth(const YAML::Node& n, Config& c) {
     }
     JwtIssuerConfig j;
     get_string(item, "issuer", p, j.issuer, true);
+    for (const auto& other : c.auth.jwt) {
+      if (!j.issuer.empty() && other.issuer == j.issuer) {
+        error(item["issuer"], p + ".issuer", "duplicate issuer \"" + j.issuer + "\"");
+      }
+    }
     if (!item["audiences"]) {
       error(item, p, "missing required key \"audiences\"");
     } else {
@@ -850,9 +869,10 @@ void Loader::load_auth(const YAML::Node& n, Config& c) {
     if (jwks.rfind("file:", 0) == 0) {
       if (auto f = file_ref(item["jwks"], p + ".jwks")) j.jwks_file = *f;
     } else if (!jwks.empty()) {
-      auto url = boost::urls::parse_absolute_uri(jwks);
-      if (!url || (url->scheme() != "https" && url->scheme() != "http")) {
-        error(item["jwks"], p + ".jwks", "must be an https:// URL or file:/path (got \"" + jwks + "\")");
+      if (!secure_url(jwks)) {
+        error(item["jwks"], p + ".jwks",
+              "must be an https:// URL (http:// only to a loopback address) or file:/path (got \"" +
+                  jwks + "\")");
       }
       j.jwks_url = jwks;
     }

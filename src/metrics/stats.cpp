@@ -73,7 +73,10 @@ std::uint32_t SeriesRegistry::intern_client(std::string_view client, std::string
   std::string key;
   key.append(client).append(1, '\0').append(tenant);
   if (auto it = client_index_.find(key); it != client_index_.end()) return it->second;
-  if (client_labels_.size() >= kMaxClientSeries) return kMaxClientSeries - 1;
+  if (client_labels_.size() >= kMaxClientSeries - 1) {  // the last id: every client beyond
+    if (client_labels_.size() == kMaxClientSeries - 1) client_labels_.emplace_back("other", "other");
+    return kMaxClientSeries - 1;
+  }
   auto id = static_cast<std::uint32_t>(client_labels_.size());
   client_labels_.emplace_back(std::string(client), std::string(tenant));
   client_index_.emplace(std::move(key), id);

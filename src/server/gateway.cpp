@@ -420,7 +420,10 @@ Gateway::Gateway(std::string config_path, std::shared_ptr<const config::Config> 
   s.identity = std::make_unique<IdentityManager>(s.control, s.series,
                                                  [&s](std::shared_ptr<const AuthState> a) {
                                                    for (auto& w : s.workers) w->publish_auth(a);
-                                                 });
+                                                 },
+                                                 cfg.admin.host == "127.0.0.1" ||
+                                                     cfg.admin.host == "::1" ||
+                                                     cfg.admin.host == "localhost");
   // One SO_REUSEPORT acceptor per worker and listener; port 0 is resolved by the first bind.
   for (std::size_t li = 0; li < cfg.server.listen.size(); ++li) {
     const auto& l = cfg.server.listen[li];

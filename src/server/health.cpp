@@ -17,6 +17,7 @@ struct HealthChecker::Probe {
   config::BackendConfig backend;                   // a copy: the probe outlives snapshots
   std::shared_ptr<net::ssl::context> tls;          // null for http://
   std::shared_ptr<routing::BackendState> state;
+  std::shared_ptr<TokenSlot> token;                // Entra ID backends: probe with their token
   net::steady_timer timer;
   bool stopped = false;                            // owner: control thread
   unsigned passes = 0;                             // consecutive
@@ -25,7 +26,7 @@ struct HealthChecker::Probe {
   std::uint64_t failed_total = 0;
 
   Probe(net::io_context& io, const BackendRuntime& rt)
-      : backend(*rt.config), tls(rt.tls), state(rt.state), timer(io) {}
+      : backend(*rt.config), tls(rt.tls), state(rt.state), token(rt.token), timer(io) {}
 };
 
 namespace {
@@ -57,7 +58,13 @@ net::awaitable<std::pair<bool, std::string>> probe_once(HealthChecker::Probe& p)
     if (hc.tcp) co_return std::pair{true, std::string()};
     http::request<http::empty_body> req{http::verb::get, b.endpoint.base_path + hc.path, 11};
     req.set(http::field::host, b.endpoint.host_header);
-    req.set("api-key", b.api_key);
+    if (p.token) {
+      auto t = p.token->token.load();
+      if (!t) co_return std::pair{false, std::string("no backend token yet")};
+      req.set(http::field::authorization, "Bearer " + *t);
+    } else {
+      req.set("api-key", b.api_key);
+    }
     req.set(http::field::user_agent, "tollgate-health-check");
     req.keep_alive(false);
     auto [wec, wn] = co_await http::async_write(stream, req, use_tuple);

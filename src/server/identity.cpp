@@ -166,8 +166,9 @@ void spawn(net::io_context& io, net::awaitable<void> task, std::string what) {
 
 }  // namespace
 
-IdentityManager::IdentityManager(net::io_context& io, metrics::SeriesRegistry& series, Publish publish)
-    : io_(io), series_(series), publish_(std::move(publish)) {
+IdentityManager::IdentityManager(net::io_context& io, metrics::SeriesRegistry& series, Publish publish,
+                                 bool admin_loopback)
+    : io_(io), series_(series), publish_(std::move(publish)), admin_loopback_(admin_loopback) {
   series_.intern_client("unauthenticated", "none");  // id 0: refused or before authentication
 }
 
@@ -296,14 +297,19 @@ void IdentityManager::unknown_kid(std::size_t issuer) {
 
 AdminResponse IdentityManager::admin(const AdminRequest& req) {
   const auto& a = config_;
-  bool loopback = a->admin.host == "127.0.0.1" || a->admin.host == "::1" || a->admin.host == "localhost";
-  if (a->admin.token.empty() && !(a->admin.allow_unauthenticated && loopback)) {
+  // The listener's address, not the reloaded file's: a reload does not move the listener.
+  if (a->admin.token.empty() && !(a->admin.allow_unauthenticated && admin_loopback_)) {
     return json_error(404, "404", "The admin API is disabled: set admin.token.");
   }
   if (!a->admin.token.empty()) {
     std::string_view presented = req.authorization;
-    bool ok = presented.size() > 7 && (presented.substr(0, 7) == "Bearer " || presented.substr(0, 7) == "bearer ") &&
-              auth::equal_ct(auth::sha256(presented.substr(7)), auth::sha256(a->admin.token));
+    bool bearer = false;
+    if (presented.size() > 7) {
+      std::string scheme(presented.substr(0, 7));
+      for (auto& ch : scheme) ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
+      bearer = scheme == "bearer ";
+    }
+    bool ok = bearer && auth::equal_ct(auth::sha256(presented.substr(7)), auth::sha256(a->admin.token));
     if (!ok) {
       auto r = json_error(401, "401", "The admin API needs the admin token as a bearer token.");
       r.headers.emplace_back("www-authenticate", "Bearer realm=\"tollgate-admin\"");
@@ -449,7 +455,8 @@ void IdentityManager::families(std::vector<prometheus::MetricFamily>& out) const
   out.push_back(std::move(j));
   prometheus::MetricFamily k;
   k.name = "tollgate_client_keys";
-  k.help = "Active client API keys (configured and created at runtime, minus revoked).";
+  k.help = "Client API keys known to the gateway: configured and created at runtime, minus "
+           "revoked ones (expired keys included until removed).";
   k.type = prometheus::MetricType::Gauge;
   prometheus::ClientMetric km;
   km.gauge.value = state_ ? static_cast<double>(state_->keys->entries().size()) : 0;

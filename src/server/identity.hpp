@@ -23,7 +23,10 @@ namespace tollgate::server {
 class IdentityManager {
  public:
   using Publish = std::function<void(std::shared_ptr<const AuthState>)>;
-  IdentityManager(boost::asio::io_context& io, metrics::SeriesRegistry& series, Publish publish);
+  /// `admin_loopback`: the admin listener (bound at start-up, not moved by reloads) is on a
+  /// loopback address.
+  IdentityManager(boost::asio::io_context& io, metrics::SeriesRegistry& series, Publish publish,
+                  bool admin_loopback);
   ~IdentityManager();
 
   /// The token slot of a backend that uses Entra ID / managed identity (kept across reloads
@@ -54,6 +57,7 @@ class IdentityManager {
   boost::asio::io_context& io_;
   metrics::SeriesRegistry& series_;
   Publish publish_;
+  bool admin_loopback_;
   std::shared_ptr<const config::Config> config_;            // owner: control
   auth::KeysFile keys_file_;                                // owner: control
   std::shared_ptr<const AuthState> state_;                  // owner: control

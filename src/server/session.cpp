@@ -353,12 +353,6 @@ net::awaitable<bool> handle(Worker& w, Client<Stream> client, Request& req, Requ
   bool keep_alive = req.keep_alive() && !w.draining();
   const auto& cfg = *snap->config;
 
-  // Classified first (cheap, no I/O) so that even a refused request is logged with its
-  // operation; a classification error is answered only after authentication.
-  auto content_type = req[http::field::content_type];
-  auto classified = core::classify(req.method_string(), req.target(), content_type, req.body());
-  ctx.call = std::move(classified.call);
-
   // Authenticator: who is calling. Nothing about deployments or backends is revealed before.
   auto auth_state = w.auth();  // kept for the request: the caller's policy lives in it
   const auto& acfg = *auth_state->config;
@@ -369,14 +363,14 @@ net::awaitable<bool> handle(Worker& w, Client<Stream> client, Request& req, Requ
   switch (identity.kind) {
     case auth::Identity::Kind::kUnauthenticated: {
       ctx.outcome = "rejected";
-      ctx.error = "unauthenticated";
+      ctx.error = identity.reason;  // missing_credentials, unknown_key, token_expired, ...
       core::HttpError e{401, "401",
                         "Access denied due to a missing, invalid or expired API key or token. "
                         "Send your key in the api-key header, or a bearer token in the "
                         "Authorization header.",
                         "invalid_request_error", {}};
       std::string challenge = "Bearer realm=\"tollgate\"";
-      if (identity.reason.rfind("token_", 0) == 0) challenge += ", error=\"invalid_token\"";
+      if (identity.token) challenge += ", error=\"invalid_token\"";
       std::vector<std::pair<std::string, std::string>> headers;
       headers.emplace_back("www-authenticate", std::move(challenge));
       co_return co_await respond(client, ctx, 401, e.body(), keep_alive, req.version(),
@@ -384,7 +378,7 @@ net::awaitable<bool> handle(Worker& w, Client<Stream> client, Request& req, Requ
     }
     case auth::Identity::Kind::kForbidden: {
       ctx.outcome = "rejected";
-      ctx.error = "forbidden";
+      ctx.error = identity.reason;
       core::HttpError e{403, "PermissionDenied",
                         "The token is valid but does not name a client of this gateway.",
                         "permission_error", {}};
@@ -403,6 +397,10 @@ net::awaitable<bool> handle(Worker& w, Client<Stream> client, Request& req, Requ
       ctx.client_series = auth_state->anonymous_series;
       break;
   }
+  // Classified only now: an unauthenticated caller costs no JSON parsing.
+  auto content_type = req[http::field::content_type];
+  auto classified = core::classify(req.method_string(), req.target(), content_type, req.body());
+  ctx.call = std::move(classified.call);
   auto forbid = [&](std::string message) -> net::awaitable<bool> {
     ctx.outcome = "rejected";
     ctx.error = "forbidden";

@@ -26,7 +26,8 @@ struct Identity {
   Kind kind = Kind::kUnauthenticated;
   std::uint32_t client = 0;          // kClient: index into Config::clients
   bool bearer_token = false;         // the credential was a JWT
-  std::string reason;                // for logs (never the credential): missing, unknown_key, ...
+  std::string_view reason;           // static text for logs (never the credential)
+  bool token = false;                // the credential was a bearer JWT (valid or not)
   std::optional<std::size_t> refresh_issuer;  // a JWT named a kid this issuer's JWKS lacks
 };
 

@@ -278,3 +278,42 @@ routing:
           "bad.yaml:13:13: routing.cooldown: min must not exceed max",
           "bad.yaml:14:26: routing.affinity.deployment: unknown deployment \"nope\""));
 }
+
+TEST(ConfigTest, IdentityErrorsNameTheKey) {
+  constexpr const char* kBad = R"(server: {listen: [{address: "127.0.0.1:0"}]}
+admin: {address: "0.0.0.0:9090", allow_unauthenticated: true}
+backends:
+  - name: a
+    endpoint: "http://a"
+    deployment: d
+    entra: {tenant_id: t, client_id: c, client_secret: env:AOAI_KEY, token_endpoint: "http://login.example/token"}
+deployments:
+  - {name: x, pools: [{backends: [a]}]}
+tenants: [{name: none}]
+clients:
+  - {name: unauthenticated, keys: [plain-text-key], deployments: [nope]}
+auth:
+  jwt:
+    - {issuer: "https://i", audiences: [a], jwks: "http://idp.example/keys"}
+    - {issuer: "https://i", audiences: [a], jwks: "https://idp.example/keys"}
+)";
+  auto r = load_string(kBad, "bad.yaml", fake_env());
+  EXPECT_FALSE(r.ok());
+  auto has = [&](std::string_view needle) {
+    for (const auto& e : r.errors) {
+      if (e.find(needle) != std::string::npos) return true;
+    }
+    return false;
+  };
+  EXPECT_TRUE(has("bad.yaml:2:57: admin.allow_unauthenticated: only allowed when admin.address is a loopback"))
+      << ::testing::PrintToString(r.errors);
+  EXPECT_TRUE(has("backends[0].entra.token_endpoint: must be an https:// URL (http:// only to a loopback address)"));
+  EXPECT_TRUE(has("tenants[0].name: \"none\" is reserved"));
+  EXPECT_TRUE(has("clients[0].name: \"unauthenticated\" is reserved"));
+  EXPECT_TRUE(has("clients[0].keys[0]: keys must be sha256:<hex>, env:NAME or file:/path"));
+  EXPECT_TRUE(has("clients[0].deployments[0]: unknown deployment \"nope\""));
+  EXPECT_TRUE(has("auth.jwt[0].jwks: must be an https:// URL (http:// only to a loopback address)"));
+  EXPECT_TRUE(has("auth.jwt[1].issuer: duplicate issuer \"https://i\""));
+  for (const auto& e : r.errors) EXPECT_EQ(e.find("plain-text-key"), std::string::npos) << e;
+  for (const auto& e : r.errors) EXPECT_EQ(e.find("secret-key-value"), std::string::npos) << e;
+}
