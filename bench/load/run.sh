@@ -65,9 +65,11 @@ backends:
   - {name: mock, endpoint: "http://127.0.0.1:$MOCK_PORT", deployment: gpt-4o, api_key: env:BENCH_BACKEND_KEY}
 deployments:
   - {name: gpt-4o, pools: [{backends: [mock]}]}
+clients:   # every request is authenticated, as in production (wrk sends this key)
+  - {name: bench, keys: [env:BENCH_CLIENT_KEY], deployments: ["*"]}
 logging: {level: warn, access_log: ${TOLLGATE_ACCESS_LOG:-off}}
 YAML
-BENCH_BACKEND_KEY=bench-backend-key ./build/tollgate --config "$work/tollgate.yaml" >"$work/tollgate.log" 2>&1 &
+BENCH_CLIENT_KEY=bench-backend-key BENCH_BACKEND_KEY=bench-backend-key ./build/tollgate --config "$work/tollgate.yaml" >"$work/tollgate.log" 2>&1 &
 TG_PID=$!
 pids+=($TG_PID)
 sleep 1

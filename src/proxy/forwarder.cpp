@@ -228,25 +228,6 @@ std::string sse_error_event(std::string_view code, std::string_view message) {
   return "data: " + e.body() + "\n\n";
 }
 
-// Reads the next piece of a response body into `buf`: bytes that came with the header are parsed
-// in place, and the socket is read only when the buffer holds no complete piece (put() consumes
-// nothing until it has one). Returns the error, if any, and how many body bytes landed in `buf`.
-template <class Up, class Parser>
-net::awaitable<std::pair<boost::system::error_code, std::size_t>> read_body_piece(
-    Up& up, UpstreamConn& conn, Parser& parser, std::array<char, kRelayBuffer>& buf,
-    Deadline& deadline, std::chrono::milliseconds idle) {
-  parser.get().body().data = buf.data();
-  parser.get().body().size = buf.size();
-  boost::system::error_code rec;
-  std::size_t used = conn.buffer.size() > 0 ? parse_buffered(parser, conn.buffer, rec) : 0;
-  if (used == 0 && !rec) {
-    deadline.after(idle);
-    auto [ec, rn] = co_await http::async_read_some(up, conn.buffer, parser, use_tuple);
-    rec = ec == http::error::need_buffer ? boost::system::error_code{} : ec;
-  }
-  co_return std::pair{rec, buf.size() - parser.get().body().size};
-}
-
 // Relays one exchange over an established connection. Returns nullopt when the exchange
 // completed (whatever the status), or the failure that happened before anything reached the
 // client (so the caller may answer with an error or retry on a fresh connection).
@@ -303,9 +284,17 @@ net::awaitable<std::optional<UpstreamError>> relay(Client<Down> down, Up& up, Up
     std::array<char, kRelayBuffer> hbuf;
     bool complete = true;
     while (!parser.is_done()) {
-      auto [rec, got] = co_await read_body_piece(up, conn, parser, hbuf, deadline,
-                                                 cfg.timeouts.idle_between_chunks);
-      held_body.append(hbuf.data(), got);
+      // As in the relay loop below (not a shared coroutine: a nested frame per piece costs).
+      parser.get().body().data = hbuf.data();
+      parser.get().body().size = hbuf.size();
+      boost::system::error_code rec;
+      std::size_t used = conn.buffer.size() > 0 ? parse_buffered(parser, conn.buffer, rec) : 0;
+      if (used == 0 && !rec) {
+        deadline.after(cfg.timeouts.idle_between_chunks);
+        auto [ec, rn] = co_await http::async_read_some(up, conn.buffer, parser, use_tuple);
+        rec = ec == http::error::need_buffer ? boost::system::error_code{} : ec;
+      }
+      held_body.append(hbuf.data(), hbuf.size() - parser.get().body().size);
       if (rec || held_body.size() > kMaxHeldBody) {
         complete = false;
         break;
@@ -460,8 +449,18 @@ net::awaitable<std::optional<UpstreamError>> relay(Client<Down> down, Up& up, Up
   std::array<char, kRelayBuffer> buf;
   std::optional<UpstreamError> broke;
   while (!parser.is_done()) {
-    auto [rec, got] = co_await read_body_piece(up, conn, parser, buf, deadline,
-                                               cfg.timeouts.idle_between_chunks);
+    parser.get().body().data = buf.data();
+    parser.get().body().size = buf.size();
+    boost::system::error_code rec;
+    // Body bytes that came with the header are parsed in place; the socket is read only when the
+    // buffer holds no complete piece (put() consumes nothing until it has one).
+    std::size_t used = conn.buffer.size() > 0 ? parse_buffered(parser, conn.buffer, rec) : 0;
+    if (used == 0 && !rec) {
+      deadline.after(cfg.timeouts.idle_between_chunks);
+      auto [ec, rn] = co_await http::async_read_some(up, conn.buffer, parser, use_tuple);
+      rec = ec == http::error::need_buffer ? boost::system::error_code{} : ec;
+    }
+    std::size_t got = buf.size() - parser.get().body().size;
     if (rec) {
       broke = timed_out(rec) ? UpstreamError::kIdleTimeout
               : (rec == http::error::partial_message || rec == net::error::eof ||
