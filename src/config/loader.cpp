@@ -367,6 +367,7 @@ class Loader {
   void load_deployments(const YAML::Node& n, Config& c);
   void load_logging(const YAML::Node& n, Config& c);
   void load_routing(const YAML::Node& n, Config& c);
+  void load_limits(const YAML::Node& n, const std::string& path, bool client, LimitsConfig& l);
   void load_clients(const YAML::Node& root, Config& c);
   void load_auth(const YAML::Node& n, Config& c);
   void load_backend_token(const YAML::Node& n, const std::string& path, bool managed,
@@ -531,11 +532,12 @@ void Loader::load_deployments(const YAML::Node& n, Config& c) {
   for (std::size_t i = 0; i < n.size(); ++i) {
     auto item = n[i];
     auto p = "deployments[" + std::to_string(i) + "]";
-    if (!expect_map(item, p, {"name", "model", "pools", "regions", "retry"})) continue;
+    if (!expect_map(item, p, {"name", "model", "pools", "regions", "retry", "limits"})) continue;
     DeploymentConfig d;
     d.retry = c.retry;
     if (auto r = item["retry"]) get_retry(r, p + ".retry", d.retry);
     if (auto r = item["regions"]) d.regions = string_list(r, p + ".regions");
+    if (auto l = item["limits"]) load_limits(l, p + ".limits", false, d.limits);
     get_string(item, "name", p, d.name, true);
     get_string(item, "model", p, d.model);
     if (d.model.empty()) d.model = d.name;
@@ -736,9 +738,10 @@ void Loader::load_clients(const YAML::Node& root, Config& c) {
     } else {
       for (std::size_t i = 0; i < t.size(); ++i) {
         auto p = "tenants[" + std::to_string(i) + "]";
-        if (!expect_map(t[i], p, {"name"})) continue;
+        if (!expect_map(t[i], p, {"name", "limits"})) continue;
         TenantConfig tc;
         get_string(t[i], "name", p, tc.name, true);
+        if (auto l = t[i]["limits"]) load_limits(l, p + ".limits", false, tc.limits);
         if (tc.name == "none") error(t[i]["name"], p + ".name", "\"none\" is reserved");
         for (const auto& other : c.tenants) {
           if (!tc.name.empty() && other.name == tc.name) {
@@ -760,7 +763,7 @@ void Loader::load_clients(const YAML::Node& root, Config& c) {
     auto item = n[i];
     auto p = "clients[" + std::to_string(i) + "]";
     if (!expect_map(item, p, {"name", "tenant", "keys", "deployments", "operations", "regions",
-                              "principals", "may_pin"})) {
+                              "principals", "may_pin", "limits"})) {
       continue;
     }
     ClientConfig cl;
@@ -830,6 +833,7 @@ void Loader::load_clients(const YAML::Node& root, Config& c) {
     if (auto r = item["regions"]) cl.regions = string_list(r, p + ".regions");
     if (auto pr = item["principals"]) cl.principals = string_list(pr, p + ".principals");
     get_bool(item, "may_pin", p, cl.may_pin);
+    if (auto l = item["limits"]) load_limits(l, p + ".limits", true, cl.limits);
     c.clients.push_back(std::move(cl));
   }
 }
@@ -904,6 +908,25 @@ void Loader::load_auth(const YAML::Node& n, Config& c) {
   }
 }
 
+void Loader::load_limits(const YAML::Node& n, const std::string& path, bool client,
+                         LimitsConfig& l) {
+  if (client) {
+    if (!expect_map(n, path, {"tokens_per_minute", "requests_per_minute", "max_tokens_cap",
+                              "default_max_tokens"})) {
+      return;
+    }
+    get_uint(n, "max_tokens_cap", path, l.max_tokens_cap, 1, 100'000'000);
+    get_uint(n, "default_max_tokens", path, l.default_max_tokens, 1, 100'000'000);
+    if (l.max_tokens_cap > 0 && l.default_max_tokens > l.max_tokens_cap) {
+      error(n["default_max_tokens"], path + ".default_max_tokens", "must not exceed max_tokens_cap");
+    }
+  } else if (!expect_map(n, path, {"tokens_per_minute", "requests_per_minute"})) {
+    return;
+  }
+  get_uint(n, "tokens_per_minute", path, l.tokens_per_minute, 1, 1'000'000'000'000);
+  get_uint(n, "requests_per_minute", path, l.requests_per_minute, 1, 1'000'000'000);
+}
+
 void Loader::load_routing(const YAML::Node& n, Config& c) {
   const std::string path = "routing";
   if (!expect_map(n, path, {"cooldown", "breaker", "affinity", "pin_header"})) return;
@@ -955,7 +978,7 @@ std::shared_ptr<Config> Loader::load(const YAML::Node& root) {
     return nullptr;
   }
   expect_map(root, "", {"server", "admin", "backends", "deployments", "logging", "tokenizer",
-                        "retry", "routing", "tenants", "clients", "auth"});
+                        "retry", "routing", "tenants", "clients", "auth", "policy"});
   if (auto r = root["retry"]) get_retry(r, "retry", c->retry);
   if (auto s = root["server"]) {
     load_server(s, *c);
@@ -975,6 +998,19 @@ std::shared_ptr<Config> Loader::load(const YAML::Node& root) {
   }
   if (auto l = root["logging"]) load_logging(l, *c);
   if (auto r = root["routing"]) load_routing(r, *c);
+  if (auto p = root["policy"]) {
+    if (expect_map(p, "policy", {"over_cap", "max_n", "max_best_of"})) {
+      std::string over = "clamp";
+      get_string(p, "over_cap", "policy", over);
+      if (over == "reject") {
+        c->policy.reject_over_cap = true;
+      } else if (over != "clamp") {
+        error(p["over_cap"], "policy.over_cap", "must be clamp or reject (got \"" + over + "\")");
+      }
+      get_uint(p, "max_n", "policy", c->policy.max_n, 1, 128);
+      get_uint(p, "max_best_of", "policy", c->policy.max_best_of, 1, 128);
+    }
+  }
   load_clients(root, *c);
   bool anonymous_set = false;
   if (auto a = root["auth"]) {

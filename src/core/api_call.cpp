@@ -224,9 +224,10 @@ std::string upstream_target(const ApiCall& call, const config::BackendConfig& ba
 }
 
 std::optional<std::string> rewrite_body(const ApiCall& call, const config::BackendConfig& backend) {
-  if (!call.model_in_body || !call.json || call.deployment == backend.deployment) {
-    return std::nullopt;
-  }
+  if (!call.json) return std::nullopt;
+  bool model = call.model_in_body && call.deployment != backend.deployment;
+  if (!model && !call.body_modified) return std::nullopt;
+  if (!model) return call.json->dump(-1, ' ', false, nlohmann::ordered_json::error_handler_t::replace);
   auto copy = *call.json;
   copy["model"] = backend.deployment;
   return copy.dump(-1, ' ', false, nlohmann::ordered_json::error_handler_t::replace);

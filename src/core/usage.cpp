@@ -45,6 +45,30 @@ bool parse_usage(std::string_view json, Usage& out) {
   return usage_from(j, out);
 }
 
+void StreamObserver::capture_text(const nlohmann::json& j) {
+  auto add = [this](const nlohmann::json& v) {
+    if (v.is_string() && output_.size() < capture_max_) output_ += v.get_ref<const std::string&>();
+  };
+  if (auto choices = j.find("choices"); choices != j.end() && choices->is_array()) {
+    for (const auto& c : *choices) {
+      if (!c.is_object()) continue;
+      if (auto t = c.find("text"); t != c.end()) add(*t);  // completions
+      auto d = c.find("delta");
+      if (d == c.end() || !d->is_object()) continue;
+      if (auto t = d->find("content"); t != d->end()) add(*t);
+      if (auto tc = d->find("tool_calls"); tc != d->end() && tc->is_array()) {
+        for (const auto& call : *tc) {
+          if (!call.is_object()) continue;
+          if (auto f = call.find("function"); f != call.end() && f->is_object()) {
+            if (auto a = f->find("arguments"); a != f->end()) add(*a);
+          }
+        }
+      }
+    }
+  }
+  if (auto delta = j.find("delta"); delta != j.end()) add(*delta);  // Responses: *.delta events
+}
+
 void StreamObserver::feed(std::string_view bytes) {
   scanner_.feed(bytes, [this](std::string_view data) { on_event(data); });
 }
@@ -55,12 +79,15 @@ void StreamObserver::on_event(std::string_view data) {
     done_ = true;
     return;
   }
-  // Parse only events that can carry usage or an error: most chunks are skipped by this scan.
+  // Parse only events that can carry usage or an error: most chunks are skipped by this scan
+  // (unless the generated text is wanted).
   bool maybe_usage = data.find("\"usage\"") != std::string_view::npos;
   bool maybe_error = data.find("\"error\"") != std::string_view::npos;
-  if (!maybe_usage && !maybe_error) return;
+  bool capture = capture_max_ > output_.size();
+  if (!maybe_usage && !maybe_error && !capture) return;
   auto j = nlohmann::json::parse(data, nullptr, false);
   if (!j.is_object()) return;
+  if (capture) capture_text(j);
   if (maybe_error && j.contains("error")) ++error_events_;
   if (auto it = j.find("usage"); it != j.end() && it->is_object()) usage_from(*it, usage_);
   // The Responses API nests usage in response.completed events.

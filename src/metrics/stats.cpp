@@ -327,14 +327,51 @@ std::string render_metrics(const SeriesRegistry& reg, const ControlStats& contro
                        "Requests finished, by client, tenant and status class.", MetricType::Counter);
     auto ctok = family("tollgate_client_tokens_total", "Tokens reported by backends, by client.",
                        MetricType::Counter);
+    auto climited = family("tollgate_rate_limited_total",
+                           "Requests refused with 429 by an admission limit, by the limit's scope "
+                           "(client, tenant, deployment) and unit (tokens, requests).",
+                           MetricType::Counter);
+    auto cest = family("tollgate_usage_estimated_total",
+                       "Requests whose usage the gateway counted itself (a stream that ended "
+                       "without a usage event).",
+                       MetricType::Counter);
+    auto ccharged = family("tollgate_charged_tokens_total",
+                           "Tokens charged to the admission buckets at settlement, by client.",
+                           MetricType::Counter);
     for (std::uint32_t id = 0; id < reg.client_count(); ++id) {
       const auto& [client, tenant] = reg.client_labels(id);
       std::array<std::uint64_t, static_cast<std::size_t>(StatusClass::kCount)> req{};
       std::array<std::uint64_t, static_cast<std::size_t>(TokenType::kCount)> tok{};
+      std::array<std::uint64_t, 6> limited{};
+      std::uint64_t estimated = 0, charged = 0;
       for (auto* w : reg.workers()) {
         const auto& cells = w->client(id);
         for (std::size_t i = 0; i < req.size(); ++i) req[i] += cells.requests[i].value();
         for (std::size_t i = 0; i < tok.size(); ++i) tok[i] += cells.tokens[i].value();
+        for (std::size_t i = 0; i < limited.size(); ++i) limited[i] += cells.rate_limited[i].value();
+        estimated += cells.usage_estimated.value();
+        charged += cells.charged_tokens.value();
+      }
+      static constexpr const char* kScopes[] = {"client", "tenant", "deployment"};
+      for (std::size_t i = 0; i < limited.size(); ++i) {
+        if (limited[i] == 0) continue;
+        ClientMetric m;
+        m.label = {{"client", client}, {"tenant", tenant}, {"scope", kScopes[i / 2]},
+                   {"limit", i % 2 == 0 ? "tokens" : "requests"}};
+        m.counter.value = static_cast<double>(limited[i]);
+        climited.metric.push_back(std::move(m));
+      }
+      if (estimated != 0) {
+        ClientMetric m;
+        m.label = {{"client", client}, {"tenant", tenant}};
+        m.counter.value = static_cast<double>(estimated);
+        cest.metric.push_back(std::move(m));
+      }
+      if (charged != 0) {
+        ClientMetric m;
+        m.label = {{"client", client}, {"tenant", tenant}};
+        m.counter.value = static_cast<double>(charged);
+        ccharged.metric.push_back(std::move(m));
       }
       for (std::size_t i = 0; i < req.size(); ++i) {
         if (req[i] == 0) continue;
@@ -355,6 +392,9 @@ std::string render_metrics(const SeriesRegistry& reg, const ControlStats& contro
     }
     out.push_back(std::move(creq));
     out.push_back(std::move(ctok));
+    out.push_back(std::move(climited));
+    out.push_back(std::move(cest));
+    out.push_back(std::move(ccharged));
   }
   for (auto& f : extra) out.push_back(std::move(f));
   return prometheus::TextSerializer().Serialize(out);

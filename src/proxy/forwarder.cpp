@@ -347,6 +347,10 @@ net::awaitable<std::optional<UpstreamError>> relay(Client<Down> down, Up& up, Up
   for (const auto& f : uh) {
     auto name = f.name_string();
     if (drop_response_header_impl(uh, name)) continue;
+    if (!ctx.response_headers.empty() && name.size() > 12 &&
+        beast::iequals(name.substr(0, 12), "x-ratelimit-")) {
+      continue;  // the backend's quota is not the client's
+    }
     auto value = f.value();
     head.append(name.data(), name.size());
     head += ": ";
@@ -358,6 +362,7 @@ net::awaitable<std::optional<UpstreamError>> relay(Client<Down> down, Up& up, Up
   head += "\r\nx-tollgate-backend: ";
   head += cfg.name;
   head += "\r\n";
+  head += ctx.response_headers;  // the client's own x-ratelimit-* (the backend's were dropped)
   if (length) {
     head += "Content-Length: ";
     head += std::to_string(*length);
@@ -376,6 +381,7 @@ net::awaitable<std::optional<UpstreamError>> relay(Client<Down> down, Up& up, Up
   bool is_sse = content_type.size() >= 17 && beast::iequals(content_type.substr(0, 17),
                                                              "text/event-stream");
   core::StreamObserver sse;
+  if (ctx.count_output) sse.capture_output();
   core::JsonUsageScanner json;
   // Affinity: the id of the object a stateful call created (JSON: the body, kept up to a bound;
   // SSE: the first event naming one).
@@ -487,6 +493,7 @@ net::awaitable<std::optional<UpstreamError>> relay(Client<Down> down, Up& up, Up
   }
   deadline.never();
   ctx.usage = is_sse ? sse.usage() : json.usage();
+  if (ctx.count_output && is_sse) ctx.output_text = sse.take_output();
   if (capture && !is_sse && !broke && !captured.empty()) out.created_id = routing::created_id(captured);
 
   if (broke && !header_sent) {

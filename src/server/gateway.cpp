@@ -114,6 +114,8 @@ struct Gateway::Impl {
   std::shared_ptr<const Snapshot> current;  // the snapshot the workers run (control thread)
   std::unique_ptr<HealthChecker> health;
   std::unique_ptr<IdentityManager> identity;
+  ratelimit::BucketRegistry buckets;  // admission buckets, kept across reloads
+  std::shared_ptr<const tokenize::Tokenizers> tokenizers;  // loaded once (restart-only data_dir)
   std::uint64_t generation = 0;
   std::optional<tcp::acceptor> admin;
   net::signal_set signals{control, SIGINT, SIGTERM, SIGHUP};
@@ -188,6 +190,14 @@ struct Gateway::Impl {
           drt.series[b] = id;
         }
       }
+      auto add_limit = [&](ratelimit::Unit unit, std::int64_t per_minute) {
+        if (per_minute <= 0) return;
+        auto b = buckets.get("deployment:" + d.name + ":" + std::string(ratelimit::to_string(unit)));
+        drt.limits.push_back({b.get(), per_minute, ratelimit::Scope::kDeployment, unit, d.name});
+        drt.buckets.push_back(std::move(b));
+      };
+      add_limit(ratelimit::Unit::kTokens, d.limits.tokens_per_minute);
+      add_limit(ratelimit::Unit::kRequests, d.limits.requests_per_minute);
       while (drt.first_tier + 1 < drt.route.tiers.size() && drt.route.tiers[drt.first_tier].empty()) {
         ++drt.first_tier;
       }
@@ -202,6 +212,7 @@ struct Gateway::Impl {
     s->affinity = affinity;
     s->breaker = routing::BreakerPolicy{r.breaker_failures, r.breaker_open.count(),
                                         r.breaker_max_open.count()};
+    s->tokenizers = tokenizers;
     return s;
   }
 
@@ -423,7 +434,12 @@ Gateway::Gateway(std::string config_path, std::shared_ptr<const config::Config> 
                                                  },
                                                  cfg.admin.host == "127.0.0.1" ||
                                                      cfg.admin.host == "::1" ||
-                                                     cfg.admin.host == "localhost");
+                                                     cfg.admin.host == "localhost",
+                                                 s.buckets);
+  // The tokenizer (its files were verified before start): exact prompt counts for admission.
+  auto tok = tokenize::Tokenizers::load(cfg.tokenizer.data_dir);
+  if (!tok) throw std::runtime_error(tok.error().message);
+  s.tokenizers = std::make_shared<const tokenize::Tokenizers>(std::move(tok).value());
   // One SO_REUSEPORT acceptor per worker and listener; port 0 is resolved by the first bind.
   for (std::size_t li = 0; li < cfg.server.listen.size(); ++li) {
     const auto& l = cfg.server.listen[li];

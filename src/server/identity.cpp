@@ -167,8 +167,12 @@ void spawn(net::io_context& io, net::awaitable<void> task, std::string what) {
 }  // namespace
 
 IdentityManager::IdentityManager(net::io_context& io, metrics::SeriesRegistry& series, Publish publish,
-                                 bool admin_loopback)
-    : io_(io), series_(series), publish_(std::move(publish)), admin_loopback_(admin_loopback) {
+                                 bool admin_loopback, ratelimit::BucketRegistry& buckets)
+    : io_(io),
+      series_(series),
+      publish_(std::move(publish)),
+      admin_loopback_(admin_loopback),
+      buckets_(buckets) {
   series_.intern_client("unauthenticated", "none");  // id 0: refused or before authentication
 }
 
@@ -283,6 +287,26 @@ void IdentityManager::publish() {
     auto tenant = c.tenant == config::ClientConfig::kNoTenant ? std::string("none")
                                                                : config_->tenants[c.tenant].name;
     s->client_series.push_back(series_.intern_client(c.name, tenant));
+    // The client's buckets, then its tenant's: a reload keeps them (same keys).
+    auto& limits = s->client_limits.emplace_back();
+    auto add = [&](ratelimit::Scope scope, const std::string& name, const config::LimitsConfig& l) {
+      auto prefix = std::string(ratelimit::to_string(scope)) + ":" + name + ":";
+      if (l.tokens_per_minute > 0) {
+        auto b = buckets_.get(prefix + "tokens");
+        limits.push_back({b.get(), l.tokens_per_minute, scope, ratelimit::Unit::kTokens, name});
+        s->buckets.push_back(std::move(b));
+      }
+      if (l.requests_per_minute > 0) {
+        auto b = buckets_.get(prefix + "requests");
+        limits.push_back({b.get(), l.requests_per_minute, scope, ratelimit::Unit::kRequests, name});
+        s->buckets.push_back(std::move(b));
+      }
+    };
+    add(ratelimit::Scope::kClient, c.name, c.limits);
+    if (c.tenant != config::ClientConfig::kNoTenant) {
+      const auto& t = config_->tenants[c.tenant];
+      add(ratelimit::Scope::kTenant, t.name, t.limits);
+    }
   }
   state_ = s;
   publish_(s);

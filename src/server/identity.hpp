@@ -26,7 +26,7 @@ class IdentityManager {
   /// `admin_loopback`: the admin listener (bound at start-up, not moved by reloads) is on a
   /// loopback address.
   IdentityManager(boost::asio::io_context& io, metrics::SeriesRegistry& series, Publish publish,
-                  bool admin_loopback);
+                  bool admin_loopback, ratelimit::BucketRegistry& buckets);
   ~IdentityManager();
 
   /// The token slot of a backend that uses Entra ID / managed identity (kept across reloads
@@ -58,6 +58,7 @@ class IdentityManager {
   metrics::SeriesRegistry& series_;
   Publish publish_;
   bool admin_loopback_;
+  ratelimit::BucketRegistry& buckets_;
   std::shared_ptr<const config::Config> config_;            // owner: control
   auth::KeysFile keys_file_;                                // owner: control
   std::shared_ptr<const AuthState> state_;                  // owner: control

@@ -11,6 +11,7 @@
 #include "tollgate/core/api_call.hpp"
 #include "tollgate/core/request_context.hpp"
 #include "tollgate/auth/authenticator.hpp"
+#include "tollgate/ratelimit/admission.hpp"
 #include "tollgate/metrics/logging.hpp"
 #include "tollgate/routing/affinity.hpp"
 #include "tollgate/routing/balancer.hpp"
@@ -44,8 +45,25 @@ std::string utc_now_iso() {
   return buf;
 }
 
-/// Always runs once per request, on every path: metrics and the access log.
+// The tokens a finished request used, for settling its reservation: the backend's usage, else
+// (a successful stream that ended without usage) the prompt estimate plus the generated text
+// counted here, else nothing (a request that failed before producing tokens is refunded).
+std::int64_t used_tokens(RequestContext& ctx) {
+  const auto& u = ctx.usage;
+  if (u.present) return static_cast<std::int64_t>(u.total > 0 ? u.total : u.prompt + u.completion);
+  if (ctx.status / 100 != 2 || ctx.ttfb_us < 0) return 0;
+  ctx.usage_estimated = true;
+  std::int64_t out = 0;
+  if (ctx.tokenizers != nullptr) out = ratelimit::count_output(*ctx.tokenizers, ctx.model, ctx.output_text);
+  return ctx.prompt_estimate + out;
+}
+
+/// Always runs once per request, on every path: settlement, metrics and the access log.
 void finish(Worker& w, RequestContext& ctx) {
+  if (ctx.reservation.held()) {
+    ctx.charged_tokens = used_tokens(ctx);
+    ctx.reservation.settle(ctx.charged_tokens, ratelimit::steady_now_ns());
+  }
   auto& stats = w.stats();
   auto& cells = stats.route(ctx.series);
   auto duration = micros_since(ctx.start);
@@ -63,6 +81,10 @@ void finish(Worker& w, RequestContext& ctx) {
   }
   auto& client_cells = stats.client(ctx.client_series);
   client_cells.requests[static_cast<std::size_t>(metrics::status_class(ctx.status))].add();
+  if (ctx.reservation.held()) {
+    client_cells.charged_tokens.add(static_cast<std::uint64_t>(ctx.charged_tokens));
+    if (ctx.usage_estimated) client_cells.usage_estimated.add();
+  }
   if (u.present) {
     client_cells.tokens[static_cast<std::size_t>(metrics::TokenType::kPrompt)].add(u.prompt);
     client_cells.tokens[static_cast<std::size_t>(metrics::TokenType::kCompletion)].add(u.completion);
@@ -109,6 +131,9 @@ void finish(Worker& w, RequestContext& ctx) {
       .add("cached_tokens", u.cached)
       .add("reasoning_tokens", u.reasoning)
       .add("usage_reported", u.present)
+      .add("reserved_tokens", ctx.reservation.tokens())
+      .add("charged_tokens", ctx.charged_tokens)
+      .add("usage_estimated", ctx.usage_estimated)
       .add("bytes_in", ctx.bytes_in)
       .add("bytes_out", ctx.bytes_out)
       .add("outcome", ctx.outcome)
@@ -224,6 +249,65 @@ net::awaitable<bool> respond_unavailable(Worker& w, Client<Stream> client, const
                         "minute.",
                     "service_unavailable", {}};
   co_return co_await respond(client, ctx, 503, e.body(), keep_alive, req.version(),
+                             "application/json", headers);
+}
+
+// The caller's remaining quota as Azure reports it: the tightest token and request limits.
+std::string remaining_headers(const std::vector<ratelimit::Limit>& limits, ratelimit::Nanos now) {
+  std::optional<std::pair<std::int64_t, std::int64_t>> tokens, requests;  // (limit, remaining)
+  for (const auto& l : limits) {
+    auto avail = l.bucket->available(now, l.per_minute);
+    auto& slot = l.unit == ratelimit::Unit::kTokens ? tokens : requests;
+    if (!slot || avail < slot->second) slot = std::pair{l.per_minute, avail};
+  }
+  std::string h;
+  if (tokens) {
+    h += "x-ratelimit-limit-tokens: " + std::to_string(tokens->first) + "\r\n";
+    h += "x-ratelimit-remaining-tokens: " + std::to_string(tokens->second) + "\r\n";
+  }
+  if (requests) {
+    h += "x-ratelimit-limit-requests: " + std::to_string(requests->first) + "\r\n";
+    h += "x-ratelimit-remaining-requests: " + std::to_string(requests->second) + "\r\n";
+  }
+  return h;
+}
+
+/// A limit lacks room: 429 in Azure's shape with the wait, or 400 when the request can never
+/// fit (it needs more than the limit allows in a minute).
+template <class Stream>
+net::awaitable<bool> respond_rate_limited(Worker& w, Client<Stream> client, const Request& req,
+                                          RequestContext& ctx,
+                                          const ratelimit::Reservation::Refusal& refusal,
+                                          std::int64_t needed, bool keep_alive,
+                                          ratelimit::Nanos now) {
+  const auto& l = *refusal.limit;
+  auto scope = ratelimit::to_string(l.scope);
+  auto unit = ratelimit::to_string(l.unit);
+  auto index = static_cast<std::size_t>(l.scope) * 2 + (l.unit == ratelimit::Unit::kTokens ? 0 : 1);
+  w.stats().client(ctx.client_series).rate_limited[index].add();
+  ctx.outcome = "rejected";
+  ctx.error = "rate_limited";
+  std::string what = std::string(scope) + " '" + std::string(l.name) + "' (" +
+                     std::to_string(l.per_minute) + " " + std::string(unit) + " per minute)";
+  if (!refusal.wait) {
+    core::HttpError e = core::bad_request(
+        "This request needs about " + std::to_string(needed) + " tokens, more than the limit of " +
+        what + " allows: lower max_tokens or split the input.");
+    co_return co_await respond(client, ctx, 400, e.body(), keep_alive, req.version());
+  }
+  auto wait_ms = std::max<std::int64_t>(1, (*refusal.wait + 999'999) / 1'000'000);
+  auto secs = (wait_ms + 999) / 1000;
+  std::vector<std::pair<std::string, std::string>> headers;
+  headers.emplace_back("retry-after-ms", std::to_string(wait_ms));
+  headers.emplace_back("retry-after", std::to_string(secs));
+  headers.emplace_back(std::string("x-ratelimit-limit-") + std::string(unit), std::to_string(l.per_minute));
+  headers.emplace_back(std::string("x-ratelimit-remaining-") + std::string(unit),
+                       std::to_string(l.bucket->available(now, l.per_minute)));
+  core::HttpError e{429, "429",
+                    "Rate limit of " + what + " exceeded. Please retry after " + std::to_string(secs) +
+                        " second" + (secs == 1 ? "" : "s") + ".",
+                    "rate_limit_exceeded", {}};
+  co_return co_await respond(client, ctx, 429, e.body(), keep_alive, req.version(),
                              "application/json", headers);
 }
 
@@ -529,6 +613,36 @@ net::awaitable<bool> handle(Worker& w, Client<Stream> client, Request& req, Requ
       only = it->second;
     }
     ctx.drop_header = cfg.routing.pin_header;
+  }
+  // Admission: reserve the request's expected tokens (and one request) from every limit that
+  // applies — client, tenant, deployment — all or nothing; settled when the request ends.
+  std::vector<ratelimit::Limit> limits;
+  if (identity.kind == auth::Identity::Kind::kClient) {
+    const auto& cl = auth_state->client_limits[identity.client];
+    limits.insert(limits.end(), cl.begin(), cl.end());
+  }
+  limits.insert(limits.end(), drt.limits.begin(), drt.limits.end());
+  bool inference = is_inference(ctx.call.op);
+  bool policy = inference && (caller != nullptr || cfg.policy.max_n > 0 || cfg.policy.max_best_of > 0);
+  if (!limits.empty() || policy) {
+    ratelimit::Estimate estimate;
+    if (inference) {
+      estimate = ratelimit::admit(ctx.call, req.body().size(), caller, cfg.policy, *snap->tokenizers,
+                                  ctx.deployment->model);
+      if (estimate.error) {
+        co_return co_await reject(400, "over_policy", std::move(*estimate.error));
+      }
+    }
+    ctx.prompt_estimate = estimate.prompt;
+    ctx.tokenizers = snap->tokenizers.get();
+    ctx.model = ctx.deployment->model;
+    ctx.count_output = inference && ctx.call.stream;
+    auto now = ratelimit::steady_now_ns();
+    if (auto refusal = ctx.reservation.reserve(limits, estimate.total(), now)) {
+      co_return co_await respond_rate_limited(w, client, req, ctx, *refusal, estimate.total(),
+                                              keep_alive, now);
+    }
+    ctx.response_headers = remaining_headers(limits, now);
   }
   co_return co_await route_and_forward(w, client, req, ctx, *snap, drt, only, creates, keep_alive,
                                        {allowed.data(), allowed.size()});

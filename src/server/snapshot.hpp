@@ -15,7 +15,9 @@
 #include "tollgate/auth/jwt.hpp"
 #include "tollgate/auth/keys.hpp"
 #include "tollgate/config/config.hpp"
+#include "tollgate/ratelimit/bucket.hpp"
 #include "tollgate/routing/affinity.hpp"
+#include "tollgate/tokenize/encoding.hpp"
 #include "tollgate/routing/backend_state.hpp"
 #include "tollgate/routing/balancer.hpp"
 
@@ -45,6 +47,8 @@ struct DeploymentRuntime {
   std::uint32_t series_none = 0;                // metrics series (deployment, "none")
   std::uint32_t first_tier = 0;                 // the first tier with a backend (regions)
   std::vector<std::uint32_t> series;            // by backend index; kNoSeries if not routed
+  std::vector<ratelimit::Limit> limits;         // the deployment's own TPM/RPM buckets
+  std::vector<std::shared_ptr<ratelimit::Bucket>> buckets;  // keeps `limits` alive
 };
 
 struct Snapshot {
@@ -55,6 +59,7 @@ struct Snapshot {
   std::unordered_map<std::string, std::uint32_t> backend_index;  // name -> index
   std::shared_ptr<routing::AffinityTable> affinity;  // shared by workers; survives reloads
   routing::BreakerPolicy breaker;
+  std::shared_ptr<const tokenize::Tokenizers> tokenizers;  // exact prompt counts for admission
   std::uint32_t unrouted_series = 0;             // ("none", "none")
   std::uint32_t pool_count = 0;
   std::uint64_t generation = 0;
@@ -68,6 +73,8 @@ struct AuthState {
   std::vector<std::shared_ptr<const auth::Jwks>> jwks;      // parallel to config->auth.jwt
   std::vector<std::uint32_t> client_series;                 // parallel to config->clients
   std::uint32_t anonymous_series = 0;
+  std::vector<std::vector<ratelimit::Limit>> client_limits;  // parallel: client's, then tenant's
+  std::vector<std::shared_ptr<ratelimit::Bucket>> buckets;    // keeps client_limits alive
 };
 
 }  // namespace tollgate::server

@@ -111,6 +111,22 @@ struct PoolConfig {
   std::vector<std::uint32_t> weights;    // parallel to backends, each >= 1
 };
 
+/// Admission limits of a client, tenant or deployment (0 = no limit).
+struct LimitsConfig {
+  std::int64_t tokens_per_minute = 0;
+  std::int64_t requests_per_minute = 0;
+  std::int64_t max_tokens_cap = 0;      // clients: the largest output allowance a request may ask
+  std::int64_t default_max_tokens = 0;  // clients: the allowance set when a request asks none
+  bool any_rate() const { return tokens_per_minute > 0 || requests_per_minute > 0; }
+};
+
+/// What the gateway does with requests that ask too much (`policy`).
+struct PolicyConfig {
+  bool reject_over_cap = false;  // over_cap: reject (400) instead of clamp
+  std::int64_t max_n = 0;        // 0 = no limit
+  std::int64_t max_best_of = 0;  // 0 = no limit
+};
+
 /// Failover retries of one request (top-level `retry`, overridable per deployment).
 struct RetryConfig {
   unsigned max_attempts = 3;  // attempts per request, the first included
@@ -125,6 +141,7 @@ struct DeploymentConfig {
   std::vector<PoolConfig> pools;
   std::vector<std::string> regions;  // allowed backend regions; empty = any
   RetryConfig retry;                 // top-level retry with this deployment's overrides applied
+  LimitsConfig limits;               // protects the backends' shared quota
 };
 
 /// Capacity model, circuit breaker, affinity and pinning (`routing`).
@@ -143,6 +160,7 @@ struct RoutingConfig {
 
 struct TenantConfig {
   std::string name;
+  LimitsConfig limits;
 };
 
 /// A key as configured: its SHA-256 digest and optional expiry.
@@ -161,6 +179,7 @@ struct ClientConfig {
   std::vector<std::string> regions;      // empty = any
   std::vector<std::string> principals;   // JWT client_claim values that mean this client
   bool may_pin = false;
+  LimitsConfig limits;
   static constexpr std::size_t kNoTenant = static_cast<std::size_t>(-1);
 };
 
@@ -206,6 +225,7 @@ struct Config {
   std::vector<TenantConfig> tenants;
   std::vector<ClientConfig> clients;
   AuthConfig auth;
+  PolicyConfig policy;
   const ClientConfig* find_client(std::string_view name) const;
 
   /// Index of the deployment clients call `name`, or nullptr.

@@ -41,6 +41,7 @@ struct ApiCall {
   bool include_usage = false;  // stream_options.include_usage set by the client
   bool model_in_body = false;  // routing used the body's "model"
   bool stateful = false;       // a stateful API (responses, files, threads, ...): affinity applies
+  bool body_modified = false;  // `json` was changed by the gateway (admission policy): re-serialize
   std::optional<nlohmann::ordered_json> json;  // parsed body when it is JSON
 };
 

@@ -10,6 +10,11 @@
 
 #include "tollgate/core/api_call.hpp"
 #include "tollgate/core/usage.hpp"
+#include "tollgate/ratelimit/bucket.hpp"
+
+namespace tollgate::tokenize {
+class Tokenizers;
+}
 
 namespace tollgate::core {
 
@@ -48,6 +53,16 @@ struct RequestContext {
   bool usage_expected = false;  // a successful inference response should carry usage
   std::vector<AttemptLog> attempts;
   std::string_view drop_header;  // one more request header kept from backends (the pin header)
+  bool count_output = false;     // keep a stream's generated text (usage may not come)
+  std::string output_text;       // that text, once the stream ended
+  std::string response_headers;  // extra "name: value\r\n" lines for the client (rate limits)
+  // Admission: the tokens held for this request, settled in finish() against its real use.
+  ratelimit::Reservation reservation;
+  std::int64_t prompt_estimate = 0;
+  const tokenize::Tokenizers* tokenizers = nullptr;  // for counting a stream's output
+  std::string_view model;                            // the deployment's model (tokenizer)
+  std::int64_t charged_tokens = 0;                   // what the settle charged
+  bool usage_estimated = false;                      // charged_tokens counted by the gateway
   int tier = 0;  // 1-based tier of the backend that answered (0: none)
 };
 

@@ -5,6 +5,7 @@
 // See docs/design/streaming.md.
 
 #include <cstdint>
+#include <nlohmann/json_fwd.hpp>
 #include <string>
 #include <string_view>
 
@@ -92,6 +93,12 @@ class SseScanner {
 /// whether [DONE] arrived, and how many error events passed.
 class StreamObserver {
  public:
+  /// Also keep the generated text (choices' delta content, tool-call arguments, completions
+  /// text, Responses output_text deltas), up to `max_bytes`, to count it when a stream ends
+  /// without usage.
+  void capture_output(std::size_t max_bytes = 4u << 20) { capture_max_ = max_bytes; }
+  const std::string& output() const { return output_; }
+  std::string take_output() { return std::move(output_); }
   void feed(std::string_view bytes);
   const Usage& usage() const { return usage_; }
   bool done() const { return done_; }
@@ -100,11 +107,14 @@ class StreamObserver {
 
  private:
   void on_event(std::string_view data);
+  void capture_text(const nlohmann::json& j);
   SseScanner scanner_;
   Usage usage_;
   bool done_ = false;
   std::uint32_t events_ = 0;
   std::uint32_t error_events_ = 0;
+  std::size_t capture_max_ = 0;
+  std::string output_;
 };
 
 /// Finds the top-level "usage" object in a JSON body fed in any split, keeping at most

@@ -105,6 +105,9 @@ struct RouteCells {
 struct ClientCells {
   std::array<Counter, static_cast<std::size_t>(StatusClass::kCount)> requests;
   std::array<Counter, static_cast<std::size_t>(TokenType::kCount)> tokens;
+  std::array<Counter, 6> rate_limited;  // [scope * 2 + unit]: client/tenant/deployment × tokens/requests
+  Counter usage_estimated;              // requests billed from the gateway's own count
+  Counter charged_tokens;               // tokens settled against the buckets
 };
 inline constexpr std::uint32_t kMaxClientSeries = 4096;
 
