@@ -412,6 +412,9 @@ net::awaitable<std::optional<UpstreamError>> relay(Client<Down> down, Up& up, Up
     ctx.error = "client_gone";
     route.upstream_errors[static_cast<std::size_t>(UpstreamError::kClientGone)].add();
     keep_alive = false;
+    // What was relayed is what gets billed: the usage seen so far, else the text relayed.
+    ctx.usage = is_sse ? sse.usage() : json.usage();
+    if (ctx.count_output && is_sse) ctx.output_text = sse.take_output();
   };
   // Writes `data` (framed as a chunk when chunked), preceded by the header the first time and
   // followed by the last chunk when `more` is false: one write call. Returns false if the

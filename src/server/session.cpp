@@ -131,7 +131,7 @@ void finish(Worker& w, RequestContext& ctx) {
       .add("cached_tokens", u.cached)
       .add("reasoning_tokens", u.reasoning)
       .add("usage_reported", u.present)
-      .add("reserved_tokens", ctx.reservation.tokens())
+      .add("reserved_tokens", ctx.reservation.held() ? ctx.reservation.tokens() : 0)
       .add("charged_tokens", ctx.charged_tokens)
       .add("usage_estimated", ctx.usage_estimated)
       .add("bytes_in", ctx.bytes_in)
@@ -284,9 +284,9 @@ net::awaitable<bool> respond_rate_limited(Worker& w, Client<Stream> client, cons
   auto scope = ratelimit::to_string(l.scope);
   auto unit = ratelimit::to_string(l.unit);
   auto index = static_cast<std::size_t>(l.scope) * 2 + (l.unit == ratelimit::Unit::kTokens ? 0 : 1);
-  w.stats().client(ctx.client_series).rate_limited[index].add();
   ctx.outcome = "rejected";
-  ctx.error = "rate_limited";
+  ctx.error = refusal.wait ? "rate_limited" : "over_limit";
+  if (refusal.wait) w.stats().client(ctx.client_series).rate_limited[index].add();
   std::string what = std::string(scope) + " '" + std::string(l.name) + "' (" +
                      std::to_string(l.per_minute) + " " + std::string(unit) + " per minute)";
   if (!refusal.wait) {

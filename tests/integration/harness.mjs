@@ -202,7 +202,7 @@ ${extra}`;
 /**
  * A gateway config with several backends per deployment (priority tiers, weights, regions).
  * backends: [{name, url, region?, maxInFlight?, healthCheck? (YAML flow mapping), firstByte?, idle?, connect?}]
- * deployments: [{name, pools: [[name | {name, weight}, ...], ...], regions?: [...], retry? (YAML flow mapping)}]
+ * deployments: [{name, pools: [[name | {name, weight}, ...], ...], regions?: [...], retry?, limits? (YAML flow mappings)}]
  * retry, routing: YAML flow mappings for the top-level keys, or empty to leave them out.
  * auth: the top-level auth section as YAML text (default: anonymous access allowed; '' leaves it out).
  * admin: the admin mapping (YAML text after `admin:`). A backend's `credential` (YAML line(s) like
@@ -225,6 +225,7 @@ export function poolsConfig({ backends, deployments, retry = '', routing = '', w
     `  - name: ${d.name}`,
     d.regions ? `    regions: [${d.regions.join(', ')}]` : '',
     d.retry ? `    retry: ${d.retry}` : '',
+    d.limits ? `    limits: ${d.limits}` : '',
     '    pools:',
     ...d.pools.map((tier) => `      - backends: [${tier.map(entry).join(', ')}]`),
   ].filter(Boolean).join('\n')).join('\n');
