@@ -69,6 +69,56 @@ void StreamObserver::capture_text(const nlohmann::json& j) {
   if (auto delta = j.find("delta"); delta != j.end()) add(*delta);  // Responses: *.delta events
 }
 
+namespace {
+
+// One whole SSE event (its terminating blank line included) as the client should see it.
+void strip_event(std::string_view event, std::string& out) {
+  bool usage_only = event.find("\"choices\":[]") != std::string_view::npos &&
+                    event.find("\"usage\":{") != std::string_view::npos;
+  if (usage_only) return;  // the chunk the client did not ask for
+  static constexpr std::string_view kMember = "\"usage\":null";
+  std::size_t from = 0;
+  for (;;) {
+    auto at = event.find(kMember, from);
+    if (at == std::string_view::npos) break;
+    if (at > 0 && event[at - 1] == ',') {  // ...,"usage":null}
+      out.append(event.substr(from, at - 1 - from));
+      from = at + kMember.size();
+    } else if (at + kMember.size() < event.size() && event[at + kMember.size()] == ',') {
+      out.append(event.substr(from, at - from));  // {"usage":null,...
+      from = at + kMember.size() + 1;
+    } else {
+      out.append(event.substr(from, at + kMember.size() - from));
+      from = at + kMember.size();
+    }
+  }
+  out.append(event.substr(from));
+}
+
+}  // namespace
+
+std::string UsageStripper::feed(std::string_view bytes) {
+  pending_.append(bytes);
+  std::string out;
+  std::size_t start = 0;
+  for (;;) {
+    // An event ends with a blank line: "\n\n" or "\r\n\r\n".
+    auto lf = pending_.find("\n\n", start);
+    auto crlf = pending_.find("\r\n\r\n", start);
+    std::size_t end;
+    if (lf == std::string::npos && crlf == std::string::npos) break;
+    if (crlf != std::string::npos && (lf == std::string::npos || crlf < lf)) {
+      end = crlf + 4;
+    } else {
+      end = lf + 2;
+    }
+    strip_event(std::string_view(pending_).substr(start, end - start), out);
+    start = end;
+  }
+  pending_.erase(0, start);
+  return out;
+}
+
 void StreamObserver::feed(std::string_view bytes) {
   scanner_.feed(bytes, [this](std::string_view data) { on_event(data); });
 }

@@ -382,6 +382,8 @@ net::awaitable<std::optional<UpstreamError>> relay(Client<Down> down, Up& up, Up
                                                              "text/event-stream");
   core::StreamObserver sse;
   if (ctx.count_output) sse.capture_output();
+  std::optional<core::UsageStripper> stripper;
+  if (ctx.strip_usage && is_sse) stripper.emplace();
   core::JsonUsageScanner json;
   // Affinity: the id of the object a stateful call created (JSON: the body, kept up to a bound;
   // SSE: the first event naming one).
@@ -488,7 +490,21 @@ net::awaitable<std::optional<UpstreamError>> relay(Client<Down> down, Up& up, Up
       json.feed(chunk);
     }
     capture_bytes(chunk);
-    if (!co_await send(buf.data(), got, broke || !parser.is_done())) {
+    bool more = broke || !parser.is_done();
+    const char* out = buf.data();
+    std::size_t out_size = got;
+    std::string stripped;
+    if (stripper) {  // the usage the gateway asked for is not the client's
+      stripped = stripper->feed(chunk);
+      if (!more) stripped += stripper->finish();
+      out = stripped.data();
+      out_size = stripped.size();
+      if (out_size == 0 && more) {
+        if (broke) break;
+        continue;
+      }
+    }
+    if (!co_await send(out, out_size, more)) {
       client_gone();
       co_return std::nullopt;
     }

@@ -637,6 +637,17 @@ net::awaitable<bool> handle(Worker& w, Client<Stream> client, Request& req, Requ
     ctx.tokenizers = snap->tokenizers.get();
     ctx.model = ctx.deployment->model;
     ctx.count_output = inference && ctx.call.stream;
+    // A stream's exact usage comes only when asked for: ask on the client's behalf, and take it
+    // back out of what the client receives (UsageStripper).
+    bool streamed_text = ctx.call.op == core::Operation::kChatCompletions ||
+                         ctx.call.op == core::Operation::kCompletions;
+    if (ctx.call.stream && streamed_text && !ctx.call.include_usage && ctx.call.json) {
+      auto& so = (*ctx.call.json)["stream_options"];
+      if (!so.is_object()) so = nlohmann::ordered_json::object();
+      so["include_usage"] = true;
+      ctx.call.body_modified = true;
+      ctx.strip_usage = true;
+    }
     auto now = ratelimit::steady_now_ns();
     if (auto refusal = ctx.reservation.reserve(limits, estimate.total(), now)) {
       co_return co_await respond_rate_limited(w, client, req, ctx, *refusal, estimate.total(),

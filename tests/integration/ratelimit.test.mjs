@@ -348,23 +348,30 @@ describe('streams: usage from the stream, or counted by the gateway', { timeout:
     return { text, contentChunks, usage };
   }
 
-  test('without include_usage the gateway bills prompt + counted output, marked estimated', async () => {
-    const { gw } = env;
+  test('without include_usage the gateway asks for usage upstream, strips it for the client, and bills it exactly', async () => {
+    const { gw, mock } = env;
     const client = azure(gw, env.key('streamer'));
-    const est0 = (await gw.metric('tollgate_usage_estimated_total', { client: 'streamer' })) ?? 0;
     const id = rid('stream-noinc');
     const stream = await client.chat.completions.create({ model: 'gpt-4o', messages: MESSAGES, max_tokens: 100, stream: true },
       { headers: { 'x-request-id': id } });
-    const { text, contentChunks, usage } = await consume(stream);
+    const { contentChunks, usage } = await consume(stream);
     assert.equal(contentChunks, 10);
-    assert.equal(usage, null);
+    assert.equal(usage, null, 'the client did not ask for usage and gets none');
     const l = await logLine(gw, id);
-    const prompt = l.reserved_tokens - 100;
-    assert.equal(prompt, 8);
-    assert.equal(l.usage_reported, false, JSON.stringify(l));
-    assert.equal(l.usage_estimated, true, JSON.stringify(l));
-    assert.equal(l.charged_tokens, prompt + 10, `prompt ${prompt} + 10 words of "${text}": ${JSON.stringify(l)}`);
-    assert.equal(await gw.metric('tollgate_usage_estimated_total', { client: 'streamer' }), est0 + 1);
+    assert.equal(l.usage_reported, true, JSON.stringify(l));
+    assert.equal(l.usage_estimated, false, JSON.stringify(l));
+    assert.equal(l.charged_tokens, 17, JSON.stringify(l));
+    // Upstream, the gateway asked for usage on the client's behalf.
+    const upstream = JSON.parse((await mock.requests(1))[0].body);
+    assert.equal(upstream.stream_options?.include_usage, true, JSON.stringify(upstream));
+    // The raw stream the client receives has no trace of it: no usage chunk, no "usage" members.
+    const raw = await fetch(`${gw.url}/openai/deployments/gpt-4o/chat/completions?api-version=2024-10-21`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', 'api-key': env.key('streamer') },
+      body: JSON.stringify({ messages: MESSAGES, max_tokens: 100, stream: true }),
+    }).then((r) => r.text());
+    assert.ok(raw.includes('data: [DONE]'), raw);
+    assert.ok(!raw.includes('"usage"'), raw);
   });
 
   test('with include_usage the usage event is billed', async () => {

@@ -117,6 +117,21 @@ class StreamObserver {
   std::string output_;
 };
 
+/// Takes back what the gateway added to a stream by asking for usage on the client's behalf
+/// (`stream_options.include_usage`): the final usage-only chunk is dropped and the `"usage":null`
+/// members of the other chunks are removed, so the client receives the stream it asked for.
+/// Works on whole events (a partial event waits for its end). Thread: one owner.
+class UsageStripper {
+ public:
+  /// Returns the bytes to send for `bytes` (possibly none yet).
+  std::string feed(std::string_view bytes);
+  /// The bytes still held at the end of the stream (an unterminated last event), as they are.
+  std::string finish() { return std::move(pending_); }
+
+ private:
+  std::string pending_;
+};
+
 /// Finds the top-level "usage" object in a JSON body fed in any split, keeping at most
 /// `max_capture` bytes (the usage object only). Thread: one owner.
 class JsonUsageScanner {

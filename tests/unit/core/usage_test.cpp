@@ -146,3 +146,36 @@ TEST(JsonUsageScannerTest, BoundedCapture) {
 }
 
 }  // namespace
+
+namespace {
+
+std::string strip_all(const std::string& stream, std::size_t piece) {
+  tollgate::core::UsageStripper s;
+  std::string out;
+  for (std::size_t i = 0; i < stream.size(); i += piece) out += s.feed(stream.substr(i, piece));
+  return out + s.finish();
+}
+
+}  // namespace
+
+TEST(UsageStripper, GivesBackTheStreamTheClientAskedFor) {
+  // What a backend sends with include_usage, and what it sends without.
+  const std::string with =
+      "data: {\"choices\":[],\"created\":0,\"id\":\"\",\"prompt_filter_results\":[],\"usage\":null}\n\n"
+      "data: {\"choices\":[{\"delta\":{\"content\":\"Hi\"},\"index\":0}],\"id\":\"c1\",\"usage\":null}\n\n"
+      "data: {\"usage\":null,\"choices\":[{\"delta\":{},\"finish_reason\":\"stop\",\"index\":0}]}\r\n\r\n"
+      "data: {\"choices\":[],\"id\":\"c1\",\"usage\":{\"completion_tokens\":1,\"prompt_tokens\":5,\"total_tokens\":6}}\n\n"
+      "data: [DONE]\n\n";
+  const std::string without =
+      "data: {\"choices\":[],\"created\":0,\"id\":\"\",\"prompt_filter_results\":[]}\n\n"
+      "data: {\"choices\":[{\"delta\":{\"content\":\"Hi\"},\"index\":0}],\"id\":\"c1\"}\n\n"
+      "data: {\"choices\":[{\"delta\":{},\"finish_reason\":\"stop\",\"index\":0}]}\r\n\r\n"
+      "data: [DONE]\n\n";
+  for (std::size_t piece : {1u, 2u, 3u, 7u, 64u, 4096u}) {
+    EXPECT_EQ(strip_all(with, piece), without) << "pieces of " << piece;
+  }
+  // Text that merely mentions usage is left alone; an unterminated tail comes out as it is.
+  const std::string content = "data: {\"choices\":[{\"delta\":{\"content\":\"usage\\\":null\"}}]}\n\n";
+  EXPECT_EQ(strip_all(content, 5), content);
+  EXPECT_EQ(strip_all("data: {\"partial\"", 3), "data: {\"partial\"");
+}
