@@ -1,5 +1,6 @@
 #include "server/identity.hpp"
 
+#include <algorithm>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <fstream>
@@ -310,6 +311,10 @@ void IdentityManager::publish() {
   }
   state_ = s;
   publish_(s);
+}
+
+bool IdentityManager::keys_ready() const {
+  return std::all_of(jwks_.begin(), jwks_.end(), [](const auto& k) { return k != nullptr; });
 }
 
 void IdentityManager::unknown_kid(std::size_t issuer) {
