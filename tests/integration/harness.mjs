@@ -1,6 +1,6 @@
 // Test harness: starts the real tollgate and tollgate-mock binaries on 127.0.0.1 with ephemeral
 // ports, reads their "listening" log lines, and cleans every process up. Every wait is bounded.
-import { spawn } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { mkdtempSync, writeFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, dirname } from 'node:path';
@@ -255,4 +255,14 @@ export async function eventually(fn, { timeoutMs = 5000, intervalMs = 25, what =
     await sleep(intervalMs);
   }
   throw new Error(`timed out after ${timeoutMs} ms waiting for ${what} (last: ${JSON.stringify(last)})`);
+}
+
+/** Runs `promtool check metrics` on each {name, text}; returns the failures as text ('' if none). */
+export function promtoolFailures(scrapes) {
+  const failures = [];
+  for (const s of scrapes) {
+    const r = spawnSync('promtool', ['check', 'metrics'], { input: s.text, encoding: 'utf8', timeout: 20000 });
+    if (r.status !== 0) failures.push(`promtool on the metrics of "${s.name}": ${r.stdout}${r.stderr}${r.error ?? ''}`);
+  }
+  return failures.join('\n');
 }
