@@ -473,14 +473,14 @@ int Gateway::run() {
   auto& s = *impl_;
   auto snap = s.build(s.config);
   auto auth = s.identity->apply(s.config, *snap);  // throws when the keys file is unusable
-  // The JWT issuers' keys are fetched before the listeners serve (bounded), so the first token
-  // after start-up is not refused for want of them.
+  // The JWT issuers' keys and the backends' Entra ID tokens are fetched before the listeners
+  // serve (bounded), so the first requests after start-up don't fail for want of them.
   auto keys_deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
   while (!s.identity->keys_ready() && std::chrono::steady_clock::now() < keys_deadline) {
     s.control.run_one_for(std::chrono::milliseconds(50));
   }
   if (!s.identity->keys_ready()) {
-    log_warn("not every JWT issuer's keys could be fetched yet; their tokens are refused until they are");
+    log_warn("not every JWT issuer's keys or backend token could be obtained yet; they are retried");
   }
   auth = s.identity->state();
   s.current = snap;

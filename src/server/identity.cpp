@@ -314,7 +314,9 @@ void IdentityManager::publish() {
 }
 
 bool IdentityManager::keys_ready() const {
-  return std::all_of(jwks_.begin(), jwks_.end(), [](const auto& k) { return k != nullptr; });
+  return std::all_of(jwks_.begin(), jwks_.end(), [](const auto& k) { return k != nullptr; }) &&
+         std::all_of(token_loops_.begin(), token_loops_.end(),
+                     [](const auto& kv) { return kv.second->slot->token.load() != nullptr; });
 }
 
 void IdentityManager::unknown_kid(std::size_t issuer) {

@@ -38,7 +38,8 @@ class IdentityManager {
   /// start-up the gateway refuses to start; a reload keeps the running identities).
   std::shared_ptr<const AuthState> apply(std::shared_ptr<const config::Config> cfg,
                                          const Snapshot& snap);
-  /// True once every JWT issuer's keys were loaded at least once. Thread: control.
+  /// True once every JWT issuer's keys and every backend token were obtained at least once.
+  /// Thread: control.
   bool keys_ready() const;
   const std::shared_ptr<const AuthState>& state() const { return state_; }
   /// A worker met a token whose kid `issuer`'s JWKS lacks: refresh it (at most once a second).
