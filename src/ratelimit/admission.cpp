@@ -85,8 +85,7 @@ Estimate admit(core::ApiCall& call, std::size_t body_bytes, const config::Client
   if (call.op == core::Operation::kEmbeddings) kind = tokenize::RequestKind::kEmbeddings;
   if (kind) {
     const auto& enc = tokenizers.for_model(model);
-    nlohmann::json plain = j;  // the estimators take nlohmann::json
-    auto r = tokenize::estimate_prompt(*kind, enc, plain, model);
+    auto r = tokenize::estimate_prompt(*kind, enc, j, model);
     if (r) {
       e.prompt = static_cast<std::int64_t>(r->tokens);
       e.exact = e.exact && r->exact;

@@ -99,7 +99,7 @@ int count_tokens_main(int argc, char** argv) {
   if (std::cin.bad()) return fail("cannot read stdin");
 
   if (request_kind) {
-    const auto body = nlohmann::json::parse(input, nullptr, /*allow_exceptions=*/false);
+    const auto body = nlohmann::ordered_json::parse(input, nullptr, /*allow_exceptions=*/false);
     if (body.is_discarded()) return fail("stdin is not a valid JSON document");
     auto e = estimate_prompt(*request_kind, **enc, body, model.value_or(""));
     if (!e) return fail("malformed request body: " + e.error().message);

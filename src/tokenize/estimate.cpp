@@ -9,7 +9,7 @@
 namespace tollgate::tokenize {
 namespace {
 
-using nlohmann::json;
+using json = nlohmann::ordered_json;  // the gateway parses request bodies so (key order kept)
 
 constexpr std::uint64_t kTokensPerMessage = 3;
 constexpr std::uint64_t kTokensPerName = 1;

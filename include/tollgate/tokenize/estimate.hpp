@@ -7,7 +7,7 @@
 // array"); nothing throws except std::bad_alloc.
 
 #include <cstdint>
-#include <nlohmann/json_fwd.hpp>
+#include <nlohmann/json_fwd.hpp>  // bodies are ordered_json: as the gateway parses them
 #include <optional>
 #include <string_view>
 
@@ -41,24 +41,24 @@ std::optional<RequestKind> parse_request_kind(std::string_view name) noexcept;
 /// otherwise), image parts by the tile/patch formula of `model`, and response_format schemas.
 /// `model` (the deployment's model, or the body's "model") selects the image cost table; when
 /// empty the body's "model" field is used.
-Result<TokenEstimate> estimate_chat_prompt(const Encoding& enc, const nlohmann::json& body,
+Result<TokenEstimate> estimate_chat_prompt(const Encoding& enc, const nlohmann::ordered_json& body,
                                            std::string_view model = {});
 
 /// Completions prompt: string, array of strings, token array, or array of token arrays
 /// (+ `suffix`). An absent prompt is the API's default "<|endoftext|>": 1 token.
-Result<TokenEstimate> estimate_completions_prompt(const Encoding& enc, const nlohmann::json& body);
+Result<TokenEstimate> estimate_completions_prompt(const Encoding& enc, const nlohmann::ordered_json& body);
 
 /// Embeddings input: string, array of strings, token array, or array of token arrays.
-Result<TokenEstimate> estimate_embeddings_input(const Encoding& enc, const nlohmann::json& body);
+Result<TokenEstimate> estimate_embeddings_input(const Encoding& enc, const nlohmann::ordered_json& body);
 
 /// Output allowance: max_completion_tokens (else max_tokens, else `default_max_tokens`, which
 /// makes the result inexact) × max(n, best_of, 1). Zero for embeddings.
-Result<TokenEstimate> estimate_output_allowance(RequestKind kind, const nlohmann::json& body,
+Result<TokenEstimate> estimate_output_allowance(RequestKind kind, const nlohmann::ordered_json& body,
                                                 std::uint64_t default_max_tokens);
 
 /// The prompt estimate for `kind` (dispatches to the three functions above).
 Result<TokenEstimate> estimate_prompt(RequestKind kind, const Encoding& enc,
-                                      const nlohmann::json& body, std::string_view model = {});
+                                      const nlohmann::ordered_json& body, std::string_view model = {});
 
 // ---- images (exposed for tests) -------------------------------------------------------------
 

@@ -10,7 +10,7 @@
 namespace tollgate::tokenize {
 namespace {
 
-using nlohmann::json;
+using json = nlohmann::ordered_json;
 
 class EstimateTest : public testing::WithTokenizers {
  protected:
