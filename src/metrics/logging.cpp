@@ -83,4 +83,18 @@ void AccessLog::flush() {
   if (logger_) logger_->flush();
 }
 
+void LogFailure::operator()(std::exception_ptr e) const {
+  if (!e) return;
+  core::JsonFields f;
+  if (!key.empty()) f.add(key, value);
+  try {
+    std::rethrow_exception(e);
+  } catch (const std::exception& ex) {
+    f.add("error", ex.what());
+  } catch (...) {
+    f.add("error", "unknown exception");
+  }
+  log_error(message, f);
+}
+
 }  // namespace tollgate::metrics

@@ -88,8 +88,6 @@ void SeriesRegistry::add_worker(WorkerStats* w) {
   workers_.push_back(w);
 }
 
-namespace {
-
 using prometheus::ClientMetric;
 using prometheus::MetricFamily;
 using prometheus::MetricType;
@@ -101,6 +99,22 @@ MetricFamily family(std::string name, std::string help, MetricType type) {
   f.type = type;
   return f;
 }
+
+void add_counter(MetricFamily& f, std::vector<ClientMetric::Label> labels, double value) {
+  ClientMetric m;
+  m.label = std::move(labels);
+  m.counter.value = value;
+  f.metric.push_back(std::move(m));
+}
+
+void add_gauge(MetricFamily& f, std::vector<ClientMetric::Label> labels, double value) {
+  ClientMetric m;
+  m.label = std::move(labels);
+  m.gauge.value = value;
+  f.metric.push_back(std::move(m));
+}
+
+namespace {
 
 ClientMetric route_metric(const std::pair<std::string, std::string>& labels) {
   ClientMetric m;
@@ -211,16 +225,11 @@ std::string render_metrics(const SeriesRegistry& reg, const ControlStats& contro
     }
     for (std::size_t i = 0; i < nob.size(); ++i) {
       if (nob[i] == 0) continue;
-      ClientMetric m;
-      m.label = {{"deployment", labels.first}, {"code", i == 0 ? "429" : "503"}};
-      m.counter.value = static_cast<double>(nob[i]);
-      no_backend.metric.push_back(std::move(m));
+      add_counter(no_backend, {{"deployment", labels.first}, {"code", i == 0 ? "429" : "503"}},
+                  static_cast<double>(nob[i]));
     }
     if (exhausted != 0) {
-      ClientMetric m;
-      m.label = {{"deployment", labels.first}};
-      m.counter.value = static_cast<double>(exhausted);
-      budget.metric.push_back(std::move(m));
+      add_counter(budget, {{"deployment", labels.first}}, static_cast<double>(exhausted));
     }
     std::uint64_t used = miss;
     for (auto v : req) used += v;
@@ -256,12 +265,10 @@ std::string render_metrics(const SeriesRegistry& reg, const ControlStats& contro
         histogram_metric(reg, id, [](const RouteCells& c) -> const Histogram& { return c.ttfb; }));
   }
   for (const auto& [key, count] : spills) {
-    ClientMetric m;
-    m.label = {{"deployment", std::get<0>(key)},
-               {"from_tier", std::to_string(std::get<1>(key) + 1)},
-               {"to_tier", std::to_string(std::get<2>(key) + 1)}};
-    m.counter.value = static_cast<double>(count);
-    spillovers.metric.push_back(std::move(m));
+    add_counter(spillovers, {{"deployment", std::get<0>(key)},
+                             {"from_tier", std::to_string(std::get<1>(key) + 1)},
+                             {"to_tier", std::to_string(std::get<2>(key) + 1)}},
+                static_cast<double>(count));
   }
   for (auto* f : {&requests, &duration, &ttfb, &tokens, &errors, &missing, &retries, &spillovers,
                   &no_backend, &budget}) {
@@ -355,39 +362,27 @@ std::string render_metrics(const SeriesRegistry& reg, const ControlStats& contro
       static constexpr const char* kScopes[] = {"client", "tenant", "deployment"};
       for (std::size_t i = 0; i < limited.size(); ++i) {
         if (limited[i] == 0) continue;
-        ClientMetric m;
-        m.label = {{"client", client}, {"tenant", tenant}, {"scope", kScopes[i / 2]},
-                   {"limit", i % 2 == 0 ? "tokens" : "requests"}};
-        m.counter.value = static_cast<double>(limited[i]);
-        climited.metric.push_back(std::move(m));
+        add_counter(climited, {{"client", client}, {"tenant", tenant}, {"scope", kScopes[i / 2]},
+                               {"limit", i % 2 == 0 ? "tokens" : "requests"}},
+                    static_cast<double>(limited[i]));
       }
       if (estimated != 0) {
-        ClientMetric m;
-        m.label = {{"client", client}, {"tenant", tenant}};
-        m.counter.value = static_cast<double>(estimated);
-        cest.metric.push_back(std::move(m));
+        add_counter(cest, {{"client", client}, {"tenant", tenant}}, static_cast<double>(estimated));
       }
       if (charged != 0) {
-        ClientMetric m;
-        m.label = {{"client", client}, {"tenant", tenant}};
-        m.counter.value = static_cast<double>(charged);
-        ccharged.metric.push_back(std::move(m));
+        add_counter(ccharged, {{"client", client}, {"tenant", tenant}}, static_cast<double>(charged));
       }
       for (std::size_t i = 0; i < req.size(); ++i) {
         if (req[i] == 0) continue;
-        ClientMetric m;
-        m.label = {{"client", client}, {"tenant", tenant},
-                   {"code", std::string(to_string(static_cast<StatusClass>(i)))}};
-        m.counter.value = static_cast<double>(req[i]);
-        creq.metric.push_back(std::move(m));
+        add_counter(creq, {{"client", client}, {"tenant", tenant},
+                           {"code", std::string(to_string(static_cast<StatusClass>(i)))}},
+                    static_cast<double>(req[i]));
       }
       for (std::size_t i = 0; i < tok.size(); ++i) {
         if (tok[i] == 0) continue;
-        ClientMetric m;
-        m.label = {{"client", client}, {"tenant", tenant},
-                   {"type", std::string(to_string(static_cast<TokenType>(i)))}};
-        m.counter.value = static_cast<double>(tok[i]);
-        ctok.metric.push_back(std::move(m));
+        add_counter(ctok, {{"client", client}, {"tenant", tenant},
+                           {"type", std::string(to_string(static_cast<TokenType>(i)))}},
+                    static_cast<double>(tok[i]));
       }
     }
     out.push_back(std::move(creq));

@@ -661,6 +661,16 @@ std::string completion_text(unsigned tokens) {
   return s;
 }
 
+// {"content_filter_results":…,"finish_reason":"…","index":c  — the start of a finished choice.
+void append_choice_head(std::string& out, const CompletionSpec& s, unsigned c) {
+  out += R"({"content_filter_results":)"sv;
+  out += kChoiceFilter;
+  out += R"(,"finish_reason":")"sv;
+  out += finish_reason(s);
+  out += R"(","index":)"sv;
+  append_uint(out, c);
+}
+
 std::string chat_completion_body(const CompletionSpec& s) {
   std::string out;
   out.reserve(900 + s.choices * (kChoiceFilter.size() + 160 + s.tokens * 7));
@@ -668,12 +678,7 @@ std::string chat_completion_body(const CompletionSpec& s) {
   out += R"({"choices":[)"sv;
   for (unsigned c = 0; c < s.choices; ++c) {
     if (c) out += ',';
-    out += R"({"content_filter_results":)"sv;
-    out += kChoiceFilter;
-    out += R"(,"finish_reason":")"sv;
-    out += finish_reason(s);
-    out += R"(","index":)"sv;
-    append_uint(out, c);
+    append_choice_head(out, s, c);
     if (s.tool_call.empty()) {
       out += R"(,"logprobs":null,"message":{"content":")"sv;
       out += text;  // plain ASCII words: nothing to escape
@@ -710,12 +715,7 @@ std::string text_completion_body(const CompletionSpec& s) {
   out += R"({"choices":[)"sv;
   for (unsigned c = 0; c < s.choices; ++c) {
     if (c) out += ',';
-    out += R"({"content_filter_results":)"sv;
-    out += kChoiceFilter;
-    out += R"(,"finish_reason":")"sv;
-    out += finish_reason(s);
-    out += R"(","index":)"sv;
-    append_uint(out, c);
+    append_choice_head(out, s, c);
     out += R"(,"logprobs":null,"text":")"sv;
     out += text;
     out += R"("})"sv;

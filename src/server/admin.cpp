@@ -44,15 +44,7 @@ net::awaitable<void> admin_accept(tcp::acceptor& acceptor, Handler handler) {
       continue;
     }
     net::co_spawn(acceptor.get_executor(), admin_session(PlainStream(std::move(sock)), handler),
-                  [](std::exception_ptr e) {
-                    if (!e) return;
-                    try {
-                      std::rethrow_exception(e);
-                    } catch (const std::exception& ex) {
-                      metrics::log_error("admin session failed",
-                                         core::JsonFields().add("error", ex.what()));
-                    }
-                  });
+                  metrics::LogFailure{"admin session failed", {}, {}});
   }
 }
 

@@ -314,78 +314,55 @@ struct Gateway::Impl {
 
   // Backend state read from the shared atomics at scrape time.
   std::vector<prometheus::MetricFamily> routing_families() const {
-    using prometheus::ClientMetric;
-    using prometheus::MetricFamily;
+    using metrics::add_counter;
+    using metrics::add_gauge;
+    using metrics::family;
     using prometheus::MetricType;
-    std::vector<MetricFamily> out;
+    std::vector<prometheus::MetricFamily> out;
     if (!current) return out;
     auto now = routing::steady_now_ms();
-    auto fam = [](std::string name, std::string help, MetricType type) {
-      MetricFamily f;
-      f.name = std::move(name);
-      f.help = std::move(help);
-      f.type = type;
-      return f;
-    };
-    auto state = fam("tollgate_backend_state",
-                     "1 for the backend's current condition (available, throttled, breaker_open, "
-                     "breaker_half_open, probe_failed, saturated), 0 for the others.",
-                     MetricType::Gauge);
-    auto in_flight = fam("tollgate_backend_in_flight_requests",
-                         "Requests in flight to the backend, across workers.", MetricType::Gauge);
-    auto tokens = fam("tollgate_backend_ratelimit_remaining_tokens",
-                      "x-ratelimit-remaining-tokens as last reported by the backend.",
-                      MetricType::Gauge);
-    auto requests = fam("tollgate_backend_ratelimit_remaining_requests",
-                        "x-ratelimit-remaining-requests as last reported by the backend.",
+    auto state = family("tollgate_backend_state",
+                        "1 for the backend's current condition (available, throttled, breaker_open, "
+                        "breaker_half_open, probe_failed, saturated), 0 for the others.",
                         MetricType::Gauge);
-    auto util = fam("tollgate_backend_utilization_ratio",
-                    "PTU utilization (azure-openai-deployment-utilization) as last reported; 1 = 100%.",
-                    MetricType::Gauge);
-    auto opens = fam("tollgate_backend_breaker_opens_total",
-                     "Times the backend's circuit breaker opened.", MetricType::Counter);
-    auto throttles = fam("tollgate_backend_throttled_total",
-                         "429 answers that made the backend rest (throttled).", MetricType::Counter);
-    auto affinity_entries = fam("tollgate_affinity_entries",
-                                "Objects (responses, files, threads, ...) the gateway can route to "
-                                "the backend that created them.",
-                                MetricType::Gauge);
-    auto gauge = [](MetricFamily& f, const std::string& backend, double v) {
-      ClientMetric m;
-      m.label = {{"backend", backend}};
-      m.gauge.value = v;
-      f.metric.push_back(std::move(m));
-    };
-    auto counter = [](MetricFamily& f, const std::string& backend, double v) {
-      ClientMetric m;
-      m.label = {{"backend", backend}};
-      m.counter.value = v;
-      f.metric.push_back(std::move(m));
-    };
+    auto in_flight = family("tollgate_backend_in_flight_requests",
+                            "Requests in flight to the backend, across workers.", MetricType::Gauge);
+    auto tokens = family("tollgate_backend_ratelimit_remaining_tokens",
+                         "x-ratelimit-remaining-tokens as last reported by the backend.",
+                         MetricType::Gauge);
+    auto requests = family("tollgate_backend_ratelimit_remaining_requests",
+                           "x-ratelimit-remaining-requests as last reported by the backend.",
+                           MetricType::Gauge);
+    auto util = family("tollgate_backend_utilization_ratio",
+                       "PTU utilization (azure-openai-deployment-utilization) as last reported; 1 = 100%.",
+                       MetricType::Gauge);
+    auto opens = family("tollgate_backend_breaker_opens_total",
+                        "Times the backend's circuit breaker opened.", MetricType::Counter);
+    auto throttles = family("tollgate_backend_throttled_total",
+                            "429 answers that made the backend rest (throttled).", MetricType::Counter);
+    auto affinity_entries = family("tollgate_affinity_entries",
+                                   "Objects (responses, files, threads, ...) the gateway can route "
+                                   "to the backend that created them.",
+                                   MetricType::Gauge);
     const auto& cfg = *current->config;
     for (std::size_t i = 0; i < current->backends.size(); ++i) {
       const auto& name = cfg.backends[i].name;
       const auto& st = *current->backends[i].state;
       auto cond = st.condition(now, cfg.backends[i].max_in_flight);
       for (std::size_t c = 0; c < static_cast<std::size_t>(routing::Condition::kCount); ++c) {
-        ClientMetric m;
-        m.label = {{"backend", name},
-                   {"state", std::string(routing::to_string(static_cast<routing::Condition>(c)))}};
-        m.gauge.value = static_cast<std::size_t>(cond) == c ? 1 : 0;
-        state.metric.push_back(std::move(m));
+        add_gauge(state,
+                  {{"backend", name},
+                   {"state", std::string(routing::to_string(static_cast<routing::Condition>(c)))}},
+                  static_cast<std::size_t>(cond) == c ? 1 : 0);
       }
-      gauge(in_flight, name, static_cast<double>(st.in_flight()));
-      if (auto v = st.last_remaining_tokens()) gauge(tokens, name, static_cast<double>(*v));
-      if (auto v = st.last_remaining_requests()) gauge(requests, name, static_cast<double>(*v));
-      if (auto v = st.utilization()) gauge(util, name, *v / 100.0);
-      counter(opens, name, static_cast<double>(st.breaker_opens()));
-      counter(throttles, name, static_cast<double>(st.throttles()));
+      add_gauge(in_flight, {{"backend", name}}, static_cast<double>(st.in_flight()));
+      if (auto v = st.last_remaining_tokens()) add_gauge(tokens, {{"backend", name}}, static_cast<double>(*v));
+      if (auto v = st.last_remaining_requests()) add_gauge(requests, {{"backend", name}}, static_cast<double>(*v));
+      if (auto v = st.utilization()) add_gauge(util, {{"backend", name}}, *v / 100.0);
+      add_counter(opens, {{"backend", name}}, static_cast<double>(st.breaker_opens()));
+      add_counter(throttles, {{"backend", name}}, static_cast<double>(st.throttles()));
     }
-    {
-      ClientMetric m;
-      m.gauge.value = static_cast<double>(current->affinity->size());
-      affinity_entries.metric.push_back(std::move(m));
-    }
+    add_gauge(affinity_entries, {}, static_cast<double>(current->affinity->size()));
     for (auto* f : {&state, &in_flight, &tokens, &requests, &util, &opens, &throttles,
                     &affinity_entries}) {
       out.push_back(std::move(*f));

@@ -8,6 +8,7 @@
 
 #include "proxy/net.hpp"
 #include "tollgate/metrics/logging.hpp"
+#include "tollgate/metrics/stats.hpp"
 
 namespace tollgate::server {
 
@@ -137,15 +138,8 @@ void HealthChecker::apply(const std::shared_ptr<const Snapshot>& snap) {
       continue;
     }
     auto p = std::make_shared<Probe>(io_, rt);
-    net::co_spawn(io_, probe_loop(p), [name = rt.config->name](std::exception_ptr e) {
-      if (!e) return;
-      try {
-        std::rethrow_exception(e);
-      } catch (const std::exception& ex) {
-        metrics::log_error("health check loop failed",
-                           core::JsonFields().add("backend", name).add("error", ex.what()));
-      }
-    });
+    net::co_spawn(io_, probe_loop(p),
+                  metrics::LogFailure{"health check loop failed", "backend", rt.config->name});
     next.emplace(key, std::move(p));
   }
   for (auto& [key, p] : probes_) {
@@ -167,17 +161,14 @@ void HealthChecker::stop() {
 }
 
 void HealthChecker::families(std::vector<prometheus::MetricFamily>& out) const {
-  prometheus::MetricFamily f;
-  f.name = "tollgate_health_checks_total";
-  f.help = "Active health-check probes by backend and result.";
-  f.type = prometheus::MetricType::Counter;
+  auto f = metrics::family("tollgate_health_checks_total",
+                           "Active health-check probes by backend and result.",
+                           prometheus::MetricType::Counter);
   for (const auto& [key, p] : probes_) {
-    for (bool pass : {true, false}) {
-      prometheus::ClientMetric m;
-      m.label = {{"backend", p->backend.name}, {"result", pass ? "pass" : "fail"}};
-      m.counter.value = static_cast<double>(pass ? p->passed_total : p->failed_total);
-      f.metric.push_back(std::move(m));
-    }
+    metrics::add_counter(f, {{"backend", p->backend.name}, {"result", "pass"}},
+                         static_cast<double>(p->passed_total));
+    metrics::add_counter(f, {{"backend", p->backend.name}, {"result", "fail"}},
+                         static_cast<double>(p->failed_total));
   }
   out.push_back(std::move(f));
 }

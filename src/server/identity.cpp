@@ -155,14 +155,8 @@ net::awaitable<void> token_loop(std::shared_ptr<IdentityManager::Loop> loop) {
 }
 
 void spawn(net::io_context& io, net::awaitable<void> task, std::string what) {
-  net::co_spawn(io, std::move(task), [what = std::move(what)](std::exception_ptr e) {
-    if (!e) return;
-    try {
-      std::rethrow_exception(e);
-    } catch (const std::exception& ex) {
-      metrics::log_error("identity task failed", core::JsonFields().add("task", what).add("error", ex.what()));
-    }
-  });
+  net::co_spawn(io, std::move(task),
+                metrics::LogFailure{"identity task failed", "task", std::move(what)});
 }
 
 }  // namespace
@@ -465,33 +459,25 @@ AdminResponse IdentityManager::revoke_key(const std::string& id) {
 }
 
 void IdentityManager::families(std::vector<prometheus::MetricFamily>& out) const {
-  prometheus::MetricFamily f;
-  f.name = "tollgate_backend_token_refresh_failures_total";
-  f.help = "Failed attempts to obtain an Entra ID token for a backend.";
-  f.type = prometheus::MetricType::Counter;
+  using prometheus::MetricType;
+  auto f = metrics::family("tollgate_backend_token_refresh_failures_total",
+                           "Failed attempts to obtain an Entra ID token for a backend.",
+                           MetricType::Counter);
   for (const auto& [id, l] : token_loops_) {
-    prometheus::ClientMetric m;
-    m.label = {{"backend", l->backend}};
-    m.counter.value = static_cast<double>(l->slot->refresh_failures.load());
-    f.metric.push_back(std::move(m));
+    metrics::add_counter(f, {{"backend", l->backend}},
+                         static_cast<double>(l->slot->refresh_failures.load()));
   }
   out.push_back(std::move(f));
-  prometheus::MetricFamily j;
-  j.name = "tollgate_jwks_fetch_failures_total";
-  j.help = "Failed JWKS fetches (the last good keys stay in use).";
-  j.type = prometheus::MetricType::Counter;
-  prometheus::ClientMetric m;
-  m.counter.value = static_cast<double>(jwks_fetch_failures_);
-  j.metric.push_back(std::move(m));
+  auto j = metrics::family("tollgate_jwks_fetch_failures_total",
+                           "Failed JWKS fetches (the last good keys stay in use).",
+                           MetricType::Counter);
+  metrics::add_counter(j, {}, static_cast<double>(jwks_fetch_failures_));
   out.push_back(std::move(j));
-  prometheus::MetricFamily k;
-  k.name = "tollgate_client_keys";
-  k.help = "Client API keys known to the gateway: configured and created at runtime, minus "
-           "revoked ones (expired keys included until removed).";
-  k.type = prometheus::MetricType::Gauge;
-  prometheus::ClientMetric km;
-  km.gauge.value = state_ ? static_cast<double>(state_->keys->entries().size()) : 0;
-  k.metric.push_back(std::move(km));
+  auto k = metrics::family("tollgate_client_keys",
+                           "Client API keys known to the gateway: configured and created at "
+                           "runtime, minus revoked ones (expired keys included until removed).",
+                           MetricType::Gauge);
+  metrics::add_gauge(k, {}, state_ ? static_cast<double>(state_->keys->entries().size()) : 0);
   out.push_back(std::move(k));
 }
 

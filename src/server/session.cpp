@@ -814,18 +814,6 @@ net::awaitable<void> run_tls_session(Worker& w, tcp::socket sock,
   co_await run_session(w, std::move(stream), std::move(remote));
 }
 
-struct LogAndCount {
-  const char* what;
-  void operator()(std::exception_ptr e) const {
-    if (!e) return;
-    try {
-      std::rethrow_exception(e);
-    } catch (const std::exception& ex) {
-      metrics::log_error("coroutine failed", core::JsonFields().add("task", what).add("error", ex.what()));
-    }
-  }
-};
-
 net::awaitable<void> accept_loop_impl(Worker& w, Listener& l) {
   for (;;) {
     auto [ec, sock] = co_await l.acceptor.async_accept(use_tuple);
@@ -842,10 +830,10 @@ net::awaitable<void> accept_loop_impl(Worker& w, Listener& l) {
     std::string remote = opt_ec ? std::string() : ep.address().to_string() + ":" + std::to_string(ep.port());
     if (l.tls) {
       net::co_spawn(w.io(), run_tls_session(w, std::move(sock), l.tls, std::move(remote)),
-                    LogAndCount{"tls session"});
+                    metrics::LogFailure{"coroutine failed", "task", "tls session"});
     } else {
       net::co_spawn(w.io(), run_session(w, PlainStream(std::move(sock)), std::move(remote)),
-                    LogAndCount{"session"});
+                    metrics::LogFailure{"coroutine failed", "task", "session"});
     }
   }
 }
@@ -853,7 +841,7 @@ net::awaitable<void> accept_loop_impl(Worker& w, Listener& l) {
 }  // namespace
 
 void Worker::accept_loop(Listener& l) {
-  net::co_spawn(io_, accept_loop_impl(*this, l), LogAndCount{"accept"});
+  net::co_spawn(io_, accept_loop_impl(*this, l), metrics::LogFailure{"coroutine failed", "task", "accept"});
 }
 
 }  // namespace tollgate::server

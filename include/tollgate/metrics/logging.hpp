@@ -2,7 +2,9 @@
 // Application logs (JSON lines on stderr) and the access log (one JSON line per request,
 // written by spdlog's asynchronous thread so workers never block on I/O formatting).
 
+#include <exception>
 #include <memory>
+#include <string>
 #include <string_view>
 
 #include "tollgate/config/config.hpp"
@@ -24,6 +26,17 @@ void log_info(std::string_view msg, const core::JsonFields& fields = {});
 void log_warn(std::string_view msg, const core::JsonFields& fields = {});
 void log_error(std::string_view msg, const core::JsonFields& fields = {});
 void log_debug(std::string_view msg, const core::JsonFields& fields = {});
+
+/// The completion handler of a spawned coroutine (never `detached`): logs `message`, the field
+/// `key: value` (when `key` is set) and the exception's text when one ended the coroutine.
+/// Cheap to make per connection (static texts; a short value stays in the string's own buffer).
+/// Thread: the coroutine's.
+struct LogFailure {
+  std::string_view message;  // static text
+  std::string_view key;      // static text, or empty
+  std::string value;
+  void operator()(std::exception_ptr e) const;
+};
 
 /// The access log. Thread: write() from any worker.
 class AccessLog {

@@ -180,6 +180,13 @@ struct ControlStats {
   std::atomic<int> ready{0};
 };
 
+/// Helpers for modules that export families read from their own state at scrape time.
+prometheus::MetricFamily family(std::string name, std::string help, prometheus::MetricType type);
+void add_counter(prometheus::MetricFamily& f, std::vector<prometheus::ClientMetric::Label> labels,
+                 double value);
+void add_gauge(prometheus::MetricFamily& f, std::vector<prometheus::ClientMetric::Label> labels,
+               double value);
+
 /// The Prometheus text exposition of everything; `extra` is appended (families that other modules
 /// read from their own state, e.g. backend health). Thread: control thread.
 std::string render_metrics(const SeriesRegistry& registry, const ControlStats& control,
