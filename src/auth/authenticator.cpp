@@ -41,7 +41,7 @@ Identity from_token(std::string_view token, const config::Config& cfg,
                     std::span<const std::shared_ptr<const Jwks>> jwks, std::int64_t now) {
   auto parts = decode_jwt(token);
   if (!parts) return fail(Identity::Kind::kUnauthenticated, "token_malformed", true);
-  auto iss = parts->payload.value("iss", std::string());
+  auto iss = string_member(parts->payload, "iss");
   std::size_t issuer = cfg.auth.jwt.size();
   for (std::size_t i = 0; i < cfg.auth.jwt.size(); ++i) {
     if (cfg.auth.jwt[i].issuer == iss) issuer = i;

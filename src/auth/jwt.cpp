@@ -138,14 +138,13 @@ std::optional<Jwks> Jwks::parse(std::string_view json, std::string& error) {
   Jwks out;
   for (const auto& k : j["keys"]) {
     if (!k.is_object()) continue;
-    auto use = k.value("use", std::string("sig"));
-    if (use != "sig") continue;
+    if (k.contains("use") && string_member(k, "use") != "sig") continue;
     Jwk jwk;
-    jwk.kid = k.value("kid", std::string());
-    jwk.kty = k.value("kty", std::string());
+    jwk.kid = string_member(k, "kid");
+    jwk.kty = string_member(k, "kty");
     if (jwk.kty == "RSA") {
       jwk.key = rsa_key(b64_field(k, "n"), b64_field(k, "e"));
-    } else if (jwk.kty == "EC" && k.value("crv", std::string()) == "P-256") {
+    } else if (jwk.kty == "EC" && string_member(k, "crv") == "P-256") {
       jwk.key = ec_key(b64_field(k, "x"), b64_field(k, "y"));
     }
     if (jwk.key) out.keys_.push_back(std::move(jwk));
@@ -158,6 +157,12 @@ const Jwk* Jwks::find(std::string_view kid, std::string_view kty) const {
     if (k.kty == kty && (kid.empty() || k.kid == kid)) return &k;
   }
   return nullptr;
+}
+
+std::string string_member(const nlohmann::json& obj, const char* key) {
+  if (!obj.is_object()) return {};
+  auto it = obj.find(key);
+  return it != obj.end() && it->is_string() ? it->get<std::string>() : std::string();
 }
 
 bool looks_like_jwt(std::string_view v) {
@@ -187,7 +192,7 @@ std::optional<JwtParts> decode_jwt(std::string_view token) {
 
 JwtResult verify_jwt(const JwtParts& parts, const Jwks& keys, const JwtCheck& check) {
   JwtResult out;
-  auto alg = parts.header.value("alg", std::string());
+  auto alg = string_member(parts.header, "alg");
   std::string_view kty;
   if (alg == "RS256" || alg == "PS256") {
     kty = "RSA";
@@ -218,7 +223,7 @@ JwtResult verify_jwt(const JwtParts& parts, const Jwks& keys, const JwtCheck& ch
     out.error = JwtError::kNotYetValid;
     return out;
   }
-  if (c.value("iss", std::string()) != check.issuer) {
+  if (string_member(c, "iss") != check.issuer) {
     out.error = JwtError::kIssuer;
     return out;
   }

@@ -68,6 +68,10 @@ struct JwtResult {
 };
 JwtResult verify_jwt(const JwtParts& parts, const Jwks& keys, const JwtCheck& check);
 
+/// The string member `key` of `obj`, or "" when it is absent or not a string (attacker-controlled
+/// JSON: never nlohmann's value(), which throws on a wrong type).
+std::string string_member(const nlohmann::json& obj, const char* key);
+
 /// True when `value` looks like a compact JWT (three dot-separated segments, JSON header).
 bool looks_like_jwt(std::string_view value);
 

@@ -234,6 +234,20 @@ TEST_F(JwtTest, ClaimsMapToClients) {
   EXPECT_EQ(who(c).reason, "token_expired");
 }
 
+// Members of the wrong type in attacker-controlled JSON are refusals, never exceptions (found by
+// fuzz_parsers: "use": null in a JWKS threw).
+TEST_F(JwtTest, WrongMemberTypesAreRefusedNotThrown) {
+  auto input = base64url_encode(R"({"alg":5,"kid":"k1"})") + "." + base64url_encode(claims().dump());
+  EXPECT_EQ(check(input + "." + base64url_encode("sig")).error, JwtError::kAlgorithm);
+  auto c = claims();
+  c["iss"] = nullptr;
+  EXPECT_EQ(check(token(rsa_.get(), "RS256", c)).error, JwtError::kIssuer);
+  std::string error;
+  auto k = Jwks::parse(R"({"keys":[{"kty":null,"use":null,"kid":7,"crv":[]},{"kty":"EC","crv":5}]})", error);
+  ASSERT_TRUE(k);
+  EXPECT_EQ(k->size(), 0u);
+}
+
 TEST(Jwks, SkipsWhatItCannotUse) {
   std::string error;
   EXPECT_FALSE(Jwks::parse("[]", error));
