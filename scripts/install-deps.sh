@@ -8,10 +8,12 @@ cd "$(dirname "$0")/.."
 packages=(
   build-essential cmake ninja-build ccache pkg-config git ca-certificates curl
   libboost1.81-dev libboost-url1.81-dev libssl-dev nlohmann-json3-dev libyaml-cpp-dev
-  libspdlog-dev prometheus-cpp-dev libpcre2-dev
+  libspdlog-dev prometheus-cpp-dev libpcre2-dev libsqlite3-dev
   libgtest-dev libgmock-dev libbenchmark-dev
   clang libclang-rt-14-dev  # libFuzzer for the fuzz smoke runs
   prometheus  # for promtool (metrics format check in tests); its service is not started
+  sqlite3     # tests read the usage ledger with the sqlite3 shell
+  faketime    # tests move the gateway's wall clock to a budget period's end
 )
 command -v node >/dev/null 2>&1 || packages+=(nodejs)
 command -v npm >/dev/null 2>&1 || packages+=(npm)

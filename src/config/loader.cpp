@@ -8,6 +8,7 @@
 #include <boost/url/parse.hpp>
 #include <charconv>
 #include <cstdlib>
+#include <filesystem>
 #include <fstream>
 #include <map>
 #include <set>
@@ -157,8 +158,8 @@ class Loader {
     }
   }
 
-  void get_fraction(const YAML::Node& parent, std::string_view key, const std::string& path,
-                    double& out) {
+  void get_number(const YAML::Node& parent, std::string_view key, const std::string& path,
+                  double& out, double min, double max, std::string_view what) {
     auto node = parent[std::string(key)];
     if (!node) return;
     auto p = path + "." + std::string(key);
@@ -166,11 +167,16 @@ class Loader {
     if (!v) return;
     double d = 0;
     auto [ptr, ec] = std::from_chars(v->data(), v->data() + v->size(), d);
-    if (ec != std::errc{} || ptr != v->data() + v->size() || !(d >= 0 && d <= 1)) {
-      error(node, p, "must be a number from 0 to 1 (got \"" + *v + "\")");
+    if (ec != std::errc{} || ptr != v->data() + v->size() || !(d >= min && d <= max)) {
+      error(node, p, "must be " + std::string(what) + " (got \"" + *v + "\")");
       return;
     }
     out = d;
+  }
+
+  void get_fraction(const YAML::Node& parent, std::string_view key, const std::string& path,
+                    double& out) {
+    get_number(parent, key, path, out, 0, 1, "a number from 0 to 1");
   }
 
   std::vector<std::string> string_list(const YAML::Node& node, const std::string& path) {
@@ -367,7 +373,11 @@ class Loader {
   void load_deployments(const YAML::Node& n, Config& c);
   void load_logging(const YAML::Node& n, Config& c);
   void load_routing(const YAML::Node& n, Config& c);
-  void load_limits(const YAML::Node& n, const std::string& path, bool client, LimitsConfig& l);
+  void load_limits(const YAML::Node& n, const std::string& path, bool client, LimitsConfig& l,
+                   bool budget = false);
+  void load_budget(const YAML::Node& n, const std::string& path, BudgetConfig& b);
+  void load_price(const YAML::Node& n, const std::string& path, PriceConfig& p);
+  void load_usage(const YAML::Node& n, Config& c);
   void load_clients(const YAML::Node& root, Config& c);
   void load_auth(const YAML::Node& n, Config& c);
   void load_backend_token(const YAML::Node& n, const std::string& path, bool managed,
@@ -532,12 +542,13 @@ void Loader::load_deployments(const YAML::Node& n, Config& c) {
   for (std::size_t i = 0; i < n.size(); ++i) {
     auto item = n[i];
     auto p = "deployments[" + std::to_string(i) + "]";
-    if (!expect_map(item, p, {"name", "model", "pools", "regions", "retry", "limits"})) continue;
+    if (!expect_map(item, p, {"name", "model", "pools", "regions", "retry", "limits", "price"})) continue;
     DeploymentConfig d;
     d.retry = c.retry;
     if (auto r = item["retry"]) get_retry(r, p + ".retry", d.retry);
     if (auto r = item["regions"]) d.regions = string_list(r, p + ".regions");
     if (auto l = item["limits"]) load_limits(l, p + ".limits", false, d.limits);
+    if (auto pr = item["price"]) load_price(pr, p + ".price", d.price);
     get_string(item, "name", p, d.name, true);
     get_string(item, "model", p, d.model);
     if (d.model.empty()) d.model = d.name;
@@ -741,7 +752,7 @@ void Loader::load_clients(const YAML::Node& root, Config& c) {
         if (!expect_map(t[i], p, {"name", "limits"})) continue;
         TenantConfig tc;
         get_string(t[i], "name", p, tc.name, true);
-        if (auto l = t[i]["limits"]) load_limits(l, p + ".limits", false, tc.limits);
+        if (auto l = t[i]["limits"]) load_limits(l, p + ".limits", false, tc.limits, true);
         if (tc.name == "none") error(t[i]["name"], p + ".name", "\"none\" is reserved");
         for (const auto& other : c.tenants) {
           if (!tc.name.empty() && other.name == tc.name) {
@@ -909,10 +920,10 @@ void Loader::load_auth(const YAML::Node& n, Config& c) {
 }
 
 void Loader::load_limits(const YAML::Node& n, const std::string& path, bool client,
-                         LimitsConfig& l) {
+                         LimitsConfig& l, bool budget) {
   if (client) {
     if (!expect_map(n, path, {"tokens_per_minute", "requests_per_minute", "max_tokens_cap",
-                              "default_max_tokens"})) {
+                              "default_max_tokens", "budget"})) {
       return;
     }
     get_uint(n, "max_tokens_cap", path, l.max_tokens_cap, 1, 100'000'000);
@@ -920,11 +931,62 @@ void Loader::load_limits(const YAML::Node& n, const std::string& path, bool clie
     if (l.max_tokens_cap > 0 && l.default_max_tokens > l.max_tokens_cap) {
       error(n["default_max_tokens"], path + ".default_max_tokens", "must not exceed max_tokens_cap");
     }
+  } else if (budget) {
+    if (!expect_map(n, path, {"tokens_per_minute", "requests_per_minute", "budget"})) return;
   } else if (!expect_map(n, path, {"tokens_per_minute", "requests_per_minute"})) {
     return;
   }
   get_uint(n, "tokens_per_minute", path, l.tokens_per_minute, 1, 1'000'000'000'000);
   get_uint(n, "requests_per_minute", path, l.requests_per_minute, 1, 1'000'000'000);
+  if (auto b = n["budget"]; b && (client || budget)) load_budget(b, path + ".budget", l.budget);
+}
+
+void Loader::load_budget(const YAML::Node& n, const std::string& path, BudgetConfig& b) {
+  if (!expect_map(n, path, {"tokens_per_day", "tokens_per_month", "usd_per_day", "usd_per_month",
+                            "warn_at"})) {
+    return;
+  }
+  get_uint(n, "tokens_per_day", path, b.tokens_per_day, 1, 1'000'000'000'000'000);
+  get_uint(n, "tokens_per_month", path, b.tokens_per_month, 1, 1'000'000'000'000'000);
+  constexpr double kMaxUsd = 1e9;  // nano-USD in 64 bits, with room to spare
+  get_number(n, "usd_per_day", path, b.usd_per_day, 1e-9, kMaxUsd, "a positive amount in USD");
+  get_number(n, "usd_per_month", path, b.usd_per_month, 1e-9, kMaxUsd, "a positive amount in USD");
+  get_number(n, "warn_at", path, b.warn_at, 0.01, 1, "a share from 0.01 to 1, like 0.8");
+  if (!b.any()) error(n, path, "names no budget: set tokens_per_day, tokens_per_month, usd_per_day or usd_per_month");
+}
+
+void Loader::load_price(const YAML::Node& n, const std::string& path, PriceConfig& p) {
+  if (!expect_map(n, path, {"prompt_per_1k", "completion_per_1k", "cached_prompt_per_1k",
+                            "reasoning_per_1k"})) {
+    return;
+  }
+  constexpr std::string_view what = "a price in USD per 1,000 tokens, 0 or more";
+  p.cached_prompt_per_1k = -1;
+  p.reasoning_per_1k = -1;
+  get_number(n, "prompt_per_1k", path, p.prompt_per_1k, 0, 1e6, what);
+  get_number(n, "completion_per_1k", path, p.completion_per_1k, 0, 1e6, what);
+  get_number(n, "cached_prompt_per_1k", path, p.cached_prompt_per_1k, 0, 1e6, what);
+  get_number(n, "reasoning_per_1k", path, p.reasoning_per_1k, 0, 1e6, what);
+  if (p.cached_prompt_per_1k < 0) p.cached_prompt_per_1k = p.prompt_per_1k;
+  if (p.reasoning_per_1k < 0) p.reasoning_per_1k = p.completion_per_1k;
+  p.set = true;
+}
+
+void Loader::load_usage(const YAML::Node& n, Config& c) {
+  const std::string path = "usage";
+  if (!expect_map(n, path, {"ledger", "flush_interval", "batch_size", "max_buffered"})) return;
+  auto& u = c.usage;
+  get_string(n, "ledger", path, u.ledger);
+  get_duration(n, "flush_interval", path, u.flush_interval);
+  get_uint(n, "batch_size", path, u.batch_size, 1, 1'000'000);
+  get_uint(n, "max_buffered", path, u.max_buffered, 1, 100'000'000);
+  if (!u.ledger.empty()) {
+    auto dir = std::filesystem::path(u.ledger).parent_path();
+    std::error_code ec;
+    if (!dir.empty() && !std::filesystem::is_directory(dir, ec)) {
+      error(n["ledger"], path + ".ledger", "directory " + dir.string() + " does not exist");
+    }
+  }
 }
 
 void Loader::load_routing(const YAML::Node& n, Config& c) {
@@ -978,7 +1040,7 @@ std::shared_ptr<Config> Loader::load(const YAML::Node& root) {
     return nullptr;
   }
   expect_map(root, "", {"server", "admin", "backends", "deployments", "logging", "tokenizer",
-                        "retry", "routing", "tenants", "clients", "auth", "policy"});
+                        "retry", "routing", "tenants", "clients", "auth", "policy", "usage"});
   if (auto r = root["retry"]) get_retry(r, "retry", c->retry);
   if (auto s = root["server"]) {
     load_server(s, *c);
@@ -998,6 +1060,7 @@ std::shared_ptr<Config> Loader::load(const YAML::Node& root) {
   }
   if (auto l = root["logging"]) load_logging(l, *c);
   if (auto r = root["routing"]) load_routing(r, *c);
+  if (auto u = root["usage"]) load_usage(u, *c);
   if (auto p = root["policy"]) {
     if (expect_map(p, "policy", {"over_cap", "max_n", "max_best_of"})) {
       std::string over = "clamp";

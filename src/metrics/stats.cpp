@@ -185,6 +185,9 @@ std::string render_metrics(const SeriesRegistry& reg, const ControlStats& contro
   auto budget = family("tollgate_retry_budget_exhausted_total",
                        "Retries not made because the deployment's retry budget was spent.",
                        MetricType::Counter);
+  auto cost = family("tollgate_cost_usd_total",
+                     "What requests cost by the deployment's price table, in USD.",
+                     MetricType::Counter);
   // (deployment, from tier, to tier) -> count, summed over the serving backends.
   std::map<std::tuple<std::string, std::uint32_t, std::uint32_t>, std::uint64_t> spills;
   for (std::uint32_t id = 0; id < reg.size(); ++id) {
@@ -195,10 +198,11 @@ std::string render_metrics(const SeriesRegistry& reg, const ControlStats& contro
     std::array<std::uint64_t, static_cast<std::size_t>(RetryReason::kCount)> retry{};
     std::array<std::uint64_t, kMaxTiers> spill{};
     std::array<std::uint64_t, 2> nob{};
-    std::uint64_t exhausted = 0;
+    std::uint64_t exhausted = 0, nano_usd = 0;
     for (auto* w : reg.workers()) {
       const auto* cells = w->route_if(id);
       if (!cells) continue;
+      nano_usd += cells->cost_nano_usd.value();
       for (std::size_t i = 0; i < retry.size(); ++i) retry[i] += cells->retries[i].value();
       for (std::size_t i = 0; i < spill.size(); ++i) spill[i] += cells->spilled_from[i].value();
       for (std::size_t i = 0; i < nob.size(); ++i) nob[i] += cells->no_backend[i].value();
@@ -259,6 +263,11 @@ std::string render_metrics(const SeriesRegistry& reg, const ControlStats& contro
     auto mm = route_metric(reg.labels(id));
     mm.counter.value = static_cast<double>(miss);
     missing.metric.push_back(std::move(mm));
+    if (nano_usd != 0) {
+      auto cm = route_metric(reg.labels(id));
+      cm.counter.value = static_cast<double>(nano_usd) * 1e-9;
+      cost.metric.push_back(std::move(cm));
+    }
     duration.metric.push_back(
         histogram_metric(reg, id, [](const RouteCells& c) -> const Histogram& { return c.duration; }));
     ttfb.metric.push_back(
@@ -271,14 +280,15 @@ std::string render_metrics(const SeriesRegistry& reg, const ControlStats& contro
                 static_cast<double>(count));
   }
   for (auto* f : {&requests, &duration, &ttfb, &tokens, &errors, &missing, &retries, &spillovers,
-                  &no_backend, &budget}) {
+                  &no_backend, &budget, &cost}) {
     out.push_back(std::move(*f));
   }
 
-  std::int64_t in_flight = 0, open = 0, idle = 0;
+  std::int64_t in_flight = 0, open = 0, idle = 0, reservations = 0;
   std::uint64_t conns = 0, connects = 0;
   for (auto* w : reg.workers()) {
     in_flight += w->in_flight.value();
+    reservations += w->reservations.value();
     open += w->open_connections.value();
     idle += w->upstream_idle.value();
     conns += w->connections_total.value();
@@ -302,6 +312,9 @@ std::string render_metrics(const SeriesRegistry& reg, const ControlStats& contro
   };
   gauge("tollgate_in_flight_requests", "Requests being handled now.", static_cast<double>(in_flight));
   gauge("tollgate_open_connections", "Open client connections.", static_cast<double>(open));
+  gauge("tollgate_reservations_outstanding",
+        "Admission reservations (tokens held from limits and budgets) not yet settled.",
+        static_cast<double>(reservations));
   counter("tollgate_connections_total", "Client connections accepted.", static_cast<double>(conns));
   gauge("tollgate_upstream_idle_connections", "Idle pooled connections to backends.",
         static_cast<double>(idle));
@@ -345,14 +358,24 @@ std::string render_metrics(const SeriesRegistry& reg, const ControlStats& contro
     auto ccharged = family("tollgate_charged_tokens_total",
                            "Tokens charged to the admission buckets at settlement, by client.",
                            MetricType::Counter);
+    auto cbudget = family("tollgate_budget_refused_total",
+                          "Requests refused with 429 by a calendar budget, by the budget's scope "
+                          "(client, tenant), period (day, month) and unit (tokens, usd).",
+                          MetricType::Counter);
+    auto ccost = family("tollgate_client_cost_usd_total",
+                        "What a client's requests cost by the deployments' price tables, in USD.",
+                        MetricType::Counter);
     for (std::uint32_t id = 0; id < reg.client_count(); ++id) {
       const auto& [client, tenant] = reg.client_labels(id);
       std::array<std::uint64_t, static_cast<std::size_t>(StatusClass::kCount)> req{};
       std::array<std::uint64_t, static_cast<std::size_t>(TokenType::kCount)> tok{};
       std::array<std::uint64_t, 6> limited{};
-      std::uint64_t estimated = 0, charged = 0;
+      std::uint64_t estimated = 0, charged = 0, nano_usd = 0;
+      std::array<std::uint64_t, 8> refused{};
       for (auto* w : reg.workers()) {
         const auto& cells = w->client(id);
+        for (std::size_t i = 0; i < refused.size(); ++i) refused[i] += cells.budget_refused[i].value();
+        nano_usd += cells.cost_nano_usd.value();
         for (std::size_t i = 0; i < req.size(); ++i) req[i] += cells.requests[i].value();
         for (std::size_t i = 0; i < tok.size(); ++i) tok[i] += cells.tokens[i].value();
         for (std::size_t i = 0; i < limited.size(); ++i) limited[i] += cells.rate_limited[i].value();
@@ -365,6 +388,17 @@ std::string render_metrics(const SeriesRegistry& reg, const ControlStats& contro
         add_counter(climited, {{"client", client}, {"tenant", tenant}, {"scope", kScopes[i / 2]},
                                {"limit", i % 2 == 0 ? "tokens" : "requests"}},
                     static_cast<double>(limited[i]));
+      }
+      for (std::size_t i = 0; i < refused.size(); ++i) {
+        if (refused[i] == 0) continue;
+        add_counter(cbudget, {{"client", client}, {"tenant", tenant},
+                              {"scope", i / 4 == 0 ? "client" : "tenant"},
+                              {"period", (i / 2) % 2 == 0 ? "day" : "month"},
+                              {"unit", i % 2 == 0 ? "tokens" : "usd"}},
+                    static_cast<double>(refused[i]));
+      }
+      if (nano_usd != 0) {
+        add_counter(ccost, {{"client", client}, {"tenant", tenant}}, static_cast<double>(nano_usd) * 1e-9);
       }
       if (estimated != 0) {
         add_counter(cest, {{"client", client}, {"tenant", tenant}}, static_cast<double>(estimated));
@@ -390,6 +424,8 @@ std::string render_metrics(const SeriesRegistry& reg, const ControlStats& contro
     out.push_back(std::move(climited));
     out.push_back(std::move(cest));
     out.push_back(std::move(ccharged));
+    out.push_back(std::move(cbudget));
+    out.push_back(std::move(ccost));
   }
   for (auto& f : extra) out.push_back(std::move(f));
   return prometheus::TextSerializer().Serialize(out);

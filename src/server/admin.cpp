@@ -9,7 +9,7 @@ using namespace proxy;
 
 namespace {
 
-using Handler = std::function<AdminResponse(const AdminRequest&)>;
+using Handler = AdminHandler;
 
 net::awaitable<void> admin_session(PlainStream stream, Handler handler) {
   beast::flat_buffer buffer;
@@ -20,9 +20,12 @@ net::awaitable<void> admin_session(PlainStream stream, Handler handler) {
     auto [ec, n] = co_await http::async_read(stream, buffer, parser, use_tuple);
     if (ec) co_return;
     auto& req = parser.get();
-    auto target = req.target();
-    auto path = target.substr(0, target.find('?'));
-    auto out = handler(AdminRequest{req.method_string(), path, req[http::field::authorization], req.body()});
+    std::string_view target = req.target();
+    auto q = target.find('?');
+    auto path = target.substr(0, q);
+    auto query = q == std::string_view::npos ? std::string_view() : target.substr(q + 1);
+    auto out = co_await handler(
+        AdminRequest{req.method_string(), path, query, req[http::field::authorization], req.body()});
     http::response<http::string_body> res{static_cast<http::status>(out.status), req.version()};
     res.set(http::field::content_type, out.content_type);
     for (const auto& [k, v] : out.headers) res.set(k, v);

@@ -1,6 +1,7 @@
 #pragma once
 // The admin listener (/metrics, /healthz, /readyz, the /admin API) on the control thread.
 
+#include <boost/asio/awaitable.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <functional>
@@ -13,6 +14,7 @@ namespace tollgate::server {
 struct AdminRequest {
   std::string_view method;
   std::string_view path;           // without the query
+  std::string_view query;          // after '?', still percent-encoded ("" when none)
   std::string_view authorization;  // the Authorization header
   std::string_view body;
 };
@@ -25,7 +27,10 @@ struct AdminResponse {
 };
 
 /// Serves `handler` on `acceptor` until the acceptor closes. Thread: the io_context's thread.
+/// The handler may suspend (a report computed on another thread); the request it gets lives
+/// until it completes.
+using AdminHandler = std::function<boost::asio::awaitable<AdminResponse>(const AdminRequest&)>;
 void serve_admin(boost::asio::io_context& io, boost::asio::ip::tcp::acceptor& acceptor,
-                 std::function<AdminResponse(const AdminRequest&)> handler);
+                 AdminHandler handler);
 
 }  // namespace tollgate::server

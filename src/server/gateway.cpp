@@ -2,7 +2,13 @@
 
 #include <boost/asio/signal_set.hpp>
 #include <boost/asio/steady_timer.hpp>
+#include <boost/asio/co_spawn.hpp>
 #include <boost/asio/post.hpp>
+#include <boost/asio/thread_pool.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <charconv>
+#include <csignal>
+#include <nlohmann/json.hpp>
 #include <boost/asio/ssl/context.hpp>
 #include <algorithm>
 #include <stdexcept>
@@ -15,6 +21,8 @@
 #include "server/worker.hpp"
 #include "tollgate/metrics/logging.hpp"
 #include "tollgate/metrics/stats.hpp"
+#include "tollgate/auth/crypto.hpp"
+#include "tollgate/usage/ledger.hpp"
 
 namespace tollgate::server {
 
@@ -89,11 +97,120 @@ std::string restart_only_changes(const config::Config& running, const config::Co
        "admin");
   note(running.logging.access_log != next.logging.access_log, "logging.access_log");
   note(running.tokenizer.data_dir != next.tokenizer.data_dir, "tokenizer.data_dir");
+  note(running.usage.ledger != next.usage.ledger ||
+           running.usage.flush_interval != next.usage.flush_interval ||
+           running.usage.batch_size != next.usage.batch_size ||
+           running.usage.max_buffered != next.usage.max_buffered,
+       "usage");
   return out;
 }
 
 double unix_now() {
   return std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
+}
+
+AdminResponse admin_error(int status, std::string_view code, std::string message) {
+  return {status, "application/json", core::HttpError{status, std::string(code), std::move(message), {}, {}}.body(), {}};
+}
+
+// "2026-11-01", "2026-11-01T00:00:00Z" (RFC 3339) or unix seconds -> unix ms.
+std::optional<std::int64_t> parse_report_time(std::string_view t) {
+  if (!t.empty() && std::all_of(t.begin(), t.end(), [](char c) { return c >= '0' && c <= '9'; }) && t.size() <= 12) {
+    return std::stoll(std::string(t)) * 1000;
+  }
+  std::string text(t);
+  if (text.size() == 10) text += "T00:00:00Z";
+  auto secs = auth::parse_rfc3339(text);
+  if (!secs) return std::nullopt;
+  return *secs * 1000;
+}
+
+// application/x-www-form-urlencoded text -> its value; nullopt on a bad escape.
+std::optional<std::string> percent_decode(std::string_view in) {
+  std::string out;
+  out.reserve(in.size());
+  for (std::size_t i = 0; i < in.size(); ++i) {
+    char c = in[i];
+    if (c == '+') {
+      out += ' ';
+    } else if (c == '%') {
+      unsigned v = 0;
+      if (i + 2 >= in.size()) return std::nullopt;
+      auto [p, ec] = std::from_chars(in.data() + i + 1, in.data() + i + 3, v, 16);
+      if (ec != std::errc{} || p != in.data() + i + 3) return std::nullopt;
+      out += static_cast<char>(v);
+      i += 2;
+    } else {
+      out += c;
+    }
+  }
+  return out;
+}
+
+// The report's query on the report thread (arguments by value: they live in the coroutine frame).
+net::awaitable<std::vector<usage::Row>> read_totals(std::string path, usage::GroupBy group,
+                                                    std::int64_t from, std::int64_t to) {
+  co_return usage::totals(path, group, from, to);
+}
+
+struct ReportQuery {
+  usage::GroupBy group = usage::GroupBy::kClient;
+  std::int64_t from = 0, to = 0;  // unix ms, [from, to)
+  bool csv = false;
+  std::optional<AdminResponse> error;
+};
+
+// The parameters of GET /admin/usage.
+ReportQuery parse_report_query(std::string_view query, std::int64_t now) {
+  ReportQuery q;
+  q.from = ratelimit::period_start(ratelimit::Period::kMonth, now);
+  q.to = now + 1;
+  auto fail = [&q](std::string message) {
+    q.error = admin_error(400, "invalid_request", std::move(message));
+    return q;
+  };
+  while (!query.empty()) {
+    auto amp = query.find('&');
+    auto pair = query.substr(0, amp);
+    query = amp == std::string_view::npos ? std::string_view() : query.substr(amp + 1);
+    if (pair.empty()) continue;
+    auto eq = pair.find('=');
+    auto k = percent_decode(pair.substr(0, eq));
+    auto v = eq == std::string_view::npos ? std::optional<std::string>("") : percent_decode(pair.substr(eq + 1));
+    if (!k || !v) return fail("The query string is malformed.");
+    if (k == "group_by") {
+      auto g = usage::parse_group_by(*v);
+      if (!g) return fail("group_by must be tenant, client, deployment or backend.");
+      q.group = *g;
+    } else if (k == "from" || k == "to") {
+      auto t = parse_report_time(*v);
+      if (!t) {
+        return fail(*k + " must be a date (2026-11-01), an RFC 3339 time (2026-11-01T00:00:00Z) or unix seconds.");
+      }
+      (k == "from" ? q.from : q.to) = *t;
+    } else if (k == "format") {
+      if (v != "json" && v != "csv") return fail("format must be json or csv.");
+      q.csv = v == "csv";
+    } else {
+      return fail("Unknown parameter '" + *k + "'.");
+    }
+  }
+  if (q.from > q.to) return fail("from must not be after to.");
+  return q;
+}
+
+std::string usd_decimal(std::int64_t nano) {
+  return core::JsonFields().add_usd("v", nano).fields().substr(4);  // "v":X -> X
+}
+
+std::string csv_field(const std::string& v) {
+  if (v.find_first_of(",\"\r\n") == std::string::npos) return v;
+  std::string out = "\"";
+  for (char c : v) {
+    if (c == '"') out += '"';
+    out += c;
+  }
+  return out + "\"";
 }
 
 }  // namespace
@@ -115,6 +232,9 @@ struct Gateway::Impl {
   std::unique_ptr<HealthChecker> health;
   std::unique_ptr<IdentityManager> identity;
   ratelimit::BucketRegistry buckets;  // admission buckets, kept across reloads
+  ratelimit::BudgetRegistry budget_counters;  // calendar budgets, kept across reloads
+  std::shared_ptr<usage::Ledger> ledger;      // null when usage.ledger is not set
+  net::thread_pool report_pool{1};            // admin usage reports (SQLite reads)
   std::shared_ptr<const tokenize::Tokenizers> tokenizers;  // loaded once (restart-only data_dir)
   std::uint64_t generation = 0;
   std::optional<tcp::acceptor> admin;
@@ -368,28 +488,125 @@ struct Gateway::Impl {
       out.push_back(std::move(*f));
     }
     if (health) health->families(out);
-    if (identity) identity->families(out);
+    if (identity) identity->families(out, current.get());
+    if (ledger) {
+      auto depth = family("tollgate_ledger_queue_depth",
+                          "Usage records waiting to be written to the ledger.", MetricType::Gauge);
+      add_gauge(depth, {}, static_cast<double>(ledger->queued()));
+      auto written = family("tollgate_ledger_records_written_total",
+                            "Usage records committed to the ledger.", MetricType::Counter);
+      add_counter(written, {}, static_cast<double>(ledger->written()));
+      auto errors = family("tollgate_ledger_write_errors_total",
+                           "Ledger transactions that failed (disk full, read-only, I/O errors); "
+                           "their records stay queued and are retried.",
+                           MetricType::Counter);
+      add_counter(errors, {}, static_cast<double>(ledger->write_errors()));
+      auto dropped = family("tollgate_ledger_dropped_records_total",
+                            "Usage records dropped because usage.max_buffered records were "
+                            "already waiting for an unwritable ledger.",
+                            MetricType::Counter);
+      add_counter(dropped, {}, static_cast<double>(ledger->dropped()));
+      auto healthy = family("tollgate_ledger_writable",
+                            "1 when the last ledger write succeeded, 0 while writes fail.",
+                            MetricType::Gauge);
+      add_gauge(healthy, {}, ledger->healthy() ? 1 : 0);
+      for (auto* f : {&depth, &written, &errors, &dropped, &healthy}) out.push_back(std::move(*f));
+    }
     return out;
   }
 
-  AdminResponse admin_handler(const AdminRequest& req) {
+  // Budgets start from what the ledger holds for the current day and month, so a restart does
+  // not reset spend. Thread: control, before serving.
+  void replay_budgets() {
+    auto now = ratelimit::unix_now_ms();
+    std::size_t seeded = 0;
+    for (auto p : {ratelimit::Period::kDay, ratelimit::Period::kMonth}) {
+      auto from = ratelimit::period_start(p, now);
+      auto index = ratelimit::period_index(p, now);
+      for (auto g : {usage::GroupBy::kClient, usage::GroupBy::kTenant}) {
+        auto scope = g == usage::GroupBy::kClient ? ratelimit::Scope::kClient : ratelimit::Scope::kTenant;
+        for (const auto& row : usage::totals(ledger->path(), g, from, std::numeric_limits<std::int64_t>::max())) {
+          using ratelimit::BudgetRegistry;
+          budget_counters.get(BudgetRegistry::key(scope, row.key, p, ratelimit::Measure::kTokens))
+              ->seed(row.prompt_tokens + row.completion_tokens, index);
+          budget_counters.get(BudgetRegistry::key(scope, row.key, p, ratelimit::Measure::kNanoUsd))
+              ->seed(row.cost_nano_usd, index);
+          ++seeded;
+        }
+      }
+    }
+    log_info("budgets rebuilt from the usage ledger",
+             core::JsonFields().add("path", ledger->path()).add("totals", static_cast<std::uint64_t>(seeded)));
+  }
+
+  // GET /admin/usage?group_by=tenant|client|deployment|backend&from=&to=&format=json|csv
+  net::awaitable<AdminResponse> usage_report(const AdminRequest& req) {
+    if (req.method != "GET") co_return admin_error(405, "405", "use GET");
+    if (!ledger) co_return admin_error(404, "404", "No usage ledger: set usage.ledger.");
+    auto q = parse_report_query(req.query, ratelimit::unix_now_ms());
+    if (q.error) co_return std::move(*q.error);
+    auto group = q.group;
+    auto from = q.from;
+    auto to = q.to;
+    bool csv = q.csv;
+    std::vector<usage::Row> rows;
+    try {
+      auto path = ledger->path();
+      rows = co_await net::co_spawn(report_pool, read_totals(path, group, from, to), net::use_awaitable);
+    } catch (const std::exception& e) {
+      log_error("usage report failed", core::JsonFields().add("error", e.what()));
+      co_return admin_error(500, "internal_error", "The usage ledger could not be read; see the gateway's log.");
+    }
+    if (csv) {
+      std::string out = "key,requests,prompt_tokens,completion_tokens,cached_tokens,reasoning_tokens,cost_usd,estimated_requests\r\n";
+      for (const auto& r : rows) {
+        out += csv_field(r.key) + "," + std::to_string(r.requests) + "," + std::to_string(r.prompt_tokens) +
+               "," + std::to_string(r.completion_tokens) + "," + std::to_string(r.cached_tokens) + "," +
+               std::to_string(r.reasoning_tokens) + "," + usd_decimal(r.cost_nano_usd) + "," +
+               std::to_string(r.estimated_requests) + "\r\n";
+      }
+      co_return AdminResponse{200, "text/csv; charset=utf-8", std::move(out), {}};
+    }
+    nlohmann::json list = nlohmann::json::array();
+    for (const auto& r : rows) {
+      list.push_back({{"key", r.key},
+                      {"requests", r.requests},
+                      {"prompt_tokens", r.prompt_tokens},
+                      {"completion_tokens", r.completion_tokens},
+                      {"cached_tokens", r.cached_tokens},
+                      {"reasoning_tokens", r.reasoning_tokens},
+                      {"cost_usd", static_cast<double>(r.cost_nano_usd) * 1e-9},
+                      {"estimated_requests", r.estimated_requests}});
+    }
+    nlohmann::json body{{"from", auth::format_rfc3339(from / 1000)},
+                        {"to", auth::format_rfc3339(to / 1000)},
+                        {"group_by", usage::to_string(group)},
+                        {"rows", std::move(list)}};
+    co_return AdminResponse{200, "application/json", body.dump(), {}};
+  }
+
+  net::awaitable<AdminResponse> admin_handler(const AdminRequest& req) {
     auto method = req.method;
     auto path = req.path;
-    if (path == "/admin" || path.rfind("/admin/", 0) == 0) return identity->admin(req);
+    if (path == "/admin/usage") {
+      if (auto refused = identity->refuse_admin(req)) co_return std::move(*refused);
+      co_return co_await usage_report(req);
+    }
+    if (path == "/admin" || path.rfind("/admin/", 0) == 0) co_return identity->admin(req);
     if (method != "GET" && method != "HEAD") {
-      return {405, "application/json",
+      co_return AdminResponse{405, "application/json",
               core::HttpError{405, "method_not_allowed", "use GET", {}, {}}.body()};
     }
     if (path == "/metrics") {
-      return {200, "text/plain; version=0.0.4; charset=utf-8",
+      co_return AdminResponse{200, "text/plain; version=0.0.4; charset=utf-8",
               metrics::render_metrics(series, control_stats, routing_families())};
     }
-    if (path == "/healthz") return {200, "application/json", R"({"status":"ok"})"};
+    if (path == "/healthz") co_return AdminResponse{200, "application/json", R"({"status":"ok"})"};
     if (path == "/readyz") {
-      if (control_stats.ready.load() == 1) return {200, "application/json", R"({"status":"ready"})"};
-      return {503, "application/json", R"({"status":"not ready"})"};
+      if (control_stats.ready.load() == 1) co_return AdminResponse{200, "application/json", R"({"status":"ready"})"};
+      co_return AdminResponse{503, "application/json", R"({"status":"not ready"})"};
     }
-    return {404, "application/json", core::not_found("404", "Resource not found").body()};
+    co_return AdminResponse{404, "application/json", core::not_found("404", "Resource not found").body()};
   }
 };
 
@@ -412,7 +629,20 @@ Gateway::Gateway(std::string config_path, std::shared_ptr<const config::Config> 
                                                  cfg.admin.host == "127.0.0.1" ||
                                                      cfg.admin.host == "::1" ||
                                                      cfg.admin.host == "localhost",
-                                                 s.buckets);
+                                                 s.buckets, s.budget_counters);
+  if (!cfg.usage.ledger.empty()) {
+    // A full disk or a file size limit must fail the ledger's write (it retries), not kill the
+    // process with SIGXFSZ.
+    std::signal(SIGXFSZ, SIG_IGN);
+    s.ledger = std::make_shared<usage::Ledger>(usage::Options{
+        cfg.usage.ledger, cfg.usage.flush_interval, cfg.usage.batch_size, cfg.usage.max_buffered});
+    s.replay_budgets();
+    for (auto& w : s.workers) w->set_ledger(s.ledger);
+  } else {
+    bool budgets = std::any_of(cfg.clients.begin(), cfg.clients.end(), [](const auto& c) { return c.limits.budget.any(); }) ||
+                   std::any_of(cfg.tenants.begin(), cfg.tenants.end(), [](const auto& t) { return t.limits.budget.any(); });
+    if (budgets) log_warn("budgets are configured without usage.ledger: their use starts from zero at every restart");
+  }
   // The tokenizer (its files were verified before start): exact prompt counts for admission.
   auto tok = tokenize::Tokenizers::load(cfg.tokenizer.data_dir);
   if (!tok) throw std::runtime_error(tok.error().message);
@@ -470,9 +700,7 @@ int Gateway::run() {
     w->start(snap, auth);
   }
   if (s.admin) {
-    serve_admin(s.control, *s.admin, [&s](const AdminRequest& r) {
-      return s.admin_handler(r);
-    });
+    serve_admin(s.control, *s.admin, [&s](const AdminRequest& r) { return s.admin_handler(r); });
   }
   s.wait_signal();
   s.control_stats.last_reload_ok_time.store(unix_now());
@@ -483,6 +711,13 @@ int Gateway::run() {
                         .add("backends", static_cast<std::uint64_t>(s.config->backends.size())));
   s.control.run();
   for (auto& w : s.workers) w->join();
+  // Destroying the workers destroys requests cut off by the drain timeout; they still settle
+  // and leave their usage records (FinishGuard), which the ledger then writes.
+  s.workers.clear();
+  if (s.ledger) {
+    auto lost = s.ledger->close(std::chrono::seconds(10));
+    if (lost == 0) log_info("usage ledger flushed", core::JsonFields().add("records", s.ledger->written()));
+  }
   s.access_log->flush();
   log_info("stopped");
   return 0;

@@ -4,6 +4,7 @@
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <fstream>
+#include <set>
 #include <nlohmann/json.hpp>
 
 #include "proxy/net.hpp"
@@ -162,12 +163,14 @@ void spawn(net::io_context& io, net::awaitable<void> task, std::string what) {
 }  // namespace
 
 IdentityManager::IdentityManager(net::io_context& io, metrics::SeriesRegistry& series, Publish publish,
-                                 bool admin_loopback, ratelimit::BucketRegistry& buckets)
+                                 bool admin_loopback, ratelimit::BucketRegistry& buckets,
+                                 ratelimit::BudgetRegistry& budgets)
     : io_(io),
       series_(series),
       publish_(std::move(publish)),
       admin_loopback_(admin_loopback),
-      buckets_(buckets) {
+      buckets_(buckets),
+      budgets_(budgets) {
   series_.intern_client("unauthenticated", "none");  // id 0: refused or before authentication
 }
 
@@ -298,9 +301,12 @@ void IdentityManager::publish() {
       }
     };
     add(ratelimit::Scope::kClient, c.name, c.limits);
+    auto& budgets = s->client_budgets.emplace_back();
+    ratelimit::add_budgets(budgets_, ratelimit::Scope::kClient, c.name, c.limits.budget, budgets, s->budgets);
     if (c.tenant != config::ClientConfig::kNoTenant) {
       const auto& t = config_->tenants[c.tenant];
       add(ratelimit::Scope::kTenant, t.name, t.limits);
+      ratelimit::add_budgets(budgets_, ratelimit::Scope::kTenant, t.name, t.limits.budget, budgets, s->budgets);
     }
   }
   state_ = s;
@@ -320,7 +326,7 @@ void IdentityManager::unknown_kid(std::size_t issuer) {
   loop->timer.cancel();  // wakes the loop: it fetches now
 }
 
-AdminResponse IdentityManager::admin(const AdminRequest& req) {
+std::optional<AdminResponse> IdentityManager::refuse_admin(const AdminRequest& req) const {
   const auto& a = config_;
   // The listener's address, not the reloaded file's: a reload does not move the listener.
   if (a->admin.token.empty() && !(a->admin.allow_unauthenticated && admin_loopback_)) {
@@ -341,6 +347,12 @@ AdminResponse IdentityManager::admin(const AdminRequest& req) {
       return r;
     }
   }
+  return std::nullopt;
+}
+
+AdminResponse IdentityManager::admin(const AdminRequest& req) {
+  if (auto refused = refuse_admin(req)) return std::move(*refused);
+  const auto& a = config_;
   // Routes: /admin/clients, /admin/clients/{c}/keys, /admin/keys/{id}
   std::vector<std::string_view> segs;
   std::string_view p = req.path;
@@ -458,8 +470,62 @@ AdminResponse IdentityManager::revoke_key(const std::string& id) {
   return AdminResponse{204, "application/json", "", {}};
 }
 
-void IdentityManager::families(std::vector<prometheus::MetricFamily>& out) const {
+void IdentityManager::families(std::vector<prometheus::MetricFamily>& out, const Snapshot* snap) const {
   using prometheus::MetricType;
+  auto now = ratelimit::steady_now_ns();
+  auto fill = metrics::family("tollgate_ratelimit_available",
+                              "Units an admission limit could admit now (tokens or requests; 0 "
+                              "while in debt), by scope (client, tenant, deployment) and name.",
+                              MetricType::Gauge);
+  auto limit = metrics::family("tollgate_ratelimit_limit_per_minute",
+                               "The admission limit's rate per minute.", MetricType::Gauge);
+  std::set<const void*> seen;
+  auto export_limit = [&](const ratelimit::Limit& l) {
+    if (!seen.insert(l.bucket).second) return;
+    std::vector<prometheus::ClientMetric::Label> labels{
+        {"scope", std::string(ratelimit::to_string(l.scope))},
+        {"name", std::string(l.name)},
+        {"unit", std::string(ratelimit::to_string(l.unit))}};
+    metrics::add_gauge(fill, labels, static_cast<double>(l.bucket->available(now, l.per_minute)));
+    metrics::add_gauge(limit, labels, static_cast<double>(l.per_minute));
+  };
+  auto used = metrics::family("tollgate_budget_used",
+                              "Use of a calendar budget in its current UTC period (tokens, or "
+                              "USD), by scope, name, period (day, month) and unit.",
+                              MetricType::Gauge);
+  auto budget = metrics::family("tollgate_budget_limit", "A calendar budget's limit (tokens or USD).",
+                                MetricType::Gauge);
+  auto warning = metrics::family("tollgate_budget_warning",
+                                 "1 when a budget's use reached its warn_at share, else 0.",
+                                 MetricType::Gauge);
+  auto wall = ratelimit::unix_now_ms();
+  auto export_budget = [&](const ratelimit::BudgetLimit& b) {
+    if (!seen.insert(b.budget).second) return;
+    std::vector<prometheus::ClientMetric::Label> labels{
+        {"scope", std::string(ratelimit::to_string(b.scope))},
+        {"name", std::string(b.name)},
+        {"period", std::string(ratelimit::to_string(b.period))},
+        {"unit", std::string(ratelimit::to_string(b.measure))}};
+    double scale = b.measure == ratelimit::Measure::kNanoUsd ? 1e-9 : 1;
+    auto u = b.budget->used(b.period, wall);
+    metrics::add_gauge(used, labels, static_cast<double>(u) * scale);
+    metrics::add_gauge(budget, labels, static_cast<double>(b.limit) * scale);
+    metrics::add_gauge(warning, labels, u >= b.warn_level ? 1 : 0);
+  };
+  if (state_) {
+    for (const auto& ls : state_->client_limits) {
+      for (const auto& l : ls) export_limit(l);
+    }
+    for (const auto& bs : state_->client_budgets) {
+      for (const auto& b : bs) export_budget(b);
+    }
+  }
+  if (snap != nullptr) {
+    for (const auto& d : snap->deployments) {
+      for (const auto& l : d.limits) export_limit(l);
+    }
+  }
+  for (auto* f : {&fill, &limit, &used, &budget, &warning}) out.push_back(std::move(*f));
   auto f = metrics::family("tollgate_backend_token_refresh_failures_total",
                            "Failed attempts to obtain an Entra ID token for a backend.",
                            MetricType::Counter);

@@ -26,7 +26,8 @@ class IdentityManager {
   /// `admin_loopback`: the admin listener (bound at start-up, not moved by reloads) is on a
   /// loopback address.
   IdentityManager(boost::asio::io_context& io, metrics::SeriesRegistry& series, Publish publish,
-                  bool admin_loopback, ratelimit::BucketRegistry& buckets);
+                  bool admin_loopback, ratelimit::BucketRegistry& buckets,
+                  ratelimit::BudgetRegistry& budgets);
   ~IdentityManager();
 
   /// The token slot of a backend that uses Entra ID / managed identity (kept across reloads
@@ -46,7 +47,11 @@ class IdentityManager {
   void unknown_kid(std::size_t issuer);
   /// /admin/* requests. Thread: control.
   AdminResponse admin(const AdminRequest& req);
-  void families(std::vector<prometheus::MetricFamily>& out) const;
+  /// The admin API's access check: an answer (404 disabled, 401) when `req` may not use it.
+  std::optional<AdminResponse> refuse_admin(const AdminRequest& req) const;
+  /// Identity metrics, and the fill of every admission bucket and budget (clients', tenants',
+  /// and `snap`'s deployments'). Thread: control.
+  void families(std::vector<prometheus::MetricFamily>& out, const Snapshot* snap) const;
   void stop();
 
   struct Loop;
@@ -63,6 +68,7 @@ class IdentityManager {
   Publish publish_;
   bool admin_loopback_;
   ratelimit::BucketRegistry& buckets_;
+  ratelimit::BudgetRegistry& budgets_;
   std::shared_ptr<const config::Config> config_;            // owner: control
   auth::KeysFile keys_file_;                                // owner: control
   std::shared_ptr<const AuthState> state_;                  // owner: control

@@ -11,10 +11,12 @@
 #include "tollgate/core/api_call.hpp"
 #include "tollgate/core/request_context.hpp"
 #include "tollgate/auth/authenticator.hpp"
+#include "tollgate/auth/crypto.hpp"
 #include "tollgate/ratelimit/admission.hpp"
 #include "tollgate/metrics/logging.hpp"
 #include "tollgate/routing/affinity.hpp"
 #include "tollgate/routing/balancer.hpp"
+#include "tollgate/usage/ledger.hpp"
 
 namespace tollgate::server {
 
@@ -45,25 +47,62 @@ std::string utc_now_iso() {
   return buf;
 }
 
-// The tokens a finished request used, for settling its reservation: the backend's usage, else
-// (a successful stream that ended without usage) the prompt estimate plus the generated text
-// counted here, else nothing (a request that failed before producing tokens is refunded).
-std::int64_t used_tokens(RequestContext& ctx) {
-  const auto& u = ctx.usage;
-  if (u.present) return static_cast<std::int64_t>(u.total > 0 ? u.total : u.prompt + u.completion);
-  if (ctx.status / 100 != 2 || ctx.ttfb_us < 0) return 0;
-  ctx.usage_estimated = true;
-  std::int64_t out = 0;
-  if (ctx.tokenizers != nullptr) out = ratelimit::count_output(*ctx.tokenizers, ctx.model, ctx.output_text);
-  return ctx.prompt_estimate + out;
+bool is_inference(core::Operation op) {
+  return op == core::Operation::kChatCompletions || op == core::Operation::kCompletions ||
+         op == core::Operation::kEmbeddings || op == core::Operation::kResponses;
 }
 
-/// Always runs once per request, on every path: settlement, metrics and the access log.
-void finish(Worker& w, RequestContext& ctx) {
-  if (ctx.reservation.held()) {
-    ctx.charged_tokens = used_tokens(ctx);
-    ctx.reservation.settle(ctx.charged_tokens, ratelimit::steady_now_ns());
+// What a finished request is billed: the backend's usage, else (a successful inference answer
+// without usage, like a stream the client left early) the prompt estimate plus the generated
+// text the gateway relayed, counted with the tokenizer and marked estimated, else nothing (a
+// request that failed before producing tokens costs nothing).
+core::Usage billed_usage(RequestContext& ctx) {
+  auto u = ctx.usage;
+  if (u.present) {
+    if (u.total == 0) u.total = u.prompt + u.completion;
+    return u;
   }
+  u = {};
+  if (!is_inference(ctx.call.op) || ctx.status / 100 != 2 || ctx.ttfb_us < 0 || ctx.tokenizers == nullptr) {
+    return u;
+  }
+  ctx.usage_estimated = true;
+  u.prompt = static_cast<std::uint64_t>(ctx.prompt_estimate);
+  u.completion = static_cast<std::uint64_t>(ratelimit::count_output(*ctx.tokenizers, ctx.model, ctx.output_text));
+  u.total = u.prompt + u.completion;
+  return u;
+}
+
+void log_budget_warning(const RequestContext& ctx, const ratelimit::BudgetLimit& b) {
+  core::JsonFields f;
+  f.add("scope", ratelimit::to_string(b.scope))
+      .add("name", b.name)
+      .add("period", ratelimit::to_string(b.period))
+      .add("unit", ratelimit::to_string(b.measure));
+  auto used = b.budget->used(b.period, ratelimit::unix_now_ms());
+  if (b.measure == ratelimit::Measure::kNanoUsd) {
+    f.add_usd("limit", b.limit).add_usd("used", used);
+  } else {
+    f.add("limit", b.limit).add("used", used);
+  }
+  metrics::log_warn("budget warning level reached", f.add("request_id", ctx.request_id));
+}
+
+/// Always runs once per request, on every path: settlement, metrics, the usage ledger and the
+/// access log.
+void finish(Worker& w, RequestContext& ctx) {
+  auto billed = billed_usage(ctx);
+  if (ctx.deployment != nullptr && ctx.deployment->price.set) {
+    ctx.cost_nano_usd = ratelimit::Price(ctx.deployment->price).cost(billed);
+  }
+  ctx.charged_tokens = static_cast<std::int64_t>(billed.total);
+  if (ctx.reservation.held()) ctx.reservation.settle(ctx.charged_tokens, ratelimit::steady_now_ns());
+  if (ctx.budget_hold.held()) {
+    std::vector<const ratelimit::BudgetLimit*> crossed;
+    ctx.budget_hold.settle(ctx.charged_tokens, ctx.cost_nano_usd, ratelimit::unix_now_ms(), &crossed);
+    for (const auto* b : crossed) log_budget_warning(ctx, *b);
+  }
+  if (ctx.holds_counted) w.stats().reservations.add(-1);
   auto& stats = w.stats();
   auto& cells = stats.route(ctx.series);
   auto duration = micros_since(ctx.start);
@@ -81,9 +120,11 @@ void finish(Worker& w, RequestContext& ctx) {
   }
   auto& client_cells = stats.client(ctx.client_series);
   client_cells.requests[static_cast<std::size_t>(metrics::status_class(ctx.status))].add();
-  if (ctx.reservation.held()) {
-    client_cells.charged_tokens.add(static_cast<std::uint64_t>(ctx.charged_tokens));
-    if (ctx.usage_estimated) client_cells.usage_estimated.add();
+  if (ctx.reservation.held()) client_cells.charged_tokens.add(static_cast<std::uint64_t>(ctx.charged_tokens));
+  if (ctx.usage_estimated) client_cells.usage_estimated.add();
+  if (ctx.cost_nano_usd > 0) {
+    client_cells.cost_nano_usd.add(static_cast<std::uint64_t>(ctx.cost_nano_usd));
+    cells.cost_nano_usd.add(static_cast<std::uint64_t>(ctx.cost_nano_usd));
   }
   if (u.present) {
     client_cells.tokens[static_cast<std::size_t>(metrics::TokenType::kPrompt)].add(u.prompt);
@@ -92,6 +133,31 @@ void finish(Worker& w, RequestContext& ctx) {
     client_cells.tokens[static_cast<std::size_t>(metrics::TokenType::kReasoning)].add(u.reasoning);
   }
   stats.in_flight.add(-1);
+  // The usage ledger: one record per request of a known caller (anonymous included); requests
+  // refused before authentication are in the access log only (no one to bill, and a flood of
+  // them must not fill the disk).
+  if (auto* ledger = w.ledger(); ledger != nullptr && ctx.client != "unauthenticated") {
+    usage::Record r;
+    r.time_ms = ratelimit::unix_now_ms();
+    r.request_id = ctx.request_id;
+    r.client = ctx.client;
+    r.tenant = ctx.tenant;
+    if (ctx.deployment != nullptr) r.deployment = ctx.deployment->name;
+    r.backend = ctx.backend;
+    r.operation = core::to_string(ctx.call.op);
+    r.tier = ctx.tier;
+    r.status = ctx.status;
+    r.prompt_tokens = static_cast<std::int64_t>(billed.prompt);
+    r.completion_tokens = static_cast<std::int64_t>(billed.completion);
+    r.cached_tokens = static_cast<std::int64_t>(billed.cached);
+    r.reasoning_tokens = static_cast<std::int64_t>(billed.reasoning);
+    r.estimated = ctx.usage_estimated;
+    r.cost_nano_usd = ctx.cost_nano_usd;
+    r.latency_us = duration;
+    r.ttft_us = ctx.ttfb_us;
+    r.outcome = ctx.outcome;
+    ledger->submit(std::move(r));
+  }
   auto& log = w.access_log();
   if (!log.enabled()) return;
   core::JsonFields f;
@@ -134,6 +200,7 @@ void finish(Worker& w, RequestContext& ctx) {
       .add("reserved_tokens", ctx.reservation.held() ? ctx.reservation.tokens() : 0)
       .add("charged_tokens", ctx.charged_tokens)
       .add("usage_estimated", ctx.usage_estimated)
+      .add_usd("cost_usd", ctx.cost_nano_usd)
       .add("bytes_in", ctx.bytes_in)
       .add("bytes_out", ctx.bytes_out)
       .add("outcome", ctx.outcome)
@@ -146,11 +213,6 @@ void finish(Worker& w, RequestContext& ctx) {
 core::HttpError body_too_large(std::size_t limit) {
   return {413, "request_too_large",
           "the request body exceeds the limit of " + std::to_string(limit) + " bytes", {}, {}};
-}
-
-bool is_inference(core::Operation op) {
-  return op == core::Operation::kChatCompletions || op == core::Operation::kCompletions ||
-         op == core::Operation::kEmbeddings || op == core::Operation::kResponses;
 }
 
 // The balancer's reading of one attempt: the breaker outcome, the reason logged and, when the
@@ -307,6 +369,57 @@ net::awaitable<bool> respond_rate_limited(Worker& w, Client<Stream> client, cons
                     "Rate limit of " + what + " exceeded. Please retry after " + std::to_string(secs) +
                         " second" + (secs == 1 ? "" : "s") + ".",
                     "rate_limit_exceeded", {}};
+  co_return co_await respond(client, ctx, 429, e.body(), keep_alive, req.version(),
+                             "application/json", headers);
+}
+
+std::string usd_text(std::int64_t nano_usd) {
+  char buf[48];
+  std::snprintf(buf, sizeof buf, "$%.2f", static_cast<double>(nano_usd) * 1e-9);
+  return buf;
+}
+
+/// A calendar budget cannot hold the request: 429 with x-should-retry: false until the period
+/// ends (OpenAI's insufficient_quota), or — when requests in flight hold the rest — a short,
+/// retryable 429.
+template <class Stream>
+net::awaitable<bool> respond_over_budget(Worker& w, Client<Stream> client, const Request& req,
+                                         RequestContext& ctx,
+                                         const ratelimit::BudgetHold::Refusal& refusal,
+                                         std::int64_t tokens, std::int64_t nano_usd,
+                                         bool keep_alive, ratelimit::UnixMs now) {
+  const auto& b = *refusal.limit;
+  bool usd = b.measure == ratelimit::Measure::kNanoUsd;
+  auto index = static_cast<std::size_t>(b.scope) * 4 + static_cast<std::size_t>(b.period) * 2 + (usd ? 1 : 0);
+  w.stats().client(ctx.client_series).budget_refused[index].add();
+  ctx.outcome = "rejected";
+  auto amount = [usd](std::int64_t v) { return usd ? usd_text(v) : std::to_string(v) + " tokens"; };
+  std::string what = std::string(b.period == ratelimit::Period::kDay ? "daily" : "monthly") +
+                     (usd ? " spending" : " token") + " budget of " +
+                     std::string(ratelimit::to_string(b.scope)) + " '" + std::string(b.name) + "' (" +
+                     amount(b.limit) + ")";
+  std::vector<std::pair<std::string, std::string>> headers;
+  if (!refusal.exhausted) {
+    ctx.error = "budget_busy";
+    headers.emplace_back("retry-after-ms", "1000");
+    headers.emplace_back("retry-after", "1");
+    core::HttpError e{429, "429",
+                      "Requests in flight hold the rest of the " + what +
+                          ". Please retry after 1 second.",
+                      "rate_limit_exceeded", {}};
+    co_return co_await respond(client, ctx, 429, e.body(), keep_alive, req.version(),
+                               "application/json", headers);
+  }
+  ctx.error = "budget_exhausted";
+  auto reset_ms = ratelimit::period_end(b.period, now);
+  auto reset = auth::format_rfc3339(reset_ms / 1000);
+  headers.emplace_back("x-should-retry", "false");
+  headers.emplace_back("retry-after", std::to_string((reset_ms - now + 999) / 1000));
+  core::HttpError e{429, "insufficient_quota",
+                    "The " + what + " is used up: " + amount(refusal.used) +
+                        " used, and this request may need up to " + amount(usd ? nano_usd : tokens) +
+                        ". It resets at " + reset + ".",
+                    "insufficient_quota", {}};
   co_return co_await respond(client, ctx, 429, e.body(), keep_alive, req.version(),
                              "application/json", headers);
 }
@@ -615,16 +728,23 @@ net::awaitable<bool> handle(Worker& w, Client<Stream> client, Request& req, Requ
     ctx.drop_header = cfg.routing.pin_header;
   }
   // Admission: reserve the request's expected tokens (and one request) from every limit that
-  // applies — client, tenant, deployment — all or nothing; settled when the request ends.
+  // applies — client, tenant, deployment — and its expected tokens and cost from every budget,
+  // all or nothing; settled when the request ends. With a usage ledger, every inference call is
+  // accounted (exact stream usage, counted output when a stream ends early).
   std::vector<ratelimit::Limit> limits;
+  const std::vector<ratelimit::BudgetLimit>* budgets = nullptr;
   if (identity.kind == auth::Identity::Kind::kClient) {
     const auto& cl = auth_state->client_limits[identity.client];
     limits.insert(limits.end(), cl.begin(), cl.end());
+    if (!auth_state->client_budgets[identity.client].empty()) {
+      budgets = &auth_state->client_budgets[identity.client];
+    }
   }
   limits.insert(limits.end(), drt.limits.begin(), drt.limits.end());
   bool inference = is_inference(ctx.call.op);
   bool policy = inference && (caller != nullptr || cfg.policy.max_n > 0 || cfg.policy.max_best_of > 0);
-  if (!limits.empty() || policy) {
+  bool ledger = inference && w.ledger() != nullptr;
+  if (!limits.empty() || policy || budgets != nullptr || ledger) {
     ratelimit::Estimate estimate;
     if (inference) {
       estimate = ratelimit::admit(ctx.call, req.body().size(), caller, cfg.policy, *snap->tokenizers,
@@ -648,12 +768,27 @@ net::awaitable<bool> handle(Worker& w, Client<Stream> client, Request& req, Requ
       ctx.call.body_modified = true;
       ctx.strip_usage = true;
     }
+    if (budgets != nullptr) {
+      auto wall = ratelimit::unix_now_ms();
+      std::int64_t cost = ctx.deployment->price.set
+                              ? ratelimit::Price(ctx.deployment->price).ceiling(estimate.prompt, estimate.allowance)
+                              : 0;
+      if (auto refusal = ctx.budget_hold.reserve(*budgets, estimate.total(), cost, wall)) {
+        co_return co_await respond_over_budget(w, client, req, ctx, *refusal, estimate.total(), cost,
+                                               keep_alive, wall);
+      }
+    }
     auto now = ratelimit::steady_now_ns();
     if (auto refusal = ctx.reservation.reserve(limits, estimate.total(), now)) {
+      ctx.budget_hold.settle(0, 0, ratelimit::unix_now_ms(), nullptr);
       co_return co_await respond_rate_limited(w, client, req, ctx, *refusal, estimate.total(),
                                               keep_alive, now);
     }
-    ctx.response_headers = remaining_headers(limits, now);
+    if (ctx.reservation.held() || ctx.budget_hold.held()) {
+      ctx.holds_counted = true;
+      w.stats().reservations.add(1);
+    }
+    if (!limits.empty()) ctx.response_headers = remaining_headers(limits, now);
   }
   co_return co_await route_and_forward(w, client, req, ctx, *snap, drt, only, creates, keep_alive,
                                        {allowed.data(), allowed.size()});
@@ -790,7 +925,24 @@ net::awaitable<void> run_session(Worker& w, Stream stream, std::string remote) {
       co_return;
     }
     auto req = parser.release();
+    // finish() runs even when this coroutine is never resumed (a worker stopped after the drain
+    // timeout destroys it) or an exception unwinds it: no settlement or usage record is lost.
+    struct FinishGuard {
+      Worker& w;
+      RequestContext& ctx;
+      bool armed = true;
+      ~FinishGuard() {
+        if (!armed) return;
+        ctx.outcome = std::uncaught_exceptions() > 0 ? "internal_error" : "shutdown";
+        if (ctx.error.empty()) ctx.error = ctx.outcome;
+        try {
+          finish(w, ctx);
+        } catch (...) {  // nothing may escape a destructor
+        }
+      }
+    } guard{w, ctx};
     bool keep = co_await handle(w, client, req, ctx, snap);
+    guard.armed = false;
     finish(w, ctx);
     if (!keep) break;
   }

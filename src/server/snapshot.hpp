@@ -15,6 +15,7 @@
 #include "tollgate/auth/jwt.hpp"
 #include "tollgate/auth/keys.hpp"
 #include "tollgate/config/config.hpp"
+#include "tollgate/ratelimit/budget.hpp"
 #include "tollgate/ratelimit/bucket.hpp"
 #include "tollgate/routing/affinity.hpp"
 #include "tollgate/tokenize/encoding.hpp"
@@ -75,6 +76,8 @@ struct AuthState {
   std::uint32_t anonymous_series = 0;
   std::vector<std::vector<ratelimit::Limit>> client_limits;  // parallel: client's, then tenant's
   std::vector<std::shared_ptr<ratelimit::Bucket>> buckets;    // keeps client_limits alive
+  std::vector<std::vector<ratelimit::BudgetLimit>> client_budgets;  // parallel: client's, tenant's
+  std::vector<std::shared_ptr<ratelimit::Budget>> budgets;          // keeps client_budgets alive
 };
 
 }  // namespace tollgate::server

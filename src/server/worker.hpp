@@ -20,6 +20,9 @@
 namespace tollgate::proxy {
 class UpstreamPool;
 }
+namespace tollgate::usage {
+class Ledger;
+}
 
 namespace tollgate::server {
 
@@ -37,6 +40,9 @@ class Worker {
   unsigned index() const { return index_; }
   metrics::WorkerStats& stats() { return stats_; }
   metrics::AccessLog& access_log() { return *access_log_; }
+  /// The usage ledger (null when none is configured). Set before start().
+  usage::Ledger* ledger() { return ledger_.get(); }
+  void set_ledger(std::shared_ptr<usage::Ledger> ledger) { ledger_ = std::move(ledger); }
 
   /// Thread: control thread before start().
   void add_listener(boost::asio::ip::tcp::acceptor acceptor,
@@ -84,6 +90,7 @@ class Worker {
   unsigned index_;
   metrics::WorkerStats stats_;
   std::shared_ptr<metrics::AccessLog> access_log_;
+  std::shared_ptr<usage::Ledger> ledger_;
   std::shared_ptr<const Snapshot> snapshot_;         // owner: worker thread
   std::shared_ptr<const AuthState> auth_;            // owner: worker thread
   std::function<void(std::size_t)> unknown_kid_;     // set before start

@@ -111,12 +111,34 @@ struct PoolConfig {
   std::vector<std::uint32_t> weights;    // parallel to backends, each >= 1
 };
 
+/// Calendar budgets of a client or tenant (UTC days and months; 0 = none).
+struct BudgetConfig {
+  std::int64_t tokens_per_day = 0;
+  std::int64_t tokens_per_month = 0;
+  double usd_per_day = 0;
+  double usd_per_month = 0;
+  double warn_at = 0.8;  // share of a budget whose crossing is logged and exported
+  bool any() const {
+    return tokens_per_day > 0 || tokens_per_month > 0 || usd_per_day > 0 || usd_per_month > 0;
+  }
+};
+
+/// What a deployment's tokens cost, in USD per 1,000 tokens (`price`).
+struct PriceConfig {
+  double prompt_per_1k = 0;
+  double completion_per_1k = 0;
+  double cached_prompt_per_1k = 0;  // defaults to prompt_per_1k
+  double reasoning_per_1k = 0;      // defaults to completion_per_1k (reasoning is output)
+  bool set = false;
+};
+
 /// Admission limits of a client, tenant or deployment (0 = no limit).
 struct LimitsConfig {
   std::int64_t tokens_per_minute = 0;
   std::int64_t requests_per_minute = 0;
   std::int64_t max_tokens_cap = 0;      // clients: the largest output allowance a request may ask
   std::int64_t default_max_tokens = 0;  // clients: the allowance set when a request asks none
+  BudgetConfig budget;                  // clients and tenants
   bool any_rate() const { return tokens_per_minute > 0 || requests_per_minute > 0; }
 };
 
@@ -142,6 +164,15 @@ struct DeploymentConfig {
   std::vector<std::string> regions;  // allowed backend regions; empty = any
   RetryConfig retry;                 // top-level retry with this deployment's overrides applied
   LimitsConfig limits;               // protects the backends' shared quota
+  PriceConfig price;                 // cost attribution and money budgets
+};
+
+/// The durable usage ledger (`usage`).
+struct UsageConfig {
+  std::string ledger;                 // SQLite database path; "" = no ledger
+  Millis flush_interval{200};         // the longest a record waits before its batch commits
+  std::size_t batch_size = 1000;      // records per transaction at most
+  std::size_t max_buffered = 100'000; // records held in memory while the disk refuses them
 };
 
 /// Capacity model, circuit breaker, affinity and pinning (`routing`).
@@ -226,6 +257,7 @@ struct Config {
   std::vector<ClientConfig> clients;
   AuthConfig auth;
   PolicyConfig policy;
+  UsageConfig usage;
   const ClientConfig* find_client(std::string_view name) const;
 
   /// Index of the deployment clients call `name`, or nullptr.

@@ -52,6 +52,20 @@ class JsonFields {
     out_ += frac;
     return *this;
   }
+  /// An amount in USD from nano-USD, exactly (9 decimals).
+  JsonFields& add_usd(std::string_view key, std::int64_t nano_usd) {
+    key_(key);
+    if (nano_usd < 0) {
+      out_ += '-';
+      nano_usd = -nano_usd;
+    }
+    out_ += std::to_string(nano_usd / 1'000'000'000);
+    out_ += '.';
+    auto frac = std::to_string(nano_usd % 1'000'000'000);
+    out_.append(9 - frac.size(), '0');
+    out_ += frac;
+    return *this;
+  }
   JsonFields& add_raw(std::string_view key, std::string_view json) {
     key_(key);
     out_ += json;

@@ -10,6 +10,7 @@
 
 #include "tollgate/core/api_call.hpp"
 #include "tollgate/core/usage.hpp"
+#include "tollgate/ratelimit/budget.hpp"
 #include "tollgate/ratelimit/bucket.hpp"
 
 namespace tollgate::tokenize {
@@ -59,11 +60,14 @@ struct RequestContext {
   std::string response_headers;  // extra "name: value\r\n" lines for the client (rate limits)
   // Admission: the tokens held for this request, settled in finish() against its real use.
   ratelimit::Reservation reservation;
+  ratelimit::BudgetHold budget_hold;  // calendar budgets, settled with the reservation
+  bool holds_counted = false;         // counted in the reservations-outstanding gauge
   std::int64_t prompt_estimate = 0;
   const tokenize::Tokenizers* tokenizers = nullptr;  // for counting a stream's output
   std::string_view model;                            // the deployment's model (tokenizer)
   std::int64_t charged_tokens = 0;                   // what the settle charged
   bool usage_estimated = false;                      // charged_tokens counted by the gateway
+  std::int64_t cost_nano_usd = 0;                    // by the deployment's price table
   int tier = 0;  // 1-based tier of the backend that answered (0: none)
 };
 

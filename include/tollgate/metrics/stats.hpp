@@ -99,6 +99,7 @@ struct RouteCells {
   std::array<Counter, kMaxTiers> spilled_from;
   std::array<Counter, 2> no_backend;  // [0]: 429, [1]: 503
   Counter budget_exhausted;
+  Counter cost_nano_usd;  // by the deployment's price table
 };
 
 /// Cells of one client on one worker.
@@ -108,6 +109,9 @@ struct ClientCells {
   std::array<Counter, 6> rate_limited;  // [scope * 2 + unit]: client/tenant/deployment × tokens/requests
   Counter usage_estimated;              // requests billed from the gateway's own count
   Counter charged_tokens;               // tokens settled against the buckets
+  // [scope * 4 + period * 2 + measure]: client/tenant × day/month × tokens/usd
+  std::array<Counter, 8> budget_refused;
+  Counter cost_nano_usd;
 };
 inline constexpr std::uint32_t kMaxClientSeries = 4096;
 
@@ -136,6 +140,7 @@ class WorkerStats {
   Counter connections_total;
   Gauge upstream_idle;     // idle pooled upstream connections
   Counter upstream_connects;
+  Gauge reservations;      // admission reservations not yet settled
 
  private:
   std::array<std::unique_ptr<RouteCells[]>, kMaxBlocks> blocks_;

@@ -1,0 +1,114 @@
+#pragma once
+// The durable usage ledger: one record per request in an SQLite database (WAL), written by its
+// own thread in batched transactions — never a database call on the request path. While the
+// disk refuses writes (full, read-only, I/O errors) records wait in bounded memory and the
+// writer retries; close() flushes what is queued (SIGTERM loses nothing). Reads (budget replay,
+// the admin usage report) open their own connections. See docs/design/rate-limiting.md.
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <thread>
+#include <vector>
+
+namespace tollgate::usage {
+
+struct Record {
+  std::int64_t time_ms = 0;  // unix ms when the request ended
+  std::string request_id;
+  std::string client;
+  std::string tenant;
+  std::string deployment;  // "" when the request named none the gateway knows
+  std::string backend;     // "" when no backend answered
+  std::string operation;
+  int tier = 0;            // 1-based tier of the answering backend (0: none)
+  int status = 0;          // sent to the client (0: none)
+  std::int64_t prompt_tokens = 0;
+  std::int64_t completion_tokens = 0;
+  std::int64_t cached_tokens = 0;
+  std::int64_t reasoning_tokens = 0;
+  bool estimated = false;  // the gateway counted the tokens (a stream ended without usage)
+  std::int64_t cost_nano_usd = 0;
+  std::int64_t latency_us = 0;
+  std::int64_t ttft_us = -1;  // time to the first byte of the answer (-1: none)
+  std::string outcome;
+};
+
+struct Options {
+  std::string path;
+  std::chrono::milliseconds flush_interval{200};
+  std::size_t batch_size = 1000;
+  std::size_t max_buffered = 100'000;
+};
+
+enum class GroupBy : std::uint8_t { kTenant, kClient, kDeployment, kBackend };
+std::optional<GroupBy> parse_group_by(std::string_view s);
+std::string_view to_string(GroupBy g);
+
+struct Row {
+  std::string key;
+  std::int64_t requests = 0;
+  std::int64_t prompt_tokens = 0;
+  std::int64_t completion_tokens = 0;
+  std::int64_t cached_tokens = 0;
+  std::int64_t reasoning_tokens = 0;
+  std::int64_t cost_nano_usd = 0;
+  std::int64_t estimated_requests = 0;
+};
+
+/// Totals per key over [from_ms, to_ms) read from the database at `path` (its own read-only
+/// connection). Throws std::runtime_error when the database cannot be read. Thread: any.
+std::vector<Row> totals(const std::string& path, GroupBy group, std::int64_t from_ms,
+                        std::int64_t to_ms);
+
+class Ledger {
+ public:
+  /// Opens (creating the file and schema when needed) and starts the writer thread. Throws
+  /// std::runtime_error naming the path when the database cannot be opened or is not a ledger.
+  explicit Ledger(Options options);
+  ~Ledger();
+  Ledger(const Ledger&) = delete;
+  Ledger& operator=(const Ledger&) = delete;
+
+  /// Queues a record. Never blocks on I/O; when max_buffered records wait already, the oldest
+  /// is dropped (counted). Thread: any.
+  void submit(Record r);
+  /// Writes everything queued (for at most `timeout` while the disk refuses) and stops the
+  /// writer. Returns the number of records that could not be written. Thread: one caller.
+  std::size_t close(std::chrono::milliseconds timeout);
+
+  const std::string& path() const { return options_.path; }
+  std::size_t queued() const { return queued_.load(std::memory_order_relaxed); }
+  std::uint64_t written() const { return written_.load(std::memory_order_relaxed); }
+  std::uint64_t write_errors() const { return write_errors_.load(std::memory_order_relaxed); }
+  std::uint64_t dropped() const { return dropped_.load(std::memory_order_relaxed); }
+  bool healthy() const { return healthy_.load(std::memory_order_relaxed); }
+
+ private:
+  struct Db;
+  void run();
+  bool write(std::vector<Record>& batch);  // writer thread
+
+  Options options_;
+  std::unique_ptr<Db> db_;  // the writer's connection
+  std::mutex m_;
+  std::condition_variable cv_;
+  std::deque<Record> queue_;  // guarded by m_
+  bool stopping_ = false;     // guarded by m_
+  std::chrono::steady_clock::time_point stop_deadline_{};  // guarded by m_
+  std::atomic<std::size_t> queued_{0};
+  std::atomic<std::uint64_t> written_{0};
+  std::atomic<std::uint64_t> write_errors_{0};
+  std::atomic<std::uint64_t> dropped_{0};
+  std::atomic<bool> healthy_{true};
+  std::size_t unwritten_at_close_ = 0;
+  std::thread thread_;
+};
+
+}  // namespace tollgate::usage

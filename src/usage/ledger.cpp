@@ -1,0 +1,294 @@
+#include "tollgate/usage/ledger.hpp"
+
+#include <sqlite3.h>
+
+#include <stdexcept>
+
+#include "tollgate/metrics/logging.hpp"
+
+namespace tollgate::usage {
+
+using metrics::log_error;
+using metrics::log_info;
+using metrics::log_warn;
+
+namespace {
+
+constexpr const char* kSchema = R"sql(
+CREATE TABLE IF NOT EXISTS usage (
+  id INTEGER PRIMARY KEY,
+  time_ms INTEGER NOT NULL,
+  request_id TEXT NOT NULL,
+  client TEXT NOT NULL,
+  tenant TEXT NOT NULL,
+  deployment TEXT NOT NULL,
+  backend TEXT NOT NULL,
+  operation TEXT NOT NULL,
+  tier INTEGER NOT NULL,
+  status INTEGER NOT NULL,
+  prompt_tokens INTEGER NOT NULL,
+  completion_tokens INTEGER NOT NULL,
+  cached_tokens INTEGER NOT NULL,
+  reasoning_tokens INTEGER NOT NULL,
+  estimated INTEGER NOT NULL,
+  cost_nano_usd INTEGER NOT NULL,
+  latency_ms REAL NOT NULL,
+  ttft_ms REAL,
+  outcome TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS usage_time ON usage(time_ms);
+)sql";
+
+constexpr const char* kInsert =
+    "INSERT INTO usage (time_ms, request_id, client, tenant, deployment, backend, operation, tier, "
+    "status, prompt_tokens, completion_tokens, cached_tokens, reasoning_tokens, estimated, "
+    "cost_nano_usd, latency_ms, ttft_ms, outcome) "
+    "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)";
+
+// An sqlite3 connection, closed on destruction.
+struct Connection {
+  sqlite3* db = nullptr;
+  Connection(const std::string& path, int flags) {
+    int rc = sqlite3_open_v2(path.c_str(), &db, flags, nullptr);
+    if (rc != SQLITE_OK) {
+      std::string msg = db ? sqlite3_errmsg(db) : sqlite3_errstr(rc);
+      sqlite3_close(db);
+      throw std::runtime_error("usage ledger " + path + ": cannot open: " + msg);
+    }
+    sqlite3_extended_result_codes(db, 1);
+    sqlite3_busy_timeout(db, 5000);
+  }
+  ~Connection() { sqlite3_close(db); }
+  Connection(const Connection&) = delete;
+  Connection& operator=(const Connection&) = delete;
+  std::string error() const { return sqlite3_errmsg(db); }
+  bool exec(const char* sql) { return sqlite3_exec(db, sql, nullptr, nullptr, nullptr) == SQLITE_OK; }
+};
+
+struct Statement {
+  sqlite3_stmt* st = nullptr;
+  Statement(sqlite3* db, const char* sql) {
+    if (sqlite3_prepare_v2(db, sql, -1, &st, nullptr) != SQLITE_OK) st = nullptr;
+  }
+  ~Statement() { sqlite3_finalize(st); }
+  Statement(const Statement&) = delete;
+  Statement& operator=(const Statement&) = delete;
+};
+
+}  // namespace
+
+struct Ledger::Db {
+  Connection conn;
+  Statement insert;
+  explicit Db(const std::string& path)
+      : conn(path, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX),
+        insert(conn.db, (setup(path), kInsert)) {
+    if (insert.st == nullptr) {
+      throw std::runtime_error("usage ledger " + path + ": not a Tollgate usage ledger (" +
+                               conn.error() + ")");
+    }
+  }
+  void setup(const std::string& path) {
+    Statement mode(conn.db, "PRAGMA journal_mode=WAL");
+    bool wal = mode.st != nullptr && sqlite3_step(mode.st) == SQLITE_ROW &&
+               std::string_view(reinterpret_cast<const char*>(sqlite3_column_text(mode.st, 0))) == "wal";
+    if (!wal) throw std::runtime_error("usage ledger " + path + ": cannot use WAL mode: " + conn.error());
+    // FULL: every committed batch survives a power loss (one fsync per batch, a few per second).
+    if (!conn.exec("PRAGMA synchronous=FULL") || !conn.exec(kSchema)) {
+      throw std::runtime_error("usage ledger " + path + ": cannot create the schema: " + conn.error());
+    }
+  }
+};
+
+std::optional<GroupBy> parse_group_by(std::string_view s) {
+  if (s == "tenant") return GroupBy::kTenant;
+  if (s == "client") return GroupBy::kClient;
+  if (s == "deployment") return GroupBy::kDeployment;
+  if (s == "backend") return GroupBy::kBackend;
+  return std::nullopt;
+}
+
+std::string_view to_string(GroupBy g) {
+  switch (g) {
+    case GroupBy::kTenant: return "tenant";
+    case GroupBy::kClient: return "client";
+    case GroupBy::kDeployment: return "deployment";
+    case GroupBy::kBackend: return "backend";
+  }
+  return "client";
+}
+
+std::vector<Row> totals(const std::string& path, GroupBy group, std::int64_t from_ms,
+                        std::int64_t to_ms) {
+  Connection conn(path, SQLITE_OPEN_READONLY | SQLITE_OPEN_NOMUTEX);
+  // The column name comes from the enum, never from the caller's text.
+  std::string col(to_string(group));
+  std::string sql = "SELECT " + col +
+                    ", COUNT(*), SUM(prompt_tokens), SUM(completion_tokens), SUM(cached_tokens), "
+                    "SUM(reasoning_tokens), SUM(cost_nano_usd), SUM(estimated) FROM usage "
+                    "WHERE time_ms >= ? AND time_ms < ? GROUP BY " + col + " ORDER BY " + col;
+  Statement q(conn.db, sql.c_str());
+  if (q.st == nullptr) throw std::runtime_error("usage ledger " + path + ": " + conn.error());
+  sqlite3_bind_int64(q.st, 1, from_ms);
+  sqlite3_bind_int64(q.st, 2, to_ms);
+  std::vector<Row> rows;
+  int rc = 0;
+  while ((rc = sqlite3_step(q.st)) == SQLITE_ROW) {
+    Row r;
+    auto text = sqlite3_column_text(q.st, 0);
+    r.key = text ? reinterpret_cast<const char*>(text) : "";
+    r.requests = sqlite3_column_int64(q.st, 1);
+    r.prompt_tokens = sqlite3_column_int64(q.st, 2);
+    r.completion_tokens = sqlite3_column_int64(q.st, 3);
+    r.cached_tokens = sqlite3_column_int64(q.st, 4);
+    r.reasoning_tokens = sqlite3_column_int64(q.st, 5);
+    r.cost_nano_usd = sqlite3_column_int64(q.st, 6);
+    r.estimated_requests = sqlite3_column_int64(q.st, 7);
+    rows.push_back(std::move(r));
+  }
+  if (rc != SQLITE_DONE) throw std::runtime_error("usage ledger " + path + ": " + conn.error());
+  return rows;
+}
+
+Ledger::Ledger(Options options) : options_(std::move(options)) {
+  db_ = std::make_unique<Db>(options_.path);
+  thread_ = std::thread([this] { run(); });
+}
+
+Ledger::~Ledger() {
+  if (thread_.joinable()) close(std::chrono::milliseconds(0));
+}
+
+void Ledger::submit(Record r) {
+  {
+    std::lock_guard lock(m_);
+    queue_.push_back(std::move(r));
+    while (queue_.size() > options_.max_buffered) {
+      queue_.pop_front();
+      dropped_.fetch_add(1, std::memory_order_relaxed);
+    }
+    queued_.store(queue_.size(), std::memory_order_relaxed);
+  }
+  cv_.notify_one();
+}
+
+std::size_t Ledger::close(std::chrono::milliseconds timeout) {
+  {
+    std::lock_guard lock(m_);
+    stopping_ = true;
+    stop_deadline_ = std::chrono::steady_clock::now() + timeout;
+  }
+  cv_.notify_one();
+  if (thread_.joinable()) thread_.join();
+  return unwritten_at_close_;
+}
+
+bool Ledger::write(std::vector<Record>& batch) {
+  auto* st = db_->insert.st;
+  if (!db_->conn.exec("BEGIN IMMEDIATE")) return false;
+  for (const auto& r : batch) {
+    sqlite3_reset(st);
+    sqlite3_bind_int64(st, 1, r.time_ms);
+    sqlite3_bind_text(st, 2, r.request_id.data(), static_cast<int>(r.request_id.size()), SQLITE_STATIC);
+    sqlite3_bind_text(st, 3, r.client.data(), static_cast<int>(r.client.size()), SQLITE_STATIC);
+    sqlite3_bind_text(st, 4, r.tenant.data(), static_cast<int>(r.tenant.size()), SQLITE_STATIC);
+    sqlite3_bind_text(st, 5, r.deployment.data(), static_cast<int>(r.deployment.size()), SQLITE_STATIC);
+    sqlite3_bind_text(st, 6, r.backend.data(), static_cast<int>(r.backend.size()), SQLITE_STATIC);
+    sqlite3_bind_text(st, 7, r.operation.data(), static_cast<int>(r.operation.size()), SQLITE_STATIC);
+    sqlite3_bind_int(st, 8, r.tier);
+    sqlite3_bind_int(st, 9, r.status);
+    sqlite3_bind_int64(st, 10, r.prompt_tokens);
+    sqlite3_bind_int64(st, 11, r.completion_tokens);
+    sqlite3_bind_int64(st, 12, r.cached_tokens);
+    sqlite3_bind_int64(st, 13, r.reasoning_tokens);
+    sqlite3_bind_int(st, 14, r.estimated ? 1 : 0);
+    sqlite3_bind_int64(st, 15, r.cost_nano_usd);
+    sqlite3_bind_double(st, 16, static_cast<double>(r.latency_us) / 1000.0);
+    if (r.ttft_us >= 0) {
+      sqlite3_bind_double(st, 17, static_cast<double>(r.ttft_us) / 1000.0);
+    } else {
+      sqlite3_bind_null(st, 17);
+    }
+    sqlite3_bind_text(st, 18, r.outcome.data(), static_cast<int>(r.outcome.size()), SQLITE_STATIC);
+    if (sqlite3_step(st) != SQLITE_DONE) {
+      sqlite3_reset(st);
+      db_->conn.exec("ROLLBACK");
+      return false;
+    }
+  }
+  sqlite3_reset(st);
+  sqlite3_clear_bindings(st);
+  if (!db_->conn.exec("COMMIT")) {
+    db_->conn.exec("ROLLBACK");
+    return false;
+  }
+  return true;
+}
+
+void Ledger::run() {
+  using namespace std::chrono;
+  auto backoff = milliseconds(0);
+  auto last_log = steady_clock::time_point{};
+  std::vector<Record> batch;
+  for (;;) {
+    batch.clear();
+    {
+      std::unique_lock lock(m_);
+      cv_.wait(lock, [this] { return stopping_ || !queue_.empty(); });
+      if (!stopping_ && queue_.size() < options_.batch_size) {
+        // Gather a batch: one transaction (and one fsync) for everything that came meanwhile.
+        cv_.wait_for(lock, options_.flush_interval,
+                     [this] { return stopping_ || queue_.size() >= options_.batch_size; });
+      }
+      if (queue_.empty()) break;  // stopping, everything written
+      auto n = std::min(queue_.size(), options_.batch_size);
+      batch.reserve(n);
+      for (std::size_t i = 0; i < n; ++i) {
+        batch.push_back(std::move(queue_.front()));
+        queue_.pop_front();
+      }
+    }
+    if (write(batch)) {
+      written_.fetch_add(batch.size(), std::memory_order_relaxed);
+      if (!healthy_.exchange(true)) {
+        log_info("usage ledger writable again", core::JsonFields().add("path", options_.path));
+      }
+      backoff = milliseconds(0);
+      std::lock_guard lock(m_);
+      queued_.store(queue_.size(), std::memory_order_relaxed);
+      continue;
+    }
+    // The disk refuses: keep the batch (in front, bounded), retry with backoff.
+    write_errors_.fetch_add(1, std::memory_order_relaxed);
+    auto error = db_->conn.error();
+    healthy_.store(false);
+    auto now = steady_clock::now();
+    if (now - last_log >= seconds(60)) {
+      last_log = now;
+      log_error("usage ledger write failed; records are kept in memory and retried",
+                core::JsonFields().add("path", options_.path).add("error", error));
+    }
+    backoff = std::clamp(backoff * 2, milliseconds(250), milliseconds(5000));
+    std::unique_lock lock(m_);
+    for (auto it = batch.rbegin(); it != batch.rend(); ++it) queue_.push_front(std::move(*it));
+    while (queue_.size() > options_.max_buffered) {
+      queue_.pop_front();
+      dropped_.fetch_add(1, std::memory_order_relaxed);
+    }
+    queued_.store(queue_.size(), std::memory_order_relaxed);
+    if (stopping_ && steady_clock::now() >= stop_deadline_) break;
+    auto wake = stopping_ ? std::min(steady_clock::now() + backoff, stop_deadline_)
+                          : steady_clock::now() + backoff;
+    cv_.wait_until(lock, wake, [this, &wake] {
+      return stopping_ && stop_deadline_ < wake;  // a close with a shorter deadline
+    });
+  }
+  std::lock_guard lock(m_);
+  unwritten_at_close_ = queue_.size();
+  if (!queue_.empty()) {
+    log_error("usage ledger closed with unwritten records",
+              core::JsonFields().add("path", options_.path).add("records", static_cast<std::uint64_t>(queue_.size())));
+  }
+}
+
+}  // namespace tollgate::usage
