@@ -185,7 +185,12 @@ std::size_t Ledger::close(std::chrono::milliseconds timeout) {
 
 bool Ledger::write(std::vector<Record>& batch) {
   auto* st = db_->insert.st;
-  if (!db_->conn.exec("BEGIN IMMEDIATE")) return false;
+  auto fail = [this] {
+    error_ = db_->conn.error();  // before the rollback replaces it
+    db_->conn.exec("ROLLBACK");
+    return false;
+  };
+  if (!db_->conn.exec("BEGIN IMMEDIATE")) return fail();
   for (const auto& r : batch) {
     sqlite3_reset(st);
     sqlite3_bind_int64(st, 1, r.time_ms);
@@ -211,6 +216,7 @@ bool Ledger::write(std::vector<Record>& batch) {
     }
     sqlite3_bind_text(st, 18, r.outcome.data(), static_cast<int>(r.outcome.size()), SQLITE_STATIC);
     if (sqlite3_step(st) != SQLITE_DONE) {
+      error_ = db_->conn.error();
       sqlite3_reset(st);
       db_->conn.exec("ROLLBACK");
       return false;
@@ -218,10 +224,7 @@ bool Ledger::write(std::vector<Record>& batch) {
   }
   sqlite3_reset(st);
   sqlite3_clear_bindings(st);
-  if (!db_->conn.exec("COMMIT")) {
-    db_->conn.exec("ROLLBACK");
-    return false;
-  }
+  if (!db_->conn.exec("COMMIT")) return fail();
   return true;
 }
 
@@ -260,13 +263,12 @@ void Ledger::run() {
     }
     // The disk refuses: keep the batch (in front, bounded), retry with backoff.
     write_errors_.fetch_add(1, std::memory_order_relaxed);
-    auto error = db_->conn.error();
     healthy_.store(false);
     auto now = steady_clock::now();
     if (now - last_log >= seconds(60)) {
       last_log = now;
       log_error("usage ledger write failed; records are kept in memory and retried",
-                core::JsonFields().add("path", options_.path).add("error", error));
+                core::JsonFields().add("path", options_.path).add("error", error_));
     }
     backoff = std::clamp(backoff * 2, milliseconds(250), milliseconds(5000));
     std::unique_lock lock(m_);

@@ -108,6 +108,7 @@ class Ledger {
   std::atomic<std::uint64_t> dropped_{0};
   std::atomic<bool> healthy_{true};
   std::size_t unwritten_at_close_ = 0;
+  std::string error_;  // the last write's error (writer thread)
   std::thread thread_;
 };
 

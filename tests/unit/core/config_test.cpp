@@ -317,3 +317,63 @@ auth:
   for (const auto& e : r.errors) EXPECT_EQ(e.find("plain-text-key"), std::string::npos) << e;
   for (const auto& e : r.errors) EXPECT_EQ(e.find("secret-key-value"), std::string::npos) << e;
 }
+
+TEST(ConfigTest, LoadsBudgetsPricesAndTheLedger) {
+  std::string yaml = std::string(kGood) + R"(usage: {ledger: /tmp/usage.db, flush_interval: 50ms, batch_size: 10, max_buffered: 500}
+tenants:
+  - {name: mkt, limits: {tokens_per_minute: 1000, budget: {usd_per_month: 2000}}}
+clients:
+  - name: bot
+    tenant: mkt
+    keys: [env:AOAI_KEY]
+    deployments: ["*"]
+    limits: {budget: {tokens_per_day: 2000000, usd_per_month: 500, warn_at: 0.9}}
+)";
+  // The deployment's price table.
+  auto pos = yaml.find("    model: gpt-4o\n");
+  yaml.insert(pos, "    price: {prompt_per_1k: 0.0025, completion_per_1k: 0.01}\n");
+  auto r = load_string(yaml, "budgets.yaml", fake_env());
+  ASSERT_TRUE(r.ok()) << ::testing::PrintToString(r.errors);
+  const auto& c = *r.config;
+  EXPECT_EQ(c.usage.ledger, "/tmp/usage.db");
+  EXPECT_EQ(c.usage.flush_interval, Millis(50));
+  EXPECT_EQ(c.usage.batch_size, 10u);
+  EXPECT_EQ(c.usage.max_buffered, 500u);
+  EXPECT_DOUBLE_EQ(c.tenants[0].limits.budget.usd_per_month, 2000);
+  EXPECT_DOUBLE_EQ(c.tenants[0].limits.budget.warn_at, 0.8);
+  EXPECT_EQ(c.clients[0].limits.budget.tokens_per_day, 2000000);
+  EXPECT_DOUBLE_EQ(c.clients[0].limits.budget.warn_at, 0.9);
+  const auto& price = c.deployments[0].price;
+  EXPECT_TRUE(price.set);
+  EXPECT_DOUBLE_EQ(price.cached_prompt_per_1k, 0.0025);  // defaults to the prompt price
+  EXPECT_DOUBLE_EQ(price.reasoning_per_1k, 0.01);        // and to the completion price
+}
+
+TEST(ConfigTest, BudgetAndLedgerErrorsNameTheKey) {
+  constexpr const char* kBad = R"(server: {listen: [{address: "127.0.0.1:0"}]}
+backends: [{name: a, endpoint: "http://127.0.0.1:1", deployment: d, api_key: env:AOAI_KEY}]
+deployments:
+  - {name: x, pools: [{backends: [a]}], price: {prompt_per_1k: -1, completion_per_1k: 0.01}, limits: {budget: {tokens_per_day: 5}}}
+tenants: [{name: t, limits: {budget: {warn_at: 0.5}}}]
+clients:
+  - {name: c, keys: [env:AOAI_KEY], deployments: [x], limits: {budget: {usd_per_day: abc, tokens_per_month: 0}}}
+usage: {ledger: /nonexistent-dir/usage.db, batch_size: 0}
+)";
+  auto r = load_string(kBad, "bad.yaml", fake_env());
+  EXPECT_FALSE(r.ok());
+  auto has = [&](std::string_view needle) {
+    for (const auto& e : r.errors) {
+      if (e.find(needle) != std::string::npos) return true;
+    }
+    return false;
+  };
+  EXPECT_TRUE(has("deployments[0].price.prompt_per_1k: must be a price in USD per 1,000 tokens"))
+      << ::testing::PrintToString(r.errors);
+  EXPECT_TRUE(has("deployments[0].limits: unknown key \"budget\"")) << ::testing::PrintToString(r.errors);
+  EXPECT_TRUE(has("tenants[0].limits.budget: names no budget"));
+  EXPECT_TRUE(has("clients[0].limits.budget.usd_per_day: must be a positive amount in USD (got \"abc\")"));
+  EXPECT_TRUE(has("clients[0].limits.budget.tokens_per_month: must be between 1 and"));
+  EXPECT_TRUE(has("bad.yaml:8:17: usage.ledger: directory /nonexistent-dir does not exist"))
+      << ::testing::PrintToString(r.errors);
+  EXPECT_TRUE(has("usage.batch_size: must be between 1 and"));
+}
