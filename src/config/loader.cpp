@@ -378,6 +378,8 @@ class Loader {
   void load_budget(const YAML::Node& n, const std::string& path, BudgetConfig& b);
   void load_price(const YAML::Node& n, const std::string& path, PriceConfig& p);
   void load_usage(const YAML::Node& n, Config& c);
+  void load_priority(const YAML::Node& n, Config& c);
+  std::vector<std::size_t> class_list(const YAML::Node& n, const std::string& path, const Config& c);
   void load_clients(const YAML::Node& root, Config& c);
   void load_auth(const YAML::Node& n, Config& c);
   void load_backend_token(const YAML::Node& n, const std::string& path, bool managed,
@@ -565,7 +567,7 @@ void Loader::load_deployments(const YAML::Node& n, Config& c) {
       for (std::size_t j = 0; j < pools.size(); ++j) {
         auto pool = pools[j];
         auto pp = p + ".pools[" + std::to_string(j) + "]";
-        if (!expect_map(pool, pp, {"backends"})) continue;
+        if (!expect_map(pool, pp, {"backends", "classes", "spare"})) continue;
         auto list = pool["backends"];
         if (!list || !list.IsSequence() || list.size() == 0) {
           error(list ? list : pool, pp + ".backends", "must be a non-empty list of backend names");
@@ -599,6 +601,20 @@ void Loader::load_deployments(const YAML::Node& n, Config& c) {
           }
           pc.backends.push_back(it->second);
           pc.weights.push_back(weight);
+        }
+        if (auto cls = pool["classes"]) pc.classes = class_list(cls, pp + ".classes", c);
+        if (auto spare = pool["spare"]) {
+          auto sp = pp + ".spare";
+          if (expect_map(spare, sp, {"classes", "max_utilization"})) {
+            if (auto cls = spare["classes"]) {
+              pc.spare_classes = class_list(cls, sp + ".classes", c);
+            } else {
+              error(spare, sp, "missing required key \"classes\"");
+            }
+            if (!spare["max_utilization"]) error(spare, sp, "missing required key \"max_utilization\"");
+            get_fraction(spare, "max_utilization", sp, pc.spare_max_utilization);
+            if (pc.classes.empty()) error(spare, sp, "needs pools[].classes: without it every class may use the tier");
+          }
         }
         d.pools.push_back(std::move(pc));
       }
@@ -774,7 +790,7 @@ void Loader::load_clients(const YAML::Node& root, Config& c) {
     auto item = n[i];
     auto p = "clients[" + std::to_string(i) + "]";
     if (!expect_map(item, p, {"name", "tenant", "keys", "deployments", "operations", "regions",
-                              "principals", "may_pin", "limits"})) {
+                              "principals", "may_pin", "limits", "priority", "weight"})) {
       continue;
     }
     ClientConfig cl;
@@ -845,6 +861,13 @@ void Loader::load_clients(const YAML::Node& root, Config& c) {
     if (auto pr = item["principals"]) cl.principals = string_list(pr, p + ".principals");
     get_bool(item, "may_pin", p, cl.may_pin);
     if (auto l = item["limits"]) load_limits(l, p + ".limits", true, cl.limits);
+    if (auto pr = item["priority"]) {
+      if (auto name = scalar(pr, p + ".priority")) {
+        cl.priority = c.priority.find(*name);
+        if (!cl.priority) error(pr, p + ".priority", "unknown priority class \"" + *name + "\"");
+      }
+    }
+    get_number(item, "weight", p, cl.weight, 0.01, 1000, "a number from 0.01 to 1000");
     c.clients.push_back(std::move(cl));
   }
 }
@@ -972,6 +995,71 @@ void Loader::load_price(const YAML::Node& n, const std::string& path, PriceConfi
   p.set = true;
 }
 
+std::vector<std::size_t> Loader::class_list(const YAML::Node& n, const std::string& path,
+                                            const Config& c) {
+  std::vector<std::size_t> out;
+  auto names = string_list(n, path);
+  for (std::size_t i = 0; i < names.size(); ++i) {
+    auto idx = c.priority.find(names[i]);
+    if (!idx) {
+      error(n[i], path + "[" + std::to_string(i) + "]", "unknown priority class \"" + names[i] + "\"");
+    } else {
+      out.push_back(*idx);
+    }
+  }
+  return out;
+}
+
+void Loader::load_priority(const YAML::Node& n, Config& c) {
+  const std::string path = "priority";
+  if (!expect_map(n, path, {"classes", "default", "header", "timeout_headers"})) return;
+  auto& pr = c.priority;
+  if (auto cls = n["classes"]) {
+    if (!cls.IsSequence() || cls.size() == 0 || cls.size() > 8) {
+      error(cls, path + ".classes", "must be a list of 1 to 8 {name, max_queue_wait, queue_limit}");
+    } else {
+      pr.classes.clear();
+      for (std::size_t i = 0; i < cls.size(); ++i) {
+        auto cp = path + ".classes[" + std::to_string(i) + "]";
+        if (!expect_map(cls[i], cp, {"name", "max_queue_wait", "queue_limit"})) continue;
+        PriorityClassConfig k;
+        get_string(cls[i], "name", cp, k.name, true);
+        if (auto w = cls[i]["max_queue_wait"]) {
+          auto v = scalar(w, cp + ".max_queue_wait");
+          auto d = v ? (*v == "0" ? std::optional<Millis>(0) : parse_duration(*v)) : std::nullopt;
+          if (v && (!d || d->count() < 0 || d->count() > 600'000)) {
+            error(w, cp + ".max_queue_wait", "must be a duration from 0 to 10m, like 5s (got \"" + *v + "\")");
+          } else if (d) {
+            k.max_queue_wait = *d;
+          }
+        }
+        get_uint(cls[i], "queue_limit", cp, k.queue_limit, 1, 1'000'000);
+        if (!k.name.empty() && pr.find(k.name)) {
+          error(cls[i]["name"], cp + ".name", "duplicate priority class \"" + k.name + "\"");
+        }
+        pr.classes.push_back(std::move(k));
+      }
+    }
+  }
+  pr.default_class = pr.find("normal").value_or(pr.classes.size() / 2);
+  std::string def;
+  get_string(n, "default", path, def);
+  if (!def.empty()) {
+    if (auto idx = pr.find(def)) {
+      pr.default_class = *idx;
+    } else {
+      error(n["default"], path + ".default", "unknown priority class \"" + def + "\"");
+    }
+  }
+  get_string(n, "header", path, pr.header);
+  std::transform(pr.header.begin(), pr.header.end(), pr.header.begin(), ::tolower);
+  if (auto th = n["timeout_headers"]) {
+    pr.timeout_headers = th.IsSequence() && th.size() == 0 ? std::vector<std::string>{}
+                                                           : string_list(th, path + ".timeout_headers");
+    for (auto& h : pr.timeout_headers) std::transform(h.begin(), h.end(), h.begin(), ::tolower);
+  }
+}
+
 void Loader::load_usage(const YAML::Node& n, Config& c) {
   const std::string path = "usage";
   if (!expect_map(n, path, {"ledger", "flush_interval", "batch_size", "max_buffered"})) return;
@@ -1040,8 +1128,11 @@ std::shared_ptr<Config> Loader::load(const YAML::Node& root) {
     return nullptr;
   }
   expect_map(root, "", {"server", "admin", "backends", "deployments", "logging", "tokenizer",
-                        "retry", "routing", "tenants", "clients", "auth", "policy", "usage"});
+                        "retry", "routing", "tenants", "clients", "auth", "policy", "usage",
+                        "priority"});
   if (auto r = root["retry"]) get_retry(r, "retry", c->retry);
+  c->priority.classes = {{"high", Millis(0), 1000}, {"normal", Millis(0), 1000}, {"low", Millis(0), 1000}};
+  if (auto p = root["priority"]) load_priority(p, *c);
   if (auto s = root["server"]) {
     load_server(s, *c);
   } else {

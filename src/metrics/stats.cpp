@@ -107,6 +107,46 @@ void add_counter(MetricFamily& f, std::vector<ClientMetric::Label> labels, doubl
   f.metric.push_back(std::move(m));
 }
 
+void add_histogram(MetricFamily& f, std::vector<ClientMetric::Label> labels, const SeriesRegistry& reg,
+                   std::uint32_t id, const std::function<const Histogram&(const RouteCells&)>& get) {
+  ClientMetric m;
+  m.label = std::move(labels);
+  std::array<std::uint64_t, kLatencyBounds.size() + 1> counts{};
+  std::uint64_t sum_us = 0;
+  for (auto* w : reg.workers()) {
+    if (const auto* cells = w->route_if(id)) {
+      const Histogram& h = get(*cells);
+      for (std::size_t i = 0; i < counts.size(); ++i) counts[i] += h.bucket(i);
+      sum_us += h.sum_micros();
+    }
+  }
+  std::uint64_t cumulative = 0;
+  for (std::size_t i = 0; i < counts.size(); ++i) {
+    cumulative += counts[i];
+    ClientMetric::Bucket b;
+    b.cumulative_count = cumulative;
+    b.upper_bound = i < kLatencyBounds.size() ? kLatencyBounds[i] : std::numeric_limits<double>::infinity();
+    m.histogram.bucket.push_back(b);
+  }
+  m.histogram.sample_count = cumulative;
+  m.histogram.sample_sum = static_cast<double>(sum_us) / 1e6;
+  f.metric.push_back(std::move(m));
+}
+
+std::uint64_t sum_counter(const SeriesRegistry& reg, std::uint32_t id,
+                          const std::function<const Counter&(const RouteCells&)>& get) {
+  std::uint64_t n = 0;
+  for (auto* w : reg.workers()) {
+    if (const auto* cells = w->route_if(id)) n += get(*cells).value();
+  }
+  return n;
+}
+
+std::string_view to_string(ShedReason r) {
+  static constexpr std::string_view kNames[] = {"queue_full", "deadline", "unreachable", "client_gone"};
+  return kNames[static_cast<std::size_t>(r)];
+}
+
 void add_gauge(MetricFamily& f, std::vector<ClientMetric::Label> labels, double value) {
   ClientMetric m;
   m.label = std::move(labels);
@@ -124,28 +164,9 @@ ClientMetric route_metric(const std::pair<std::string, std::string>& labels) {
 
 template <typename Get>
 ClientMetric histogram_metric(const SeriesRegistry& reg, std::uint32_t id, Get get) {
-  auto m = route_metric(reg.labels(id));
-  std::array<std::uint64_t, kLatencyBounds.size() + 1> counts{};
-  std::uint64_t sum_us = 0;
-  for (auto* w : reg.workers()) {
-    if (const auto* cells = w->route_if(id)) {
-      const Histogram& h = get(*cells);
-      for (std::size_t i = 0; i < counts.size(); ++i) counts[i] += h.bucket(i);
-      sum_us += h.sum_micros();
-    }
-  }
-  std::uint64_t cumulative = 0;
-  for (std::size_t i = 0; i < counts.size(); ++i) {
-    cumulative += counts[i];
-    ClientMetric::Bucket b;
-    b.cumulative_count = cumulative;
-    b.upper_bound = i < kLatencyBounds.size() ? kLatencyBounds[i]
-                                              : std::numeric_limits<double>::infinity();
-    m.histogram.bucket.push_back(b);
-  }
-  m.histogram.sample_count = cumulative;
-  m.histogram.sample_sum = static_cast<double>(sum_us) / 1e6;
-  return m;
+  MetricFamily f;
+  add_histogram(f, route_metric(reg.labels(id)).label, reg, id, get);
+  return std::move(f.metric.front());
 }
 
 }  // namespace

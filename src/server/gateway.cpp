@@ -228,6 +228,12 @@ struct Gateway::Impl {
   std::unordered_map<std::string, std::shared_ptr<routing::BackendState>> backend_states;
   std::unordered_map<std::string, std::shared_ptr<routing::RetryBudget>> budgets;
   std::shared_ptr<routing::AffinityTable> affinity;
+  // Requests waiting for capacity, and the control thread's timer that kicks them when a
+  // backend's cooldown or open breaker ends.
+  std::shared_ptr<routing::Scheduler> scheduler = std::make_shared<routing::Scheduler>();
+  net::steady_timer wake_timer{control};
+  routing::TimeMs wake_armed = std::numeric_limits<routing::TimeMs>::max();
+  routing::Rng control_rng{0x5DEECE66DULL};
   std::shared_ptr<const Snapshot> current;  // the snapshot the workers run (control thread)
   std::unique_ptr<HealthChecker> health;
   std::unique_ptr<IdentityManager> identity;
@@ -318,6 +324,23 @@ struct Gateway::Impl {
       };
       add_limit(ratelimit::Unit::kTokens, d.limits.tokens_per_minute);
       add_limit(ratelimit::Unit::kRequests, d.limits.requests_per_minute);
+      // Which tiers each priority class may use (pools[].classes, pools[].spare).
+      bool restricted = std::any_of(d.pools.begin(), d.pools.end(), [](const auto& p) { return !p.classes.empty(); });
+      if (restricted) {
+        for (std::size_t k = 0; k < cfg->priority.classes.size(); ++k) {
+          auto& mask = drt.class_allowed.emplace_back(cfg->backends.size(), 0);
+          auto& spare = drt.class_spare.emplace_back();
+          for (const auto& p : d.pools) {
+            for (auto b : p.backends) {
+              if (p.allows(k)) {
+                mask[b] = 1;
+              } else if (p.spare_for(k)) {
+                spare.push_back({static_cast<std::uint32_t>(b), p.spare_max_utilization});
+              }
+            }
+          }
+        }
+      }
       while (drt.first_tier + 1 < drt.route.tiers.size() && drt.route.tiers[drt.first_tier].empty()) {
         ++drt.first_tier;
       }
@@ -330,6 +353,8 @@ struct Gateway::Impl {
       affinity->configure(r.affinity_max_entries, r.affinity_ttl.count());
     }
     s->affinity = affinity;
+    s->scheduler = scheduler;
+    s->wake_at = [this](routing::TimeMs at) { net::post(control, [this, at] { wake_at(at); }); };
     s->breaker = routing::BreakerPolicy{r.breaker_failures, r.breaker_open.count(),
                                         r.breaker_max_open.count()};
     s->tokenizers = tokenizers;
@@ -408,6 +433,7 @@ struct Gateway::Impl {
   }
 
   void stop_all() {
+    wake_timer.cancel();
     if (health) health->stop();
     if (identity) identity->stop();
     for (auto& w : workers) w->stop();
@@ -487,6 +513,7 @@ struct Gateway::Impl {
                     &affinity_entries}) {
       out.push_back(std::move(*f));
     }
+    priority_families(out);
     if (health) health->families(out);
     if (identity) identity->families(out, current.get());
     if (ledger) {
@@ -513,6 +540,81 @@ struct Gateway::Impl {
       for (auto* f : {&depth, &written, &errors, &dropped, &healthy}) out.push_back(std::move(*f));
     }
     return out;
+  }
+
+  // Priority classes and waiting rooms, per deployment and class. Thread: control.
+  void priority_families(std::vector<prometheus::MetricFamily>& out) const {
+    using metrics::add_counter;
+    using metrics::add_gauge;
+    using metrics::family;
+    using prometheus::MetricType;
+    auto requests = family("tollgate_priority_requests_total",
+                           "Requests routed, by deployment and priority class.", MetricType::Counter);
+    auto depth = family("tollgate_queue_depth",
+                        "Requests waiting for capacity now, by deployment and priority class.",
+                        MetricType::Gauge);
+    auto dispatched = family("tollgate_queue_dispatched_total",
+                             "Requests that waited for capacity and were then sent to a backend.",
+                             MetricType::Counter);
+    auto wait = family("tollgate_queue_wait_seconds",
+                       "Time requests waited for capacity (dispatched, timed out or abandoned).",
+                       MetricType::Histogram);
+    auto shed = family("tollgate_queue_shed_total",
+                       "Requests that could have waited for capacity but were answered without it: "
+                       "queue_full, deadline, unreachable (no backend recovers in time), "
+                       "client_gone.",
+                       MetricType::Counter);
+    const auto& cfg = *current->config;
+    std::unordered_map<std::string, std::vector<std::size_t>> depths;
+    for (auto& [name, d] : scheduler->depths()) depths.emplace(name, std::move(d));
+    for (std::size_t i = 0; i < cfg.deployments.size(); ++i) {
+      const auto& dname = cfg.deployments[i].name;
+      auto id = current->deployments[i].series_none;
+      for (std::size_t k = 0; k < cfg.priority.classes.size(); ++k) {
+        const auto& klass = cfg.priority.classes[k];
+        std::vector<prometheus::ClientMetric::Label> labels{{"deployment", dname}, {"class", klass.name}};
+        if (auto n = metrics::sum_counter(series, id, [k](const metrics::RouteCells& c) -> const metrics::Counter& {
+              return c.class_requests[k];
+            })) {
+          add_counter(requests, labels, static_cast<double>(n));
+        }
+        if (klass.max_queue_wait.count() == 0) continue;  // this class never waits
+        auto it = depths.find(dname);
+        add_gauge(depth, labels, it == depths.end() ? 0 : static_cast<double>(it->second[k]));
+        add_counter(dispatched, labels,
+                    static_cast<double>(metrics::sum_counter(series, id, [k](const metrics::RouteCells& c) -> const metrics::Counter& {
+                      return c.dispatched[k];
+                    })));
+        metrics::add_histogram(wait, labels, series, id,
+                               [k](const metrics::RouteCells& c) -> const metrics::Histogram& { return c.queue_wait[k]; });
+        for (std::size_t r = 0; r < static_cast<std::size_t>(metrics::ShedReason::kCount); ++r) {
+          auto n = metrics::sum_counter(series, id, [k, r](const metrics::RouteCells& c) -> const metrics::Counter& {
+            return c.shed[k][r];
+          });
+          auto l = labels;
+          l.push_back({"reason", std::string(metrics::to_string(static_cast<metrics::ShedReason>(r)))});
+          add_counter(shed, std::move(l), static_cast<double>(n));
+        }
+      }
+    }
+    for (auto* f : {&requests, &depth, &dispatched, &wait, &shed}) out.push_back(std::move(*f));
+  }
+
+  // Arms the wake-up timer for `at` unless it fires earlier already. Thread: control.
+  void wake_at(routing::TimeMs at) {
+    if (at >= wake_armed) return;
+    wake_armed = at;
+    auto delay = std::max<routing::TimeMs>(0, at - routing::steady_now_ms());
+    wake_timer.expires_after(std::chrono::milliseconds(delay));
+    wake_timer.async_wait([this](boost::system::error_code ec) {
+      if (ec) return;  // re-armed earlier, or stopping
+      wake_armed = std::numeric_limits<routing::TimeMs>::max();
+      auto now = routing::steady_now_ms();
+      scheduler->kick(now, control_rng);
+      // The next recovery among those still waiting; never sooner than 5 ms (a backend that
+      // says "now" but cannot be picked waits for a release instead of a busy loop).
+      if (auto next = scheduler->next_recovery(now)) wake_at(std::max(*next, now + 5));
+    });
   }
 
   // Budgets start from what the ledger holds for the current day and month, so a restart does

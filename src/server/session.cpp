@@ -1,8 +1,10 @@
 // Client connections: accept, read requests (with size and time limits), classify each once, run
 // the pipeline, forward, and always finish with metrics and an access-log line.
 
+#include <boost/asio/experimental/awaitable_operators.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/container/small_vector.hpp>
+#include <charconv>
 #include <ctime>
 
 #include "proxy/forwarder.hpp"
@@ -181,6 +183,12 @@ void finish(Worker& w, RequestContext& ctx) {
     f.add_raw("ttfb_ms", "null");  // no backend answered
   }
   f.add("tier", ctx.tier);
+  f.add("priority", ctx.priority);
+  if (ctx.queue_us >= 0) {
+    f.add_ms("queue_ms", ctx.queue_us);
+  } else {
+    f.add_raw("queue_ms", "0");
+  }
   std::string attempts = "[";
   for (const auto& a : ctx.attempts) {
     if (attempts.size() > 1) attempts += ',';
@@ -424,6 +432,143 @@ net::awaitable<bool> respond_over_budget(Worker& w, Client<Stream> client, const
                              "application/json", headers);
 }
 
+/// What a request may do when no backend can take it now: wait for capacity (its priority
+/// class's `max_queue_wait`, its own timeout) or not.
+struct QueuePlan {
+  std::size_t cls = 0;
+  const config::PriorityClassConfig* klass = nullptr;
+  bool wait = false;            // the class queues (max_queue_wait > 0)
+  routing::TimeMs deadline = 0;  // dispatched by then, or shed
+};
+
+struct WaitResult {
+  enum class Kind { kDispatched, kDeadline, kClientGone, kUnreachable, kFull } kind;
+  std::optional<routing::Lease> lease;
+};
+
+/// Waits in the deployment's waiting room until the scheduler hands this request a backend
+/// (a lease), its deadline passes, or its client leaves. `allowed` is every backend it may still
+/// use. Answers at once when no such backend recovers before the deadline, or the queue is full.
+template <class Stream>
+net::awaitable<WaitResult> wait_for_capacity(Worker& w, Client<Stream> client, RequestContext& ctx,
+                                             const Snapshot& snap, const DeploymentRuntime& drt,
+                                             const QueuePlan& plan, std::int64_t need,
+                                             std::optional<std::uint32_t> only,
+                                             std::span<const char> allowed) {
+  using namespace boost::asio::experimental::awaitable_operators;
+  using Kind = WaitResult::Kind;
+  auto& scheduler = *snap.scheduler;
+  auto now = routing::steady_now_ms();
+  auto earliest = routing::earliest_recovery(drt.route, snap.slots, now, only, allowed);
+  if (!earliest || *earliest > plan.deadline) co_return WaitResult{Kind::kUnreachable, std::nullopt};
+
+  net::steady_timer timer(w.io());
+  timer.expires_after(std::chrono::milliseconds(plan.deadline - now));
+  // The dispatcher (any thread, under the scheduler's lock) wakes us by cancelling the timer on
+  // this worker; `alive` is cleared before the timer goes away.
+  auto alive = std::make_shared<net::steady_timer*>(&timer);
+  routing::Waiter waiter;
+  waiter.cls = plan.cls;
+  waiter.flow = ctx.client;
+  waiter.weight = 1;
+  if (auto* auth = w.auth().get(); auth != nullptr) {
+    if (const auto* c = auth->config->find_client(ctx.client)) waiter.weight = c->weight;
+  }
+  waiter.enqueued = now;
+  waiter.deadline = plan.deadline;
+  waiter.deployment = ctx.deployment->name;
+  waiter.route = &drt.route;
+  waiter.slots = snap.slots;
+  waiter.need_tokens = need;
+  waiter.only = only;
+  waiter.allowed = allowed;
+  waiter.wake = [exec = w.io().get_executor(), alive] {
+    net::post(exec, [alive] {
+      if (*alive != nullptr) (*alive)->cancel();
+    });
+  };
+  if (!scheduler.enqueue(waiter, plan.klass->queue_limit, now, w.rng())) {
+    co_return WaitResult{Kind::kFull, std::nullopt};
+  }
+  snap.wake_at(*earliest);
+  struct Leave {
+    std::shared_ptr<net::steady_timer*>& alive;
+    ~Leave() { *alive = nullptr; }
+  } leave_guard{alive};
+  // Leaves the queue; false when dispatched meanwhile (the lease is then ours).
+  auto leave = [&] { return scheduler.leave(waiter); };
+  auto& sock = beast::get_lowest_layer(client.stream).socket();
+  bool watch_client = true;
+  auto result = [&](Kind k) -> WaitResult {
+    ctx.queue_us = (routing::steady_now_ms() - now) * 1000;
+    return {k, waiter.lease};
+  };
+  for (;;) {
+    boost::system::error_code ec;
+    bool readable = false;
+    if (watch_client) {
+      auto r = co_await (timer.async_wait(use_tuple) ||
+                         sock.async_wait(tcp::socket::wait_read, use_tuple));
+      if (r.index() == 0) {
+        ec = std::get<0>(std::get<0>(r));
+      } else {
+        readable = true;
+        ec = std::get<0>(std::get<1>(r));
+      }
+    } else {
+      std::tie(ec) = co_await timer.async_wait(use_tuple);
+    }
+    if (readable) {
+      if (ec || client_closed(sock)) {
+        if (leave()) co_return result(Kind::kClientGone);
+        co_return result(Kind::kDispatched);  // raced with the dispatch: the caller releases it
+      }
+      watch_client = false;  // data (a pipelined request): only the timer from here on
+      continue;
+    }
+    // The timer: cancelled by a dispatch, or the deadline.
+    if (leave()) {
+      if (!ec) co_return result(Kind::kDeadline);
+      continue;  // cancelled but not dispatched (cannot happen; wait on)
+    }
+    co_return result(Kind::kDispatched);
+  }
+}
+
+/// The request could have waited but did not get capacity: 429 with a wait estimated from the
+/// queue's drain rate (503 and x-should-retry: false beyond a minute).
+template <class Stream>
+net::awaitable<bool> respond_shed(Client<Stream> client, const Request& req,
+                                  RequestContext& ctx, const Snapshot& snap, const QueuePlan& plan,
+                                  metrics::ShedReason reason, bool keep_alive) {
+  const auto& name = ctx.deployment->name;
+  auto now = routing::steady_now_ms();
+  auto wait = snap.scheduler->drain_estimate(name, plan.cls, now)
+                  .value_or(std::max<routing::TimeMs>(1000, plan.klass->max_queue_wait.count() / 2));
+  wait = std::max<routing::TimeMs>(wait, 100);
+  ctx.outcome = "shed";
+  ctx.error = reason == metrics::ShedReason::kQueueFull ? "queue_full" : "queue_timeout";
+  ctx.backend = {};
+  std::string why = reason == metrics::ShedReason::kQueueFull
+                        ? "Too many requests of priority '" + plan.klass->name + "' are waiting for deployment '" + name + "'."
+                        : "No capacity of deployment '" + name + "' became available while this request of priority '" +
+                              plan.klass->name + "' could wait.";
+  std::vector<std::pair<std::string, std::string>> headers;
+  if (wait > kMaxClientWaitMs) {
+    headers.emplace_back("x-should-retry", "false");
+    headers.emplace_back("retry-after", std::to_string((wait + 999) / 1000));
+    core::HttpError e{503, "503", why + " The backlog will not clear within a minute.", "service_unavailable", {}};
+    co_return co_await respond(client, ctx, 503, e.body(), keep_alive, req.version(), "application/json", headers);
+  }
+  auto secs = (wait + 999) / 1000;
+  headers.emplace_back("retry-after-ms", std::to_string(wait));
+  headers.emplace_back("retry-after", std::to_string(secs));
+  core::HttpError e{429, "429",
+                    why + " Please retry after " + std::to_string(secs) + " second" + (secs == 1 ? "" : "s") + ".",
+                    "rate_limit_exceeded", {}};
+  co_return co_await respond(client, ctx, 429, e.body(), keep_alive, req.version(), "application/json", headers);
+}
+
 /// Balancer and forwarder: attempts on backends picked tier by tier, failing over while nothing
 /// has reached the client, feeding every answer into the backends' shared state.
 template <class Stream>
@@ -431,7 +576,8 @@ net::awaitable<bool> route_and_forward(Worker& w, Client<Stream> client, const R
                                        RequestContext& ctx, const Snapshot& snap,
                                        const DeploymentRuntime& drt,
                                        std::optional<std::uint32_t> only, bool creates,
-                                       bool keep_alive, std::span<const char> allowed) {
+                                       bool keep_alive, std::span<const char> allowed,
+                                       const QueuePlan& plan) {
   const auto& cfg = *snap.config;
   const auto& retry = ctx.deployment->retry;
   std::int64_t need = 0;
@@ -461,18 +607,75 @@ net::awaitable<bool> route_and_forward(Worker& w, Client<Stream> client, const R
   // A retry is counted (and takes budget) only once another backend was found for it.
   std::optional<std::pair<std::uint32_t, metrics::RetryReason>> pending_retry;  // (series, why)
 
-  for (unsigned n = 0;; ++n) {
+  // tried[b]: 1 = failed for this request, 2 = throttled it (usable again after its cooldown
+  // when the request waits for capacity).
+  auto& prio = w.stats().route(drt.series_none);
+  std::optional<routing::Lease> handed;  // a backend the scheduler took for this request
+  for (unsigned n = 0;;) {
     auto now = routing::steady_now_ms();
-    auto lease = routing::pick(drt.route, snap.slots,
-                               routing::PickRequest{now, need, {tried.data(), tried.size()}, only, allowed},
-                               w.rng());
+    std::optional<routing::Lease> lease;
+    if (handed) {
+      lease = handed;
+      handed.reset();
+    } else if (!(n == 0 && plan.wait && snap.scheduler->must_queue(ctx.deployment->name, plan.cls))) {
+      // (requests of this class or higher already wait: this one queues behind them)
+      lease = routing::pick(drt.route, snap.slots,
+                            routing::PickRequest{now, need, {tried.data(), tried.size()}, only, allowed},
+                            w.rng());
+    }
+    if (!lease && plan.wait && n < retry.max_attempts && now < plan.deadline &&
+        core::SteadyClock::now() - ctx.start < retry.deadline) {
+      // No backend can take it now: wait for one (strict priority, fair within the class).
+      boost::container::small_vector<char, 32> usable(snap.backends.size(), 1);
+      for (std::size_t b = 0; b < usable.size(); ++b) {
+        usable[b] = (allowed.empty() || allowed[b] != 0) && tried[b] != 1 ? 1 : 0;
+      }
+      auto waited = co_await wait_for_capacity(w, client, ctx, snap, drt, plan, need, only,
+                                               {usable.data(), usable.size()});
+      using Kind = WaitResult::Kind;
+      if (waited.kind != Kind::kUnreachable && waited.kind != Kind::kFull) {
+        prio.queue_wait[plan.cls].observe_micros(ctx.queue_us);
+      }
+      switch (waited.kind) {
+        case Kind::kDispatched:
+          prio.dispatched[plan.cls].add();
+          if (client_closed(beast::get_lowest_layer(client.stream).socket())) {
+            auto& st = *snap.backends[waited.lease->backend].state;
+            st.release();
+            st.record(routing::Outcome::kNeutral, waited.lease->trial, routing::steady_now_ms(), snap.breaker);
+            snap.scheduler->kick(routing::steady_now_ms(), w.rng());
+            prio.shed[plan.cls][static_cast<std::size_t>(metrics::ShedReason::kClientGone)].add();
+            ctx.outcome = "client_gone";
+            ctx.error = "client_gone";
+            co_return false;
+          }
+          handed = waited.lease;
+          continue;
+        case Kind::kClientGone:
+          prio.shed[plan.cls][static_cast<std::size_t>(metrics::ShedReason::kClientGone)].add();
+          ctx.outcome = "client_gone";
+          ctx.error = "client_gone";
+          co_return false;
+        case Kind::kDeadline:
+          prio.shed[plan.cls][static_cast<std::size_t>(metrics::ShedReason::kDeadline)].add();
+          co_return co_await respond_shed(client, req, ctx, snap, plan, metrics::ShedReason::kDeadline, keep_alive);
+        case Kind::kFull:
+          prio.shed[plan.cls][static_cast<std::size_t>(metrics::ShedReason::kQueueFull)].add();
+          co_return co_await respond_shed(client, req, ctx, snap, plan, metrics::ShedReason::kQueueFull, keep_alive);
+        case Kind::kUnreachable:
+          prio.shed[plan.cls][static_cast<std::size_t>(metrics::ShedReason::kUnreachable)].add();
+          break;  // the routing issue's answer: 429 with the recovery time, or 503
+      }
+    }
     if (!lease) break;
+    ++n;
     const auto& backend = snap.backends[lease->backend];
     auto& state = *backend.state;
     if (pending_retry) {
       if (!budget.retrying && !drt.budget->try_begin_retry(retry.budget, retry.min_retries)) {
         state.release();
         state.record(routing::Outcome::kNeutral, lease->trial, now, snap.breaker);
+        if (snap.scheduler->waiting() > 0) snap.scheduler->kick(now, w.rng());
         w.stats().route(drt.series_none).budget_exhausted.add();
         break;
       }
@@ -480,17 +683,22 @@ net::awaitable<bool> route_and_forward(Worker& w, Client<Stream> client, const R
       w.stats().route(pending_retry->first).retries[static_cast<std::size_t>(pending_retry->second)].add();
       pending_retry.reset();
     }
-    // Releases the in-flight slot on every path (an exception included).
+    // Releases the in-flight slot on every path (an exception included), and lets a request
+    // waiting for capacity have it.
     struct LeaseGuard {
       routing::BackendState& state;
       bool trial;
       const routing::BreakerPolicy& policy;
+      routing::Scheduler& scheduler;
+      routing::Rng& rng;
       bool reported = false;
       ~LeaseGuard() {
         state.release();
-        if (!reported) state.record(routing::Outcome::kNeutral, trial, routing::steady_now_ms(), policy);
+        auto now = routing::steady_now_ms();
+        if (!reported) state.record(routing::Outcome::kNeutral, trial, now, policy);
+        if (scheduler.waiting() > 0) scheduler.kick(now, rng);
       }
-    } guard{state, lease->trial, snap.breaker};
+    } guard{state, lease->trial, snap.breaker, *snap.scheduler, w.rng()};
     ctx.series = drt.series[lease->backend];
     ctx.backend = backend.config->name;
     ctx.tier = static_cast<int>(lease->tier) + 1;
@@ -500,7 +708,7 @@ net::awaitable<bool> route_and_forward(Worker& w, Client<Stream> client, const R
     }
     last_tier = lease->tier;
 
-    bool may_retry = n + 1 < retry.max_attempts && core::SteadyClock::now() - ctx.start < retry.deadline;
+    bool may_retry = n < retry.max_attempts && core::SteadyClock::now() - ctx.start < retry.deadline;
     auto rewritten = core::rewrite_body(ctx.call, *backend.config);
     std::string_view body = rewritten ? std::string_view(*rewritten) : std::string_view(req.body());
     auto t0 = core::SteadyClock::now();
@@ -517,7 +725,7 @@ net::awaitable<bool> route_and_forward(Worker& w, Client<Stream> client, const R
       if (!r.created_id.empty()) snap.affinity->remember(r.created_id, ctx.backend, done);
       co_return keep_alive;
     }
-    tried[lease->backend] = 1;
+    tried[lease->backend] = r.status == 429 ? 2 : 1;
     auto reason = verdict.retry;
     last = std::move(r);
     if (!reason || !may_retry) break;
@@ -665,6 +873,62 @@ net::awaitable<bool> handle(Worker& w, Client<Stream> client, Request& req, Requ
       }
     }
   }
+  // Priority: the client's class, which a request may lower (never raise) with the priority
+  // header; the class decides the tiers it may use and how long it may wait for capacity.
+  const auto& pcfg = cfg.priority;
+  QueuePlan plan;
+  plan.cls = caller != nullptr && caller->priority ? *caller->priority : pcfg.default_class;
+  if (!pcfg.header.empty()) {
+    if (auto h = req[pcfg.header]; !h.empty()) {
+      auto asked = pcfg.find(h);
+      if (!asked) {
+        ctx.outcome = "rejected";
+        ctx.error = "bad_priority";
+        std::string names;
+        for (const auto& k : pcfg.classes) names += (names.empty() ? "" : ", ") + k.name;
+        auto e = core::bad_request("the " + pcfg.header + " header names no priority class (" + names + ")");
+        co_return co_await respond(client, ctx, 400, e.body(), keep_alive, req.version());
+      }
+      plan.cls = std::max(plan.cls, *asked);  // lower only
+    }
+  }
+  plan.klass = &pcfg.classes[plan.cls];
+  ctx.priority = plan.klass->name;
+  if (!drt.class_allowed.empty()) {
+    // The tiers reserved for other classes are out, on failover too; a tier the class may use
+    // as spare capacity is in while its backends' utilization is below the threshold.
+    boost::container::small_vector<char, 32> mask(drt.class_allowed[plan.cls].begin(),
+                                                  drt.class_allowed[plan.cls].end());
+    for (const auto& sp : drt.class_spare[plan.cls]) {
+      const auto& st = *snap->backends[sp.backend].state;
+      std::optional<double> util;
+      if (auto u = st.utilization()) {
+        util = *u / 100.0;
+      } else if (auto cap = snap->slots[sp.backend].max_in_flight; cap > 0) {
+        util = static_cast<double>(st.in_flight()) / cap;
+      }
+      if (util && *util < sp.max_utilization) mask[sp.backend] = 1;
+    }
+    if (allowed.empty()) {
+      allowed = std::move(mask);
+    } else {
+      for (std::size_t b = 0; b < allowed.size(); ++b) allowed[b] = allowed[b] != 0 && mask[b] != 0;
+    }
+  }
+  plan.wait = plan.klass->max_queue_wait.count() > 0;
+  if (plan.wait) {
+    auto wait = plan.klass->max_queue_wait.count();
+    for (const auto& name : pcfg.timeout_headers) {  // the client's own timeout, in seconds
+      auto v = req[name];
+      if (v.empty()) continue;
+      double secs = 0;
+      auto [p, ec] = std::from_chars(v.data(), v.data() + v.size(), secs);
+      if (ec == std::errc{} && p == v.data() + v.size() && secs > 0) {
+        wait = std::min<std::int64_t>(wait, static_cast<std::int64_t>(secs * 1000));
+      }
+    }
+    plan.deadline = routing::steady_now_ms() + wait;
+  }
   // Streams carry usage only when asked for (stream_options.include_usage).
   ctx.usage_expected = is_inference(ctx.call.op) && (!ctx.call.stream || ctx.call.include_usage);
   auto reject = [&](int status, std::string_view error, core::HttpError e) -> net::awaitable<bool> {
@@ -790,8 +1054,9 @@ net::awaitable<bool> handle(Worker& w, Client<Stream> client, Request& req, Requ
     }
     if (!limits.empty()) ctx.response_headers = remaining_headers(limits, now);
   }
+  w.stats().route(drt.series_none).class_requests[plan.cls].add();
   co_return co_await route_and_forward(w, client, req, ctx, *snap, drt, only, creates, keep_alive,
-                                       {allowed.data(), allowed.size()});
+                                       {allowed.data(), allowed.size()}, plan);
 }
 /// After an error answer on a request whose body was not read, keep reading (and discarding) for
 /// a short while so the client sees the answer rather than a reset (nginx's lingering close).

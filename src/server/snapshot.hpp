@@ -6,6 +6,7 @@
 #include <atomic>
 #include <boost/asio/ssl/context.hpp>
 #include <cstdint>
+#include <functional>
 #include <limits>
 #include <memory>
 #include <string>
@@ -18,6 +19,7 @@
 #include "tollgate/ratelimit/budget.hpp"
 #include "tollgate/ratelimit/bucket.hpp"
 #include "tollgate/routing/affinity.hpp"
+#include "tollgate/routing/priority.hpp"
 #include "tollgate/tokenize/encoding.hpp"
 #include "tollgate/routing/backend_state.hpp"
 #include "tollgate/routing/balancer.hpp"
@@ -50,6 +52,15 @@ struct DeploymentRuntime {
   std::vector<std::uint32_t> series;            // by backend index; kNoSeries if not routed
   std::vector<ratelimit::Limit> limits;         // the deployment's own TPM/RPM buckets
   std::vector<std::shared_ptr<ratelimit::Bucket>> buckets;  // keeps `limits` alive
+  // Priority classes' access to tiers (pools[].classes): per class rank, allowed[b] for every
+  // backend; empty when the class may use every tier. Tiers a class may use only as spare
+  // capacity (pools[].spare) are listed with their utilization threshold.
+  struct Spare {
+    std::uint32_t backend = 0;
+    double max_utilization = 0;
+  };
+  std::vector<std::vector<char>> class_allowed;
+  std::vector<std::vector<Spare>> class_spare;
 };
 
 struct Snapshot {
@@ -59,6 +70,9 @@ struct Snapshot {
   std::vector<DeploymentRuntime> deployments;  // parallel to config->deployments
   std::unordered_map<std::string, std::uint32_t> backend_index;  // name -> index
   std::shared_ptr<routing::AffinityTable> affinity;  // shared by workers; survives reloads
+  std::shared_ptr<routing::Scheduler> scheduler;     // waiting rooms; survives reloads
+  /// Asks the control thread to kick the scheduler at `at` (a waiting request's recovery time).
+  std::function<void(routing::TimeMs)> wake_at;
   routing::BreakerPolicy breaker;
   std::shared_ptr<const tokenize::Tokenizers> tokenizers;  // exact prompt counts for admission
   std::uint32_t unrouted_series = 0;             // ("none", "none")

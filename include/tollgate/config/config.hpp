@@ -3,6 +3,7 @@
 // Built only by config::load_*; read by every thread; never mutated after loading.
 // Key names and defaults are documented in docs/configuration.md.
 
+#include <algorithm>
 #include <array>
 #include <chrono>
 #include <cstdint>
@@ -109,6 +110,36 @@ struct BackendConfig {
 struct PoolConfig {
   std::vector<std::size_t> backends;     // indices into Config::backends
   std::vector<std::uint32_t> weights;    // parallel to backends, each >= 1
+  std::vector<std::size_t> classes;      // priority classes that may use the tier; empty = all
+  std::vector<std::size_t> spare_classes;  // may use it too while utilization is below:
+  double spare_max_utilization = 0;        // 0..1
+  bool allows(std::size_t cls) const {
+    return classes.empty() || std::find(classes.begin(), classes.end(), cls) != classes.end();
+  }
+  bool spare_for(std::size_t cls) const {
+    return std::find(spare_classes.begin(), spare_classes.end(), cls) != spare_classes.end();
+  }
+};
+
+/// A priority class (`priority.classes[]`), highest first.
+struct PriorityClassConfig {
+  std::string name;
+  Millis max_queue_wait{0};     // 0: never wait for capacity (answered at once)
+  std::size_t queue_limit = 1000;  // waiting requests per deployment
+};
+
+/// Priority classes, per-request lowering and the client's own timeout (`priority`).
+struct PriorityConfig {
+  std::vector<PriorityClassConfig> classes;  // highest first; default high, normal, low
+  std::size_t default_class = 1;             // of anonymous callers and clients without one
+  std::string header;                        // lowers a request's class; "" = off
+  std::vector<std::string> timeout_headers = {"x-ms-client-request-timeout"};  // seconds
+  std::optional<std::size_t> find(std::string_view name) const {
+    for (std::size_t i = 0; i < classes.size(); ++i) {
+      if (classes[i].name == name) return i;
+    }
+    return std::nullopt;
+  }
 };
 
 /// Calendar budgets of a client or tenant (UTC days and months; 0 = none).
@@ -211,6 +242,8 @@ struct ClientConfig {
   std::vector<std::string> principals;   // JWT client_claim values that mean this client
   bool may_pin = false;
   LimitsConfig limits;
+  std::optional<std::size_t> priority;  // class index; nullopt = priority.default_class
+  double weight = 1;                    // share within its class when capacity is contended
   static constexpr std::size_t kNoTenant = static_cast<std::size_t>(-1);
 };
 
@@ -258,6 +291,7 @@ struct Config {
   AuthConfig auth;
   PolicyConfig policy;
   UsageConfig usage;
+  PriorityConfig priority;
   const ClientConfig* find_client(std::string_view name) const;
 
   /// Index of the deployment clients call `name`, or nullptr.

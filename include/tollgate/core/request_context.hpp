@@ -69,6 +69,8 @@ struct RequestContext {
   bool usage_estimated = false;                      // charged_tokens counted by the gateway
   std::int64_t cost_nano_usd = 0;                    // by the deployment's price table
   int tier = 0;  // 1-based tier of the backend that answered (0: none)
+  std::string_view priority;    // the priority class (points into the config; "": not routed)
+  std::int64_t queue_us = -1;   // time waited for capacity (-1: did not wait)
 };
 
 /// A fresh request id (UUID v4 text). Thread: any (thread-local generator).

@@ -7,6 +7,7 @@
 #include <array>
 #include <atomic>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -83,6 +84,7 @@ enum class RetryReason : std::uint8_t { kThrottled, kServerError, kTimeout, kCon
 std::string_view to_string(RetryReason r);
 
 inline constexpr std::size_t kMaxTiers = 8;  // spillover counters beyond this are not kept
+inline constexpr std::size_t kMaxClasses = 8;  // priority classes
 
 /// Cells of one (deployment, backend) series on one worker.
 struct RouteCells {
@@ -100,7 +102,17 @@ struct RouteCells {
   std::array<Counter, 2> no_backend;  // [0]: 429, [1]: 503
   Counter budget_exhausted;
   Counter cost_nano_usd;  // by the deployment's price table
+  // Priority (on a deployment's "none" series, by class rank): requests admitted to routing,
+  // requests that waited for capacity, their waits, and the ones shed by ShedReason.
+  std::array<Counter, kMaxClasses> class_requests;
+  std::array<Counter, kMaxClasses> dispatched;
+  std::array<Histogram, kMaxClasses> queue_wait;
+  std::array<std::array<Counter, 4>, kMaxClasses> shed;
 };
+
+/// Why a request that could have waited for capacity was answered without it.
+enum class ShedReason : std::uint8_t { kQueueFull, kDeadline, kUnreachable, kClientGone, kCount };
+std::string_view to_string(ShedReason r);
 
 /// Cells of one client on one worker.
 struct ClientCells {
@@ -191,6 +203,14 @@ void add_counter(prometheus::MetricFamily& f, std::vector<prometheus::ClientMetr
                  double value);
 void add_gauge(prometheus::MetricFamily& f, std::vector<prometheus::ClientMetric::Label> labels,
                double value);
+
+/// Sums series `id`'s histogram (chosen by `get`) over every worker into one metric of `f`.
+void add_histogram(prometheus::MetricFamily& f, std::vector<prometheus::ClientMetric::Label> labels,
+                   const SeriesRegistry& reg, std::uint32_t id,
+                   const std::function<const Histogram&(const RouteCells&)>& get);
+/// Sums a counter of series `id` (chosen by `get`) over every worker.
+std::uint64_t sum_counter(const SeriesRegistry& reg, std::uint32_t id,
+                          const std::function<const Counter&(const RouteCells&)>& get);
 
 /// The Prometheus text exposition of everything; `extra` is appended (families that other modules
 /// read from their own state, e.g. backend health). Thread: control thread.
