@@ -613,7 +613,7 @@ void Loader::load_deployments(const YAML::Node& n, Config& c) {
             }
             if (!spare["max_utilization"]) error(spare, sp, "missing required key \"max_utilization\"");
             get_fraction(spare, "max_utilization", sp, pc.spare_max_utilization);
-            if (pc.classes.empty()) error(spare, sp, "needs pools[].classes: without it every class may use the tier");
+            if (!pool["classes"]) error(spare, sp, "needs pools[].classes: without it every class may use the tier");
           }
         }
         d.pools.push_back(std::move(pc));

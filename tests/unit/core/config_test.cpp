@@ -377,3 +377,75 @@ usage: {ledger: /nonexistent-dir/usage.db, batch_size: 0}
       << ::testing::PrintToString(r.errors);
   EXPECT_TRUE(has("usage.batch_size: must be between 1 and"));
 }
+
+TEST(ConfigTest, LoadsPriorityClassesAndTierReservations) {
+  std::string yaml = std::string(kGood) + R"(priority:
+  classes:
+    - {name: high, max_queue_wait: 10s, queue_limit: 1000}
+    - {name: normal, max_queue_wait: 5s}
+    - {name: low, max_queue_wait: 30s, queue_limit: 5000}
+  header: X-Tollgate-Priority
+  timeout_headers: [x-ms-client-request-timeout, x-stainless-timeout]
+clients:
+  - {name: ui, keys: [env:AOAI_KEY], deployments: ["*"], priority: high, weight: 2}
+)";
+  auto pos = yaml.find("      - backends: [aoai-eastus]\n");
+  yaml.replace(pos, std::string("      - backends: [aoai-eastus]\n").size(),
+               "      - {backends: [aoai-eastus], classes: [high, normal], spare: {classes: [low], max_utilization: 0.6}}\n");
+  auto r = load_string(yaml, "prio.yaml", fake_env());
+  ASSERT_TRUE(r.ok()) << ::testing::PrintToString(r.errors);
+  const auto& p = r.config->priority;
+  ASSERT_EQ(p.classes.size(), 3u);
+  EXPECT_EQ(p.classes[2].max_queue_wait, Millis(30'000));
+  EXPECT_EQ(p.classes[1].queue_limit, 1000u);
+  EXPECT_EQ(p.default_class, 1u);
+  EXPECT_EQ(p.header, "x-tollgate-priority");
+  EXPECT_EQ(p.timeout_headers.size(), 2u);
+  EXPECT_EQ(r.config->clients[0].priority, std::optional<std::size_t>(0));
+  EXPECT_DOUBLE_EQ(r.config->clients[0].weight, 2);
+  const auto& pool = r.config->deployments[0].pools[0];
+  EXPECT_TRUE(pool.allows(0));
+  EXPECT_FALSE(pool.allows(2));
+  EXPECT_TRUE(pool.spare_for(2));
+  EXPECT_DOUBLE_EQ(pool.spare_max_utilization, 0.6);
+  EXPECT_TRUE(r.config->deployments[0].pools[1].allows(2));  // no classes: everyone
+}
+
+TEST(ConfigTest, WithoutPriorityThreeClassesThatNeverWait) {
+  auto r = load_string(kGood, "good.yaml", fake_env());
+  ASSERT_TRUE(r.ok());
+  const auto& p = r.config->priority;
+  ASSERT_EQ(p.classes.size(), 3u);
+  EXPECT_EQ(p.classes[0].name, "high");
+  EXPECT_EQ(p.classes[1].max_queue_wait, Millis(0));
+  EXPECT_EQ(p.default_class, 1u);
+}
+
+TEST(ConfigTest, PriorityErrorsNameTheKey) {
+  constexpr const char* kBad = R"(server: {listen: [{address: "127.0.0.1:0"}]}
+backends: [{name: a, endpoint: "http://127.0.0.1:1", deployment: d, api_key: env:AOAI_KEY}]
+priority:
+  classes: [{name: gold, max_queue_wait: forever}, {name: gold}]
+  default: silver
+deployments:
+  - {name: x, pools: [{backends: [a], classes: [bronze], spare: {classes: [gold]}}]}
+clients:
+  - {name: c, keys: [env:AOAI_KEY], deployments: [x], priority: platinum, weight: 0}
+)";
+  auto r = load_string(kBad, "bad.yaml", fake_env());
+  EXPECT_FALSE(r.ok());
+  auto has = [&](std::string_view needle) {
+    for (const auto& e : r.errors) {
+      if (e.find(needle) != std::string::npos) return true;
+    }
+    return false;
+  };
+  EXPECT_TRUE(has("bad.yaml:4:42: priority.classes[0].max_queue_wait: must be a duration from 0 to 10m"))
+      << ::testing::PrintToString(r.errors);
+  EXPECT_TRUE(has("priority.classes[1].name: duplicate priority class \"gold\""));
+  EXPECT_TRUE(has("priority.default: unknown priority class \"silver\""));
+  EXPECT_TRUE(has("deployments[0].pools[0].classes[0]: unknown priority class \"bronze\""));
+  EXPECT_TRUE(has("deployments[0].pools[0].spare: missing required key \"max_utilization\""));
+  EXPECT_TRUE(has("clients[0].priority: unknown priority class \"platinum\""));
+  EXPECT_TRUE(has("clients[0].weight: must be a number from 0.01 to 1000"));
+}
