@@ -438,6 +438,7 @@ struct QueuePlan {
   std::size_t cls = 0;
   const config::PriorityClassConfig* klass = nullptr;
   bool wait = false;            // the class queues (max_queue_wait > 0)
+  double weight = 1;            // the client's share within its class
   routing::TimeMs deadline = 0;  // dispatched by then, or shed
 };
 
@@ -470,10 +471,7 @@ net::awaitable<WaitResult> wait_for_capacity(Worker& w, Client<Stream> client, R
   routing::Waiter waiter;
   waiter.cls = plan.cls;
   waiter.flow = ctx.client;
-  waiter.weight = 1;
-  if (auto* auth = w.auth().get(); auth != nullptr) {
-    if (const auto* c = auth->config->find_client(ctx.client)) waiter.weight = c->weight;
-  }
+  waiter.weight = plan.weight;
   waiter.enqueued = now;
   waiter.deadline = plan.deadline;
   waiter.deployment = ctx.deployment->name;
@@ -491,15 +489,28 @@ net::awaitable<WaitResult> wait_for_capacity(Worker& w, Client<Stream> client, R
     co_return WaitResult{Kind::kFull, std::nullopt};
   }
   snap.wake_at(*earliest);
+  // On every way out — including this coroutine being destroyed while it waits (a stop) — the
+  // request leaves the room, and a backend handed to it that nobody will use is given back.
   struct Leave {
     std::shared_ptr<net::steady_timer*>& alive;
-    ~Leave() { *alive = nullptr; }
-  } leave_guard{alive};
+    routing::Scheduler& scheduler;
+    routing::Waiter& waiter;
+    const Snapshot& snap;
+    bool handled = false;
+    ~Leave() {
+      *alive = nullptr;
+      if (handled || scheduler.leave(waiter) || !waiter.lease) return;
+      auto& st = *snap.backends[waiter.lease->backend].state;
+      st.release();
+      st.record(routing::Outcome::kNeutral, waiter.lease->trial, routing::steady_now_ms(), snap.breaker);
+    }
+  } leave_guard{alive, scheduler, waiter, snap};
   // Leaves the queue; false when dispatched meanwhile (the lease is then ours).
   auto leave = [&] { return scheduler.leave(waiter); };
   auto& sock = beast::get_lowest_layer(client.stream).socket();
   bool watch_client = true;
   auto result = [&](Kind k) -> WaitResult {
+    leave_guard.handled = true;
     ctx.queue_us = (routing::steady_now_ms() - now) * 1000;
     return {k, waiter.lease};
   };
@@ -893,6 +904,7 @@ net::awaitable<bool> handle(Worker& w, Client<Stream> client, Request& req, Requ
     }
   }
   plan.klass = &pcfg.classes[plan.cls];
+  if (caller != nullptr) plan.weight = caller->weight;
   ctx.priority = plan.klass->name;
   if (!drt.class_allowed.empty()) {
     // The tiers reserved for other classes are out, on failover too; a tier the class may use
