@@ -31,6 +31,7 @@ Try it:
     -H 'content-type: application/json' \
     -d '{"model":"gpt-4o","stream":true,"messages":[{"role":"user","content":"Stream"}]}'
   curl -s http://127.0.0.1:9090/metrics | grep tollgate_requests_total
+  curl -s 'http://127.0.0.1:9090/admin/usage?group_by=client'          # usage and cost so far
 
 Make the PTU resource answer 429 for 5 s and watch traffic spill over (x-tollgate-backend):
   curl -s http://127.0.0.1:18080/_mock/faults -d '{"status":429,"headers":{"retry-after-ms":"5000"}}'

@@ -188,6 +188,19 @@ async function consume(stream, { abortAfter, onChunk } = {}) {
   return { chunks, contentChunks, usage };
 }
 
+/**
+ * Waits (bounded) until a metric equals `value`: a request is settled (budgets, reservations,
+ * cost counters) just after its answer is written, so the client can be a moment ahead.
+ */
+async function metricIs(gw, name, labels, value, message = '') {
+  let last;
+  try {
+    await eventually(async () => (last = await gw.metric(name, labels)) === value, { timeoutMs: 3000 });
+  } catch {
+    assert.equal(last, value, `${name}${JSON.stringify(labels)} ${message}`);
+  }
+}
+
 const admin = (gw, path, token = ADMIN_TOKEN) =>
   fetch(gw.adminUrl + path, { headers: token ? { authorization: `Bearer ${token}` } : {} });
 const hnum = (headers, name) => (headers?.get(name) == null ? undefined : Number(headers.get(name)));
@@ -491,18 +504,22 @@ describe('budgets: 429 insufficient_quota, metrics, rebuilt from the ledger afte
 
   const used = (gw, name, period = 'day', unit = 'tokens', scope = 'client') =>
     gw.metric('tollgate_budget_used', { scope, name, period, unit });
+  const usedIs = (gw, name, value, period = 'day', message = '') =>
+    metricIs(gw, 'tollgate_budget_used', { scope: 'client', name, period, unit: 'tokens' }, value, message);
 
   test('token budget: use continues across a restart; the refusal is final and the SDK does not retry it', async () => {
     let { gw, mock } = env;
     const statuses = [];
-    // 4 requests of 7 + 10 tokens: 68 of 100 used. Each reserves 8 + 20 = 28 at admission.
+    // 4 requests of 7 + 10 tokens: 68 of 100 used. Each reserves 8 + 20 = 28 at admission. (Each
+    // waits for the previous one's settlement, which follows its answer by a moment, so that an
+    // unsettled reservation cannot turn the next request into a "busy" 429.)
     for (let i = 0; i < 4; i += 1) {
       const r = await chat(azure(gw, env.key('bot')), {}, { id: rid('bot') });
       statuses.push(r.status);
       assert.equal(r.data?.usage.total_tokens, 17, JSON.stringify(r));
+      await usedIs(gw, 'bot', 17 * (i + 1));
     }
-    assert.equal(await used(gw, 'bot'), 68);
-    assert.equal(await used(gw, 'bot', 'month'), 68);
+    await usedIs(gw, 'bot', 68, 'month');
     assert.equal(await gw.metric('tollgate_budget_limit', { scope: 'client', name: 'bot', period: 'day', unit: 'tokens' }), 100);
     assert.equal(await gw.metric('tollgate_budget_warning', { scope: 'client', name: 'bot', period: 'day', unit: 'tokens' }), 0);
     await eventually(async () => (await gw.metric('tollgate_ledger_records_written_total')) >= 4, { what: 'records written' });
@@ -526,7 +543,7 @@ describe('budgets: 429 insufficient_quota, metrics, rebuilt from the ledger afte
     const r5 = await chat(bot, {}, { id: rid('bot') });
     statuses.push(r5.status);
     assert.equal(r5.status, 200, JSON.stringify(r5));
-    assert.equal(await used(gw, 'bot'), 85);
+    await usedIs(gw, 'bot', 85);
     assert.equal(await gw.metric('tollgate_budget_warning', { name: 'bot', period: 'day', unit: 'tokens' }), 1);
     const warns = await eventually(() => warnLines(gw).filter((l) => l.name === 'bot').length && warnLines(gw).filter((l) => l.name === 'bot'),
       { what: 'the warning log line' });
@@ -565,7 +582,10 @@ describe('budgets: 429 insufficient_quota, metrics, rebuilt from the ledger afte
     // Without the restart the same budget refuses at the same point.
     const ctrl = azure(gw, env2.key('ctrl'));
     const ctrlStatuses = [];
-    for (let i = 0; i < 6; i += 1) ctrlStatuses.push((await chat(ctrl, {})).status);
+    for (let i = 0; i < 6; i += 1) {
+      ctrlStatuses.push((await chat(ctrl, {})).status);
+      if (i < 5) await usedIs(gw, 'ctrl', 17 * Math.min(i + 1, 5));
+    }
     assert.deepEqual(statuses, ctrlStatuses, `with restart ${statuses}, without ${ctrlStatuses}`);
     assert.deepEqual(ctrlStatuses, [200, 200, 200, 200, 200, 429]);
 
@@ -595,7 +615,7 @@ describe('budgets: 429 insufficient_quota, metrics, rebuilt from the ledger afte
     }
     const by = await rowsFor(db, ids);
     for (const id of ids) assert.equal(by.get(id)[0].cost_nano_usd, 1250000000);
-    assert.equal(await gw.metric('tollgate_budget_used', { name: 'spender', period: 'day', unit: 'usd' }), 2.5);
+    await metricIs(gw, 'tollgate_budget_used', { name: 'spender', period: 'day', unit: 'usd' }, 2.5);
     assert.equal(await gw.metric('tollgate_budget_limit', { name: 'spender', period: 'day', unit: 'usd' }), 2);
     assert.equal(await gw.metric('tollgate_budget_warning', { name: 'spender', period: 'day', unit: 'usd' }), 1);
     assert.ok(Math.abs(await gw.metric('tollgate_client_cost_usd_total', { client: 'spender' }) - 2.5) < 1e-9);
@@ -618,7 +638,7 @@ describe('budgets: 429 insufficient_quota, metrics, rebuilt from the ledger afte
   test("a tenant's budget is shared by its clients; the refusal names the tenant", async () => {
     const { gw, mock } = env;
     for (let i = 0; i < 2; i += 1) assert.equal((await chat(azure(gw, env.key('t1')), {})).status, 200);
-    assert.equal(await gw.metric('tollgate_budget_used', { scope: 'tenant', name: 'team', period: 'day', unit: 'tokens' }), 34);
+    await metricIs(gw, 'tollgate_budget_used', { scope: 'tenant', name: 'team', period: 'day', unit: 'tokens' }, 34);
     const before = await mockTotal(mock);
     const r = await chat(azure(gw, env.key('t2')), {});
     assert.equal(r.status, 429, JSON.stringify(r));
@@ -645,11 +665,10 @@ describe('budgets: 429 insufficient_quota, metrics, rebuilt from the ledger afte
     assert.equal(r.headers.get('retry-after'), '1');
     assert.notEqual(r.headers.get('x-should-retry'), 'false');
     assert.equal((await held).status, 200);
-    // Settled right after the answer went out.
-    await eventually(async () => (await gw.metric('tollgate_reservations_outstanding')) === 0, { what: 'no reservation left' });
+    await metricIs(gw, 'tollgate_reservations_outstanding', {}, 0);
     // Settled at the real use (17): the same request now fits.
     assert.equal((await chat(busy, {})).status, 200);
-    assert.equal(await gw.metric('tollgate_budget_used', { name: 'busy', period: 'day', unit: 'tokens' }), 34);
+    await metricIs(gw, 'tollgate_budget_used', { name: 'busy', period: 'day', unit: 'tokens' }, 34);
   });
 });
 
@@ -678,6 +697,7 @@ describe('budgets: the daily period resets at midnight UTC (faked wall clock)', 
     const owl = azure(gw, env.key('owl'));
     const first = rid('owl');
     assert.equal((await chat(owl, {}, { id: first })).status, 200);  // 17 of 30 used
+    await metricIs(gw, 'tollgate_budget_used', { name: 'owl', period: 'day', unit: 'tokens' }, 17);
     const t = Date.now();
     const r = await chat(owl, {});  // 17 + 28 > 30
     assert.equal(r.status, 429, JSON.stringify(r));
@@ -700,7 +720,7 @@ describe('budgets: the daily period resets at midnight UTC (faked wall clock)', 
     console.log(`# midnight: admitted ${Date.now() - t} ms after the refusal (retry-after ${ra} s, ${tries} tries)`);
     assert.ok(Date.now() - t >= (ra - 1) * 1000, 'not before the advertised reset');
     assert.equal(ok.data.usage.total_tokens, 17);
-    assert.equal(await gw.metric('tollgate_budget_used', { name: 'owl', period: 'day', unit: 'tokens' }), 17);
+    await metricIs(gw, 'tollgate_budget_used', { name: 'owl', period: 'day', unit: 'tokens' }, 17, 'the new day holds only this request');
     await eventually(() => sql(db, `select time_ms from usage where request_id = ${quote(afterId)} and status = 200`).length === 1,
       { what: 'the row after midnight' });
     const lateRow = sql(db, `select time_ms from usage where request_id = ${quote(afterId)} and status = 200`)[0];
