@@ -47,7 +47,7 @@ bool parse_usage(std::string_view json, Usage& out) {
 
 void StreamObserver::capture_text(const nlohmann::json& j) {
   auto add = [this](const nlohmann::json& v) {
-    if (v.is_string() && output_.size() < capture_max_) output_ += v.get_ref<const std::string&>();
+    if (v.is_string() && output_->size() < capture_max_) *output_ += v.get_ref<const std::string&>();
   };
   if (auto choices = j.find("choices"); choices != j.end() && choices->is_array()) {
     for (const auto& c : *choices) {
@@ -133,7 +133,7 @@ void StreamObserver::on_event(std::string_view data) {
   // (unless the generated text is wanted).
   bool maybe_usage = data.find("\"usage\"") != std::string_view::npos;
   bool maybe_error = data.find("\"error\"") != std::string_view::npos;
-  bool capture = capture_max_ > output_.size();
+  bool capture = output_ != nullptr && capture_max_ > output_->size();
   if (!maybe_usage && !maybe_error && !capture) return;
   auto j = nlohmann::json::parse(data, nullptr, false);
   if (!j.is_object()) return;

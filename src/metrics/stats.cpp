@@ -286,7 +286,7 @@ std::string render_metrics(const SeriesRegistry& reg, const ControlStats& contro
     missing.metric.push_back(std::move(mm));
     if (nano_usd != 0) {
       auto cm = route_metric(reg.labels(id));
-      cm.counter.value = static_cast<double>(nano_usd) * 1e-9;
+      cm.counter.value = static_cast<double>(nano_usd) / 1e9;
       cost.metric.push_back(std::move(cm));
     }
     duration.metric.push_back(
@@ -419,7 +419,7 @@ std::string render_metrics(const SeriesRegistry& reg, const ControlStats& contro
                     static_cast<double>(refused[i]));
       }
       if (nano_usd != 0) {
-        add_counter(ccost, {{"client", client}, {"tenant", tenant}}, static_cast<double>(nano_usd) * 1e-9);
+        add_counter(ccost, {{"client", client}, {"tenant", tenant}}, static_cast<double>(nano_usd) / 1e9);
       }
       if (estimated != 0) {
         add_counter(cest, {{"client", client}, {"tenant", tenant}}, static_cast<double>(estimated));

@@ -381,7 +381,10 @@ net::awaitable<std::optional<UpstreamError>> relay(Client<Down> down, Up& up, Up
   bool is_sse = content_type.size() >= 17 && beast::iequals(content_type.substr(0, 17),
                                                              "text/event-stream");
   core::StreamObserver sse;
-  if (ctx.count_output) sse.capture_output();
+  if (ctx.count_output && is_sse) {
+    ctx.output_text.clear();  // only the attempt that is relayed counts
+    sse.capture_output(&ctx.output_text);
+  }
   std::optional<core::UsageStripper> stripper;
   if (ctx.strip_usage && is_sse) stripper.emplace();
   core::JsonUsageScanner json;
@@ -416,7 +419,6 @@ net::awaitable<std::optional<UpstreamError>> relay(Client<Down> down, Up& up, Up
     keep_alive = false;
     // What was relayed is what gets billed: the usage seen so far, else the text relayed.
     ctx.usage = is_sse ? sse.usage() : json.usage();
-    if (ctx.count_output && is_sse) ctx.output_text = sse.take_output();
   };
   // Writes `data` (framed as a chunk when chunked), preceded by the header the first time and
   // followed by the last chunk when `more` is false: one write call. Returns false if the
@@ -512,7 +514,6 @@ net::awaitable<std::optional<UpstreamError>> relay(Client<Down> down, Up& up, Up
   }
   deadline.never();
   ctx.usage = is_sse ? sse.usage() : json.usage();
-  if (ctx.count_output && is_sse) ctx.output_text = sse.take_output();
   if (capture && !is_sse && !broke && !captured.empty()) out.created_id = routing::created_id(captured);
 
   if (broke && !header_sent) {

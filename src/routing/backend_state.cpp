@@ -166,16 +166,15 @@ Condition BackendState::condition(TimeMs now, std::uint32_t cap) const {
   return Condition::kAvailable;
 }
 
-std::optional<TimeMs> BackendState::recovery(TimeMs now, std::uint32_t cap) const {
+std::optional<TimeMs> BackendState::recovery(TimeMs now, std::uint32_t cap, bool busy_is_now) const {
   if (!probe_healthy()) return std::nullopt;
+  TimeMs busy = busy_is_now ? now : now + kShortRecoveryMs;
   TimeMs at = now;
   auto b = breaker();
   if (b == Breaker::kOpen) at = std::max(at, breaker_until());
-  if (b == Breaker::kHalfOpen) at = std::max(at, now + kShortRecoveryMs);
+  if (b == Breaker::kHalfOpen) at = std::max(at, busy);
   at = std::max(at, throttled_until());
-  if (at == now && cap != 0 && in_flight() >= static_cast<std::int64_t>(cap)) {
-    at = now + kShortRecoveryMs;
-  }
+  if (at == now && cap != 0 && in_flight() >= static_cast<std::int64_t>(cap)) at = busy;
   return at;
 }
 

@@ -105,13 +105,13 @@ std::optional<Lease> pick(const Route& route, std::span<const Slot> slots, const
 
 std::optional<TimeMs> earliest_recovery(const Route& route, std::span<const Slot> slots, TimeMs now,
                                         std::optional<std::uint32_t> only,
-                                        std::span<const char> allowed) {
+                                        std::span<const char> allowed, bool busy_is_now) {
   std::optional<TimeMs> best;
   for (const auto& t : route.tiers) {
     for (const auto& m : t) {
       if (only && m.backend != *only) continue;
       if (!allowed.empty() && (m.backend >= allowed.size() || allowed[m.backend] == 0)) continue;
-      auto r = slots[m.backend].state->recovery(now, slots[m.backend].max_in_flight);
+      auto r = slots[m.backend].state->recovery(now, slots[m.backend].max_in_flight, busy_is_now);
       if (r && (!best || *r < *best)) best = r;
     }
   }

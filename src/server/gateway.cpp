@@ -199,10 +199,6 @@ ReportQuery parse_report_query(std::string_view query, std::int64_t now) {
   return q;
 }
 
-std::string usd_decimal(std::int64_t nano) {
-  return core::JsonFields().add_usd("v", nano).fields().substr(4);  // "v":X -> X
-}
-
 std::string csv_field(const std::string& v) {
   if (v.find_first_of(",\"\r\n") == std::string::npos) return v;
   std::string out = "\"";
@@ -664,7 +660,7 @@ struct Gateway::Impl {
       for (const auto& r : rows) {
         out += csv_field(r.key) + "," + std::to_string(r.requests) + "," + std::to_string(r.prompt_tokens) +
                "," + std::to_string(r.completion_tokens) + "," + std::to_string(r.cached_tokens) + "," +
-               std::to_string(r.reasoning_tokens) + "," + usd_decimal(r.cost_nano_usd) + "," +
+               std::to_string(r.reasoning_tokens) + "," + core::usd_decimal(r.cost_nano_usd) + "," +
                std::to_string(r.estimated_requests) + "\r\n";
       }
       co_return AdminResponse{200, "text/csv; charset=utf-8", std::move(out), {}};
@@ -677,7 +673,7 @@ struct Gateway::Impl {
                       {"completion_tokens", r.completion_tokens},
                       {"cached_tokens", r.cached_tokens},
                       {"reasoning_tokens", r.reasoning_tokens},
-                      {"cost_usd", static_cast<double>(r.cost_nano_usd) * 1e-9},
+                      {"cost_usd", static_cast<double>(r.cost_nano_usd) / 1e9},
                       {"estimated_requests", r.estimated_requests}});
     }
     nlohmann::json body{{"from", auth::format_rfc3339(from / 1000)},

@@ -506,10 +506,10 @@ void IdentityManager::families(std::vector<prometheus::MetricFamily>& out, const
         {"name", std::string(b.name)},
         {"period", std::string(ratelimit::to_string(b.period))},
         {"unit", std::string(ratelimit::to_string(b.measure))}};
-    double scale = b.measure == ratelimit::Measure::kNanoUsd ? 1e-9 : 1;
+    double scale = b.measure == ratelimit::Measure::kNanoUsd ? 1e9 : 1;
     auto u = b.budget->used(b.period, wall);
-    metrics::add_gauge(used, labels, static_cast<double>(u) * scale);
-    metrics::add_gauge(budget, labels, static_cast<double>(b.limit) * scale);
+    metrics::add_gauge(used, labels, static_cast<double>(u) / scale);
+    metrics::add_gauge(budget, labels, static_cast<double>(b.limit) / scale);
     metrics::add_gauge(warning, labels, u >= b.warn_level ? 1 : 0);
   };
   if (state_) {

@@ -381,10 +381,12 @@ net::awaitable<bool> respond_rate_limited(Worker& w, Client<Stream> client, cons
                              "application/json", headers);
 }
 
+// "$2.50", "$0.00022": exact, without trailing zeros beyond the cents.
 std::string usd_text(std::int64_t nano_usd) {
-  char buf[48];
-  std::snprintf(buf, sizeof buf, "$%.2f", static_cast<double>(nano_usd) * 1e-9);
-  return buf;
+  auto text = core::usd_decimal(nano_usd);
+  auto dot = text.find('.');
+  while (text.size() > dot + 3 && text.back() == '0') text.pop_back();
+  return "$" + text;
 }
 
 /// A calendar budget cannot hold the request: 429 with x-should-retry: false until the period
@@ -460,7 +462,8 @@ net::awaitable<WaitResult> wait_for_capacity(Worker& w, Client<Stream> client, R
   using Kind = WaitResult::Kind;
   auto& scheduler = *snap.scheduler;
   auto now = routing::steady_now_ms();
-  auto earliest = routing::earliest_recovery(drt.route, snap.slots, now, only, allowed);
+  // A backend that is only busy can free up any moment: worth waiting for whatever the deadline.
+  auto earliest = routing::earliest_recovery(drt.route, snap.slots, now, only, allowed, true);
   if (!earliest || *earliest > plan.deadline) co_return WaitResult{Kind::kUnreachable, std::nullopt};
 
   net::steady_timer timer(w.io());
@@ -488,7 +491,7 @@ net::awaitable<WaitResult> wait_for_capacity(Worker& w, Client<Stream> client, R
   if (!scheduler.enqueue(waiter, plan.klass->queue_limit, now, w.rng())) {
     co_return WaitResult{Kind::kFull, std::nullopt};
   }
-  snap.wake_at(*earliest);
+  if (*earliest > now) snap.wake_at(*earliest);  // a cooldown or open breaker ends then
   // On every way out — including this coroutine being destroyed while it waits (a stop) — the
   // request leaves the room, and a backend handed to it that nobody will use is given back.
   struct Leave {

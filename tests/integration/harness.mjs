@@ -202,7 +202,8 @@ ${extra}`;
 /**
  * A gateway config with several backends per deployment (priority tiers, weights, regions).
  * backends: [{name, url, region?, maxInFlight?, healthCheck? (YAML flow mapping), firstByte?, idle?, connect?}]
- * deployments: [{name, pools: [[name | {name, weight}, ...], ...], regions?: [...], retry?, limits? (YAML flow mappings)}]
+ * deployments: [{name, pools: [[name | {name, weight}, ...] | {backends: [...], classes?: [...], spare?}, ...],
+ *   regions?: [...], retry?, limits? (YAML flow mappings)}]
  * retry, routing: YAML flow mappings for the top-level keys, or empty to leave them out.
  * auth: the top-level auth section as YAML text (default: anonymous access allowed; '' leaves it out).
  * admin: the admin mapping (YAML text after `admin:`). A backend's `credential` (YAML line(s) like
@@ -227,7 +228,12 @@ export function poolsConfig({ backends, deployments, retry = '', routing = '', w
     d.retry ? `    retry: ${d.retry}` : '',
     d.limits ? `    limits: ${d.limits}` : '',
     '    pools:',
-    ...d.pools.map((tier) => `      - backends: [${tier.map(entry).join(', ')}]`),
+    ...d.pools.map((tier) => (Array.isArray(tier)
+      ? `      - backends: [${tier.map(entry).join(', ')}]`
+      // A tier may also be {backends: [...], classes?: [...], spare?: (YAML flow mapping)}.
+      : [`      - backends: [${tier.backends.map(entry).join(', ')}]`,
+        tier.classes ? `        classes: [${tier.classes.join(', ')}]` : '',
+        tier.spare ? `        spare: ${tier.spare}` : ''].filter(Boolean).join('\n'))),
   ].filter(Boolean).join('\n')).join('\n');
   return `server:
   listen: [{address: "127.0.0.1:0"}]

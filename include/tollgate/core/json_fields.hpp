@@ -9,6 +9,21 @@
 
 namespace tollgate::core {
 
+/// Nano-USD as an exact decimal amount in USD with 9 decimals ("0.000470000").
+inline std::string usd_decimal(std::int64_t nano_usd) {
+  std::string out;
+  if (nano_usd < 0) {
+    out += '-';
+    nano_usd = -nano_usd;
+  }
+  out += std::to_string(nano_usd / 1'000'000'000);
+  out += '.';
+  auto frac = std::to_string(nano_usd % 1'000'000'000);
+  out.append(9 - frac.size(), '0');
+  out += frac;
+  return out;
+}
+
 class JsonFields {
  public:
   JsonFields& add(std::string_view key, std::string_view value) {
@@ -55,15 +70,7 @@ class JsonFields {
   /// An amount in USD from nano-USD, exactly (9 decimals).
   JsonFields& add_usd(std::string_view key, std::int64_t nano_usd) {
     key_(key);
-    if (nano_usd < 0) {
-      out_ += '-';
-      nano_usd = -nano_usd;
-    }
-    out_ += std::to_string(nano_usd / 1'000'000'000);
-    out_ += '.';
-    auto frac = std::to_string(nano_usd % 1'000'000'000);
-    out_.append(9 - frac.size(), '0');
-    out_ += frac;
+    out_ += usd_decimal(nano_usd);
     return *this;
   }
   JsonFields& add_raw(std::string_view key, std::string_view json) {

@@ -56,7 +56,7 @@ struct RequestContext {
   std::string_view drop_header;  // one more request header kept from backends (the pin header)
   bool count_output = false;     // keep a stream's generated text (usage may not come)
   bool strip_usage = false;      // the gateway asked for the stream's usage: take it back out
-  std::string output_text;       // that text, once the stream ended
+  std::string output_text;       // that text, as relayed so far
   std::string response_headers;  // extra "name: value\r\n" lines for the client (rate limits)
   // Admission: the tokens held for this request, settled in finish() against its real use.
   ratelimit::Reservation reservation;

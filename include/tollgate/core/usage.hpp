@@ -94,11 +94,13 @@ class SseScanner {
 class StreamObserver {
  public:
   /// Also keep the generated text (choices' delta content, tool-call arguments, completions
-  /// text, Responses output_text deltas), up to `max_bytes`, to count it when a stream ends
-  /// without usage.
-  void capture_output(std::size_t max_bytes = 4u << 20) { capture_max_ = max_bytes; }
-  const std::string& output() const { return output_; }
-  std::string take_output() { return std::move(output_); }
+  /// text, Responses output_text deltas), up to `max_bytes`, appended to `*sink` as each event
+  /// passes, to count it when a stream ends without usage (however it ends: the sink is the
+  /// request's, so even a request cut off by a stop keeps what was relayed).
+  void capture_output(std::string* sink, std::size_t max_bytes = 4u << 20) {
+    output_ = sink;
+    capture_max_ = max_bytes;
+  }
   void feed(std::string_view bytes);
   const Usage& usage() const { return usage_; }
   bool done() const { return done_; }
@@ -114,7 +116,7 @@ class StreamObserver {
   std::uint32_t events_ = 0;
   std::uint32_t error_events_ = 0;
   std::size_t capture_max_ = 0;
-  std::string output_;
+  std::string* output_ = nullptr;
 };
 
 /// Takes back what the gateway added to a stream by asking for usage on the client's behalf

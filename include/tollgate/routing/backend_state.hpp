@@ -93,7 +93,10 @@ class alignas(64) BackendState {
   Condition condition(TimeMs now, std::uint32_t cap) const;
   /// When this backend can take work again if it cannot now: nullopt when it can now, or when
   /// nothing says (failed probes).
-  std::optional<TimeMs> recovery(TimeMs now, std::uint32_t cap) const;
+  /// `busy_is_now`: count a backend that is only busy (at its cap, or running its half-open
+  /// trial) as recovering now — a request ending can free it any moment (the waiting decision);
+  /// otherwise assume about a second (the retry-after a client is told).
+  std::optional<TimeMs> recovery(TimeMs now, std::uint32_t cap, bool busy_is_now = false) const;
 
  private:
   void open(TimeMs now, const BreakerPolicy& policy);

@@ -70,10 +70,11 @@ std::optional<Lease> pick(const Route& route, std::span<const Slot> slots, const
                           Rng& rng);
 
 /// The earliest time any backend of the route can take work (now, if one can), or nullopt when
-/// none says when (e.g. all failing their health probes).
+/// none says when (e.g. all failing their health probes). `busy_is_now`: see
+/// BackendState::recovery.
 std::optional<TimeMs> earliest_recovery(const Route& route, std::span<const Slot> slots, TimeMs now,
                                         std::optional<std::uint32_t> only = std::nullopt,
-                                        std::span<const char> allowed = {});
+                                        std::span<const char> allowed = {}, bool busy_is_now = false);
 
 /// Expected tokens of a request for the remaining-quota comparison: about 4 bytes per prompt
 /// token plus the output allowance (max_tokens / max_completion_tokens / max_output_tokens, 16
