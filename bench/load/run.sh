@@ -4,16 +4,21 @@
 # run. Prints req/s, p50/p99, added latency vs direct, CPU per request and peak RSS, plus a
 # streaming case (added time to first byte and per-chunk delay). Not part of CI.
 #
-#   bash bench/load/run.sh [--duration 10] [--connections 32] [--rounds 3] [--workers 1]
+#   bash bench/load/run.sh [--duration 10] [--connections 32] [--rounds 3] [--workers 1] [--accounting]
+#
+# --accounting: the client gets a (never reached) token limit and daily budget, the deployment a
+# price, and the gateway a usage ledger: the cost of admission, settlement and one ledger record
+# per request.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-DURATION=10 CONNECTIONS=32 ROUNDS=3 WORKERS=1
+DURATION=10 CONNECTIONS=32 ROUNDS=3 WORKERS=1 ACCOUNTING=0
 while [ $# -gt 0 ]; do
   case "$1" in
     --duration) DURATION=$2; shift 2 ;;
     --connections) CONNECTIONS=$2; shift 2 ;;
     --rounds) ROUNDS=$2; shift 2 ;;
     --workers) WORKERS=$2; shift 2 ;;
+    --accounting) ACCOUNTING=1; shift ;;
     *) echo "unknown argument $1" >&2; exit 2 ;;
   esac
 done
@@ -56,6 +61,12 @@ NGINX
 nginx -c "$work/nginx.conf" -g 'daemon off;' &
 pids+=($!)
 
+accounting_client='' accounting_price='' accounting_usage=''
+if [ "$ACCOUNTING" = 1 ]; then
+  accounting_client=', limits: {tokens_per_minute: 1000000000000, budget: {tokens_per_day: 1000000000000000}}'
+  accounting_price=', price: {prompt_per_1k: 0.0025, completion_per_1k: 0.01}'
+  accounting_usage="usage: {ledger: $work/usage.db}"
+fi
 cat >"$work/tollgate.yaml" <<YAML
 server:
   listen: [{address: "127.0.0.1:$TG_PORT"}]
@@ -64,9 +75,10 @@ admin: {address: "127.0.0.1:$TG_ADMIN"}
 backends:
   - {name: mock, endpoint: "http://127.0.0.1:$MOCK_PORT", deployment: gpt-4o, api_key: env:BENCH_BACKEND_KEY}
 deployments:
-  - {name: gpt-4o, pools: [{backends: [mock]}]}
+  - {name: gpt-4o, pools: [{backends: [mock]}]$accounting_price}
 clients:   # every request is authenticated, as in production (wrk sends this key)
-  - {name: bench, keys: [env:BENCH_CLIENT_KEY], deployments: ["*"]}
+  - {name: bench, keys: [env:BENCH_CLIENT_KEY], deployments: ["*"]$accounting_client}
+$accounting_usage
 logging: {level: warn, access_log: ${TOLLGATE_ACCESS_LOG:-off}}
 YAML
 BENCH_CLIENT_KEY=bench-backend-key BENCH_BACKEND_KEY=bench-backend-key ./build/tollgate --config "$work/tollgate.yaml" >"$work/tollgate.log" 2>&1 &

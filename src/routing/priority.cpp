@@ -63,7 +63,8 @@ bool Scheduler::leave(Waiter& w) {
 
 std::size_t Scheduler::dispatch_locked(TimeMs now, Rng& rng) {
   std::size_t n = 0;
-  for (auto& [name, room] : rooms_) {
+  for (auto& entry : rooms_) {
+    auto& room = entry.second;  // (not a structured binding: lambdas capture it)
     if (room.queues.size() == 0) continue;
     n += room.queues.dispatch([&](QueueEntry& e) {
       auto& w = static_cast<Waiter&>(e);
