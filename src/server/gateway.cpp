@@ -789,7 +789,9 @@ int Gateway::run() {
   }
   auth = s.identity->state();
   s.current = snap;
-  s.health = std::make_unique<HealthChecker>(s.control);
+  s.health = std::make_unique<HealthChecker>(s.control, [&s] {
+    if (s.scheduler->waiting() > 0) s.scheduler->kick(routing::steady_now_ms(), s.control_rng);
+  });
   s.health->apply(snap);
   for (auto& w : s.workers) {
     w->on_unknown_kid([&s](std::size_t issuer) {

@@ -21,6 +21,7 @@ struct HealthChecker::Probe {
   std::shared_ptr<TokenSlot> token;                // Entra ID backends: probe with their token
   net::steady_timer timer;
   bool stopped = false;                            // owner: control thread
+  std::function<void()> on_recovered;
   unsigned passes = 0;                             // consecutive
   unsigned failures = 0;                           // consecutive
   std::uint64_t passed_total = 0;
@@ -105,6 +106,7 @@ net::awaitable<void> probe_loop(std::shared_ptr<HealthChecker::Probe> p) {
         p->state->set_probe_healthy(true);
         metrics::log_info("backend passed its health checks",
                           core::JsonFields().add("backend", p->backend.name));
+        if (p->on_recovered) p->on_recovered();
       }
     } else {
       ++p->failed_total;
@@ -138,6 +140,7 @@ void HealthChecker::apply(const std::shared_ptr<const Snapshot>& snap) {
       continue;
     }
     auto p = std::make_shared<Probe>(io_, rt);
+    p->on_recovered = on_recovered_;
     net::co_spawn(io_, probe_loop(p),
                   metrics::LogFailure{"health check loop failed", "backend", rt.config->name});
     next.emplace(key, std::move(p));

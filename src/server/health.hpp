@@ -4,6 +4,7 @@
 // thresholds flip the backend's shared probe flag, which the balancer reads.
 
 #include <boost/asio/io_context.hpp>
+#include <functional>
 #include <memory>
 #include <unordered_map>
 #include <vector>
@@ -16,7 +17,10 @@ namespace tollgate::server {
 
 class HealthChecker {
  public:
-  explicit HealthChecker(boost::asio::io_context& io) : io_(io) {}
+  /// `on_recovered` runs (on the control thread) when a backend passes its checks again:
+  /// requests waiting for capacity may use it now.
+  HealthChecker(boost::asio::io_context& io, std::function<void()> on_recovered)
+      : io_(io), on_recovered_(std::move(on_recovered)) {}
   ~HealthChecker();
   /// Starts, keeps or stops probes to match `snap`. Thread: control.
   void apply(const std::shared_ptr<const Snapshot>& snap);
@@ -29,6 +33,7 @@ class HealthChecker {
 
  private:
   boost::asio::io_context& io_;
+  std::function<void()> on_recovered_;
   std::unordered_map<const routing::BackendState*, std::shared_ptr<Probe>> probes_;  // owner: control
 };
 
