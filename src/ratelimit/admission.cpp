@@ -74,7 +74,9 @@ Estimate admit(core::ApiCall& call, std::size_t body_bytes, const config::Client
       asked = dflt;
     }
     if (asked <= 0) asked = call.op == core::Operation::kCompletions ? 16 : kDefaultAllowance;
-    e.allowance = asked * choices;
+    // Saturated: a request asking absurd amounts must fail the limits, not overflow them.
+    constexpr std::int64_t kMaxAllowance = 1'000'000'000'000'000;
+    e.allowance = asked > kMaxAllowance / choices ? kMaxAllowance : asked * choices;
     if (call.op != core::Operation::kCompletions && int_field(j, field) <= 0) e.exact = false;
   }
 

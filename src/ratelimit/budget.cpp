@@ -67,8 +67,10 @@ Budget::Verdict Budget::reserve(std::int64_t amount, std::int64_t limit, Period 
   std::lock_guard lock(m_);
   roll(p, now);
   period = period_;
-  if (used_ + amount > limit) return Verdict::kExhausted;
-  if (used_ + reserved_ + amount > limit) return Verdict::kBusy;
+  // Written so nothing overflows: amount and limit are at most ~1e18, used_ and reserved_ are
+  // sums of admitted amounts.
+  if (amount > limit || used_ > limit - amount) return Verdict::kExhausted;
+  if (reserved_ > limit - amount - used_) return Verdict::kBusy;
   reserved_ += amount;
   return Verdict::kOk;
 }
@@ -145,13 +147,18 @@ std::optional<BudgetHold::Refusal> BudgetHold::reserve(const std::vector<BudgetL
     std::int64_t period = 0;
     auto verdict = l.budget->reserve(amount, l.limit, l.period, now, period);
     if (verdict != Budget::Verdict::kOk) {
-      for (const auto& h : held_) h.limit.budget->settle(h.amount, h.period, 0, 0, h.limit.period, now);
-      held_.clear();
+      release(now);
       return Refusal{&l, verdict == Budget::Verdict::kExhausted, l.budget->used(l.period, now)};
     }
     held_.push_back({l, amount, period});
   }
   return std::nullopt;
+}
+
+void BudgetHold::release(UnixMs now) {
+  if (settled_) return;
+  for (const auto& h : held_) h.limit.budget->settle(h.amount, h.period, 0, 0, h.limit.period, now);
+  held_.clear();
 }
 
 void BudgetHold::settle(std::int64_t tokens, std::int64_t nano_usd, UnixMs now,
@@ -167,19 +174,25 @@ void BudgetHold::settle(std::int64_t tokens, std::int64_t nano_usd, UnixMs now,
   }
 }
 
+namespace {
+// Nano-USD as an integer, saturated (an absurd request costs "everything", never wraps).
+std::int64_t to_nano(double c) {
+  constexpr double kMax = 4e18;
+  return c >= kMax ? static_cast<std::int64_t>(kMax) : static_cast<std::int64_t>(std::llround(c));
+}
+}  // namespace
+
 std::int64_t Price::cost(const core::Usage& u) const {
   auto cached = std::min(u.cached, u.prompt);
   auto reasoning = std::min(u.reasoning, u.completion);
-  double c = static_cast<double>(u.prompt - cached) * prompt + static_cast<double>(cached) * this->cached +
-             static_cast<double>(u.completion - reasoning) * completion +
-             static_cast<double>(reasoning) * this->reasoning;
-  return static_cast<std::int64_t>(std::llround(c));
+  return to_nano(static_cast<double>(u.prompt - cached) * prompt + static_cast<double>(cached) * this->cached +
+                 static_cast<double>(u.completion - reasoning) * completion +
+                 static_cast<double>(reasoning) * this->reasoning);
 }
 
 std::int64_t Price::ceiling(std::int64_t prompt_tokens, std::int64_t allowance) const {
-  double c = static_cast<double>(prompt_tokens) * prompt +
-             static_cast<double>(allowance) * std::max(completion, reasoning);
-  return static_cast<std::int64_t>(std::llround(c));
+  return to_nano(static_cast<double>(prompt_tokens) * prompt +
+                 static_cast<double>(allowance) * std::max(completion, reasoning));
 }
 
 }  // namespace tollgate::ratelimit

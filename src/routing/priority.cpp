@@ -48,7 +48,8 @@ std::size_t PriorityQueues::waiting_at_or_above(std::size_t cls) const {
 bool Scheduler::enqueue(Waiter& w, std::size_t limit, TimeMs now, Rng& rng) {
   std::lock_guard lock(m_);
   if (!rooms_[w.deployment].queues.push(w, limit)) return false;
-  waiting_.fetch_add(1, std::memory_order_acq_rel);
+  waiting_.fetch_add(1, std::memory_order_seq_cst);
+  std::atomic_thread_fence(std::memory_order_seq_cst);  // pairs with after_release()
   dispatch_locked(now, rng);
   return true;
 }

@@ -483,9 +483,11 @@ net::awaitable<WaitResult> wait_for_capacity(Worker& w, Client<Stream> client, R
   waiter.need_tokens = need;
   waiter.only = only;
   waiter.allowed = allowed;
+  // Expiring the timer (rather than cancelling its wait) makes the wake stick: a wait begun
+  // after it — the client's socket won the last round — completes at once.
   waiter.wake = [exec = w.io().get_executor(), alive] {
     net::post(exec, [alive] {
-      if (*alive != nullptr) (*alive)->cancel();
+      if (*alive != nullptr) (*alive)->expires_at(net::steady_timer::time_point::min());
     });
   };
   if (!scheduler.enqueue(waiter, plan.klass->queue_limit, now, w.rng())) {
@@ -500,21 +502,24 @@ net::awaitable<WaitResult> wait_for_capacity(Worker& w, Client<Stream> client, R
     routing::Waiter& waiter;
     const Snapshot& snap;
     bool handled = false;
+    Worker& w;
     ~Leave() {
       *alive = nullptr;
       if (handled || scheduler.leave(waiter) || !waiter.lease) return;
       auto& st = *snap.backends[waiter.lease->backend].state;
       st.release();
-      st.record(routing::Outcome::kNeutral, waiter.lease->trial, routing::steady_now_ms(), snap.breaker);
+      auto now = routing::steady_now_ms();
+      st.record(routing::Outcome::kNeutral, waiter.lease->trial, now, snap.breaker);
+      scheduler.after_release(now, w.rng());
     }
-  } leave_guard{alive, scheduler, waiter, snap};
+  } leave_guard{alive, scheduler, waiter, snap, false, w};
   // Leaves the queue; false when dispatched meanwhile (the lease is then ours).
   auto leave = [&] { return scheduler.leave(waiter); };
   auto& sock = beast::get_lowest_layer(client.stream).socket();
   bool watch_client = true;
   auto result = [&](Kind k) -> WaitResult {
     leave_guard.handled = true;
-    ctx.queue_us = (routing::steady_now_ms() - now) * 1000;
+    ctx.queue_us = std::max<std::int64_t>(ctx.queue_us, 0) + (routing::steady_now_ms() - now) * 1000;
     return {k, waiter.lease};
   };
   for (;;) {
@@ -540,11 +545,8 @@ net::awaitable<WaitResult> wait_for_capacity(Worker& w, Client<Stream> client, R
       watch_client = false;  // data (a pipelined request): only the timer from here on
       continue;
     }
-    // The timer: cancelled by a dispatch, or the deadline.
-    if (leave()) {
-      if (!ec) co_return result(Kind::kDeadline);
-      continue;  // cancelled but not dispatched (cannot happen; wait on)
-    }
+    // The timer: expired by a dispatch, or the deadline.
+    if (leave()) co_return result(Kind::kDeadline);
     co_return result(Kind::kDispatched);
   }
 }
@@ -656,8 +658,9 @@ net::awaitable<bool> route_and_forward(Worker& w, Client<Stream> client, const R
           if (client_closed(beast::get_lowest_layer(client.stream).socket())) {
             auto& st = *snap.backends[waited.lease->backend].state;
             st.release();
-            st.record(routing::Outcome::kNeutral, waited.lease->trial, routing::steady_now_ms(), snap.breaker);
-            snap.scheduler->kick(routing::steady_now_ms(), w.rng());
+            auto t = routing::steady_now_ms();
+            st.record(routing::Outcome::kNeutral, waited.lease->trial, t, snap.breaker);
+            snap.scheduler->after_release(t, w.rng());
             prio.shed[plan.cls][static_cast<std::size_t>(metrics::ShedReason::kClientGone)].add();
             ctx.outcome = "client_gone";
             ctx.error = "client_gone";
@@ -689,7 +692,7 @@ net::awaitable<bool> route_and_forward(Worker& w, Client<Stream> client, const R
       if (!budget.retrying && !drt.budget->try_begin_retry(retry.budget, retry.min_retries)) {
         state.release();
         state.record(routing::Outcome::kNeutral, lease->trial, now, snap.breaker);
-        if (snap.scheduler->waiting() > 0) snap.scheduler->kick(now, w.rng());
+        snap.scheduler->after_release(now, w.rng());
         w.stats().route(drt.series_none).budget_exhausted.add();
         break;
       }
@@ -710,7 +713,7 @@ net::awaitable<bool> route_and_forward(Worker& w, Client<Stream> client, const R
         state.release();
         auto now = routing::steady_now_ms();
         if (!reported) state.record(routing::Outcome::kNeutral, trial, now, policy);
-        if (scheduler.waiting() > 0) scheduler.kick(now, rng);
+        scheduler.after_release(now, rng);
       }
     } guard{state, lease->trial, snap.breaker, *snap.scheduler, w.rng()};
     ctx.series = drt.series[lease->backend];
@@ -938,8 +941,8 @@ net::awaitable<bool> handle(Worker& w, Client<Stream> client, Request& req, Requ
       if (v.empty()) continue;
       double secs = 0;
       auto [p, ec] = std::from_chars(v.data(), v.data() + v.size(), secs);
-      if (ec == std::errc{} && p == v.data() + v.size() && secs > 0) {
-        wait = std::min<std::int64_t>(wait, static_cast<std::int64_t>(secs * 1000));
+      if (ec == std::errc{} && p == v.data() + v.size() && secs > 0 && secs * 1000 < static_cast<double>(wait)) {
+        wait = static_cast<std::int64_t>(secs * 1000);  // (inf and 1e300 fail the comparison)
       }
     }
     plan.deadline = routing::steady_now_ms() + wait;
@@ -1059,7 +1062,7 @@ net::awaitable<bool> handle(Worker& w, Client<Stream> client, Request& req, Requ
     }
     auto now = ratelimit::steady_now_ns();
     if (auto refusal = ctx.reservation.reserve(limits, estimate.total(), now)) {
-      ctx.budget_hold.settle(0, 0, ratelimit::unix_now_ms(), nullptr);
+      ctx.budget_hold.release(ratelimit::unix_now_ms());
       co_return co_await respond_rate_limited(w, client, req, ctx, *refusal, estimate.total(),
                                               keep_alive, now);
     }

@@ -233,8 +233,9 @@ describe('priority', { timeout: 150000 }, () => {
   }
 
   test('fairness within a class: a client with 10x the concurrency gets an equal share', async (t) => {
-    // 4 slots, ~50 ms each (~80 req/s). heavy keeps 40 requests in flight, light 4: both always
-    // have requests waiting, so each should get half of the contended capacity.
+    // 4 slots, ~50 ms each (~80 req/s). heavy keeps 60 requests in flight, light 6 (10x less):
+    // with its fair half (2 slots) light still has ~4 waiting, so both stay backlogged even when
+    // the client side is slow to send the next request, and each should get half.
     const r = await rig(t, {
       mocks: { aoai: ['--ttft-ms', '50', '--capture', '5000'] },
       backends: (m) => [{ name: 'aoai', url: m.aoai.url, maxInFlight: 4 }],
@@ -244,8 +245,8 @@ describe('priority', { timeout: 150000 }, () => {
     const t0 = Date.now();
     const stopAt = t0 + 3700;
     const [heavy, light] = await Promise.all([
-      closedLoop(r.sdk('heavy'), { prefix: 'heavy', concurrency: 40, stopAt }),
-      closedLoop(r.sdk('light'), { prefix: 'light', concurrency: 4, stopAt }),
+      closedLoop(r.sdk('heavy'), { prefix: 'heavy', concurrency: 60, stopAt }),
+      closedLoop(r.sdk('light'), { prefix: 'light', concurrency: 6, stopAt }),
     ]);
     assert.deepEqual([...heavy, ...light].filter((x) => x.status !== 200), [], 'no errors (5 s wait is plenty)');
     // The contended window: after the initial burst, until the loops stop sending.

@@ -101,6 +101,8 @@ class BudgetHold {
   };
   std::optional<Refusal> reserve(const std::vector<BudgetLimit>& limits, std::int64_t tokens,
                                  std::int64_t nano_usd, UnixMs now);
+  /// Gives everything back unused (another limit refused the request). Once; no warning.
+  void release(UnixMs now);
   /// Settles once against the real use; appends the budgets whose warning level this crossed.
   void settle(std::int64_t tokens, std::int64_t nano_usd, UnixMs now,
               std::vector<const BudgetLimit*>* crossed);

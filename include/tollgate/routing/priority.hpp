@@ -51,24 +51,30 @@ class PriorityQueues {
   /// Offers waiting entries to `place` in dispatch order (class rank, then start tag); an entry
   /// for which `place` returns true leaves the queue (dispatched) and advances its class's
   /// virtual time. A class is given up after `max_misses` consecutive refusals (its remaining
-  /// entries most likely want the same busy backends). Returns how many were dispatched.
+  /// entries most likely want the same busy backends: bounded work per event). Returns how many
+  /// were dispatched.
   template <class Place>
-  std::size_t dispatch(Place&& place, std::size_t max_misses = 8) {
+  std::size_t dispatch(Place&& place, std::size_t max_misses = 64) {
     std::size_t n = 0;
     for (auto& c : classes_) {
       std::size_t misses = 0;
+      double last = c.vtime;
       for (auto it = c.waiting.begin(); it != c.waiting.end() && misses < max_misses;) {
         QueueEntry* e = it->second;
         if (place(*e)) {
-          c.vtime = std::max(c.vtime, e->tag);
+          last = std::max(last, e->tag);
           e->queued = false;
           it = c.waiting.erase(it);
           ++n;
+          misses = 0;
         } else {
           ++misses;
           ++it;
         }
       }
+      // The class's virtual time is the start tag at its head: an entry placed out of order (it
+      // could use a backend the ones before it could not) must not move newcomers behind them.
+      c.vtime = std::max(c.vtime, c.waiting.empty() ? last : c.waiting.begin()->first.first);
     }
     return n;
   }
@@ -92,7 +98,7 @@ class PriorityQueues {
   struct Class {
     // (start tag, sequence) -> entry: the dispatch order within the class.
     std::set<std::pair<std::pair<double, std::uint64_t>, QueueEntry*>> waiting;
-    double vtime = 0;                                  // the start tag last dispatched
+    double vtime = 0;  // virtual time: the head's start tag (the last one dispatched when empty)
     std::unordered_map<std::string, double> finish;    // per flow: its last finish tag
   };
   std::vector<Class> classes_;
@@ -126,6 +132,12 @@ class Scheduler {
   bool leave(Waiter& w);
   /// Capacity may have appeared: dispatches what can go now.
   void kick(TimeMs now, Rng& rng);
+  /// Call after releasing a backend's in-flight slot: kicks when anyone waits. (The fence pairs
+  /// with enqueue's: either the releaser sees the waiter or the waiter sees the free slot.)
+  void after_release(TimeMs now, Rng& rng) {
+    std::atomic_thread_fence(std::memory_order_seq_cst);
+    if (waiting() > 0) kick(now, rng);
+  }
   /// The earliest moment a backend of a waiting request recovers (for a wake-up timer), if any.
   std::optional<TimeMs> next_recovery(TimeMs now);
   /// Whether requests of class `cls` or higher wait for `deployment` (a new request of class

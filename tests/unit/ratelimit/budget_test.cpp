@@ -5,6 +5,7 @@
 
 #include <gtest/gtest.h>
 
+#include <limits>
 #include <thread>
 #include <vector>
 
@@ -59,6 +60,20 @@ TEST(Budget, SettlingAcrossThePeriodChangeBillsTheNewPeriod) {
   b.settle(80, period, 40, 0, Period::kDay, kFeb28 + 2000);
   EXPECT_EQ(b.used(Period::kDay, kFeb28 + 2000), 40);
   EXPECT_EQ(b.reserve(60, 100, Period::kDay, kFeb28 + 2000, period), Budget::Verdict::kOk);
+}
+
+TEST(Budget, AbsurdAmountsAreRefusedNotOverflowed) {
+  Budget b;
+  std::int64_t period = 0;
+  constexpr auto kMax = std::numeric_limits<std::int64_t>::max();
+  EXPECT_EQ(b.reserve(kMax, 1'000'000, Period::kDay, kFeb28, period), Budget::Verdict::kExhausted);
+  ASSERT_EQ(b.reserve(999'999, 1'000'000, Period::kDay, kFeb28, period), Budget::Verdict::kOk);
+  EXPECT_EQ(b.reserve(kMax - 10, 1'000'000, Period::kDay, kFeb28, period), Budget::Verdict::kExhausted);
+  EXPECT_EQ(b.reserve(2, 1'000'000, Period::kDay, kFeb28, period), Budget::Verdict::kBusy);
+  config::PriceConfig p;
+  p.completion_per_1k = 0.06;
+  // max_tokens of 10^15 at $0.06/1k is 6e19 nano-USD: saturated, so every budget refuses it.
+  EXPECT_GE(Price(p).ceiling(10, 1'000'000'000'000'000), 4'000'000'000'000'000'000);
 }
 
 TEST(Budget, WarningOncePerPeriod) {

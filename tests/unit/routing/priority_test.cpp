@@ -101,6 +101,23 @@ TEST(PriorityQueues, WeightsSplitTheClass) {
   EXPECT_NEAR(served["0:plain"], 50, 2);
 }
 
+TEST(PriorityQueues, AnEntryPlacedOutOfOrderDoesNotPushNewcomersBack) {
+  PriorityQueues q(1);
+  std::deque<QueueEntry> es;
+  for (int i = 0; i < 20; ++i) {
+    es.push_back(entry(0, "flood"));
+    q.push(es.back(), 100);
+  }
+  // Only the flood's 11th request (tag 10) can be placed now (say, a backend only it may use).
+  q.dispatch([](QueueEntry& e) { return e.tag == 10; }, 100);
+  es.push_back(entry(0, "polite"));
+  q.push(es.back(), 100);
+  // The newcomer starts at the head's tag (0), not behind tags 0..9.
+  EXPECT_EQ(es.back().tag, 0);
+  auto order = drain(q, 2);
+  EXPECT_EQ(order[1], "0:polite");
+}
+
 TEST(PriorityQueues, LimitsAndCancellation) {
   PriorityQueues q(2);
   auto a = entry(1, "x"), b = entry(1, "y"), c = entry(1, "z"), d = entry(0, "w");
