@@ -113,6 +113,23 @@ export async function startMock(args = [], { listen = '127.0.0.1:0', apiKey = BA
   };
 }
 
+/** Sum of the samples of `name` with these labels in a metrics text (undefined when none). */
+export function metricIn(text, name, labels = {}) {
+  let sum = 0;
+  let seen = false;
+  for (const line of text.split('\n')) {
+    if (!line.startsWith(name)) continue;
+    const m = line.match(/^([a-zA-Z_:]+)(\{[^}]*\})? ([0-9.e+\-]+|NaN|\+Inf)$/);
+    if (!m || m[1] !== name) continue;
+    const ls = m[2] || '';
+    if (Object.entries(labels).every(([k, v]) => ls.includes(`${k}="${v}"`))) {
+      sum += Number(m[3]);
+      seen = true;
+    }
+  }
+  return seen ? sum : undefined;
+}
+
 /** Starts the gateway with `yaml` as its config file; resolves once it logs "ready". */
 export async function startGateway(yaml, { env = {}, timeoutMs = 10000 } = {}) {
   const dir = mkdtempSync(join(tmpdir(), 'tollgate-it-'));
@@ -138,20 +155,7 @@ export async function startGateway(yaml, { env = {}, timeoutMs = 10000 } = {}) {
     accessLog: () => started.out.stdout.filter((l) => l.startsWith('{')).map((l) => JSON.parse(l)),
     metricsText: () => fetch(`http://${started.value.admin}/metrics`).then((r) => r.text()),
     async metric(name, labels = {}) {
-      const text = await gw.metricsText();
-      let sum = 0;
-      let seen = false;
-      for (const line of text.split('\n')) {
-        if (!line.startsWith(name)) continue;
-        const m = line.match(/^([a-zA-Z_:]+)(\{[^}]*\})? ([0-9.e+\-]+|NaN|\+Inf)$/);
-        if (!m || m[1] !== name) continue;
-        const ls = m[2] || '';
-        if (Object.entries(labels).every(([k, v]) => ls.includes(`${k}="${v}"`))) {
-          sum += Number(m[3]);
-          seen = true;
-        }
-      }
-      return seen ? sum : undefined;
+      return metricIn(await gw.metricsText(), name, labels);
     },
     reconfigure(text) { writeFileSync(configPath, text); },
     signal(sig) { started.proc.kill(sig); },

@@ -9,7 +9,7 @@ import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { AzureOpenAI } from 'openai';
-import { startMock, startGateway, poolsConfig, eventually, promtoolFailures } from './harness.mjs';
+import { startMock, startGateway, poolsConfig, eventually, promtoolFailures, metricIn } from './harness.mjs';
 
 const API_VERSION = '2024-10-21';
 const MESSAGES = [{ role: 'user', content: 'hi' }];
@@ -116,22 +116,6 @@ function pct(values, p) {
 }
 
 const jain = (xs) => (xs.reduce((a, b) => a + b, 0) ** 2) / (xs.length * xs.reduce((a, b) => a + b * b, 0));
-
-/** Sum of the samples of `name` with these labels in a metrics text (undefined when none). */
-function metricIn(text, name, labels = {}) {
-  let sum = 0;
-  let seen = false;
-  for (const line of text.split('\n')) {
-    const m = line.match(/^([a-zA-Z_:]+)(\{[^}]*\})? ([0-9.e+\-]+|NaN|\+Inf)$/);
-    if (!m || m[1] !== name) continue;
-    const ls = m[2] || '';
-    if (Object.entries(labels).every(([k, v]) => ls.includes(`${k}="${v}"`))) {
-      sum += Number(m[3]);
-      seen = true;
-    }
-  }
-  return seen ? sum : undefined;
-}
 
 const hnum = (headers, name) => (headers?.get(name) == null ? undefined : Number(headers.get(name)));
 const inFlight = async (mock) => (await mock.stats()).in_flight;
