@@ -468,8 +468,8 @@ net::awaitable<WaitResult> wait_for_capacity(Worker& w, Client<Stream> client, R
 
   net::steady_timer timer(w.io());
   timer.expires_after(std::chrono::milliseconds(plan.deadline - now));
-  // The dispatcher (any thread, under the scheduler's lock) wakes us by cancelling the timer on
-  // this worker; `alive` is cleared before the timer goes away.
+  // The dispatcher (any thread, under the scheduler's lock) wakes us through the timer, on this
+  // worker; `alive` is cleared before the timer goes away.
   auto alive = std::make_shared<net::steady_timer*>(&timer);
   routing::Waiter waiter;
   waiter.cls = plan.cls;
