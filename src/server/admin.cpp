@@ -1,6 +1,7 @@
 #include "server/admin.hpp"
 
 #include "proxy/net.hpp"
+#include "tollgate/core/errors.hpp"
 #include "tollgate/metrics/logging.hpp"
 
 namespace tollgate::server {
@@ -52,6 +53,11 @@ net::awaitable<void> admin_accept(tcp::acceptor& acceptor, Handler handler) {
 }
 
 }  // namespace
+
+AdminResponse admin_error(int status, std::string_view code, std::string message) {
+  core::HttpError e{status, std::string(code), std::move(message), {}, {}};
+  return AdminResponse{status, "application/json", e.body(), {}};
+}
 
 void serve_admin(net::io_context& io, tcp::acceptor& acceptor, Handler handler) {
   net::co_spawn(io, admin_accept(acceptor, std::move(handler)), [](std::exception_ptr e) {

@@ -26,6 +26,9 @@ struct AdminResponse {
   std::vector<std::pair<std::string, std::string>> headers;
 };
 
+/// An error answer of the admin listener, in the gateway's error shape.
+AdminResponse admin_error(int status, std::string_view code, std::string message);
+
 /// Serves `handler` on `acceptor` until the acceptor closes. Thread: the io_context's thread.
 /// The handler may suspend (a report computed on another thread); the request it gets lives
 /// until it completes.

@@ -109,10 +109,6 @@ double unix_now() {
   return std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
 }
 
-AdminResponse admin_error(int status, std::string_view code, std::string message) {
-  return {status, "application/json", core::HttpError{status, std::string(code), std::move(message), {}, {}}.body(), {}};
-}
-
 // "2026-11-01", "2026-11-01T00:00:00Z" (RFC 3339) or unix seconds -> unix ms.
 std::optional<std::int64_t> parse_report_time(std::string_view t) {
   if (!t.empty() && std::all_of(t.begin(), t.end(), [](char c) { return c >= '0' && c <= '9'; }) && t.size() <= 12) {
@@ -125,7 +121,9 @@ std::optional<std::int64_t> parse_report_time(std::string_view t) {
   return *secs * 1000;
 }
 
-// application/x-www-form-urlencoded text -> its value; nullopt on a bad escape.
+// application/x-www-form-urlencoded text -> its value; nullopt on a bad escape. (Not Boost.URL's
+// params views: with Debian's libboost-url 1.81 their decoded values came out wrong here and
+// params_view's converting constructor is missing from the shared library.)
 std::optional<std::string> percent_decode(std::string_view in) {
   std::string out;
   out.reserve(in.size());

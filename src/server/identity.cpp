@@ -41,11 +41,6 @@ std::int64_t unix_now() {
       .count();
 }
 
-AdminResponse json_error(int status, std::string_view code, std::string message) {
-  core::HttpError e{status, std::string(code), std::move(message), {}, {}};
-  return AdminResponse{status, "application/json", e.body(), {}};
-}
-
 std::string token_identity(const config::BackendConfig& b) {
   const auto& t = *b.token;
   return b.name + "|" + (t.managed_identity ? "mi" : "cc") + "|" + t.endpoint + "|" + t.client_id +
@@ -330,7 +325,7 @@ std::optional<AdminResponse> IdentityManager::refuse_admin(const AdminRequest& r
   const auto& a = config_;
   // The listener's address, not the reloaded file's: a reload does not move the listener.
   if (a->admin.token.empty() && !(a->admin.allow_unauthenticated && admin_loopback_)) {
-    return json_error(404, "404", "The admin API is disabled: set admin.token.");
+    return admin_error(404, "404", "The admin API is disabled: set admin.token.");
   }
   if (!a->admin.token.empty()) {
     std::string_view presented = req.authorization;
@@ -342,7 +337,7 @@ std::optional<AdminResponse> IdentityManager::refuse_admin(const AdminRequest& r
     }
     bool ok = bearer && auth::equal_ct(auth::sha256(presented.substr(7)), auth::sha256(a->admin.token));
     if (!ok) {
-      auto r = json_error(401, "401", "The admin API needs the admin token as a bearer token.");
+      auto r = admin_error(401, "401", "The admin API needs the admin token as a bearer token.");
       r.headers.emplace_back("www-authenticate", "Bearer realm=\"tollgate-admin\"");
       return r;
     }
@@ -364,7 +359,7 @@ AdminResponse IdentityManager::admin(const AdminRequest& req) {
     p.remove_prefix(slash + 1);
   }
   if (segs.size() == 2 && segs[1] == "clients") {
-    if (req.method != "GET") return json_error(405, "405", "use GET");
+    if (req.method != "GET") return admin_error(405, "405", "use GET");
     nlohmann::json list = nlohmann::json::array();
     for (std::size_t c = 0; c < a->clients.size(); ++c) {
       const auto& cl = a->clients[c];
@@ -383,16 +378,16 @@ AdminResponse IdentityManager::admin(const AdminRequest& req) {
   }
   if (segs.size() == 4 && segs[1] == "clients" && segs[3] == "keys") {
     std::string client(segs[2]);
-    if (a->find_client(client) == nullptr) return json_error(404, "404", "No client '" + client + "'.");
+    if (a->find_client(client) == nullptr) return admin_error(404, "404", "No client '" + client + "'.");
     if (req.method == "GET") return keys_of(client);
     if (req.method == "POST") return create_key(client, req.body);
-    return json_error(405, "405", "use GET or POST");
+    return admin_error(405, "405", "use GET or POST");
   }
   if (segs.size() == 3 && segs[1] == "keys") {
-    if (req.method != "DELETE") return json_error(405, "405", "use DELETE");
+    if (req.method != "DELETE") return admin_error(405, "405", "use DELETE");
     return revoke_key(std::string(segs[2]));
   }
-  return json_error(404, "404", "Resource not found");
+  return admin_error(404, "404", "Resource not found");
 }
 
 AdminResponse IdentityManager::keys_of(const std::string& client) {
@@ -410,17 +405,17 @@ AdminResponse IdentityManager::keys_of(const std::string& client) {
 
 AdminResponse IdentityManager::create_key(const std::string& client, std::string_view body) {
   if (config_->auth.keys_file.empty()) {
-    return json_error(409, "KeysFileNotConfigured",
+    return admin_error(409, "KeysFileNotConfigured",
                       "Set auth.keys_file: keys created at runtime are kept there.");
   }
   std::optional<std::int64_t> expires;
   if (!body.empty()) {
     auto j = nlohmann::json::parse(body, nullptr, false);
-    if (!j.is_object()) return json_error(400, "invalid_request", "The body must be a JSON object.");
+    if (!j.is_object()) return admin_error(400, "invalid_request", "The body must be a JSON object.");
     if (auto e = j.find("expires"); e != j.end() && !e->is_null()) {
       auto t = e->is_string() ? auth::parse_rfc3339(e->get<std::string>()) : std::nullopt;
-      if (!t) return json_error(400, "invalid_request", "expires must be an RFC 3339 time like 2027-01-01T00:00:00Z.");
-      if (*t <= unix_now()) return json_error(400, "invalid_request", "expires is in the past.");
+      if (!t) return admin_error(400, "invalid_request", "expires must be an RFC 3339 time like 2027-01-01T00:00:00Z.");
+      if (*t <= unix_now()) return admin_error(400, "invalid_request", "expires is in the past.");
       expires = t;
     }
   }
@@ -436,7 +431,7 @@ AdminResponse IdentityManager::create_key(const std::string& client, std::string
   next.keys.push_back(rk);
   if (auto error = auth::save_keys_file(config_->auth.keys_file, next); !error.empty()) {
     metrics::log_error("cannot save the keys file", core::JsonFields().add("error", error));
-    return json_error(500, "KeysFileWriteFailed", "The key could not be saved; nothing changed.");
+    return admin_error(500, "KeysFileWriteFailed", "The key could not be saved; nothing changed.");
   }
   keys_file_ = std::move(next);
   publish();
@@ -448,7 +443,7 @@ AdminResponse IdentityManager::create_key(const std::string& client, std::string
 
 AdminResponse IdentityManager::revoke_key(const std::string& id) {
   const auto* entry = state_->keys->by_id(id);
-  if (entry == nullptr) return json_error(404, "404", "No key '" + id + "'.");
+  if (entry == nullptr) return admin_error(404, "404", "No key '" + id + "'.");
   auto next = keys_file_;
   if (entry->runtime) {
     std::erase_if(next.keys, [&](const auth::RuntimeKey& k) { return k.id == id; });
@@ -456,13 +451,13 @@ AdminResponse IdentityManager::revoke_key(const std::string& id) {
     next.revoked.push_back(id);  // a config key: remembered as revoked across restarts
   }
   if (config_->auth.keys_file.empty()) {
-    if (entry->runtime) return json_error(500, "KeysFileNotConfigured", "No keys file.");
-    return json_error(409, "KeysFileNotConfigured",
+    if (entry->runtime) return admin_error(500, "KeysFileNotConfigured", "No keys file.");
+    return admin_error(409, "KeysFileNotConfigured",
                       "Set auth.keys_file to revoke a configured key at runtime (or remove it from the configuration).");
   }
   if (auto error = auth::save_keys_file(config_->auth.keys_file, next); !error.empty()) {
     metrics::log_error("cannot save the keys file", core::JsonFields().add("error", error));
-    return json_error(500, "KeysFileWriteFailed", "The key could not be revoked; nothing changed.");
+    return admin_error(500, "KeysFileWriteFailed", "The key could not be revoked; nothing changed.");
   }
   keys_file_ = std::move(next);
   publish();

@@ -93,6 +93,7 @@ void log_budget_warning(const RequestContext& ctx, const ratelimit::BudgetLimit&
 /// Always runs once per request, on every path: settlement, metrics, the usage ledger and the
 /// access log.
 void finish(Worker& w, RequestContext& ctx) {
+  bool held = ctx.reservation.held() || ctx.budget_hold.held();  // counted as outstanding
   auto billed = billed_usage(ctx);
   if (ctx.deployment != nullptr && ctx.deployment->price.set) {
     ctx.cost_nano_usd = ratelimit::Price(ctx.deployment->price).cost(billed);
@@ -104,7 +105,7 @@ void finish(Worker& w, RequestContext& ctx) {
     ctx.budget_hold.settle(ctx.charged_tokens, ctx.cost_nano_usd, ratelimit::unix_now_ms(), &crossed);
     for (const auto* b : crossed) log_budget_warning(ctx, *b);
   }
-  if (ctx.holds_counted) w.stats().reservations.add(-1);
+  if (held) w.stats().reservations.add(-1);
   auto& stats = w.stats();
   auto& cells = stats.route(ctx.series);
   auto duration = micros_since(ctx.start);
@@ -1066,10 +1067,7 @@ net::awaitable<bool> handle(Worker& w, Client<Stream> client, Request& req, Requ
       co_return co_await respond_rate_limited(w, client, req, ctx, *refusal, estimate.total(),
                                               keep_alive, now);
     }
-    if (ctx.reservation.held() || ctx.budget_hold.held()) {
-      ctx.holds_counted = true;
-      w.stats().reservations.add(1);
-    }
+    if (ctx.reservation.held() || ctx.budget_hold.held()) w.stats().reservations.add(1);
     if (!limits.empty()) ctx.response_headers = remaining_headers(limits, now);
   }
   w.stats().route(drt.series_none).class_requests[plan.cls].add();

@@ -61,7 +61,6 @@ struct RequestContext {
   // Admission: the tokens held for this request, settled in finish() against its real use.
   ratelimit::Reservation reservation;
   ratelimit::BudgetHold budget_hold;  // calendar budgets, settled with the reservation
-  bool holds_counted = false;         // counted in the reservations-outstanding gauge
   std::int64_t prompt_estimate = 0;
   const tokenize::Tokenizers* tokenizers = nullptr;  // for counting a stream's output
   std::string_view model;                            // the deployment's model (tokenizer)

@@ -27,6 +27,21 @@ struct TempDir {
   ~TempDir() { fs::remove_all(path); }
 };
 
+// No file of this process may grow while it lives (writes fail with EFBIG, as on a full disk);
+// the old limit comes back on every way out, an assertion failure included.
+struct NoFileGrowth {
+  rlimit old{};
+  NoFileGrowth() {
+    std::signal(SIGXFSZ, SIG_IGN);
+    getrlimit(RLIMIT_FSIZE, &old);
+    rlimit tight = old;
+    tight.rlim_cur = 0;
+    setrlimit(RLIMIT_FSIZE, &tight);
+  }
+  ~NoFileGrowth() { lift(); }
+  void lift() { setrlimit(RLIMIT_FSIZE, &old); }
+};
+
 Record record(std::string id, std::string client, std::string tenant, std::int64_t time_ms) {
   Record r;
   r.time_ms = time_ms;
@@ -106,24 +121,18 @@ TEST(Ledger, RefusesAFileThatIsNotALedger) {
 TEST(Ledger, KeepsRecordsWhileTheDiskRefusesThem) {
   TempDir dir;
   auto path = (dir.path / "usage.db").string();
-  std::signal(SIGXFSZ, SIG_IGN);
-  rlimit old{};
-  ASSERT_EQ(getrlimit(RLIMIT_FSIZE, &old), 0);
   Ledger ledger(Options{path, 10ms, 50, 300});
   for (int i = 0; i < 20; ++i) ledger.submit(record("a" + std::to_string(i), "alice", "t", 100 + i));
   for (int i = 0; i < 200 && ledger.written() < 20; ++i) std::this_thread::sleep_for(10ms);
   ASSERT_EQ(ledger.written(), 20u);
-  // No file may grow any more: every write fails with EFBIG, as on a full disk.
-  rlimit tight = old;
-  tight.rlim_cur = 0;
-  ASSERT_EQ(setrlimit(RLIMIT_FSIZE, &tight), 0);
+  NoFileGrowth full_disk;
   for (int i = 0; i < 400; ++i) ledger.submit(record("b" + std::to_string(i), "bob", "t", 200 + i));
   for (int i = 0; i < 300 && ledger.write_errors() == 0; ++i) std::this_thread::sleep_for(10ms);
   EXPECT_GT(ledger.write_errors(), 0u);
   EXPECT_FALSE(ledger.healthy());
   EXPECT_EQ(ledger.queued(), 300u);   // bounded: the oldest 100 were dropped
   EXPECT_EQ(ledger.dropped(), 100u);
-  ASSERT_EQ(setrlimit(RLIMIT_FSIZE, &old), 0);
+  full_disk.lift();
   for (int i = 0; i < 1000 && ledger.queued() > 0; ++i) std::this_thread::sleep_for(10ms);
   EXPECT_EQ(ledger.close(2s), 0u);
   EXPECT_TRUE(ledger.healthy());
@@ -137,18 +146,13 @@ TEST(Ledger, KeepsRecordsWhileTheDiskRefusesThem) {
 TEST(Ledger, CloseGivesUpAfterItsTimeoutWhenTheDiskStillRefuses) {
   TempDir dir;
   auto path = (dir.path / "usage.db").string();
-  std::signal(SIGXFSZ, SIG_IGN);
-  rlimit old{};
-  ASSERT_EQ(getrlimit(RLIMIT_FSIZE, &old), 0);
   Ledger ledger(Options{path, 10ms, 50, 1000});
-  rlimit tight = old;
-  tight.rlim_cur = 0;
-  ASSERT_EQ(setrlimit(RLIMIT_FSIZE, &tight), 0);
+  NoFileGrowth full_disk;
   for (int i = 0; i < 10; ++i) ledger.submit(record("c" + std::to_string(i), "carol", "t", i));
   auto t0 = std::chrono::steady_clock::now();
   auto lost = ledger.close(300ms);
   auto took = std::chrono::steady_clock::now() - t0;
-  ASSERT_EQ(setrlimit(RLIMIT_FSIZE, &old), 0);
+  full_disk.lift();
   EXPECT_EQ(lost, 10u);
   EXPECT_LT(took, 5s);  // bounded, not the writer's full backoff
 }
