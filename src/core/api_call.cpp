@@ -32,11 +32,6 @@ Operation op_from_path(std::string_view p) {
   return Operation::kOther;
 }
 
-bool is_inference(Operation op) {
-  return op == Operation::kChatCompletions || op == Operation::kCompletions ||
-         op == Operation::kEmbeddings || op == Operation::kResponses;
-}
-
 bool is_json(std::string_view content_type) {
   auto semi = content_type.find(';');
   auto media = content_type.substr(0, semi);

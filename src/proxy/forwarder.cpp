@@ -413,7 +413,7 @@ net::awaitable<std::optional<UpstreamError>> relay(Client<Down> down, Up& up, Up
   const auto idle = worker.snapshot()->config->server.limits.idle_timeout;
   auto& route = worker.stats().route(ctx.series);
   auto client_gone = [&] {
-    ctx.outcome = "client_gone";
+    ctx.outcome = core::Outcome::kClientGone;
     ctx.error = "client_gone";
     route.upstream_errors[static_cast<std::size_t>(UpstreamError::kClientGone)].add();
     keep_alive = false;
@@ -523,7 +523,7 @@ net::awaitable<std::optional<UpstreamError>> relay(Client<Down> down, Up& up, Up
   }
   if (broke) {
     route.upstream_errors[static_cast<std::size_t>(*broke)].add();
-    ctx.outcome = "upstream_error";
+    ctx.outcome = core::Outcome::kUpstreamError;
     ctx.error = metrics::to_string(*broke);
     if (is_sse && chunked) {
       // End the stream well-formed: an error event the SDKs raise as APIError, then the last
@@ -572,7 +572,7 @@ template <class Down>
 net::awaitable<bool> respond_failure(Client<Down> down, core::RequestContext& ctx,
                                      UpstreamError reason, bool keep_alive, unsigned version) {
   auto f = failure(reason);
-  ctx.outcome = "upstream_error";
+  ctx.outcome = core::Outcome::kUpstreamError;
   ctx.error = metrics::to_string(f.reason);
   core::HttpError e{f.status, std::string(f.code), std::string(f.message), {}, {}};
   co_return co_await respond(down, ctx, f.status, e.body(), keep_alive, version);
@@ -660,7 +660,7 @@ net::awaitable<AttemptResult> attempt(Client<Down> down, const Request& req, std
       if (reusable && pool.put(std::move(conn), cfg.max_idle_connections, SteadyClock::now())) {
         worker.stats().upstream_idle.add(1);
       }
-      if (ctx.outcome == std::string_view("client_gone")) keep_alive = false;
+      if (ctx.outcome == core::Outcome::kClientGone) keep_alive = false;
       co_return std::move(out);
     }
     // Retry once on a fresh connection only when a pooled connection failed before the

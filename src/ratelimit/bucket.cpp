@@ -19,12 +19,6 @@ Nanos cost(std::int64_t n, std::int64_t per_minute) {
 
 }  // namespace
 
-Nanos steady_now_ns() {
-  return std::chrono::duration_cast<std::chrono::nanoseconds>(
-             std::chrono::steady_clock::now().time_since_epoch())
-      .count();
-}
-
 bool Bucket::try_take(std::int64_t n, Nanos now, std::int64_t per_minute, std::optional<Nanos>& wait) {
   wait.reset();
   if (n > per_minute) return false;  // never fits: the caller says so instead of waiting

@@ -25,12 +25,6 @@ UnixMs to_ms(std::chrono::year_month_day ymd) {
 
 }  // namespace
 
-UnixMs unix_now_ms() {
-  return std::chrono::duration_cast<std::chrono::milliseconds>(
-             std::chrono::system_clock::now().time_since_epoch())
-      .count();
-}
-
 std::string_view to_string(Period p) { return p == Period::kDay ? "day" : "month"; }
 std::string_view to_string(Measure m) { return m == Measure::kTokens ? "tokens" : "usd"; }
 

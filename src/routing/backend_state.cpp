@@ -16,12 +16,6 @@ constexpr TimeMs kRemainingMaxFreshMs = 60'000;
 constexpr TimeMs kShortRecoveryMs = 1'000;
 }  // namespace
 
-TimeMs steady_now_ms() {
-  return std::chrono::duration_cast<std::chrono::milliseconds>(
-             std::chrono::steady_clock::now().time_since_epoch())
-      .count();
-}
-
 std::string_view to_string(Condition c) {
   static constexpr std::string_view kNames[] = {"available",         "throttled",    "breaker_open",
                                                 "breaker_half_open", "probe_failed", "saturated"};

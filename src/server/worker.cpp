@@ -2,7 +2,12 @@
 
 #include <chrono>
 
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/steady_timer.hpp>
+
+#include "proxy/net.hpp"
 #include "proxy/upstream_pool.hpp"
+#include "server/session.hpp"
 
 namespace tollgate::server {
 
@@ -74,6 +79,36 @@ void Worker::begin_drain() {
 }
 
 void Worker::stop() { io_.stop(); }
+
+namespace {
+
+boost::asio::awaitable<void> accept_loop_impl(Worker& w, Listener& l) {
+  namespace net = boost::asio;
+  using proxy::tcp;
+  using proxy::use_tuple;
+  for (;;) {
+    auto [ec, sock] = co_await l.acceptor.async_accept(use_tuple);
+    if (ec) {
+      if (ec == net::error::operation_aborted || !l.acceptor.is_open()) co_return;
+      // Out of file descriptors or similar: back off instead of spinning.
+      net::steady_timer t(w.io(), std::chrono::milliseconds(50));
+      co_await t.async_wait(use_tuple);
+      continue;
+    }
+    boost::system::error_code opt_ec;
+    sock.set_option(tcp::no_delay(true), opt_ec);
+    auto ep = sock.remote_endpoint(opt_ec);
+    std::string remote = opt_ec ? std::string() : ep.address().to_string() + ":" + std::to_string(ep.port());
+    spawn_session(w, std::move(sock), l.tls, std::move(remote));
+  }
+}
+
+}  // namespace
+
+void Worker::accept_loop(Listener& l) {
+  boost::asio::co_spawn(io_, accept_loop_impl(*this, l),
+                        metrics::LogFailure{"coroutine failed", "task", "accept"});
+}
 
 std::list<Worker::SessionEntry>::iterator Worker::register_session(std::function<void()> close) {
   sessions_.push_front(SessionEntry{true, std::move(close)});

@@ -12,7 +12,9 @@
 #include <thread>
 #include <vector>
 
+#include "server/pipeline/finish.hpp"
 #include "server/snapshot.hpp"
+#include "tollgate/core/clock.hpp"
 #include "tollgate/routing/balancer.hpp"
 #include "tollgate/metrics/logging.hpp"
 #include "tollgate/metrics/stats.hpp"
@@ -71,6 +73,10 @@ class Worker {
   bool draining() const { return draining_; }
   proxy::UpstreamPool& pool(std::uint32_t id);
   routing::Rng& rng() { return rng_; }
+  /// The clocks the request pipeline reads (the system's; tests of the pipeline inject theirs).
+  const core::Clock& clock() const { return core::system_clock(); }
+  /// Where finished requests are recorded.
+  pipeline::FinishEnv finish_env() { return {stats_, ledger_.get(), *access_log_}; }
 
   /// Registry of open client sessions, so a drain can close the idle ones.
   struct SessionEntry {

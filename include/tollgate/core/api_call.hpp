@@ -22,6 +22,11 @@ enum class Operation : std::uint8_t {
   kOther,   // any other /openai/... call routed to a deployment's first backend
 };
 std::string_view to_string(Operation op);
+/// Calls that produce tokens (billed, limited, counted): chat, completions, embeddings, responses.
+constexpr bool is_inference(Operation op) {
+  return op == Operation::kChatCompletions || op == Operation::kCompletions ||
+         op == Operation::kEmbeddings || op == Operation::kResponses;
+}
 
 enum class Surface : std::uint8_t {
   kDeployment,  // /openai/deployments/{deployment}/{op}?api-version=...

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "tollgate/core/api_call.hpp"
+#include "tollgate/core/clock.hpp"
 #include "tollgate/core/usage.hpp"
 #include "tollgate/ratelimit/budget.hpp"
 #include "tollgate/ratelimit/bucket.hpp"
@@ -19,7 +20,18 @@ class Tokenizers;
 
 namespace tollgate::core {
 
-using SteadyClock = std::chrono::steady_clock;
+/// How a request ended (access log `outcome`, ledger, metrics).
+enum class Outcome : std::uint8_t {
+  kOk,             // answered (whatever the status)
+  kRejected,       // refused by the gateway before any backend (auth, policy, limits, routing)
+  kNoBackend,      // no backend could take it
+  kShed,           // waited for capacity and got none (queue full, deadline)
+  kUpstreamError,  // the backend failed it
+  kClientGone,     // the client left before the answer ended
+  kShutdown,       // cut off by a stop after the drain timeout
+  kInternalError,  // an exception ended it
+};
+std::string_view to_string(Outcome o);
 
 /// One backend attempt of a request, for the access log.
 struct AttemptLog {
@@ -46,7 +58,7 @@ struct RequestContext {
   Usage usage;
   std::uint64_t bytes_in = 0;
   std::uint64_t bytes_out = 0;
-  std::string_view outcome = "ok";  // ok | rejected | upstream_error | client_gone | ...
+  Outcome outcome = Outcome::kOk;
   std::string_view error;           // machine-readable reason when not ok
   std::string client = "unauthenticated";  // or a client's name, or "anonymous"
   std::string tenant = "none";

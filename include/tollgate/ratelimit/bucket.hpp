@@ -13,11 +13,12 @@
 #include <unordered_map>
 #include <vector>
 
+#include "tollgate/core/clock.hpp"
+
 namespace tollgate::ratelimit {
 
-using Nanos = std::int64_t;  // steady-clock nanoseconds (injected: tests use a fake clock)
-
-Nanos steady_now_ns();
+using core::Nanos;          // steady-clock nanoseconds (injected: tests use a fake clock)
+using core::steady_now_ns;  // the one clock (tollgate/core/clock.hpp)
 
 inline constexpr Nanos kWindow = 60'000'000'000;  // the burst: one minute's worth
 

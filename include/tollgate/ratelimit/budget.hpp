@@ -20,9 +20,8 @@
 
 namespace tollgate::ratelimit {
 
-using UnixMs = std::int64_t;  // wall-clock milliseconds since the epoch (UTC)
-
-UnixMs unix_now_ms();
+using core::UnixMs;        // wall-clock milliseconds since the epoch (UTC)
+using core::unix_now_ms;  // the one clock (tollgate/core/clock.hpp)
 
 enum class Period : std::uint8_t { kDay, kMonth };
 enum class Measure : std::uint8_t { kTokens, kNanoUsd };

@@ -10,14 +10,13 @@
 #include <optional>
 #include <string_view>
 
+#include "tollgate/core/clock.hpp"
 #include "tollgate/routing/signals.hpp"
 
 namespace tollgate::routing {
 
-using TimeMs = std::int64_t;  // steady-clock milliseconds
-
-/// Milliseconds on the steady clock (the time base of BackendState). Thread: any.
-TimeMs steady_now_ms();
+using core::TimeMs;         // steady-clock milliseconds (the time base of BackendState)
+using core::steady_now_ms;  // the one clock (tollgate/core/clock.hpp)
 
 enum class Condition : std::uint8_t {
   kAvailable,

@@ -3,6 +3,7 @@
 // (priority tiers of weighted backends), using the shared BackendState of each. Plain C++,
 // synchronous, no allocation on the common path. See docs/design/routing.md.
 
+#include <boost/container/small_vector.hpp>
 #include <cstdint>
 #include <optional>
 #include <span>
@@ -22,6 +23,59 @@ struct Route {
   std::vector<std::vector<Member>> tiers;
   bool contains(std::uint32_t backend) const;
   std::size_t size() const;
+};
+
+/// The backends one request may use, one byte per backend of the snapshot (the balancer reads it
+/// as a span). Unrestricted (empty) means every backend. Owner: the request.
+class BackendMask {
+ public:
+  BackendMask() = default;
+  /// Restricted to exactly the backends `keep` is nonzero for.
+  explicit BackendMask(std::span<const char> keep) : bits_(keep.begin(), keep.end()) {}
+  /// Restricted to none of `count` backends (allow() adds them one by one).
+  static BackendMask none(std::size_t count) {
+    BackendMask m;
+    m.bits_.assign(count, 0);
+    return m;
+  }
+  bool restricted() const { return !bits_.empty(); }
+  bool allows(std::uint32_t b) const { return bits_.empty() || bits_[b] != 0; }
+  void allow(std::uint32_t b) { bits_[b] = 1; }
+  /// Keeps only what both masks allow.
+  void intersect(const BackendMask& other) {
+    if (!other.restricted()) return;
+    if (!restricted()) {
+      bits_ = other.bits_;
+      return;
+    }
+    for (std::size_t b = 0; b < bits_.size(); ++b) bits_[b] = bits_[b] != 0 && other.bits_[b] != 0;
+  }
+  std::span<const char> span() const { return {bits_.data(), bits_.size()}; }
+
+ private:
+  boost::container::small_vector<char, 32> bits_;
+};
+
+/// What one request's attempts did to each backend: the balancer skips the ones marked.
+class TriedBackends {
+ public:
+  enum class Mark : char { kNone = 0, kFailed = 1, kThrottled = 2 };
+  explicit TriedBackends(std::size_t count) : marks_(count, static_cast<char>(Mark::kNone)) {}
+  void mark(std::uint32_t b, Mark m) { marks_[b] = static_cast<char>(m); }
+  Mark at(std::uint32_t b) const { return static_cast<Mark>(marks_[b]); }
+  std::span<const char> span() const { return {marks_.data(), marks_.size()}; }
+  /// The backends a waiting request may still get: allowed, and not failed (one that throttled
+  /// it is usable again after its cooldown).
+  BackendMask usable(const BackendMask& allowed) const {
+    auto m = BackendMask::none(marks_.size());
+    for (std::uint32_t b = 0; b < marks_.size(); ++b) {
+      if (allowed.allows(b) && at(b) != Mark::kFailed) m.allow(b);
+    }
+    return m;
+  }
+
+ private:
+  boost::container::small_vector<char, 32> marks_;
 };
 
 /// What the balancer needs of each backend (indexed like the snapshot's backends).

@@ -1,0 +1,122 @@
+// The stages that decide who calls what: authenticate, classify, list_models, route, authorize.
+
+#include "server/pipeline/stages.hpp"
+
+namespace tollgate::pipeline {
+
+namespace {
+
+Reply unauthenticated(const auth::Identity& id) {
+  core::HttpError e{401, "401",
+                    "Access denied due to a missing, invalid or expired API key or token. Send "
+                    "your key in the api-key header, or a bearer token in the Authorization header.",
+                    "invalid_request_error", {}};
+  std::string challenge = "Bearer realm=\"tollgate\"";
+  if (id.token) challenge += ", error=\"invalid_token\"";
+  HeaderList headers;
+  headers.emplace_back("www-authenticate", std::move(challenge));
+  // missing_credentials, unknown_key, token_expired, ...
+  return Reply::error(id.reason, e, std::move(headers));
+}
+
+}  // namespace
+
+StageResult authenticate(Exchange& x) {
+  const auto& acfg = *x.auth.config;
+  x.identity = auth::authenticate({x.req.headers["api-key"], x.req.headers["authorization"]}, acfg,
+                                  *x.auth.keys, x.auth.jwks, x.clock.unix_seconds());
+  auto& ctx = x.ctx;
+  switch (x.identity.kind) {
+    case auth::Identity::Kind::kUnauthenticated:
+      return unauthenticated(x.identity);
+    case auth::Identity::Kind::kForbidden:
+      return Reply::error(x.identity.reason,
+                          core::HttpError{403, "PermissionDenied",
+                                          "The token is valid but does not name a client of this gateway.",
+                                          "permission_error", {}});
+    case auth::Identity::Kind::kClient:
+      x.caller = &acfg.clients[x.identity.client];
+      ctx.client = x.caller->name;
+      ctx.tenant = x.caller->tenant == config::ClientConfig::kNoTenant
+                       ? std::string("none")
+                       : acfg.tenants[x.caller->tenant].name;
+      ctx.client_series = x.auth.client_series[x.identity.client];
+      break;
+    case auth::Identity::Kind::kAnonymous:
+      ctx.client = "anonymous";
+      ctx.client_series = x.auth.anonymous_series;
+      break;
+  }
+  return std::nullopt;
+}
+
+// Classified only after authentication: an unauthenticated caller costs no JSON parsing.
+StageResult classify(Exchange& x) {
+  auto classified =
+      core::classify(x.req.method, x.req.target, x.req.headers["content-type"], x.req.body);
+  x.ctx.call = std::move(classified.call);
+  if (classified.error) return Reply::error("bad_request", *classified.error);
+  // Streams carry usage only when asked for (stream_options.include_usage).
+  x.ctx.usage_expected = x.inference() && (!x.ctx.call.stream || x.ctx.call.include_usage);
+  return std::nullopt;
+}
+
+StageResult list_models(Exchange& x) {
+  if (x.ctx.call.op != core::Operation::kModels) return std::nullopt;
+  const auto* caller = x.caller;
+  if (caller != nullptr && !auth::allows_operation(*caller, "models")) {
+    return forbidden("This client may not call the 'models' operation.");
+  }
+  auto allowed = [caller](std::string_view d) {
+    return caller == nullptr || auth::allows_deployment(*caller, d);
+  };
+  return Reply::ok(core::models_list(x.config(), allowed));
+}
+
+StageResult route(Exchange& x) {
+  const auto& cfg = x.config();
+  auto& ctx = x.ctx;
+  if (ctx.call.stateful && ctx.call.deployment.empty()) {
+    ctx.deployment = &cfg.deployments[cfg.routing.affinity_deployment];
+  } else {
+    ctx.deployment = cfg.find_deployment(ctx.call.deployment);
+  }
+  if (ctx.deployment == nullptr) {
+    return Reply::error("unknown_deployment",
+                        core::not_found("DeploymentNotFound",
+                                        "The API deployment for this resource does not exist."));
+  }
+  x.route = &x.snap.deployments[cfg.deployment_index(*ctx.deployment)];
+  ctx.series = x.route->series_none;
+  return std::nullopt;
+}
+
+StageResult authorize(Exchange& x) {
+  if (x.caller == nullptr) return std::nullopt;  // anonymous callers may use everything
+  const auto& caller = *x.caller;
+  const auto& name = x.ctx.deployment->name;
+  if (!auth::allows_deployment(caller, name)) {
+    return forbidden("This client may not use deployment '" + name + "'.");
+  }
+  auto op = auth::operation_name(x.ctx.call);
+  if (!auth::allows_operation(caller, op)) {
+    return forbidden("This client may not call the '" + std::string(op) + "' operation.");
+  }
+  if (caller.regions.empty()) return std::nullopt;
+  auto mask = routing::BackendMask::none(x.snap.backends.size());
+  bool any = false;
+  for (const auto& tier : x.route->route.tiers) {
+    for (const auto& m : tier) {
+      if (!auth::allows_region(caller, x.snap.backends[m.backend].config->region)) continue;
+      mask.allow(m.backend);
+      any = true;
+    }
+  }
+  if (!any) {
+    return forbidden("No backend of deployment '" + name + "' is in a region this client may use.");
+  }
+  x.allowed = std::move(mask);
+  return std::nullopt;
+}
+
+}  // namespace tollgate::pipeline

@@ -1,0 +1,188 @@
+// The admit stage: reserve the request's expected tokens (and one request) from every limit that
+// applies — client, tenant, deployment — and its expected tokens and cost from every budget, all
+// or nothing; settled in finish(). With a usage ledger, every inference call is accounted (exact
+// stream usage, counted output when a stream ends early). And the request_usage filter.
+
+#include "server/pipeline/stages.hpp"
+#include "tollgate/auth/crypto.hpp"
+#include "tollgate/core/json_fields.hpp"
+#include "tollgate/ratelimit/admission.hpp"
+
+namespace tollgate::pipeline {
+
+namespace {
+
+// "$2.50", "$0.00022": exact, without trailing zeros beyond the cents.
+std::string usd_text(std::int64_t nano_usd) {
+  auto text = core::usd_decimal(nano_usd);
+  auto dot = text.find('.');
+  while (text.size() > dot + 3 && text.back() == '0') text.pop_back();
+  return "$" + text;
+}
+
+/// A calendar budget cannot hold the request: 429 with x-should-retry: false until the period
+/// ends (OpenAI's insufficient_quota), or — when requests in flight hold the rest — a short,
+/// retryable 429.
+Reply over_budget(Exchange& x, const ratelimit::BudgetHold::Refusal& refusal, std::int64_t tokens,
+                  std::int64_t nano_usd, ratelimit::UnixMs now) {
+  const auto& b = *refusal.limit;
+  bool usd = b.measure == ratelimit::Measure::kNanoUsd;
+  auto index = static_cast<std::size_t>(b.scope) * 4 + static_cast<std::size_t>(b.period) * 2 + (usd ? 1 : 0);
+  x.stats.client(x.ctx.client_series).budget_refused[index].add();
+  auto amount = [usd](std::int64_t v) { return usd ? usd_text(v) : std::to_string(v) + " tokens"; };
+  std::string what = std::string(b.period == ratelimit::Period::kDay ? "daily" : "monthly") +
+                     (usd ? " spending" : " token") + " budget of " +
+                     std::string(ratelimit::to_string(b.scope)) + " '" + std::string(b.name) + "' (" +
+                     amount(b.limit) + ")";
+  if (!refusal.exhausted) {
+    return too_many_requests("budget_busy", "Requests in flight hold the rest of the " + what + ".",
+                             1000, core::Outcome::kRejected);
+  }
+  auto reset_ms = ratelimit::period_end(b.period, now);
+  HeaderList headers;
+  headers.emplace_back("x-should-retry", "false");
+  headers.emplace_back("retry-after", std::to_string((reset_ms - now + 999) / 1000));
+  core::HttpError e{429, "insufficient_quota",
+                    "The " + what + " is used up: " + amount(refusal.used) +
+                        " used, and this request may need up to " + amount(usd ? nano_usd : tokens) +
+                        ". It resets at " + auth::format_rfc3339(reset_ms / 1000) + ".",
+                    "insufficient_quota", {}};
+  return Reply::error("budget_exhausted", e, std::move(headers));
+}
+
+/// A limit lacks room: 429 in Azure's shape with the wait, or 400 when the request can never
+/// fit (it needs more than the limit allows in a minute).
+Reply rate_limited(Exchange& x, const ratelimit::Reservation::Refusal& refusal, std::int64_t needed,
+                   ratelimit::Nanos now) {
+  const auto& l = *refusal.limit;
+  auto unit = ratelimit::to_string(l.unit);
+  std::string what = std::string(ratelimit::to_string(l.scope)) + " '" + std::string(l.name) + "' (" +
+                     std::to_string(l.per_minute) + " " + std::string(unit) + " per minute)";
+  if (!refusal.wait) {
+    return Reply::error("over_limit",
+                        core::bad_request("This request needs about " + std::to_string(needed) +
+                                          " tokens, more than the limit of " + what +
+                                          " allows: lower max_tokens or split the input."));
+  }
+  auto index = static_cast<std::size_t>(l.scope) * 2 + (l.unit == ratelimit::Unit::kTokens ? 0 : 1);
+  x.stats.client(x.ctx.client_series).rate_limited[index].add();
+  auto wait_ms = std::max<std::int64_t>(1, (*refusal.wait + 999'999) / 1'000'000);
+  HeaderList extra;
+  extra.emplace_back("x-ratelimit-limit-" + std::string(unit), std::to_string(l.per_minute));
+  extra.emplace_back("x-ratelimit-remaining-" + std::string(unit),
+                     std::to_string(l.bucket->available(now, l.per_minute)));
+  return too_many_requests("rate_limited", "Rate limit of " + what + " exceeded.", wait_ms,
+                           core::Outcome::kRejected, std::move(extra));
+}
+
+// The caller's remaining quota as Azure reports it: the tightest token and request limits.
+std::string remaining_headers(const std::vector<ratelimit::Limit>& limits, ratelimit::Nanos now) {
+  std::optional<std::pair<std::int64_t, std::int64_t>> tokens, requests;  // (limit, remaining)
+  for (const auto& l : limits) {
+    auto avail = l.bucket->available(now, l.per_minute);
+    auto& slot = l.unit == ratelimit::Unit::kTokens ? tokens : requests;
+    if (!slot || avail < slot->second) slot = std::pair{l.per_minute, avail};
+  }
+  std::string h;
+  auto add = [&h](std::string_view unit, const std::pair<std::int64_t, std::int64_t>& v) {
+    h += "x-ratelimit-limit-" + std::string(unit) + ": " + std::to_string(v.first) + "\r\n";
+    h += "x-ratelimit-remaining-" + std::string(unit) + ": " + std::to_string(v.second) + "\r\n";
+  };
+  if (tokens) add("tokens", *tokens);
+  if (requests) add("requests", *requests);
+  return h;
+}
+
+// What the balancer looks for room for (a backend whose remaining tokens cover it is preferred):
+// the body's size / 4 plus the requested output, like Azure's own rough count.
+std::int64_t routing_need(const Exchange& x) {
+  if (!x.inference() || !x.ctx.call.json) return 0;
+  const auto& j = *x.ctx.call.json;
+  auto number = [&j](const char* key) -> std::int64_t {
+    auto it = j.find(key);
+    return it != j.end() && it->is_number_integer() ? it->get<std::int64_t>() : 0;
+  };
+  auto max_out = std::max({number("max_completion_tokens"), number("max_tokens"), number("max_output_tokens")});
+  return routing::expected_tokens(x.req.body.size(), max_out, std::max(number("n"), number("best_of")));
+}
+
+struct Applicable {
+  std::vector<ratelimit::Limit> limits;
+  const std::vector<ratelimit::BudgetLimit>* budgets = nullptr;
+};
+
+Applicable applicable_limits(const Exchange& x) {
+  Applicable a;
+  if (x.identity.kind == auth::Identity::Kind::kClient) {
+    const auto& cl = x.auth.client_limits[x.identity.client];
+    a.limits.insert(a.limits.end(), cl.begin(), cl.end());
+    if (!x.auth.client_budgets[x.identity.client].empty()) a.budgets = &x.auth.client_budgets[x.identity.client];
+  }
+  a.limits.insert(a.limits.end(), x.route->limits.begin(), x.route->limits.end());
+  return a;
+}
+
+StageResult reserve(Exchange& x, const Applicable& a, const ratelimit::Estimate& estimate) {
+  auto& ctx = x.ctx;
+  if (a.budgets != nullptr) {
+    auto wall = x.clock.unix_ms();
+    const auto& price = ctx.deployment->price;
+    std::int64_t cost = price.set ? ratelimit::Price(price).ceiling(estimate.prompt, estimate.allowance) : 0;
+    if (auto refusal = ctx.budget_hold.reserve(*a.budgets, estimate.total(), cost, wall)) {
+      return over_budget(x, *refusal, estimate.total(), cost, wall);
+    }
+  }
+  auto now = x.clock.steady_ns();
+  if (auto refusal = ctx.reservation.reserve(a.limits, estimate.total(), now)) {
+    ctx.budget_hold.release(x.clock.unix_ms());
+    return rate_limited(x, *refusal, estimate.total(), now);
+  }
+  if (ctx.reservation.held() || ctx.budget_hold.held()) x.stats.reservations.add(1);
+  if (!a.limits.empty()) ctx.response_headers = remaining_headers(a.limits, now);
+  return std::nullopt;
+}
+
+}  // namespace
+
+StageResult admit(Exchange& x) {
+  auto& ctx = x.ctx;
+  const auto& cfg = x.config();
+  auto a = applicable_limits(x);
+  bool inference = x.inference();
+  bool policy = inference && (x.caller != nullptr || cfg.policy.max_n > 0 || cfg.policy.max_best_of > 0);
+  x.accounted = !a.limits.empty() || policy || a.budgets != nullptr || (inference && x.ledger);
+  if (x.accounted) {
+    ratelimit::Estimate estimate;
+    if (inference) {
+      estimate = ratelimit::admit(ctx.call, x.req.body.size(), x.caller, cfg.policy,
+                                  *x.snap.tokenizers, ctx.deployment->model);
+      if (estimate.error) return Reply::error("over_policy", *estimate.error);
+    }
+    ctx.prompt_estimate = estimate.prompt;
+    ctx.tokenizers = x.snap.tokenizers.get();
+    ctx.model = ctx.deployment->model;
+    ctx.count_output = inference && ctx.call.stream;
+    if (auto refused = reserve(x, a, estimate)) return refused;
+  }
+  x.need_tokens = routing_need(x);
+  x.stats.route(x.route->series_none).class_requests[x.plan.cls].add();  // admitted to routing
+  return std::nullopt;
+}
+
+// A stream's exact usage comes only when asked for: ask on the client's behalf, and take it back
+// out of what the client receives (the relay's UsageStripper).
+void request_usage(Exchange& x) {
+  auto& ctx = x.ctx;
+  bool streamed_text = ctx.call.op == core::Operation::kChatCompletions ||
+                       ctx.call.op == core::Operation::kCompletions;
+  if (!x.accounted || !ctx.call.stream || !streamed_text || ctx.call.include_usage || !ctx.call.json) {
+    return;
+  }
+  auto& so = (*ctx.call.json)["stream_options"];
+  if (!so.is_object()) so = nlohmann::ordered_json::object();
+  so["include_usage"] = true;
+  ctx.call.body_modified = true;
+  ctx.strip_usage = true;
+}
+
+}  // namespace tollgate::pipeline

@@ -1,0 +1,84 @@
+#pragma once
+// The request stages, in the order they run (kRequestStages), and the request filters that edit
+// what goes upstream. Each stage reads the Exchange, records its decision there, and either lets
+// the request go on (nullopt) or answers it (a Reply). None does I/O or blocks; waiting for
+// capacity and forwarding are the session's coroutines after the stages.
+// Who writes what: see exchange.hpp and docs/architecture.md.
+
+#include <array>
+#include <optional>
+#include <string_view>
+
+#include "server/pipeline/exchange.hpp"
+#include "server/pipeline/reply.hpp"
+
+namespace tollgate::pipeline {
+
+using StageResult = std::optional<Reply>;
+
+/// Who is calling: key or JWT → identity, client, tenant, metrics series. 401 / 403.
+StageResult authenticate(Exchange& x);
+/// What is called: operation, deployment or model, stream flags, the JSON body. 400.
+StageResult classify(Exchange& x);
+/// GET /v1/models: answered by the gateway with the deployments the caller may use.
+StageResult list_models(Exchange& x);
+/// Which deployment (stateful calls without a model: routing.affinity.deployment). 404.
+StageResult route(Exchange& x);
+/// May the caller use the deployment, the operation, and which backends (regions). 403.
+StageResult authorize(Exchange& x);
+/// The priority class (the header may lower it), its tiers and how long it may wait. 400.
+StageResult prioritize(Exchange& x);
+/// Stored objects: a call naming an object goes to the backend that holds it. 404.
+StageResult locate_objects(Exchange& x);
+/// The pin header (clients with may_pin): this backend or nothing. 400 / 403.
+StageResult pin(Exchange& x);
+/// Policy (n, best_of, max_tokens), the token estimate, budgets and rate limits, reserved all
+/// or nothing and settled in finish(). 400 / 429.
+StageResult admit(Exchange& x);
+
+struct Stage {
+  std::string_view name;
+  StageResult (*run)(Exchange&);
+};
+
+inline constexpr std::array kRequestStages = {
+    Stage{"authenticate", authenticate}, Stage{"classify", classify},
+    Stage{"list_models", list_models},   Stage{"route", route},
+    Stage{"authorize", authorize},       Stage{"prioritize", prioritize},
+    Stage{"locate_objects", locate_objects}, Stage{"pin", pin},
+    Stage{"admit", admit},
+};
+
+/// Runs the stages in order; the first answer ends the request (its outcome and reason are
+/// recorded in the context).
+StageResult run_request_stages(Exchange& x);
+
+/// Request filters: edits of what is sent upstream, run after the stages when the request goes
+/// on. `request_usage` asks a stream for its usage (stream_options.include_usage) when the
+/// client did not, and has the relay strip it back out; `hide_pin_header` keeps the pin header
+/// from the backends.
+void request_usage(Exchange& x);
+void hide_pin_header(Exchange& x);
+
+struct RequestFilter {
+  std::string_view name;
+  void (*run)(Exchange&);
+};
+inline constexpr std::array kRequestFilters = {
+    RequestFilter{"request_usage", request_usage},
+    RequestFilter{"hide_pin_header", hide_pin_header},
+};
+void run_request_filters(Exchange& x);
+
+}  // namespace tollgate::pipeline
+
+namespace tollgate::pipeline {
+
+/// No backend can take the request: 429 with the earliest recovery when it is within a minute
+/// (the SDKs wait that long), else 503 + x-should-retry: false. Counts it on the deployment.
+Reply no_backend(Exchange& x, core::TimeMs now);
+/// The request could have waited but did not get capacity (queue full, deadline): 429 with a
+/// wait estimated from the queue's drain rate (503 + x-should-retry: false beyond a minute).
+Reply shed(Exchange& x, metrics::ShedReason reason, core::TimeMs now);
+
+}  // namespace tollgate::pipeline
