@@ -292,8 +292,8 @@ net::awaitable<AttemptResult> attempt(Client<Down> down, const Request& req, std
       if (!conn) co_return failed(*err);
     }
     ++conn->uses;
-    RelayJob job{upreq,    req.method(), req.version(), keep_alive,
-                 options,  settings,     cells,         backend.state.get()};
+    RelayJob job{upreq,   req.method(), req.version(), keep_alive,
+                 options, settings,     cells,         backend.state.get()};
     RelayResult r;
     if (auto* plain = std::get_if<PlainStream>(&conn->stream)) {
       r = co_await relay(down, Upstream<PlainStream>{*plain, conn->buffer, *conn->deadline}, job,

@@ -88,12 +88,12 @@ namespace relay_detail {
 
 using metrics::UpstreamError;
 
-inline constexpr std::size_t kBuffer = 16 * 1024;   // one piece of the body
+inline constexpr std::size_t kBuffer = 16 * 1024;  // one piece of the body
 inline constexpr std::size_t kMaxHeader = 64 * 1024;
 inline constexpr std::size_t kMaxHeldBody = 1u << 20;  // a larger held body is replaced
 inline constexpr std::size_t kHeldBodyHead = 4096;     // kept for retry hints
 
-// The statuses the gateway retries on another backend (Azure's throttling, timeouts, server errors).
+// The statuses the gateway retries elsewhere (Azure's throttling, timeouts, server errors).
 inline bool retryable_status(int status) {
   return status == 408 || status == 429 || status == 500 || status == 502 || status == 503 ||
          status == 504;
@@ -196,9 +196,9 @@ inline void fill_held(http::response<http::string_body>& res, const http::respon
     int status = static_cast<int>(uh.result_int());
     res.erase(http::field::content_type);
     res.set(http::field::content_type, "application/json");
-    body = core::HttpError{status, std::to_string(status),
-                           "the backend's error response was incomplete", {}, {}}
-               .body();
+    core::HttpError e{
+        status, std::to_string(status), "the backend's error response was incomplete", {}, {}};
+    body = e.body();
   }
   res.body() = std::move(body);
 }
@@ -278,8 +278,8 @@ class Relay {
     ctx_.status = ctx_.upstream_status;
     const auto& uh = parser_.get();
     int status = ctx_.upstream_status;
-    bool has_body = !(job_.method == http::verb::head || status == 204 || status == 304 ||
-                      status / 100 == 1);
+    bool has_body =
+        !(job_.method == http::verb::head || status == 204 || status == 304 || status / 100 == 1);
     Framing f;
     if (auto length = parser_.content_length()) f.length = *length;
     if (!f.length && has_body) {
@@ -346,10 +346,9 @@ class Relay {
         // An error event the SDKs raise as APIError, then the last chunk. The client's
         // connection stays usable (its framing is intact); closing it here would race the
         // client's next request on a connection it believes is kept alive.
-        auto event = sse_error_event(*broke_ == UpstreamError::kIdleTimeout
-                                         ? "backend_timeout"
-                                         : "backend_disconnected",
-                                     "the backend stopped the stream before it ended");
+        auto event = sse_error_event(
+            *broke_ == UpstreamError::kIdleTimeout ? "backend_timeout" : "backend_disconnected",
+            "the backend stopped the stream before it ended");
         if (!sent(co_await send(event.data(), event.size(), false))) result_.keep_alive = false;
       } else {
         result_.keep_alive = false;  // the client's message cannot be ended properly: close

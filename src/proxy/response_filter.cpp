@@ -4,7 +4,9 @@
 
 namespace tollgate::proxy {
 
-void UsageObserver::on_end(BodyEnd) { sink_ = sse_ ? stream_.usage() : json_.usage(); }
+void UsageObserver::on_end(BodyEnd) {
+  sink_ = sse_ ? stream_.usage() : json_.usage();
+}
 
 void OutputTextCapture::on_head(const ResponseHead& head) {
   if (sink_ == nullptr || !head.is_sse) return;

@@ -49,8 +49,8 @@ struct Scenario {
 
 struct Run {
   RelayResult result;
-  std::string client_saw;   // the bytes that reached the client
-  std::string backend_got;  // the request as the backend received it
+  std::string client_saw;        // the bytes that reached the client
+  std::string backend_got;       // the request as the backend received it
   std::size_t backend_read = 0;  // bytes of the answer the relay read
   core::RequestContext ctx;
   metrics::RouteCells cells;
@@ -72,7 +72,8 @@ const UpRequest kRequest{
 
 /// Relays `s` once; `fc` (if any) fails the operations of `side` from its count on, with `ec`.
 std::unique_ptr<Run> relay_once(const Scenario& s, Side side = Side::kBackend,
-                                beast::test::fail_count* fc = nullptr, bool deadline_fired = false) {
+                                beast::test::fail_count* fc = nullptr,
+                                bool deadline_fired = false) {
   auto run = std::make_unique<Run>();
   net::io_context ioc;
   beast::test::fail_count never{1u << 30};
@@ -93,13 +94,19 @@ std::unique_ptr<Run> relay_once(const Scenario& s, Side side = Side::kBackend,
   FakeDeadline up_deadline{deadline_fired};
   FakeDeadline down_deadline;
   beast::flat_buffer buffer;
-  RelayJob job{kRequest, http::verb::post, 11, true, AttemptOptions{s.hold_retryable, false},
-               RelaySettings{{}, {}, {}, "b1"}, run->cells, nullptr};
-  net::co_spawn(ioc, drive(TestClient{down, down_deadline}, TestUpstream{up, buffer, up_deadline},
-                           job, *run),
-                [](std::exception_ptr e) {
-                  if (e) std::rethrow_exception(e);
-                });
+  RelayJob job{kRequest,
+               http::verb::post,
+               11,
+               true,
+               AttemptOptions{s.hold_retryable, false},
+               RelaySettings{{}, {}, {}, "b1"},
+               run->cells,
+               nullptr};
+  net::co_spawn(
+      ioc, drive(TestClient{down, down_deadline}, TestUpstream{up, buffer, up_deadline}, job, *run),
+      [](std::exception_ptr e) {
+        if (e) std::rethrow_exception(e);
+      });
   ioc.run_for(std::chrono::seconds(10));
   run->client_saw = std::string(client.str());
   run->backend_got = std::string(backend.str());
@@ -125,8 +132,8 @@ Seen parse_answer(std::string_view raw) {
   if (!seen.chunked) {
     auto cl = seen.head.find("Content-Length: ");
     seen.body = std::string(rest);
-    seen.complete = cl != std::string::npos &&
-                    std::stoul(seen.head.substr(cl + 16)) == seen.body.size();
+    seen.complete =
+        cl != std::string::npos && std::stoul(seen.head.substr(cl + 16)) == seen.body.size();
     return seen;
   }
   for (;;) {
@@ -164,16 +171,18 @@ Scenario json_answer() {
 }
 
 Scenario sse_answer() {
-  return {"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n"
-          "\r\n" +
-          chunked(fixture("chat-stream-usage.sse"), 300)};
+  return {
+      "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n"
+      "\r\n" +
+      chunked(fixture("chat-stream-usage.sse"), 300)};
 }
 
 Scenario held_429() {
   std::string body = R"({"error":{"code":"429","message":"Rate limit is exceeded."}})";
-  return {"HTTP/1.1 429 Too Many Requests\r\nretry-after-ms: 1500\r\n"
-          "Content-Type: application/json\r\nContent-Length: " +
-          std::to_string(body.size()) + "\r\n\r\n" + body};
+  return {
+      "HTTP/1.1 429 Too Many Requests\r\nretry-after-ms: 1500\r\n"
+      "Content-Type: application/json\r\nContent-Length: " +
+      std::to_string(body.size()) + "\r\n\r\n" + body};
 }
 
 core::Usage usage_of(const Seen& seen, bool sse) {
@@ -274,8 +283,9 @@ TEST(RelayTest, AStalledStreamEndsWithATimeoutEvent) {
   ASSERT_TRUE(run->finished);
   EXPECT_EQ(run->result.attempt.kind, Kind::kRelayed);
   EXPECT_EQ(run->ctx.error, "idle_timeout");
-  EXPECT_EQ(run->cells.upstream_errors[static_cast<std::size_t>(UpstreamError::kIdleTimeout)].value(),
-            1u);
+  EXPECT_EQ(
+      run->cells.upstream_errors[static_cast<std::size_t>(UpstreamError::kIdleTimeout)].value(),
+      1u);
   auto seen = parse_answer(run->client_saw);
   EXPECT_TRUE(seen.complete);
   EXPECT_NE(seen.body.find("data: {\"error\":{\"code\":\"backend_timeout\""), std::string::npos);
@@ -302,8 +312,8 @@ void fail_matrix(const Scenario& s, Side side) {
   const bool held = clean->result.attempt.kind == Kind::kHeld;
   bool completed = false;
   for (std::size_t n = 0; n < 64 && !completed; ++n) {
-    SCOPED_TRACE(::testing::Message() << (side == Side::kBackend ? "backend" : "client")
-                                      << " op " << n << " fails");
+    SCOPED_TRACE(::testing::Message()
+                 << (side == Side::kBackend ? "backend" : "client") << " op " << n << " fails");
     beast::test::fail_count fc{n};
     auto run = relay_once(s, side, &fc);
     ASSERT_TRUE(run->finished) << "the relay neither hangs nor throws";
@@ -357,10 +367,18 @@ void fail_matrix(const Scenario& s, Side side) {
   EXPECT_TRUE(completed) << "64 failure points did not cover the exchange";
 }
 
-TEST(RelayFailMatrixTest, JsonAnswerBackendSide) { fail_matrix(json_answer(), Side::kBackend); }
-TEST(RelayFailMatrixTest, JsonAnswerClientSide) { fail_matrix(json_answer(), Side::kClient); }
-TEST(RelayFailMatrixTest, StreamBackendSide) { fail_matrix(sse_answer(), Side::kBackend); }
-TEST(RelayFailMatrixTest, StreamClientSide) { fail_matrix(sse_answer(), Side::kClient); }
+TEST(RelayFailMatrixTest, JsonAnswerBackendSide) {
+  fail_matrix(json_answer(), Side::kBackend);
+}
+TEST(RelayFailMatrixTest, JsonAnswerClientSide) {
+  fail_matrix(json_answer(), Side::kClient);
+}
+TEST(RelayFailMatrixTest, StreamBackendSide) {
+  fail_matrix(sse_answer(), Side::kBackend);
+}
+TEST(RelayFailMatrixTest, StreamClientSide) {
+  fail_matrix(sse_answer(), Side::kClient);
+}
 TEST(RelayFailMatrixTest, StrippedStreamBackendSide) {
   auto s = sse_answer();
   s.strip_usage = true;
@@ -371,6 +389,8 @@ TEST(RelayFailMatrixTest, StrippedStreamClientSide) {
   s.strip_usage = true;
   fail_matrix(s, Side::kClient);
 }
-TEST(RelayFailMatrixTest, Held429BackendSide) { fail_matrix(held_429(), Side::kBackend); }
+TEST(RelayFailMatrixTest, Held429BackendSide) {
+  fail_matrix(held_429(), Side::kBackend);
+}
 
 }  // namespace

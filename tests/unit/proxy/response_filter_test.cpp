@@ -37,9 +37,12 @@ std::string feed(F& f, std::string_view body, std::size_t piece) {
 
 // What a backend sends when the gateway asked for usage, and what the client asked for.
 const std::string kWithUsage =
-    "data: {\"choices\":[],\"created\":0,\"id\":\"\",\"prompt_filter_results\":[],\"usage\":null}\n\n"
-    "data: {\"choices\":[{\"delta\":{\"content\":\"Hel\"},\"index\":0}],\"id\":\"c1\",\"usage\":null}\n\n"
-    "data: {\"choices\":[{\"delta\":{\"content\":\"lo\"},\"index\":0}],\"id\":\"c1\",\"usage\":null}\n\n"
+    "data: "
+    "{\"choices\":[],\"created\":0,\"id\":\"\",\"prompt_filter_results\":[],\"usage\":null}\n\n"
+    "data: "
+    "{\"choices\":[{\"delta\":{\"content\":\"Hel\"},\"index\":0}],\"id\":\"c1\",\"usage\":null}\n\n"
+    "data: "
+    "{\"choices\":[{\"delta\":{\"content\":\"lo\"},\"index\":0}],\"id\":\"c1\",\"usage\":null}\n\n"
     "data: {\"choices\":[],\"id\":\"c1\",\"usage\":{\"completion_tokens\":2,\"prompt_tokens\":5,"
     "\"total_tokens\":7}}\n\n"
     "data: [DONE]\n\n";
@@ -97,7 +100,8 @@ TEST(OutputTextCaptureTest, KeepsTheTextOfTheRelayedStreamOnly) {
   f.on_head(kSse);
   EXPECT_EQ(text, "");
   // A stream cut after two deltas: their text is there to be counted.
-  auto cut = std::string_view(kWithUsage).substr(0, kWithUsage.find("data: {\"choices\":[],\"id\""));
+  auto cut =
+      std::string_view(kWithUsage).substr(0, kWithUsage.find("data: {\"choices\":[],\"id\""));
   for (std::size_t i = 0; i < cut.size(); i += 5) {
     BodyChunk chunk{cut.substr(i, 5), false};
     parse.on_chunk(chunk);
@@ -152,8 +156,8 @@ TEST(CreatedIdCaptureTest, IgnoresCutErrorAndUnwantedAnswers) {
 }
 
 TEST(CreatedIdCaptureTest, ABodyOverTheBoundGivesNoId) {
-  std::string body = R"({"id":"file-big","data":")" +
-                     std::string(CreatedIdCapture::kMaxBody, 'x') + "\"}";
+  std::string body =
+      R"({"id":"file-big","data":")" + std::string(CreatedIdCapture::kMaxBody, 'x') + "\"}";
   std::string id;
   CreatedIdCapture f(true, id);
   f.on_head(kJson);
@@ -165,7 +169,9 @@ TEST(CreatedIdCaptureTest, ABodyOverTheBoundGivesNoId) {
 TEST(CreatedIdCaptureTest, TakesAStreamsFirstIdAsItPasses) {
   const std::string sse =
       "event: response.created\n"
-      "data: {\"type\":\"response.created\",\"response\":{\"id\":\"resp_1\",\"status\":\"in_progress\"}}\n\n"
+      "data: "
+      "{\"type\":\"response.created\",\"response\":{\"id\":\"resp_1\",\"status\":\"in_progress\"}}"
+      "\n\n"
       "data: {\"type\":\"response.completed\",\"response\":{\"id\":\"resp_2\"}}\n\n";
   std::string id;
   CreatedIdCapture f(true, id);
@@ -211,7 +217,8 @@ TEST(ResponseFiltersTest, ObserversSeeTheBackendsBytesBeforeTheStripperRewritesT
   filters.on_head(kSse);
   std::string out;
   for (std::size_t i = 0; i < kWithUsage.size(); i += 10) {
-    out += filters.on_chunk(std::string_view(kWithUsage).substr(i, 10), i + 10 >= kWithUsage.size());
+    out +=
+        filters.on_chunk(std::string_view(kWithUsage).substr(i, 10), i + 10 >= kWithUsage.size());
   }
   filters.on_end(BodyEnd::kComplete);
   EXPECT_EQ(out, kWithoutUsage);
