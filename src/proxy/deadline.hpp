@@ -8,9 +8,22 @@
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <chrono>
+#include <concepts>
 #include <memory>
 
 namespace tollgate::proxy {
+
+/// What the relay needs of an I/O deadline: Deadline on a socket; a test supplies a fake.
+///   after(d):  the pending and following operations must finish within `d` from now;
+///   never():   no deadline;
+///   expired(): the deadline passed and the pending operations were cancelled (they completed
+///              with operation_aborted).
+template <class D>
+concept IoDeadline = requires(D& d, const D& cd, std::chrono::steady_clock::duration t) {
+  d.after(t);
+  d.never();
+  { cd.expired() } -> std::convertible_to<bool>;
+};
 
 class Deadline {
  public:
@@ -70,5 +83,6 @@ class Deadline {
 
   std::shared_ptr<State> state_;
 };
+static_assert(IoDeadline<Deadline>);
 
 }  // namespace tollgate::proxy

@@ -10,11 +10,12 @@
 
 namespace tollgate::proxy {
 
-/// The client side of a request: its stream and the connection's I/O deadline.
-template <class Stream>
+/// The client side of a request: its stream and the connection's I/O deadline (a fake one in
+/// the relay's tests).
+template <class Stream, IoDeadline D = Deadline>
 struct Client {
   Stream& stream;
-  Deadline& deadline;
+  D& deadline;
 };
 
 /// What the balancer's caller wants from one attempt.
@@ -34,7 +35,7 @@ struct AttemptResult {
   Kind kind = Kind::kFailed;
   std::optional<metrics::UpstreamError> error;
   int status = 0;                          // the backend's status (0: none)
-  bool answered = false;                   // kFailed: the backend had sent its header (no retry)
+  bool answered = false;                   // the backend had sent its header (kFailed: no retry)
   routing::Signals signals;                // capacity headers of the backend's answer
   http::response<http::string_body> held;  // kHeld: ready to send (headers already filtered)
   std::string body_head;                   // kHeld: the body's first bytes (for retry hints)

@@ -1,0 +1,50 @@
+#include "proxy/response_filter.hpp"
+
+#include "tollgate/routing/affinity.hpp"
+
+namespace tollgate::proxy {
+
+void UsageObserver::on_end(BodyEnd) {
+  sink_ = sse_ ? stream_.usage() : json_.usage();
+}
+
+void OutputTextCapture::on_head(const ResponseHead& head) {
+  if (sink_ == nullptr || !head.is_sse) return;
+  sink_->clear();  // an earlier attempt's text was not relayed
+  parse_.capture_output(sink_);
+}
+
+void CreatedIdCapture::on_head(const ResponseHead& head) {
+  active_ = wanted_ && head.status / 100 == 2;
+  sse_ = head.is_sse;
+}
+
+void CreatedIdCapture::take(std::string_view bytes) {
+  if (sse_) {
+    events_.feed(bytes, [this](std::string_view data) {
+      if (sink_.empty()) sink_ = routing::created_id(data);
+    });
+    active_ = sink_.empty();
+  } else if (body_.size() + bytes.size() <= kMaxBody) {
+    body_.append(bytes);
+  } else {
+    active_ = false;
+    body_.clear();
+  }
+}
+
+void CreatedIdCapture::on_end(BodyEnd end) {
+  // A JSON body is read for its id only when complete (a cut one may not parse, or lie).
+  if (active_ && !sse_ && end == BodyEnd::kComplete && !body_.empty()) {
+    sink_ = routing::created_id(body_);
+  }
+}
+
+void UsageStripFilter::on_chunk(BodyChunk& chunk) {
+  if (!active_) return;
+  out_ = stripper_.feed(chunk.bytes);
+  if (chunk.last) out_ += stripper_.finish();
+  chunk.bytes = out_;
+}
+
+}  // namespace tollgate::proxy
