@@ -12,6 +12,7 @@
 #include <stdexcept>
 #include <unordered_map>
 
+#include "proxy/tls.hpp"
 #include "server/admin.hpp"
 #include "server/health.hpp"
 #include "server/identity.hpp"
@@ -57,19 +58,6 @@ tcp::acceptor make_acceptor(net::io_context& io, const tcp::endpoint& ep, bool r
   }
   a.listen(net::socket_base::max_listen_connections);
   return a;
-}
-
-std::shared_ptr<net::ssl::context> server_tls(const config::TlsFiles& files) {
-  auto ctx = std::make_shared<net::ssl::context>(net::ssl::context::tls_server);
-  ctx->set_options(net::ssl::context::default_workarounds | net::ssl::context::no_sslv2 |
-                   net::ssl::context::no_sslv3 | net::ssl::context::no_tlsv1 |
-                   net::ssl::context::no_tlsv1_1 | net::ssl::context::single_dh_use);
-  boost::system::error_code ec;
-  ctx->use_certificate_chain_file(files.cert_file, ec);
-  if (ec) throw std::runtime_error("cannot load TLS certificate " + files.cert_file + ": " + ec.message());
-  ctx->use_private_key_file(files.key_file, net::ssl::context::pem, ec);
-  if (ec) throw std::runtime_error("cannot load TLS key " + files.key_file + ": " + ec.message());
-  return ctx;
 }
 
 // Settings a reload cannot apply (listeners, threads, the admin listener, the access log file),
@@ -158,22 +146,12 @@ struct Gateway::Impl {
       BackendRuntime rt;
       rt.config = &b;
       if (b.endpoint.tls) {
-        auto ctx = std::make_shared<net::ssl::context>(net::ssl::context::tls_client);
-        ctx->set_options(net::ssl::context::default_workarounds | net::ssl::context::no_sslv2 |
-                         net::ssl::context::no_sslv3 | net::ssl::context::no_tlsv1 |
-                         net::ssl::context::no_tlsv1_1);
-        boost::system::error_code ec;
-        if (b.ca_file.empty()) {
-          ctx->set_default_verify_paths(ec);
-        } else {
-          ctx->load_verify_file(b.ca_file, ec);
-        }
-        if (ec) {
+        auto ctx = proxy::make_client_tls(proxy::CaOptions{b.ca_file});
+        if (!ctx) {
           throw std::runtime_error("backend " + b.name + ": cannot load CA certificates: " +
-                                   ec.message());
+                                   ctx.error().message());
         }
-        ctx->set_verify_mode(net::ssl::verify_peer);
-        rt.tls = std::move(ctx);
+        rt.tls = std::move(*ctx);
       }
       // Connections are pooled per endpoint identity, so a reload keeps warm connections.
       auto identity = b.endpoint.scheme + "://" + b.endpoint.host + ":" +
@@ -629,7 +607,7 @@ Gateway::Gateway(std::string config_path, std::shared_ptr<const config::Config> 
   for (std::size_t li = 0; li < cfg.server.listen.size(); ++li) {
     const auto& l = cfg.server.listen[li];
     auto ep = make_endpoint(l.host, l.port);
-    std::shared_ptr<net::ssl::context> tls = l.tls ? server_tls(*l.tls) : nullptr;
+    std::shared_ptr<net::ssl::context> tls = l.tls ? proxy::make_server_tls(*l.tls) : nullptr;
     for (auto& w : s.workers) {
       auto a = make_acceptor(w->io(), ep, true);
       ep = a.local_endpoint();
