@@ -1,10 +1,6 @@
 #include "proxy/forwarder.hpp"
 
-#include <openssl/ssl.h>
-
-#include <boost/asio/ip/address.hpp>
-#include <boost/asio/ssl/host_name_verification.hpp>
-
+#include "proxy/connect.hpp"
 #include "proxy/relay.hpp"
 #include "proxy/upstream_pool.hpp"
 #include "tollgate/core/api_call.hpp"
@@ -90,62 +86,22 @@ Failure failure(UpstreamError reason) {
   }
 }
 
-bool timed_out(const boost::system::error_code& ec) {
-  return ec == beast::error::timeout || ec == net::error::timed_out;
-}
-
 // Opens a new connection (TCP, then TLS with SNI and host name verification).
 net::awaitable<std::unique_ptr<UpstreamConn>> connect(server::Worker& worker,
                                                       const server::BackendRuntime& b,
                                                       UpstreamPool& pool,
                                                       std::optional<UpstreamError>& err) {
   const auto& cfg = *b.config;
-  auto ex = co_await net::this_coro::executor;
-  auto now = SteadyClock::now();
-  if (!pool.resolved || now - pool.resolved_at > 30s) {
-    tcp::resolver resolver(ex);
-    auto [ec, results] = co_await resolver.async_resolve(cfg.endpoint.host,
-                                                         std::to_string(cfg.endpoint.port), use_tuple);
-    if (ec || results.empty()) {
-      err = UpstreamError::kResolve;
-      co_return nullptr;
-    }
-    pool.resolved = results;
-    pool.resolved_at = now;
-  }
-  PlainStream tcp_stream(ex);
-  tcp_stream.expires_after(cfg.timeouts.connect);
-  auto [cec, ep] = co_await tcp_stream.async_connect(*pool.resolved, use_tuple);
-  if (cec) {
-    pool.resolved.reset();
-    err = timed_out(cec) ? UpstreamError::kConnectTimeout : UpstreamError::kConnect;
+  auto stream = co_await connect_upstream(
+      UpstreamTarget{cfg.endpoint.host, cfg.endpoint.port, b.tls.get(), cfg.timeouts.connect},
+      ResolverCache{pool.resolved, pool.resolved_at});
+  // A TCP connection was made even when its handshake then failed.
+  if (stream || stream.error().step == ConnectStep::kTls) worker.stats().upstream_connects.add();
+  if (!stream) {
+    err = to_upstream_error(stream.error());
     co_return nullptr;
   }
-  tcp_stream.expires_never();
-  tcp_stream.socket().set_option(tcp::no_delay(true));
-  worker.stats().upstream_connects.add();
-  if (!b.tls) {
-    auto conn = std::make_unique<UpstreamConn>(std::in_place_type<PlainStream>, std::move(tcp_stream));
-    conn->deadline = std::make_unique<Deadline>(conn->lowest().socket());
-    co_return conn;
-  }
-  auto conn = std::make_unique<UpstreamConn>(std::in_place_type<TlsStream>, std::move(tcp_stream),
-                                             *b.tls);
-  auto& tls = std::get<TlsStream>(conn->stream);
-  boost::system::error_code addr_ec;
-  net::ip::make_address(cfg.endpoint.host, addr_ec);
-  if (addr_ec) {  // SNI only for names, not IP literals
-    SSL_set_tlsext_host_name(tls.native_handle(), cfg.endpoint.host.c_str());
-  }
-  tls.set_verify_mode(net::ssl::verify_peer);
-  tls.set_verify_callback(net::ssl::host_name_verification(cfg.endpoint.host));
-  beast::get_lowest_layer(tls).expires_after(cfg.timeouts.connect);
-  auto [hec] = co_await tls.async_handshake(net::ssl::stream_base::client, use_tuple);
-  if (hec) {
-    err = timed_out(hec) ? UpstreamError::kConnectTimeout : UpstreamError::kTls;
-    co_return nullptr;
-  }
-  beast::get_lowest_layer(tls).expires_never();
+  auto conn = std::make_unique<UpstreamConn>(std::move(*stream));
   conn->deadline = std::make_unique<Deadline>(conn->lowest().socket());
   co_return conn;
 }

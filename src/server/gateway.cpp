@@ -6,14 +6,13 @@
 #include <boost/asio/post.hpp>
 #include <boost/asio/thread_pool.hpp>
 #include <boost/asio/use_awaitable.hpp>
-#include <charconv>
 #include <csignal>
-#include <nlohmann/json.hpp>
 #include <boost/asio/ssl/context.hpp>
 #include <algorithm>
 #include <stdexcept>
 #include <unordered_map>
 
+#include "proxy/tls.hpp"
 #include "server/admin.hpp"
 #include "server/health.hpp"
 #include "server/identity.hpp"
@@ -21,8 +20,8 @@
 #include "server/worker.hpp"
 #include "tollgate/metrics/logging.hpp"
 #include "tollgate/metrics/stats.hpp"
-#include "tollgate/auth/crypto.hpp"
 #include "tollgate/usage/ledger.hpp"
+#include "usage/report.hpp"
 
 namespace tollgate::server {
 
@@ -61,19 +60,6 @@ tcp::acceptor make_acceptor(net::io_context& io, const tcp::endpoint& ep, bool r
   return a;
 }
 
-std::shared_ptr<net::ssl::context> server_tls(const config::TlsFiles& files) {
-  auto ctx = std::make_shared<net::ssl::context>(net::ssl::context::tls_server);
-  ctx->set_options(net::ssl::context::default_workarounds | net::ssl::context::no_sslv2 |
-                   net::ssl::context::no_sslv3 | net::ssl::context::no_tlsv1 |
-                   net::ssl::context::no_tlsv1_1 | net::ssl::context::single_dh_use);
-  boost::system::error_code ec;
-  ctx->use_certificate_chain_file(files.cert_file, ec);
-  if (ec) throw std::runtime_error("cannot load TLS certificate " + files.cert_file + ": " + ec.message());
-  ctx->use_private_key_file(files.key_file, net::ssl::context::pem, ec);
-  if (ec) throw std::runtime_error("cannot load TLS key " + files.key_file + ": " + ec.message());
-  return ctx;
-}
-
 // Settings a reload cannot apply (listeners, threads, the admin listener, the access log file),
 // compared with what the process started with.
 std::string restart_only_changes(const config::Config& running, const config::Config& next) {
@@ -109,102 +95,10 @@ double unix_now() {
   return std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
 }
 
-// "2026-11-01", "2026-11-01T00:00:00Z" (RFC 3339) or unix seconds -> unix ms.
-std::optional<std::int64_t> parse_report_time(std::string_view t) {
-  if (!t.empty() && std::all_of(t.begin(), t.end(), [](char c) { return c >= '0' && c <= '9'; }) && t.size() <= 12) {
-    return std::stoll(std::string(t)) * 1000;
-  }
-  std::string text(t);
-  if (text.size() == 10) text += "T00:00:00Z";
-  auto secs = auth::parse_rfc3339(text);
-  if (!secs) return std::nullopt;
-  return *secs * 1000;
-}
-
-// application/x-www-form-urlencoded text -> its value; nullopt on a bad escape. (Not Boost.URL's
-// params views: with Debian's libboost-url 1.81 their decoded values came out wrong here and
-// params_view's converting constructor is missing from the shared library.)
-std::optional<std::string> percent_decode(std::string_view in) {
-  std::string out;
-  out.reserve(in.size());
-  for (std::size_t i = 0; i < in.size(); ++i) {
-    char c = in[i];
-    if (c == '+') {
-      out += ' ';
-    } else if (c == '%') {
-      unsigned v = 0;
-      if (i + 2 >= in.size()) return std::nullopt;
-      auto [p, ec] = std::from_chars(in.data() + i + 1, in.data() + i + 3, v, 16);
-      if (ec != std::errc{} || p != in.data() + i + 3) return std::nullopt;
-      out += static_cast<char>(v);
-      i += 2;
-    } else {
-      out += c;
-    }
-  }
-  return out;
-}
-
 // The report's query on the report thread (arguments by value: they live in the coroutine frame).
 net::awaitable<std::vector<usage::Row>> read_totals(std::string path, usage::GroupBy group,
                                                     std::int64_t from, std::int64_t to) {
   co_return usage::totals(path, group, from, to);
-}
-
-struct ReportQuery {
-  usage::GroupBy group = usage::GroupBy::kClient;
-  std::int64_t from = 0, to = 0;  // unix ms, [from, to)
-  bool csv = false;
-  std::optional<AdminResponse> error;
-};
-
-// The parameters of GET /admin/usage.
-ReportQuery parse_report_query(std::string_view query, std::int64_t now) {
-  ReportQuery q;
-  q.from = ratelimit::period_start(ratelimit::Period::kMonth, now);
-  q.to = now + 1;
-  auto fail = [&q](std::string message) {
-    q.error = admin_error(400, "invalid_request", std::move(message));
-    return q;
-  };
-  while (!query.empty()) {
-    auto amp = query.find('&');
-    auto pair = query.substr(0, amp);
-    query = amp == std::string_view::npos ? std::string_view() : query.substr(amp + 1);
-    if (pair.empty()) continue;
-    auto eq = pair.find('=');
-    auto k = percent_decode(pair.substr(0, eq));
-    auto v = eq == std::string_view::npos ? std::optional<std::string>("") : percent_decode(pair.substr(eq + 1));
-    if (!k || !v) return fail("The query string is malformed.");
-    if (k == "group_by") {
-      auto g = usage::parse_group_by(*v);
-      if (!g) return fail("group_by must be tenant, client, deployment or backend.");
-      q.group = *g;
-    } else if (k == "from" || k == "to") {
-      auto t = parse_report_time(*v);
-      if (!t) {
-        return fail(*k + " must be a date (2026-11-01), an RFC 3339 time (2026-11-01T00:00:00Z) or unix seconds.");
-      }
-      (k == "from" ? q.from : q.to) = *t;
-    } else if (k == "format") {
-      if (v != "json" && v != "csv") return fail("format must be json or csv.");
-      q.csv = v == "csv";
-    } else {
-      return fail("Unknown parameter '" + *k + "'.");
-    }
-  }
-  if (q.from > q.to) return fail("from must not be after to.");
-  return q;
-}
-
-std::string csv_field(const std::string& v) {
-  if (v.find_first_of(",\"\r\n") == std::string::npos) return v;
-  std::string out = "\"";
-  for (char c : v) {
-    if (c == '"') out += '"';
-    out += c;
-  }
-  return out + "\"";
 }
 
 }  // namespace
@@ -252,22 +146,12 @@ struct Gateway::Impl {
       BackendRuntime rt;
       rt.config = &b;
       if (b.endpoint.tls) {
-        auto ctx = std::make_shared<net::ssl::context>(net::ssl::context::tls_client);
-        ctx->set_options(net::ssl::context::default_workarounds | net::ssl::context::no_sslv2 |
-                         net::ssl::context::no_sslv3 | net::ssl::context::no_tlsv1 |
-                         net::ssl::context::no_tlsv1_1);
-        boost::system::error_code ec;
-        if (b.ca_file.empty()) {
-          ctx->set_default_verify_paths(ec);
-        } else {
-          ctx->load_verify_file(b.ca_file, ec);
-        }
-        if (ec) {
+        auto ctx = proxy::make_client_tls(proxy::CaOptions{b.ca_file});
+        if (!ctx) {
           throw std::runtime_error("backend " + b.name + ": cannot load CA certificates: " +
-                                   ec.message());
+                                   ctx.error().message());
         }
-        ctx->set_verify_mode(net::ssl::verify_peer);
-        rt.tls = std::move(ctx);
+        rt.tls = std::move(*ctx);
       }
       // Connections are pooled per endpoint identity, so a reload keeps warm connections.
       auto identity = b.endpoint.scheme + "://" + b.endpoint.host + ":" +
@@ -635,50 +519,26 @@ struct Gateway::Impl {
              core::JsonFields().add("path", ledger->path()).add("totals", static_cast<std::uint64_t>(seeded)));
   }
 
-  // GET /admin/usage?group_by=tenant|client|deployment|backend&from=&to=&format=json|csv
+  // GET /admin/usage (usage/report.hpp): the ledger is read on the report thread.
   net::awaitable<AdminResponse> usage_report(const AdminRequest& req) {
     if (req.method != "GET") co_return admin_error(405, "405", "use GET");
     if (!ledger) co_return admin_error(404, "404", "No usage ledger: set usage.ledger.");
-    auto q = parse_report_query(req.query, ratelimit::unix_now_ms());
-    if (q.error) co_return std::move(*q.error);
-    auto group = q.group;
-    auto from = q.from;
-    auto to = q.to;
-    bool csv = q.csv;
+    auto parsed = usage::parse_report_query(req.query, ratelimit::unix_now_ms());
+    if (auto* refused = std::get_if<usage::ReportQueryError>(&parsed)) {
+      co_return admin_error(400, "invalid_request", std::move(refused->message));
+    }
+    auto q = std::get<usage::ReportQuery>(parsed);
     std::vector<usage::Row> rows;
     try {
       auto path = ledger->path();
-      rows = co_await net::co_spawn(report_pool, read_totals(path, group, from, to), net::use_awaitable);
+      rows = co_await net::co_spawn(report_pool, read_totals(path, q.group, q.from_ms, q.to_ms),
+                                    net::use_awaitable);
     } catch (const std::exception& e) {
       log_error("usage report failed", core::JsonFields().add("error", e.what()));
       co_return admin_error(500, "internal_error", "The usage ledger could not be read; see the gateway's log.");
     }
-    if (csv) {
-      std::string out = "key,requests,prompt_tokens,completion_tokens,cached_tokens,reasoning_tokens,cost_usd,estimated_requests\r\n";
-      for (const auto& r : rows) {
-        out += csv_field(r.key) + "," + std::to_string(r.requests) + "," + std::to_string(r.prompt_tokens) +
-               "," + std::to_string(r.completion_tokens) + "," + std::to_string(r.cached_tokens) + "," +
-               std::to_string(r.reasoning_tokens) + "," + core::usd_decimal(r.cost_nano_usd) + "," +
-               std::to_string(r.estimated_requests) + "\r\n";
-      }
-      co_return AdminResponse{200, "text/csv; charset=utf-8", std::move(out), {}};
-    }
-    nlohmann::json list = nlohmann::json::array();
-    for (const auto& r : rows) {
-      list.push_back({{"key", r.key},
-                      {"requests", r.requests},
-                      {"prompt_tokens", r.prompt_tokens},
-                      {"completion_tokens", r.completion_tokens},
-                      {"cached_tokens", r.cached_tokens},
-                      {"reasoning_tokens", r.reasoning_tokens},
-                      {"cost_usd", static_cast<double>(r.cost_nano_usd) / 1e9},
-                      {"estimated_requests", r.estimated_requests}});
-    }
-    nlohmann::json body{{"from", auth::format_rfc3339(from / 1000)},
-                        {"to", auth::format_rfc3339(to / 1000)},
-                        {"group_by", usage::to_string(group)},
-                        {"rows", std::move(list)}};
-    co_return AdminResponse{200, "application/json", body.dump(), {}};
+    auto report = usage::render_report(q, rows);
+    co_return AdminResponse{200, std::string(report.content_type), std::move(report.body), {}};
   }
 
   net::awaitable<AdminResponse> admin_handler(const AdminRequest& req) {
@@ -747,7 +607,7 @@ Gateway::Gateway(std::string config_path, std::shared_ptr<const config::Config> 
   for (std::size_t li = 0; li < cfg.server.listen.size(); ++li) {
     const auto& l = cfg.server.listen[li];
     auto ep = make_endpoint(l.host, l.port);
-    std::shared_ptr<net::ssl::context> tls = l.tls ? server_tls(*l.tls) : nullptr;
+    std::shared_ptr<net::ssl::context> tls = l.tls ? proxy::make_server_tls(*l.tls) : nullptr;
     for (auto& w : s.workers) {
       auto a = make_acceptor(w->io(), ep, true);
       ep = a.local_endpoint();

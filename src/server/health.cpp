@@ -1,11 +1,9 @@
 #include "server/health.hpp"
 
-#include <openssl/ssl.h>
-
-#include <boost/asio/ip/address.hpp>
-#include <boost/asio/ssl/host_name_verification.hpp>
 #include <boost/asio/steady_timer.hpp>
+#include <variant>
 
+#include "proxy/connect.hpp"
 #include "proxy/net.hpp"
 #include "tollgate/metrics/logging.hpp"
 #include "tollgate/metrics/stats.hpp"
@@ -41,56 +39,52 @@ bool same_check(const config::BackendConfig& a, const config::BackendConfig& b) 
          x.rise == y.rise && x.fall == y.fall;
 }
 
-// One probe: connect (TCP, then TLS), and for HTTP send the GET and read the status line and
-// header. The whole exchange is bounded by the probe's timeout. Returns pass/fail and why.
-net::awaitable<std::pair<bool, std::string>> probe_once(HealthChecker::Probe& p) {
+using ProbeResult = std::pair<bool, std::string>;
+
+// For HTTP probes: sends the GET and reads the status line and header.
+template <class Stream>
+net::awaitable<ProbeResult> http_probe(HealthChecker::Probe& p, Stream& stream) {
   const auto& b = p.backend;
   const auto& hc = *b.health_check;
-  auto ex = co_await net::this_coro::executor;
-  tcp::resolver resolver(ex);
-  PlainStream tcp_stream(ex);
-  tcp_stream.expires_after(hc.timeout);
-  auto [rec, results] = co_await resolver.async_resolve(b.endpoint.host,
-                                                       std::to_string(b.endpoint.port), use_tuple);
-  if (rec) co_return std::pair{false, "resolve: " + rec.message()};
-  auto [cec, ep] = co_await tcp_stream.async_connect(results, use_tuple);
-  if (cec) co_return std::pair{false, "connect: " + cec.message()};
+  http::request<http::empty_body> req{http::verb::get, b.endpoint.base_path + hc.path, 11};
+  req.set(http::field::host, b.endpoint.host_header);
+  if (p.token) {
+    auto t = p.token->token.load();
+    if (!t) co_return ProbeResult{false, "no backend token yet"};
+    req.set(http::field::authorization, "Bearer " + *t);
+  } else {
+    req.set("api-key", b.api_key);
+  }
+  req.set(http::field::user_agent, "tollgate-health-check");
+  req.keep_alive(false);
+  auto [wec, wn] = co_await http::async_write(stream, req, use_tuple);
+  if (wec) co_return ProbeResult{false, "write: " + wec.message()};
+  beast::flat_buffer buffer;
+  http::response_parser<http::empty_body> parser;
+  parser.skip(true);  // the status is enough; the body is not read
+  auto [hec, hn] = co_await http::async_read_header(stream, buffer, parser, use_tuple);
+  if (hec) co_return ProbeResult{false, "read: " + hec.message()};
+  auto status = parser.get().result_int();
+  if (status / 100 != 2) co_return ProbeResult{false, "status " + std::to_string(status)};
+  co_return ProbeResult{true, std::string()};
+}
 
-  auto exchange = [&](auto& stream) -> net::awaitable<std::pair<bool, std::string>> {
-    if (hc.tcp) co_return std::pair{true, std::string()};
-    http::request<http::empty_body> req{http::verb::get, b.endpoint.base_path + hc.path, 11};
-    req.set(http::field::host, b.endpoint.host_header);
-    if (p.token) {
-      auto t = p.token->token.load();
-      if (!t) co_return std::pair{false, std::string("no backend token yet")};
-      req.set(http::field::authorization, "Bearer " + *t);
-    } else {
-      req.set("api-key", b.api_key);
-    }
-    req.set(http::field::user_agent, "tollgate-health-check");
-    req.keep_alive(false);
-    auto [wec, wn] = co_await http::async_write(stream, req, use_tuple);
-    if (wec) co_return std::pair{false, "write: " + wec.message()};
-    beast::flat_buffer buffer;
-    http::response_parser<http::empty_body> parser;
-    parser.skip(true);  // the status is enough; the body is not read
-    auto [hec, hn] = co_await http::async_read_header(stream, buffer, parser, use_tuple);
-    if (hec) co_return std::pair{false, "read: " + hec.message()};
-    auto status = parser.get().result_int();
-    if (status / 100 != 2) co_return std::pair{false, "status " + std::to_string(status)};
-    co_return std::pair{true, std::string()};
-  };
-
-  if (!p.tls) co_return co_await exchange(tcp_stream);
-  TlsStream tls(std::move(tcp_stream), *p.tls);
-  boost::system::error_code addr_ec;
-  net::ip::make_address(b.endpoint.host, addr_ec);
-  if (addr_ec) SSL_set_tlsext_host_name(tls.native_handle(), b.endpoint.host.c_str());
-  tls.set_verify_mode(net::ssl::verify_peer);
-  tls.set_verify_callback(net::ssl::host_name_verification(b.endpoint.host));
-  auto [hec] = co_await tls.async_handshake(net::ssl::stream_base::client, use_tuple);
-  if (hec) co_return std::pair{false, "tls: " + hec.message()};
-  co_return co_await exchange(tls);
+// One probe: connect (TCP, then TLS), and for HTTP the exchange. The whole probe is bounded by
+// the probe's timeout. Returns pass/fail and why.
+net::awaitable<ProbeResult> probe_once(HealthChecker::Probe& p) {
+  const auto& b = p.backend;
+  const auto& hc = *b.health_check;
+  auto deadline = std::chrono::steady_clock::now() + hc.timeout;
+  auto stream = co_await connect_upstream(
+      UpstreamTarget{b.endpoint.host, b.endpoint.port, p.tls.get(), hc.timeout, deadline});
+  if (!stream) co_return ProbeResult{false, stream.error().message()};
+  if (hc.tcp) co_return ProbeResult{true, std::string()};
+  co_return co_await std::visit(
+      [&p, deadline](auto& s) {
+        beast::get_lowest_layer(s).expires_at(deadline);
+        return http_probe(p, s);
+      },
+      *stream);
 }
 
 net::awaitable<void> probe_loop(std::shared_ptr<HealthChecker::Probe> p) {

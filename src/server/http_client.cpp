@@ -1,12 +1,12 @@
 #include "server/http_client.hpp"
 
-#include <openssl/ssl.h>
-
-#include <boost/asio/ip/address.hpp>
-#include <boost/asio/ssl/host_name_verification.hpp>
 #include <boost/url/parse.hpp>
+#include <memory>
+#include <variant>
 
+#include "proxy/connect.hpp"
 #include "proxy/net.hpp"
+#include "proxy/tls.hpp"
 
 namespace tollgate::server {
 
@@ -67,22 +67,30 @@ net::awaitable<FetchResult> fetch(FetchRequest r) {
   std::string host(url->encoded_host_address());
   if (!host.empty() && host.front() == '[') host = host.substr(1, host.size() - 2);
   std::string port = url->has_port() ? std::string(url->port()) : (tls ? "443" : "80");
+  std::uint16_t port_number = url->has_port() ? url->port_number() : (tls ? 443 : 80);
+  if (port_number == 0) {
+    out.error = "bad port in the URL";
+    co_return out;
+  }
   std::string target(url->encoded_path());
   if (target.empty()) target = "/";
   if (url->has_query()) target += "?" + std::string(url->encoded_query());
 
-  auto ex = co_await net::this_coro::executor;
-  tcp::resolver resolver(ex);
-  PlainStream tcp_stream(ex);
-  tcp_stream.expires_after(r.timeout);  // bounds everything below (Beast's stream timer)
-  auto [rec, results] = co_await resolver.async_resolve(host, port, use_tuple);
-  if (rec) {
-    out.error = "resolve " + host + ": " + rec.message();
-    co_return out;
+  std::shared_ptr<net::ssl::context> tls_ctx;
+  if (tls) {
+    auto made = proxy::make_client_tls(proxy::CaOptions{r.ca_file});
+    if (!made) {
+      out.error = "CA certificates: " + made.error().message();
+      co_return out;
+    }
+    tls_ctx = std::move(*made);
   }
-  auto [cec, ep] = co_await tcp_stream.async_connect(results, use_tuple);
-  if (cec) {
-    out.error = "connect " + host + ":" + port + ": " + cec.message();
+  // One timeout bounds the whole request (connect, handshake, write and read).
+  auto deadline = std::chrono::steady_clock::now() + r.timeout;
+  auto stream = co_await proxy::connect_upstream(
+      proxy::UpstreamTarget{host, port_number, tls_ctx.get(), r.timeout, deadline});
+  if (!stream) {
+    out.error = host + ":" + port + ": " + stream.error().message();
     co_return out;
   }
   http::request<http::string_body> req{http::string_to_verb(r.method), target, 11};
@@ -94,31 +102,12 @@ net::awaitable<FetchResult> fetch(FetchRequest r) {
     req.body() = std::move(r.body);
     req.prepare_payload();
   }
-  if (!tls) co_return co_await exchange(tcp_stream, req);
-
-  net::ssl::context ctx(net::ssl::context::tls_client);
-  boost::system::error_code ec;
-  if (r.ca_file.empty()) {
-    ctx.set_default_verify_paths(ec);
-  } else {
-    ctx.load_verify_file(r.ca_file, ec);
-  }
-  if (ec) {
-    out.error = "CA certificates: " + ec.message();
-    co_return out;
-  }
-  TlsStream stream(std::move(tcp_stream), ctx);
-  boost::system::error_code addr_ec;
-  net::ip::make_address(host, addr_ec);
-  if (addr_ec) SSL_set_tlsext_host_name(stream.native_handle(), host.c_str());
-  stream.set_verify_mode(net::ssl::verify_peer);
-  stream.set_verify_callback(net::ssl::host_name_verification(host));
-  auto [hec] = co_await stream.async_handshake(net::ssl::stream_base::client, use_tuple);
-  if (hec) {
-    out.error = "TLS with " + host + ": " + hec.message();
-    co_return out;
-  }
-  co_return co_await exchange(stream, req);
+  co_return co_await std::visit(
+      [&req, deadline](auto& s) {
+        beast::get_lowest_layer(s).expires_at(deadline);
+        return exchange(s, req);
+      },
+      *stream);
 }
 
 }  // namespace tollgate::server
