@@ -415,7 +415,7 @@ net::awaitable<std::optional<UpstreamError>> relay(Client<Down> down, Up& up, Up
   auto client_gone = [&] {
     ctx.outcome = "client_gone";
     ctx.error = "client_gone";
-    route.upstream_errors[static_cast<std::size_t>(UpstreamError::kClientGone)].add();
+    route.upstream_errors[UpstreamError::kClientGone].add();
     keep_alive = false;
     // What was relayed is what gets billed: the usage seen so far, else the text relayed.
     ctx.usage = is_sse ? sse.usage() : json.usage();
@@ -522,7 +522,7 @@ net::awaitable<std::optional<UpstreamError>> relay(Client<Down> down, Up& up, Up
     co_return broke;
   }
   if (broke) {
-    route.upstream_errors[static_cast<std::size_t>(*broke)].add();
+    route.upstream_errors[*broke].add();
     ctx.outcome = "upstream_error";
     ctx.error = metrics::to_string(*broke);
     if (is_sse && chunked) {
@@ -612,7 +612,7 @@ net::awaitable<AttemptResult> attempt(Client<Down> down, const Request& req, std
 
   // Nothing reached the client: count the failure; the caller answers or retries.
   auto failed = [&](UpstreamError reason) {
-    cells.upstream_errors[static_cast<std::size_t>(reason)].add();
+    cells.upstream_errors[reason].add();
     out.kind = AttemptResult::Kind::kFailed;
     out.error = reason;
     return std::move(out);

@@ -109,20 +109,20 @@ void finish(Worker& w, RequestContext& ctx) {
   auto& stats = w.stats();
   auto& cells = stats.route(ctx.series);
   auto duration = micros_since(ctx.start);
-  cells.requests[static_cast<std::size_t>(metrics::status_class(ctx.status))].add();
+  cells.requests[metrics::status_class(ctx.status)].add();
   cells.duration.observe_micros(duration);
   if (ctx.ttfb_us >= 0) cells.ttfb.observe_micros(ctx.ttfb_us);
   const auto& u = ctx.usage;
   if (u.present) {
-    cells.tokens[static_cast<std::size_t>(metrics::TokenType::kPrompt)].add(u.prompt);
-    cells.tokens[static_cast<std::size_t>(metrics::TokenType::kCompletion)].add(u.completion);
-    cells.tokens[static_cast<std::size_t>(metrics::TokenType::kCached)].add(u.cached);
-    cells.tokens[static_cast<std::size_t>(metrics::TokenType::kReasoning)].add(u.reasoning);
+    cells.tokens[metrics::TokenType::kPrompt].add(u.prompt);
+    cells.tokens[metrics::TokenType::kCompletion].add(u.completion);
+    cells.tokens[metrics::TokenType::kCached].add(u.cached);
+    cells.tokens[metrics::TokenType::kReasoning].add(u.reasoning);
   } else if (ctx.usage_expected && ctx.status / 100 == 2 && ctx.outcome == std::string_view("ok")) {
     cells.usage_missing.add();
   }
   auto& client_cells = stats.client(ctx.client_series);
-  client_cells.requests[static_cast<std::size_t>(metrics::status_class(ctx.status))].add();
+  client_cells.requests[metrics::status_class(ctx.status)].add();
   if (ctx.reservation.held()) client_cells.charged_tokens.add(static_cast<std::uint64_t>(ctx.charged_tokens));
   if (ctx.usage_estimated) client_cells.usage_estimated.add();
   if (ctx.cost_nano_usd > 0) {
@@ -130,10 +130,10 @@ void finish(Worker& w, RequestContext& ctx) {
     cells.cost_nano_usd.add(static_cast<std::uint64_t>(ctx.cost_nano_usd));
   }
   if (u.present) {
-    client_cells.tokens[static_cast<std::size_t>(metrics::TokenType::kPrompt)].add(u.prompt);
-    client_cells.tokens[static_cast<std::size_t>(metrics::TokenType::kCompletion)].add(u.completion);
-    client_cells.tokens[static_cast<std::size_t>(metrics::TokenType::kCached)].add(u.cached);
-    client_cells.tokens[static_cast<std::size_t>(metrics::TokenType::kReasoning)].add(u.reasoning);
+    client_cells.tokens[metrics::TokenType::kPrompt].add(u.prompt);
+    client_cells.tokens[metrics::TokenType::kCompletion].add(u.completion);
+    client_cells.tokens[metrics::TokenType::kCached].add(u.cached);
+    client_cells.tokens[metrics::TokenType::kReasoning].add(u.reasoning);
   }
   stats.in_flight.add(-1);
   // The usage ledger: one record per request of a known caller (anonymous included); requests
@@ -302,7 +302,7 @@ net::awaitable<bool> respond_unavailable(Worker& w, Client<Stream> client, const
     auto secs = (wait + 999) / 1000;
     headers.emplace_back("retry-after-ms", std::to_string(wait));
     headers.emplace_back("retry-after", std::to_string(secs));
-    cells.no_backend[0].add();
+    cells.no_backend[metrics::NoBackendCode::k429].add();
     core::HttpError e{429, "429",
                       "All backends of deployment '" + name +
                           "' are at capacity. Please retry after " + std::to_string(secs) +
@@ -313,7 +313,7 @@ net::awaitable<bool> respond_unavailable(Worker& w, Client<Stream> client, const
   }
   headers.emplace_back("x-should-retry", "false");
   if (earliest) headers.emplace_back("retry-after", std::to_string((*earliest - now + 999) / 1000));
-  cells.no_backend[1].add();
+  cells.no_backend[metrics::NoBackendCode::k503].add();
   core::HttpError e{503, "503",
                     "No backend of deployment '" + name +
                         "' can take requests now, and none is expected to recover within a "
@@ -354,10 +354,9 @@ net::awaitable<bool> respond_rate_limited(Worker& w, Client<Stream> client, cons
   const auto& l = *refusal.limit;
   auto scope = ratelimit::to_string(l.scope);
   auto unit = ratelimit::to_string(l.unit);
-  auto index = static_cast<std::size_t>(l.scope) * 2 + (l.unit == ratelimit::Unit::kTokens ? 0 : 1);
   ctx.outcome = "rejected";
   ctx.error = refusal.wait ? "rate_limited" : "over_limit";
-  if (refusal.wait) w.stats().client(ctx.client_series).rate_limited[index].add();
+  if (refusal.wait) w.stats().client(ctx.client_series).rate_limited.at(l.scope, l.unit).add();
   std::string what = std::string(scope) + " '" + std::string(l.name) + "' (" +
                      std::to_string(l.per_minute) + " " + std::string(unit) + " per minute)";
   if (!refusal.wait) {
@@ -401,8 +400,7 @@ net::awaitable<bool> respond_over_budget(Worker& w, Client<Stream> client, const
                                          bool keep_alive, ratelimit::UnixMs now) {
   const auto& b = *refusal.limit;
   bool usd = b.measure == ratelimit::Measure::kNanoUsd;
-  auto index = static_cast<std::size_t>(b.scope) * 4 + static_cast<std::size_t>(b.period) * 2 + (usd ? 1 : 0);
-  w.stats().client(ctx.client_series).budget_refused[index].add();
+  w.stats().client(ctx.client_series).budget_refused.at(b.scope, b.period, b.measure).add();
   ctx.outcome = "rejected";
   auto amount = [usd](std::int64_t v) { return usd ? usd_text(v) : std::to_string(v) + " tokens"; };
   std::string what = std::string(b.period == ratelimit::Period::kDay ? "daily" : "monthly") +
@@ -651,18 +649,18 @@ net::awaitable<bool> route_and_forward(Worker& w, Client<Stream> client, const R
                                                {usable.data(), usable.size()});
       using Kind = WaitResult::Kind;
       if (waited.kind != Kind::kUnreachable && waited.kind != Kind::kFull) {
-        prio.queue_wait[plan.cls].observe_micros(ctx.queue_us);
+        prio.queue_wait[metrics::ClassRank{plan.cls}].observe_micros(ctx.queue_us);
       }
       switch (waited.kind) {
         case Kind::kDispatched:
-          prio.dispatched[plan.cls].add();
+          prio.dispatched[metrics::ClassRank{plan.cls}].add();
           if (client_closed(beast::get_lowest_layer(client.stream).socket())) {
             auto& st = *snap.backends[waited.lease->backend].state;
             st.release();
             auto t = routing::steady_now_ms();
             st.record(routing::Outcome::kNeutral, waited.lease->trial, t, snap.breaker);
             snap.scheduler->after_release(t, w.rng());
-            prio.shed[plan.cls][static_cast<std::size_t>(metrics::ShedReason::kClientGone)].add();
+            prio.shed.at(metrics::ClassRank{plan.cls}, metrics::ShedReason::kClientGone).add();
             ctx.outcome = "client_gone";
             ctx.error = "client_gone";
             co_return false;
@@ -670,18 +668,18 @@ net::awaitable<bool> route_and_forward(Worker& w, Client<Stream> client, const R
           handed = waited.lease;
           continue;
         case Kind::kClientGone:
-          prio.shed[plan.cls][static_cast<std::size_t>(metrics::ShedReason::kClientGone)].add();
+          prio.shed.at(metrics::ClassRank{plan.cls}, metrics::ShedReason::kClientGone).add();
           ctx.outcome = "client_gone";
           ctx.error = "client_gone";
           co_return false;
         case Kind::kDeadline:
-          prio.shed[plan.cls][static_cast<std::size_t>(metrics::ShedReason::kDeadline)].add();
+          prio.shed.at(metrics::ClassRank{plan.cls}, metrics::ShedReason::kDeadline).add();
           co_return co_await respond_shed(client, req, ctx, snap, plan, metrics::ShedReason::kDeadline, keep_alive);
         case Kind::kFull:
-          prio.shed[plan.cls][static_cast<std::size_t>(metrics::ShedReason::kQueueFull)].add();
+          prio.shed.at(metrics::ClassRank{plan.cls}, metrics::ShedReason::kQueueFull).add();
           co_return co_await respond_shed(client, req, ctx, snap, plan, metrics::ShedReason::kQueueFull, keep_alive);
         case Kind::kUnreachable:
-          prio.shed[plan.cls][static_cast<std::size_t>(metrics::ShedReason::kUnreachable)].add();
+          prio.shed.at(metrics::ClassRank{plan.cls}, metrics::ShedReason::kUnreachable).add();
           break;  // the routing issue's answer: 429 with the recovery time, or 503
       }
     }
@@ -698,7 +696,7 @@ net::awaitable<bool> route_and_forward(Worker& w, Client<Stream> client, const R
         break;
       }
       budget.retrying = true;
-      w.stats().route(pending_retry->first).retries[static_cast<std::size_t>(pending_retry->second)].add();
+      w.stats().route(pending_retry->first).retries[pending_retry->second].add();
       pending_retry.reset();
     }
     // Releases the in-flight slot on every path (an exception included), and lets a request
@@ -722,7 +720,7 @@ net::awaitable<bool> route_and_forward(Worker& w, Client<Stream> client, const R
     ctx.tier = static_cast<int>(lease->tier) + 1;
     auto& cells = w.stats().route(ctx.series);
     if (lease->tier > last_tier) {
-      cells.spilled_from[std::min<std::size_t>(last_tier, metrics::kMaxTiers - 1)].add();
+      cells.spilled_from[metrics::tier_rank(last_tier)].add();
     }
     last_tier = lease->tier;
 
@@ -1070,7 +1068,7 @@ net::awaitable<bool> handle(Worker& w, Client<Stream> client, Request& req, Requ
     if (ctx.reservation.held() || ctx.budget_hold.held()) w.stats().reservations.add(1);
     if (!limits.empty()) ctx.response_headers = remaining_headers(limits, now);
   }
-  w.stats().route(drt.series_none).class_requests[plan.cls].add();
+  w.stats().route(drt.series_none).class_requests[metrics::ClassRank{plan.cls}].add();
   co_return co_await route_and_forward(w, client, req, ctx, *snap, drt, only, creates, keep_alive,
                                        {allowed.data(), allowed.size()}, plan);
 }

@@ -30,34 +30,38 @@ struct Rig {
 };
 
 void record(Rig& r) {
-  r.w0.route(r.a).requests[static_cast<std::size_t>(StatusClass::k2xx)].add(3);
-  r.w1.route(r.a).requests[static_cast<std::size_t>(StatusClass::k2xx)].add(2);
-  r.w1.route(r.a).requests[static_cast<std::size_t>(StatusClass::k5xx)].add();
-  r.w0.route(r.a).duration.observe_micros(700);       // 0.0007 s: the 0.001 bucket
+  using ratelimit::Measure;
+  using ratelimit::Period;
+  using ratelimit::Scope;
+  using ratelimit::Unit;
+  r.w0.route(r.a).requests[StatusClass::k2xx].add(3);
+  r.w1.route(r.a).requests[StatusClass::k2xx].add(2);
+  r.w1.route(r.a).requests[StatusClass::k5xx].add();
+  r.w0.route(r.a).duration.observe_micros(700);        // 0.0007 s: the 0.001 bucket
   r.w1.route(r.a).duration.observe_micros(2'000'000);  // 2 s: the 2.5 bucket
   r.w0.route(r.a).ttfb.observe_micros(300);
-  r.w0.route(r.a).tokens[static_cast<std::size_t>(TokenType::kPrompt)].add(10);
-  r.w1.route(r.a).tokens[static_cast<std::size_t>(TokenType::kCompletion)].add(5);
+  r.w0.route(r.a).tokens[TokenType::kPrompt].add(10);
+  r.w1.route(r.a).tokens[TokenType::kCompletion].add(5);
   r.w1.route(r.a).cost_nano_usd.add(1'500'000);
-  r.w0.route(r.a).retries[static_cast<std::size_t>(RetryReason::kThrottled)].add(2);
-  r.w0.route(r.b).upstream_errors[static_cast<std::size_t>(UpstreamError::kConnectTimeout)].add();
-  r.w0.route(r.b).spilled_from[0].add(4);
+  r.w0.route(r.a).retries[RetryReason::kThrottled].add(2);
+  r.w0.route(r.b).upstream_errors[UpstreamError::kConnectTimeout].add();
+  r.w0.route(r.b).spilled_from[TierRank{0}].add(4);
   r.w1.route(r.b).usage_missing.add();
-  r.w0.route(r.none).no_backend[0].add();
-  r.w1.route(r.none).no_backend[1].add(2);
+  r.w0.route(r.none).no_backend[NoBackendCode::k429].add();
+  r.w1.route(r.none).no_backend[NoBackendCode::k503].add(2);
   r.w1.route(r.none).budget_exhausted.add();
-  r.w0.route(r.idle).retries[static_cast<std::size_t>(RetryReason::kTimeout)].add();
+  r.w0.route(r.idle).retries[RetryReason::kTimeout].add();
 
   auto& c0 = r.w0.client(r.app);
   auto& c1 = r.w1.client(r.app);
-  c0.requests[static_cast<std::size_t>(StatusClass::k2xx)].add(4);
-  c1.requests[static_cast<std::size_t>(StatusClass::k4xx)].add();
-  c0.tokens[static_cast<std::size_t>(TokenType::kPrompt)].add(7);
-  c1.tokens[static_cast<std::size_t>(TokenType::kReasoning)].add(2);
-  c0.rate_limited[1 * 2 + 0].add();  // tenant, tokens
-  c1.rate_limited[2 * 2 + 1].add(3);  // deployment, requests
-  c0.budget_refused[0 * 4 + 1 * 2 + 1].add();  // client, month, usd
-  c1.budget_refused[1 * 4 + 0 * 2 + 0].add(2);  // tenant, day, tokens
+  c0.requests[StatusClass::k2xx].add(4);
+  c1.requests[StatusClass::k4xx].add();
+  c0.tokens[TokenType::kPrompt].add(7);
+  c1.tokens[TokenType::kReasoning].add(2);
+  c0.rate_limited.at(Scope::kTenant, Unit::kTokens).add();
+  c1.rate_limited.at(Scope::kDeployment, Unit::kRequests).add(3);
+  c0.budget_refused.at(Scope::kClient, Period::kMonth, Measure::kNanoUsd).add();
+  c1.budget_refused.at(Scope::kTenant, Period::kDay, Measure::kTokens).add(2);
   c0.usage_estimated.add();
   c1.charged_tokens.add(40);
   c0.cost_nano_usd.add(250'000'000);
