@@ -214,7 +214,7 @@ net::awaitable<AttemptResult> attempt(Client<Down> down, const Request& req, std
 
   // Nothing reached the client: count the failure; the caller answers or retries.
   auto failed = [&](UpstreamError reason) {
-    cells.upstream_errors[static_cast<std::size_t>(reason)].add();
+    cells.upstream_errors[reason].add();
     out.kind = AttemptResult::Kind::kFailed;
     out.error = reason;
     return std::move(out);

@@ -339,7 +339,7 @@ class Relay {
       co_return;
     }
     if (broke_) {
-      job_.cells.upstream_errors[static_cast<std::size_t>(*broke_)].add();
+      job_.cells.upstream_errors[*broke_].add();
       ctx_.outcome = core::Outcome::kUpstreamError;
       ctx_.error = metrics::to_string(*broke_);
       if (is_sse_ && chunked_) {
@@ -437,7 +437,7 @@ class Relay {
   bool client_gone() {
     ctx_.outcome = core::Outcome::kClientGone;
     ctx_.error = "client_gone";
-    job_.cells.upstream_errors[static_cast<std::size_t>(UpstreamError::kClientGone)].add();
+    job_.cells.upstream_errors[UpstreamError::kClientGone].add();
     result_.keep_alive = false;
     filters_.on_end(BodyEnd::kClientGone);
     return false;

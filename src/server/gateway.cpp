@@ -18,6 +18,7 @@
 #include "server/identity.hpp"
 #include "server/snapshot.hpp"
 #include "server/worker.hpp"
+#include "tollgate/metrics/families.hpp"
 #include "tollgate/metrics/logging.hpp"
 #include "tollgate/metrics/stats.hpp"
 #include "tollgate/usage/ledger.hpp"
@@ -336,146 +337,73 @@ struct Gateway::Impl {
     });
   }
 
-  // Backend state read from the shared atomics at scrape time.
+  // Backend state read from the shared atomics at scrape time; the families: metrics/families.hpp.
   std::vector<prometheus::MetricFamily> routing_families() const {
-    using metrics::add_counter;
-    using metrics::add_gauge;
-    using metrics::family;
-    using prometheus::MetricType;
+    namespace fam = metrics::families;
     std::vector<prometheus::MetricFamily> out;
     if (!current) return out;
     auto now = routing::steady_now_ms();
-    auto state = family("tollgate_backend_state",
-                        "1 for the backend's current condition (available, throttled, breaker_open, "
-                        "breaker_half_open, probe_failed, saturated), 0 for the others.",
-                        MetricType::Gauge);
-    auto in_flight = family("tollgate_backend_in_flight_requests",
-                            "Requests in flight to the backend, across workers.", MetricType::Gauge);
-    auto tokens = family("tollgate_backend_ratelimit_remaining_tokens",
-                         "x-ratelimit-remaining-tokens as last reported by the backend.",
-                         MetricType::Gauge);
-    auto requests = family("tollgate_backend_ratelimit_remaining_requests",
-                           "x-ratelimit-remaining-requests as last reported by the backend.",
-                           MetricType::Gauge);
-    auto util = family("tollgate_backend_utilization_ratio",
-                       "PTU utilization (azure-openai-deployment-utilization) as last reported; 1 = 100%.",
-                       MetricType::Gauge);
-    auto opens = family("tollgate_backend_breaker_opens_total",
-                        "Times the backend's circuit breaker opened.", MetricType::Counter);
-    auto throttles = family("tollgate_backend_throttled_total",
-                            "429 answers that made the backend rest (throttled).", MetricType::Counter);
-    auto affinity_entries = family("tollgate_affinity_entries",
-                                   "Objects (responses, files, threads, ...) the gateway can route "
-                                   "to the backend that created them.",
-                                   MetricType::Gauge);
+    metrics::FamilyBuilder state(fam::kBackendState);
+    metrics::FamilyBuilder<1> in_flight(fam::kBackendInFlight),
+        tokens(fam::kBackendRemainingTokens), requests(fam::kBackendRemainingRequests),
+        util(fam::kBackendUtilization), opens(fam::kBackendBreakerOpens),
+        throttles(fam::kBackendThrottled);
     const auto& cfg = *current->config;
     for (std::size_t i = 0; i < current->backends.size(); ++i) {
-      const auto& name = cfg.backends[i].name;
+      std::string_view name = cfg.backends[i].name;
       const auto& st = *current->backends[i].state;
       auto cond = st.condition(now, cfg.backends[i].max_in_flight);
       for (std::size_t c = 0; c < static_cast<std::size_t>(routing::Condition::kCount); ++c) {
-        add_gauge(state,
-                  {{"backend", name},
-                   {"state", std::string(routing::to_string(static_cast<routing::Condition>(c)))}},
+        state.add({name, routing::to_string(static_cast<routing::Condition>(c))},
                   static_cast<std::size_t>(cond) == c ? 1 : 0);
       }
-      add_gauge(in_flight, {{"backend", name}}, static_cast<double>(st.in_flight()));
-      if (auto v = st.last_remaining_tokens()) add_gauge(tokens, {{"backend", name}}, static_cast<double>(*v));
-      if (auto v = st.last_remaining_requests()) add_gauge(requests, {{"backend", name}}, static_cast<double>(*v));
-      if (auto v = st.utilization()) add_gauge(util, {{"backend", name}}, *v / 100.0);
-      add_counter(opens, {{"backend", name}}, static_cast<double>(st.breaker_opens()));
-      add_counter(throttles, {{"backend", name}}, static_cast<double>(st.throttles()));
+      in_flight.add({name}, static_cast<double>(st.in_flight()));
+      if (auto v = st.last_remaining_tokens()) tokens.add({name}, static_cast<double>(*v));
+      if (auto v = st.last_remaining_requests()) requests.add({name}, static_cast<double>(*v));
+      if (auto v = st.utilization()) util.add({name}, *v / 100.0);
+      opens.add({name}, static_cast<double>(st.breaker_opens()));
+      throttles.add({name}, static_cast<double>(st.throttles()));
     }
-    add_gauge(affinity_entries, {}, static_cast<double>(current->affinity->size()));
-    for (auto* f : {&state, &in_flight, &tokens, &requests, &util, &opens, &throttles,
-                    &affinity_entries}) {
-      out.push_back(std::move(*f));
+    out.push_back(state.take());
+    for (auto* f : {&in_flight, &tokens, &requests, &util, &opens, &throttles}) {
+      out.push_back(f->take());
     }
+    out.push_back(
+        metrics::single(fam::kAffinityEntries, static_cast<double>(current->affinity->size())));
     priority_families(out);
     if (health) health->families(out);
     if (identity) identity->families(out, current.get());
     if (ledger) {
-      auto depth = family("tollgate_ledger_queue_depth",
-                          "Usage records waiting to be written to the ledger.", MetricType::Gauge);
-      add_gauge(depth, {}, static_cast<double>(ledger->queued()));
-      auto written = family("tollgate_ledger_records_written_total",
-                            "Usage records committed to the ledger.", MetricType::Counter);
-      add_counter(written, {}, static_cast<double>(ledger->written()));
-      auto errors = family("tollgate_ledger_write_errors_total",
-                           "Ledger transactions that failed (disk full, read-only, I/O errors); "
-                           "their records stay queued and are retried.",
-                           MetricType::Counter);
-      add_counter(errors, {}, static_cast<double>(ledger->write_errors()));
-      auto dropped = family("tollgate_ledger_dropped_records_total",
-                            "Usage records dropped because usage.max_buffered records were "
-                            "already waiting for an unwritable ledger.",
-                            MetricType::Counter);
-      add_counter(dropped, {}, static_cast<double>(ledger->dropped()));
-      auto healthy = family("tollgate_ledger_writable",
-                            "1 when the last ledger write succeeded, 0 while writes fail.",
-                            MetricType::Gauge);
-      add_gauge(healthy, {}, ledger->healthy() ? 1 : 0);
-      for (auto* f : {&depth, &written, &errors, &dropped, &healthy}) out.push_back(std::move(*f));
+      auto add = [&](const metrics::FamilySpec<0>& spec, auto v) {
+        out.push_back(metrics::single(spec, static_cast<double>(v)));
+      };
+      add(fam::kLedgerQueueDepth, ledger->queued());
+      add(fam::kLedgerWritten, ledger->written());
+      add(fam::kLedgerWriteErrors, ledger->write_errors());
+      add(fam::kLedgerDropped, ledger->dropped());
+      add(fam::kLedgerWritable, ledger->healthy() ? 1 : 0);
     }
     return out;
   }
 
   // Priority classes and waiting rooms, per deployment and class. Thread: control.
   void priority_families(std::vector<prometheus::MetricFamily>& out) const {
-    using metrics::add_counter;
-    using metrics::add_gauge;
-    using metrics::family;
-    using prometheus::MetricType;
-    auto requests = family("tollgate_priority_requests_total",
-                           "Requests routed, by deployment and priority class.", MetricType::Counter);
-    auto depth = family("tollgate_queue_depth",
-                        "Requests waiting for capacity now, by deployment and priority class.",
-                        MetricType::Gauge);
-    auto dispatched = family("tollgate_queue_dispatched_total",
-                             "Requests that waited for capacity and were then sent to a backend.",
-                             MetricType::Counter);
-    auto wait = family("tollgate_queue_wait_seconds",
-                       "Time requests waited for capacity (dispatched, timed out or abandoned).",
-                       MetricType::Histogram);
-    auto shed = family("tollgate_queue_shed_total",
-                       "Requests that could have waited for capacity but were answered without it: "
-                       "queue_full, deadline, unreachable (no backend recovers in time), "
-                       "client_gone.",
-                       MetricType::Counter);
     const auto& cfg = *current->config;
     std::unordered_map<std::string, std::vector<std::size_t>> depths;
     for (auto& [name, d] : scheduler->depths()) depths.emplace(name, std::move(d));
+    std::vector<metrics::PriorityView> views;
     for (std::size_t i = 0; i < cfg.deployments.size(); ++i) {
-      const auto& dname = cfg.deployments[i].name;
-      auto id = current->deployments[i].series_none;
+      auto& v = views.emplace_back();
+      v.deployment = cfg.deployments[i].name;
+      v.series = current->deployments[i].series_none;
+      auto it = depths.find(cfg.deployments[i].name);
       for (std::size_t k = 0; k < cfg.priority.classes.size(); ++k) {
         const auto& klass = cfg.priority.classes[k];
-        std::vector<prometheus::ClientMetric::Label> labels{{"deployment", dname}, {"class", klass.name}};
-        if (auto n = metrics::sum_counter(series, id, [k](const metrics::RouteCells& c) -> const metrics::Counter& {
-              return c.class_requests[k];
-            })) {
-          add_counter(requests, labels, static_cast<double>(n));
-        }
-        if (klass.max_queue_wait.count() == 0) continue;  // this class never waits
-        auto it = depths.find(dname);
-        add_gauge(depth, labels, it == depths.end() ? 0 : static_cast<double>(it->second[k]));
-        add_counter(dispatched, labels,
-                    static_cast<double>(metrics::sum_counter(series, id, [k](const metrics::RouteCells& c) -> const metrics::Counter& {
-                      return c.dispatched[k];
-                    })));
-        metrics::add_histogram(wait, labels, series, id,
-                               [k](const metrics::RouteCells& c) -> const metrics::Histogram& { return c.queue_wait[k]; });
-        for (std::size_t r = 0; r < static_cast<std::size_t>(metrics::ShedReason::kCount); ++r) {
-          auto n = metrics::sum_counter(series, id, [k, r](const metrics::RouteCells& c) -> const metrics::Counter& {
-            return c.shed[k][r];
-          });
-          auto l = labels;
-          l.push_back({"reason", std::string(metrics::to_string(static_cast<metrics::ShedReason>(r)))});
-          add_counter(shed, std::move(l), static_cast<double>(n));
-        }
+        v.classes.push_back({klass.name, klass.max_queue_wait.count() > 0,
+                             it == depths.end() ? 0 : it->second[k]});
       }
     }
-    for (auto* f : {&requests, &depth, &dispatched, &wait, &shed}) out.push_back(std::move(*f));
+    metrics::append_priority_families(series, views, out);
   }
 
   // Arms the wake-up timer for `at` unless it fires earlier already. Thread: control.

@@ -5,6 +5,7 @@
 
 #include "proxy/connect.hpp"
 #include "proxy/net.hpp"
+#include "tollgate/metrics/families.hpp"
 #include "tollgate/metrics/logging.hpp"
 #include "tollgate/metrics/stats.hpp"
 
@@ -158,16 +159,12 @@ void HealthChecker::stop() {
 }
 
 void HealthChecker::families(std::vector<prometheus::MetricFamily>& out) const {
-  auto f = metrics::family("tollgate_health_checks_total",
-                           "Active health-check probes by backend and result.",
-                           prometheus::MetricType::Counter);
+  metrics::FamilyBuilder<2> f(metrics::families::kHealthChecks);
   for (const auto& [key, p] : probes_) {
-    metrics::add_counter(f, {{"backend", p->backend.name}, {"result", "pass"}},
-                         static_cast<double>(p->passed_total));
-    metrics::add_counter(f, {{"backend", p->backend.name}, {"result", "fail"}},
-                         static_cast<double>(p->failed_total));
+    f.add({p->backend.name, "pass"}, static_cast<double>(p->passed_total));
+    f.add({p->backend.name, "fail"}, static_cast<double>(p->failed_total));
   }
-  out.push_back(std::move(f));
+  out.push_back(f.take());
 }
 
 }  // namespace tollgate::server

@@ -10,6 +10,7 @@
 #include "proxy/net.hpp"
 #include "server/http_client.hpp"
 #include "tollgate/auth/crypto.hpp"
+#include "tollgate/metrics/families.hpp"
 #include "tollgate/metrics/logging.hpp"
 
 namespace tollgate::server {
@@ -466,46 +467,30 @@ AdminResponse IdentityManager::revoke_key(const std::string& id) {
 }
 
 void IdentityManager::families(std::vector<prometheus::MetricFamily>& out, const Snapshot* snap) const {
-  using prometheus::MetricType;
+  namespace fam = metrics::families;
   auto now = ratelimit::steady_now_ns();
-  auto fill = metrics::family("tollgate_ratelimit_available",
-                              "Units an admission limit could admit now (tokens or requests; 0 "
-                              "while in debt), by scope (client, tenant, deployment) and name.",
-                              MetricType::Gauge);
-  auto limit = metrics::family("tollgate_ratelimit_limit_per_minute",
-                               "The admission limit's rate per minute.", MetricType::Gauge);
+  metrics::FamilyBuilder<3> fill(fam::kRateLimitAvailable), limit(fam::kRateLimitPerMinute);
   std::set<const void*> seen;
   auto export_limit = [&](const ratelimit::Limit& l) {
     if (!seen.insert(l.bucket).second) return;
-    std::vector<prometheus::ClientMetric::Label> labels{
-        {"scope", std::string(ratelimit::to_string(l.scope))},
-        {"name", std::string(l.name)},
-        {"unit", std::string(ratelimit::to_string(l.unit))}};
-    metrics::add_gauge(fill, labels, static_cast<double>(l.bucket->available(now, l.per_minute)));
-    metrics::add_gauge(limit, labels, static_cast<double>(l.per_minute));
+    std::array<std::string_view, 3> labels{ratelimit::to_string(l.scope), l.name,
+                                           ratelimit::to_string(l.unit)};
+    fill.add(labels, static_cast<double>(l.bucket->available(now, l.per_minute)));
+    limit.add(labels, static_cast<double>(l.per_minute));
   };
-  auto used = metrics::family("tollgate_budget_used",
-                              "Use of a calendar budget in its current UTC period (tokens, or "
-                              "USD), by scope, name, period (day, month) and unit.",
-                              MetricType::Gauge);
-  auto budget = metrics::family("tollgate_budget_limit", "A calendar budget's limit (tokens or USD).",
-                                MetricType::Gauge);
-  auto warning = metrics::family("tollgate_budget_warning",
-                                 "1 when a budget's use reached its warn_at share, else 0.",
-                                 MetricType::Gauge);
+  metrics::FamilyBuilder<4> used(fam::kBudgetUsed), budget(fam::kBudgetLimit),
+      warning(fam::kBudgetWarning);
   auto wall = ratelimit::unix_now_ms();
   auto export_budget = [&](const ratelimit::BudgetLimit& b) {
     if (!seen.insert(b.budget).second) return;
-    std::vector<prometheus::ClientMetric::Label> labels{
-        {"scope", std::string(ratelimit::to_string(b.scope))},
-        {"name", std::string(b.name)},
-        {"period", std::string(ratelimit::to_string(b.period))},
-        {"unit", std::string(ratelimit::to_string(b.measure))}};
+    std::array<std::string_view, 4> labels{ratelimit::to_string(b.scope), b.name,
+                                           ratelimit::to_string(b.period),
+                                           ratelimit::to_string(b.measure)};
     double scale = b.measure == ratelimit::Measure::kNanoUsd ? 1e9 : 1;
     auto u = b.budget->used(b.period, wall);
-    metrics::add_gauge(used, labels, static_cast<double>(u) / scale);
-    metrics::add_gauge(budget, labels, static_cast<double>(b.limit) / scale);
-    metrics::add_gauge(warning, labels, u >= b.warn_level ? 1 : 0);
+    used.add(labels, static_cast<double>(u) / scale);
+    budget.add(labels, static_cast<double>(b.limit) / scale);
+    warning.add(labels, u >= b.warn_level ? 1 : 0);
   };
   if (state_) {
     for (const auto& ls : state_->client_limits) {
@@ -520,26 +505,17 @@ void IdentityManager::families(std::vector<prometheus::MetricFamily>& out, const
       for (const auto& l : d.limits) export_limit(l);
     }
   }
-  for (auto* f : {&fill, &limit, &used, &budget, &warning}) out.push_back(std::move(*f));
-  auto f = metrics::family("tollgate_backend_token_refresh_failures_total",
-                           "Failed attempts to obtain an Entra ID token for a backend.",
-                           MetricType::Counter);
+  for (auto* f : {&fill, &limit}) out.push_back(f->take());
+  for (auto* f : {&used, &budget, &warning}) out.push_back(f->take());
+  metrics::FamilyBuilder<1> refresh(fam::kTokenRefreshFailures);
   for (const auto& [id, l] : token_loops_) {
-    metrics::add_counter(f, {{"backend", l->backend}},
-                         static_cast<double>(l->slot->refresh_failures.load()));
+    refresh.add({l->backend}, static_cast<double>(l->slot->refresh_failures.load()));
   }
-  out.push_back(std::move(f));
-  auto j = metrics::family("tollgate_jwks_fetch_failures_total",
-                           "Failed JWKS fetches (the last good keys stay in use).",
-                           MetricType::Counter);
-  metrics::add_counter(j, {}, static_cast<double>(jwks_fetch_failures_));
-  out.push_back(std::move(j));
-  auto k = metrics::family("tollgate_client_keys",
-                           "Client API keys known to the gateway: configured and created at "
-                           "runtime, minus revoked ones (expired keys included until removed).",
-                           MetricType::Gauge);
-  metrics::add_gauge(k, {}, state_ ? static_cast<double>(state_->keys->entries().size()) : 0);
-  out.push_back(std::move(k));
+  out.push_back(refresh.take());
+  out.push_back(
+      metrics::single(fam::kJwksFetchFailures, static_cast<double>(jwks_fetch_failures_)));
+  out.push_back(metrics::single(
+      fam::kClientKeys, state_ ? static_cast<double>(state_->keys->entries().size()) : 0));
 }
 
 }  // namespace tollgate::server

@@ -511,14 +511,14 @@ net::awaitable<AfterWait> wait_turn(Worker& w, Client<Stream> client, Exchange& 
   auto waited = co_await wait_for_capacity(w, client, x, at.tried.usable(x.allowed));
   auto& prio = w.stats().route(x.route->series_none);
   auto cls = x.plan.cls;
-  auto shed_count = [&](metrics::ShedReason r) { prio.shed[cls][static_cast<std::size_t>(r)].add(); };
+  auto shed_count = [&](metrics::ShedReason r) { prio.shed.at(metrics::ClassRank{cls}, r).add(); };
   if (waited.kind != WaitKind::kUnreachable && waited.kind != WaitKind::kFull) {
-    prio.queue_wait[cls].observe_micros(x.ctx.queue_us);
+    prio.queue_wait[metrics::ClassRank{cls}].observe_micros(x.ctx.queue_us);
   }
   AfterWait next;
   switch (waited.kind) {
     case WaitKind::kDispatched:
-      prio.dispatched[cls].add();
+      prio.dispatched[metrics::ClassRank{cls}].add();
       if (!client_closed(beast::get_lowest_layer(client.stream).socket())) {
         next.lease = std::move(waited.lease);
         break;
@@ -557,7 +557,7 @@ bool begin_retry(Worker& w, Exchange& x, Attempts& at) {
     w.stats().route(x.route->series_none).budget_exhausted.add();
     return false;
   }
-  w.stats().route(at.pending_retry->first).retries[static_cast<std::size_t>(at.pending_retry->second)].add();
+  w.stats().route(at.pending_retry->first).retries[at.pending_retry->second].add();
   at.pending_retry.reset();
   return true;
 }
@@ -568,7 +568,7 @@ void enter_backend(Worker& w, Exchange& x, Attempts& at, const routing::Lease& l
   ctx.backend = x.snap.backends[lease.backend].config->name;
   ctx.tier = static_cast<int>(lease.tier) + 1;
   if (lease.tier > at.last_tier) {
-    w.stats().route(ctx.series).spilled_from[std::min<std::size_t>(at.last_tier, metrics::kMaxTiers - 1)].add();
+    w.stats().route(ctx.series).spilled_from[metrics::tier_rank(at.last_tier)].add();
   }
   at.last_tier = lease.tier;
 }

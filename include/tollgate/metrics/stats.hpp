@@ -1,60 +1,27 @@
 #pragma once
 // Per-worker statistics, summed at scrape time (the collector is the only prometheus-cpp user).
 // Every cell has exactly one writer (its worker) and is read by the scraper: relaxed atomics,
-// incremented with load+store (no locked instruction). Series ids are interned at config load
-// (control thread) and stay stable across reloads so counters never reset.
+// incremented with load+store (no locked instruction; see cells.hpp). Series ids are interned at
+// config load (control thread) and stay stable across reloads so counters never reset. Each
+// family's name, help, type and labels are declared once, in families.hpp.
 
+#include <prometheus/metric_family.h>
+
+#include <algorithm>
 #include <array>
 #include <atomic>
 #include <cstdint>
-#include <functional>
 #include <memory>
 #include <string>
 #include <string_view>
 #include <unordered_map>
 #include <vector>
 
-#include <prometheus/metric_family.h>
+#include "tollgate/metrics/cells.hpp"
+#include "tollgate/ratelimit/bucket.hpp"
+#include "tollgate/ratelimit/budget.hpp"
 
 namespace tollgate::metrics {
-
-class Counter {
- public:
-  void add(std::uint64_t n = 1) noexcept {
-    v_.store(v_.load(std::memory_order_relaxed) + n, std::memory_order_relaxed);
-  }
-  std::uint64_t value() const noexcept { return v_.load(std::memory_order_relaxed); }
-
- private:
-  std::atomic<std::uint64_t> v_{0};
-};
-
-class Gauge {
- public:
-  void add(std::int64_t n) noexcept {
-    v_.store(v_.load(std::memory_order_relaxed) + n, std::memory_order_relaxed);
-  }
-  std::int64_t value() const noexcept { return v_.load(std::memory_order_relaxed); }
-
- private:
-  std::atomic<std::int64_t> v_{0};
-};
-
-/// Latency bucket bounds in seconds (the +Inf bucket is implicit).
-inline constexpr std::array<double, 17> kLatencyBounds = {
-    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
-    0.5,    1,     2.5,    5,     10,   30,    60,   120};
-
-class Histogram {
- public:
-  void observe_micros(std::int64_t us) noexcept;
-  std::uint64_t bucket(std::size_t i) const noexcept { return buckets_[i].value(); }
-  std::uint64_t sum_micros() const noexcept { return sum_us_.value(); }
-
- private:
-  std::array<Counter, kLatencyBounds.size() + 1> buckets_;
-  Counter sum_us_;
-};
 
 enum class StatusClass : std::uint8_t { k1xx, k2xx, k3xx, k4xx, k5xx, kNone, kCount };
 StatusClass status_class(int status);
@@ -83,46 +50,75 @@ std::string_view to_string(TokenType t);
 enum class RetryReason : std::uint8_t { kThrottled, kServerError, kTimeout, kConnect, kCount };
 std::string_view to_string(RetryReason r);
 
-inline constexpr std::size_t kMaxTiers = 8;  // spillover counters beyond this are not kept
+inline constexpr std::size_t kMaxTiers = 8;    // spillover counters beyond this are not kept
 inline constexpr std::size_t kMaxClasses = 8;  // priority classes
-
-/// Cells of one (deployment, backend) series on one worker.
-struct RouteCells {
-  std::array<Counter, static_cast<std::size_t>(StatusClass::kCount)> requests;
-  Histogram duration;
-  Histogram ttfb;
-  std::array<Counter, static_cast<std::size_t>(TokenType::kCount)> tokens;
-  std::array<Counter, static_cast<std::size_t>(UpstreamError::kCount)> upstream_errors;
-  Counter usage_missing;  // a successful inference response without usage
-  // Routing. On a backend's series: retries away from it, and requests it served after
-  // spilling over from tier spilled_from[i] (0-based). On a deployment's ("none") series:
-  // requests no backend could take (429, 503) and retries refused by the budget.
-  std::array<Counter, static_cast<std::size_t>(RetryReason::kCount)> retries;
-  std::array<Counter, kMaxTiers> spilled_from;
-  std::array<Counter, 2> no_backend;  // [0]: 429, [1]: 503
-  Counter budget_exhausted;
-  Counter cost_nano_usd;  // by the deployment's price table
-  // Priority (on a deployment's "none" series, by class rank): requests admitted to routing,
-  // requests that waited for capacity, their waits, and the ones shed by ShedReason.
-  std::array<Counter, kMaxClasses> class_requests;
-  std::array<Counter, kMaxClasses> dispatched;
-  std::array<Histogram, kMaxClasses> queue_wait;
-  std::array<std::array<Counter, 4>, kMaxClasses> shed;
-};
 
 /// Why a request that could have waited for capacity was answered without it.
 enum class ShedReason : std::uint8_t { kQueueFull, kDeadline, kUnreachable, kClientGone, kCount };
 std::string_view to_string(ShedReason r);
 
-/// Cells of one client on one worker.
+/// The answer the gateway gave when no backend could take a request.
+enum class NoBackendCode : std::uint8_t { k429, k503, kCount };
+std::string_view to_string(NoBackendCode c);
+
+/// A backend's (0-based) tier in its deployment; the last rank holds every tier beyond it.
+using TierRank = Rank<struct TierTag, kMaxTiers>;
+constexpr TierRank tier_rank(std::size_t tier) noexcept {
+  return {std::min(tier, kMaxTiers - 1)};
+}
+/// A priority class's rank in the config's class list.
+using ClassRank = Rank<struct ClassTag, kMaxClasses>;
+
+// Label sizes of the admission enums (declared in ratelimit without a kCount).
+template <>
+inline constexpr std::size_t kLabelSize<ratelimit::Scope> =
+    static_cast<std::size_t>(ratelimit::Scope::kDeployment) + 1;
+template <>
+inline constexpr std::size_t kLabelSize<ratelimit::Unit> =
+    static_cast<std::size_t>(ratelimit::Unit::kRequests) + 1;
+template <>
+inline constexpr std::size_t kLabelSize<ratelimit::Period> =
+    static_cast<std::size_t>(ratelimit::Period::kMonth) + 1;
+template <>
+inline constexpr std::size_t kLabelSize<ratelimit::Measure> =
+    static_cast<std::size_t>(ratelimit::Measure::kNanoUsd) + 1;
+
+/// Cells of one (deployment, backend) series on one worker. Their families: families.hpp.
+struct RouteCells {
+  CellArray<Counter, Label<"code", StatusClass>> requests;
+  Histogram duration;
+  Histogram ttfb;
+  CellArray<Counter, Label<"type", TokenType>> tokens;
+  CellArray<Counter, Label<"reason", UpstreamError>> upstream_errors;
+  Counter usage_missing;  // a successful inference response without usage
+  // Routing. On a backend's series: retries away from it, and requests it served after
+  // spilling over from tier spilled_from[t]. On a deployment's ("none") series: requests no
+  // backend could take and retries refused by the budget.
+  CellArray<Counter, Label<"reason", RetryReason>> retries;
+  CellArray<Counter, Label<"from_tier", TierRank>> spilled_from;
+  CellArray<Counter, Label<"code", NoBackendCode>> no_backend;
+  Counter budget_exhausted;
+  Counter cost_nano_usd;  // by the deployment's price table
+  // Priority (on a deployment's "none" series, by class rank): requests admitted to routing,
+  // requests that waited for capacity, their waits, and the ones shed by ShedReason.
+  CellArray<Counter, Label<"class", ClassRank>> class_requests;
+  CellArray<Counter, Label<"class", ClassRank>> dispatched;
+  CellArray<Histogram, Label<"class", ClassRank>> queue_wait;
+  CellArray<Counter, Label<"class", ClassRank>, Label<"reason", ShedReason>> shed;
+};
+
+/// Cells of one client on one worker. Their families: families.hpp.
 struct ClientCells {
-  std::array<Counter, static_cast<std::size_t>(StatusClass::kCount)> requests;
-  std::array<Counter, static_cast<std::size_t>(TokenType::kCount)> tokens;
-  std::array<Counter, 6> rate_limited;  // [scope * 2 + unit]: client/tenant/deployment × tokens/requests
-  Counter usage_estimated;              // requests billed from the gateway's own count
-  Counter charged_tokens;               // tokens settled against the buckets
-  // [scope * 4 + period * 2 + measure]: client/tenant × day/month × tokens/usd
-  std::array<Counter, 8> budget_refused;
+  CellArray<Counter, Label<"code", StatusClass>> requests;
+  CellArray<Counter, Label<"type", TokenType>> tokens;
+  CellArray<Counter, Label<"scope", ratelimit::Scope>, Label<"limit", ratelimit::Unit>>
+      rate_limited;
+  Counter usage_estimated;  // requests billed from the gateway's own count
+  Counter charged_tokens;   // tokens settled against the buckets
+  // Budgets have client and tenant scopes only (the deployment row stays 0).
+  CellArray<Counter, Label<"scope", ratelimit::Scope>, Label<"period", ratelimit::Period>,
+            Label<"unit", ratelimit::Measure>>
+      budget_refused;
   Counter cost_nano_usd;
 };
 inline constexpr std::uint32_t kMaxClientSeries = 4096;
@@ -150,9 +146,9 @@ class WorkerStats {
   Gauge in_flight;         // requests being handled
   Gauge open_connections;  // client connections
   Counter connections_total;
-  Gauge upstream_idle;     // idle pooled upstream connections
+  Gauge upstream_idle;  // idle pooled upstream connections
   Counter upstream_connects;
-  Gauge reservations;      // admission reservations not yet settled
+  Gauge reservations;  // admission reservations not yet settled
 
  private:
   std::array<std::unique_ptr<RouteCells[]>, kMaxBlocks> blocks_;
@@ -196,21 +192,6 @@ struct ControlStats {
   std::atomic<double> last_reload_ok_time{0};
   std::atomic<int> ready{0};
 };
-
-/// Helpers for modules that export families read from their own state at scrape time.
-prometheus::MetricFamily family(std::string name, std::string help, prometheus::MetricType type);
-void add_counter(prometheus::MetricFamily& f, std::vector<prometheus::ClientMetric::Label> labels,
-                 double value);
-void add_gauge(prometheus::MetricFamily& f, std::vector<prometheus::ClientMetric::Label> labels,
-               double value);
-
-/// Sums series `id`'s histogram (chosen by `get`) over every worker into one metric of `f`.
-void add_histogram(prometheus::MetricFamily& f, std::vector<prometheus::ClientMetric::Label> labels,
-                   const SeriesRegistry& reg, std::uint32_t id,
-                   const std::function<const Histogram&(const RouteCells&)>& get);
-/// Sums a counter of series `id` (chosen by `get`) over every worker.
-std::uint64_t sum_counter(const SeriesRegistry& reg, std::uint32_t id,
-                          const std::function<const Counter&(const RouteCells&)>& get);
 
 /// The Prometheus text exposition of everything; `extra` is appended (families that other modules
 /// read from their own state, e.g. backend health). Thread: control thread.

@@ -27,8 +27,7 @@ Reply over_budget(Exchange& x, const ratelimit::BudgetHold::Refusal& refusal, st
                   std::int64_t nano_usd, ratelimit::UnixMs now) {
   const auto& b = *refusal.limit;
   bool usd = b.measure == ratelimit::Measure::kNanoUsd;
-  auto index = static_cast<std::size_t>(b.scope) * 4 + static_cast<std::size_t>(b.period) * 2 + (usd ? 1 : 0);
-  x.stats.client(x.ctx.client_series).budget_refused[index].add();
+  x.stats.client(x.ctx.client_series).budget_refused.at(b.scope, b.period, b.measure).add();
   auto amount = [usd](std::int64_t v) { return usd ? usd_text(v) : std::to_string(v) + " tokens"; };
   std::string what = std::string(b.period == ratelimit::Period::kDay ? "daily" : "monthly") +
                      (usd ? " spending" : " token") + " budget of " +
@@ -64,8 +63,7 @@ Reply rate_limited(Exchange& x, const ratelimit::Reservation::Refusal& refusal, 
                                           " tokens, more than the limit of " + what +
                                           " allows: lower max_tokens or split the input."));
   }
-  auto index = static_cast<std::size_t>(l.scope) * 2 + (l.unit == ratelimit::Unit::kTokens ? 0 : 1);
-  x.stats.client(x.ctx.client_series).rate_limited[index].add();
+  x.stats.client(x.ctx.client_series).rate_limited.at(l.scope, l.unit).add();
   auto wait_ms = std::max<std::int64_t>(1, (*refusal.wait + 999'999) / 1'000'000);
   HeaderList extra;
   extra.emplace_back("x-ratelimit-limit-" + std::string(unit), std::to_string(l.per_minute));
@@ -165,7 +163,7 @@ StageResult admit(Exchange& x) {
     if (auto refused = reserve(x, a, estimate)) return refused;
   }
   x.need_tokens = routing_need(x);
-  x.stats.route(x.route->series_none).class_requests[x.plan.cls].add();  // admitted to routing
+  x.stats.route(x.route->series_none).class_requests[metrics::ClassRank{x.plan.cls}].add();  // admitted to routing
   return std::nullopt;
 }
 

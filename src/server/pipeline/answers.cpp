@@ -19,12 +19,12 @@ Reply no_backend(Exchange& x, core::TimeMs now) {
   auto& cells = x.stats.route(ctx.series);
   const auto& name = ctx.deployment->name;
   if (earliest && *earliest - now <= kMaxClientWaitMs) {
-    cells.no_backend[0].add();
+    cells.no_backend[metrics::NoBackendCode::k429].add();
     return too_many_requests("no_backend_available",
                              "All backends of deployment '" + name + "' are at capacity.",
                              *earliest - now, core::Outcome::kNoBackend);
   }
-  cells.no_backend[1].add();
+  cells.no_backend[metrics::NoBackendCode::k503].add();
   std::optional<std::int64_t> wait;
   if (earliest) wait = *earliest - now;
   return unavailable("no_backend_available",

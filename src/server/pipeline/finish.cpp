@@ -46,10 +46,10 @@ void log_budget_warning(const RequestContext& ctx, const ratelimit::BudgetLimit&
 template <class Cells>
 void add_tokens(Cells& cells, const core::Usage& u) {
   using metrics::TokenType;
-  cells.tokens[static_cast<std::size_t>(TokenType::kPrompt)].add(u.prompt);
-  cells.tokens[static_cast<std::size_t>(TokenType::kCompletion)].add(u.completion);
-  cells.tokens[static_cast<std::size_t>(TokenType::kCached)].add(u.cached);
-  cells.tokens[static_cast<std::size_t>(TokenType::kReasoning)].add(u.reasoning);
+  cells.tokens[TokenType::kPrompt].add(u.prompt);
+  cells.tokens[TokenType::kCompletion].add(u.completion);
+  cells.tokens[TokenType::kCached].add(u.cached);
+  cells.tokens[TokenType::kReasoning].add(u.reasoning);
 }
 
 std::string attempts_json(const RequestContext& ctx) {
@@ -81,7 +81,7 @@ void settle(RequestContext& ctx, const core::Usage& billed) {
 
 void record_stats(metrics::WorkerStats& stats, const RequestContext& ctx, std::int64_t duration_us) {
   auto& cells = stats.route(ctx.series);
-  auto status = static_cast<std::size_t>(metrics::status_class(ctx.status));
+  auto status = metrics::status_class(ctx.status);
   cells.requests[status].add();
   cells.duration.observe_micros(duration_us);
   if (ctx.ttfb_us >= 0) cells.ttfb.observe_micros(ctx.ttfb_us);

@@ -284,7 +284,7 @@ TEST(RelayTest, AStalledStreamEndsWithATimeoutEvent) {
   EXPECT_EQ(run->result.attempt.kind, Kind::kRelayed);
   EXPECT_EQ(run->ctx.error, "idle_timeout");
   EXPECT_EQ(
-      run->cells.upstream_errors[static_cast<std::size_t>(UpstreamError::kIdleTimeout)].value(),
+      run->cells.upstream_errors[UpstreamError::kIdleTimeout].value(),
       1u);
   auto seen = parse_answer(run->client_saw);
   EXPECT_TRUE(seen.complete);
