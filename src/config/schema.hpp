@@ -146,7 +146,11 @@ struct Field {
   std::function<KeyDoc(const T& proto)> row;
   /// The keys of a nested table, documented under the given path.
   std::function<void(const std::string& path, std::vector<KeyDoc>& out)> nested;
+  /// Runs first, present or not, with the enclosing mapping: a check that belongs before this key
+  /// in reading order, or a default computed from keys read before.
+  std::function<void(T& obj, const Node& map, const std::string& map_path, Ctx&)> before;
   bool required = false;
+  bool stop_on_error = false;  // an error here skips the rest of the mapping
   std::string missing_hint;     // appended to `missing required key "k"`
   std::string missing_message;  // instead of it, reported at the key's own path
   std::string words;         // what the Default column says when the default is not a literal
@@ -161,6 +165,16 @@ struct Field {
     auto f = *this;
     f.required = true;
     f.missing_message = std::move(message);
+    return f;
+  }
+  Field preceded_by(decltype(before) fn) const {
+    auto f = *this;
+    f.before = std::move(fn);
+    return f;
+  }
+  Field stops_on_error() const {
+    auto f = *this;
+    f.stop_on_error = true;
     return f;
   }
   Field doc(std::string default_words) const {
@@ -194,6 +208,8 @@ bool parse_table(const Table<T>& table, T& obj, const Node& node, const std::str
   for (const auto& f : table.fields) keys.push_back(f.key);
   if (!ctx.expect_map(node, path, keys)) return false;
   for (const auto& f : table.fields) {
+    if (f.before) f.before(obj, node, path, ctx);
+    const auto errors_before = ctx.error_count();
     const Node value = node[f.key];
     if (!value) {
       if (!f.missing_message.empty()) {
@@ -201,9 +217,10 @@ bool parse_table(const Table<T>& table, T& obj, const Node& node, const std::str
       } else if (f.required) {
         ctx.error(node, path, "missing required key \"" + f.key + "\"" + f.missing_hint);
       }
-      continue;
+    } else {
+      f.parse(obj, value, join(path, f.key), ctx);
     }
-    f.parse(obj, value, join(path, f.key), ctx);
+    if (f.stop_on_error && ctx.error_count() != errors_before) return true;
   }
   if (table.check) table.check(obj, node, path, ctx);
   return true;

@@ -124,7 +124,8 @@ const Table<ListenConfig>& listen_table() {
                        l.text = std::move(a.text);
                      },
                      [](const ListenConfig& l) { return l.text; })
-                     .need(),
+                     .need()
+                     .stops_on_error(),
                  nested("tls", &ListenConfig::tls, tls)}};
   return t;
 }
@@ -195,17 +196,15 @@ const Table<BackendTokenConfig>& entra_table() {
                  value("client_id", &T::client_id, Text{.non_empty = true}).need(),
                  value("client_secret", &T::client_secret, Secret{}).need(),
                  value("token_endpoint", &T::endpoint, Text{})
+                     .preceded_by([](T& tok, const Node&, const std::string&, Ctx&) {
+                       tok.endpoint = "https://login.microsoftonline.com/" + tok.tenant_id +
+                                      "/oauth2/v2.0/token";
+                     })
                      .doc("`https://login.microsoftonline.com/<tenant_id>/oauth2/v2.0/token`"),
                  scope(),
                  value("ca_file", &T::ca_file, FileRef{}).doc("the system trust store")},
-      .check =
-          [](T& tok, const Node& n, const std::string& path, Ctx& ctx) {
-            if (!n["token_endpoint"]) {
-              tok.endpoint =
-                  "https://login.microsoftonline.com/" + tok.tenant_id + "/oauth2/v2.0/token";
-            }
-            check_token_endpoint(tok, n, path, ctx);
-          }};
+      .check = [](T& tok, const Node& n, const std::string& path,
+                  Ctx& ctx) { check_token_endpoint(tok, n, path, ctx); }};
   return t;
 }
 
@@ -256,7 +255,9 @@ const Table<BackendConfig>& backend_table() {
       .fields = {value("name", &T::name, Name{"backend name"}).need(),
                  value("endpoint", &T::endpoint, EndpointUrl{}).need(),
                  value("deployment", &T::deployment, Text{.non_empty = true}).need(),
-                 value("api_key", &T::api_key, Secret{}).doc("none"),
+                 value("api_key", &T::api_key, Secret{})
+                     .preceded_by(check_one_credential)
+                     .doc("none"),
                  nested("entra", &T::token, entra_table()),
                  nested("managed_identity", &T::token, managed_identity_table()),
                  value("ca_file", &T::ca_file, FileRef{}).doc("the system trust store"),
@@ -265,8 +266,7 @@ const Table<BackendConfig>& backend_table() {
                  value("keepalive_idle", &T::keepalive_idle, Duration{}),
                  value("region", &T::region, Text{}).doc("none"),
                  value("max_in_flight", &T::max_in_flight, UInt{0, 1'000'000}),
-                 nested("health_check", &T::health_check, health_check_table())},
-      .check = check_one_credential};
+                 nested("health_check", &T::health_check, health_check_table())}};
   return t;
 }
 
@@ -425,10 +425,15 @@ const Table<RoutingConfig>& routing_table() {
 
 const Table<UsageConfig>& usage_table() {
   static const Table<UsageConfig> t{
-      .fields = {value("ledger", &UsageConfig::ledger, PathInExistingDir{}).doc("none"),
+      .fields = {value("ledger", &UsageConfig::ledger, Text{}).doc("none"),
                  value("flush_interval", &UsageConfig::flush_interval, Duration{}),
                  value("batch_size", &UsageConfig::batch_size, UInt{1, 1'000'000}),
-                 value("max_buffered", &UsageConfig::max_buffered, UInt{1, 100'000'000})}};
+                 value("max_buffered", &UsageConfig::max_buffered, UInt{1, 100'000'000})},
+      .check = [](UsageConfig& u, const Node& n, const std::string& path, Ctx& ctx) {
+        if (auto r = PathInExistingDir{}.read(u.ledger, ctx); !r.ok()) {
+          ctx.error(n["ledger"], join(path, "ledger"), r.error());
+        }
+      }};
   return t;
 }
 
