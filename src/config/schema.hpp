@@ -73,7 +73,7 @@ struct Fail {
 template <typename V>
 class Read {
  public:
-  Read(V value) : value_(std::move(value)) {}  // NOLINT: implicit on purpose
+  Read(V value) : value_(std::move(value)) {}           // NOLINT: implicit on purpose
   Read(Fail fail) : error_(std::move(fail.message)) {}  // NOLINT
   bool ok() const { return value_.has_value(); }
   V& operator*() { return *value_; }
@@ -150,10 +150,10 @@ struct Field {
   /// in reading order, or a default computed from keys read before.
   std::function<void(T& obj, const Node& map, const std::string& map_path, Ctx&)> before;
   bool required = false;
-  bool stop_on_error = false;  // an error here skips the rest of the mapping
+  bool stop_on_error = false;   // an error here skips the rest of the mapping
   std::string missing_hint;     // appended to `missing required key "k"`
   std::string missing_message;  // instead of it, reported at the key's own path
-  std::string words;         // what the Default column says when the default is not a literal
+  std::string words;            // what the Default column says when the default is not a literal
 
   Field need(std::string hint = {}) const {
     auto f = *this;
@@ -339,18 +339,19 @@ Field<T> nested(std::string key, M T::*m, const Table<U>& table) {
 template <typename T, typename U>
 Field<T> list(std::string key, std::vector<U> T::*m, const Table<U>& table, std::string shape,
               bool non_empty = true) {
-  Field<T> f = custom<T>(std::move(key), [m, &table, shape, non_empty](
-                                             T& obj, const Node& n, const std::string& path,
-                                             Ctx& ctx) {
-    if (!n.IsSequence() || (non_empty && n.size() == 0)) {
-      ctx.error(n, path, shape);
-      return;
-    }
-    for (std::size_t i = 0; i < n.size(); ++i) {
-      U item = table.make(ctx);
-      if (parse_table(table, item, n[i], index(path, i), ctx)) (obj.*m).push_back(std::move(item));
-    }
-  });
+  Field<T> f = custom<T>(
+      std::move(key),
+      [m, &table, shape, non_empty](T& obj, const Node& n, const std::string& path, Ctx& ctx) {
+        if (!n.IsSequence() || (non_empty && n.size() == 0)) {
+          ctx.error(n, path, shape);
+          return;
+        }
+        for (std::size_t i = 0; i < n.size(); ++i) {
+          U item = table.make(ctx);
+          if (parse_table(table, item, n[i], index(path, i), ctx))
+            (obj.*m).push_back(std::move(item));
+        }
+      });
   f.nested = [&table](const std::string& path, std::vector<KeyDoc>& out) {
     document(table, path + "[]", out);
   };

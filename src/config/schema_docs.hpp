@@ -12,10 +12,10 @@ namespace tollgate::config {
 
 /// One key as the schema declares it.
 struct KeyDoc {
-  std::string path;      // as documented: "backends[].timeouts.connect", "limits.budget.warn_at"
+  std::string path;       // as documented: "backends[].timeouts.connect", "limits.budget.warn_at"
   bool required = false;  // the Type column says "required"
-  std::string words;     // non-empty: the Default column must contain these words
-  std::string value;     // otherwise: the default (the struct's member initialiser), canonical
+  std::string words;      // non-empty: the Default column must contain these words
+  std::string value;      // otherwise: the default (the struct's member initialiser), canonical
   /// The canonical value of a token written in the docs ("60s" -> "60000ms"); nullopt if it does
   /// not parse as this key's kind.
   std::function<std::optional<std::string>(std::string_view)> canonical;

@@ -30,9 +30,11 @@ const Table<BudgetConfig>& budget_table() {
   constexpr Number kUsd{1e-9, kMaxUsd, "a positive amount in USD"};
   static const Table<BudgetConfig> t{
       .fields = {value("tokens_per_day", &BudgetConfig::tokens_per_day,
-                       UInt{1, 1'000'000'000'000'000}).doc("none"),
+                       UInt{1, 1'000'000'000'000'000})
+                     .doc("none"),
                  value("tokens_per_month", &BudgetConfig::tokens_per_month,
-                       UInt{1, 1'000'000'000'000'000}).doc("none"),
+                       UInt{1, 1'000'000'000'000'000})
+                     .doc("none"),
                  value("usd_per_day", &BudgetConfig::usd_per_day, kUsd).doc("none"),
                  value("usd_per_month", &BudgetConfig::usd_per_month, kUsd).doc("none"),
                  value("warn_at", &BudgetConfig::warn_at,
@@ -54,11 +56,12 @@ Field<LimitsConfig> tokens_per_minute() {
       .doc("none");
 }
 Field<LimitsConfig> requests_per_minute() {
-  return value("requests_per_minute", &LimitsConfig::requests_per_minute,
-               UInt{1, 1'000'000'000})
+  return value("requests_per_minute", &LimitsConfig::requests_per_minute, UInt{1, 1'000'000'000})
       .doc("none");
 }
-Field<LimitsConfig> budget() { return nested("budget", &LimitsConfig::budget, budget_table()); }
+Field<LimitsConfig> budget() {
+  return nested("budget", &LimitsConfig::budget, budget_table());
+}
 
 /// A deployment's limits: the backends' shared quota.
 const Table<LimitsConfig>& deployment_limits_table() {
@@ -75,11 +78,11 @@ const Table<LimitsConfig>& tenant_limits_table() {
 
 const Table<LimitsConfig>& client_limits_table() {
   static const Table<LimitsConfig> t{
-      .fields = {value("max_tokens_cap", &LimitsConfig::max_tokens_cap, UInt{1, 100'000'000})
-                     .doc("none"),
-                 value("default_max_tokens", &LimitsConfig::default_max_tokens,
-                       UInt{1, 100'000'000}).doc("none"),
-                 tokens_per_minute(), requests_per_minute(), budget()},
+      .fields =
+          {value("max_tokens_cap", &LimitsConfig::max_tokens_cap, UInt{1, 100'000'000}).doc("none"),
+           value("default_max_tokens", &LimitsConfig::default_max_tokens, UInt{1, 100'000'000})
+               .doc("none"),
+           tokens_per_minute(), requests_per_minute(), budget()},
       .check =
           [](LimitsConfig& l, const Node& n, const std::string& path, Ctx& ctx) {
             if (l.max_tokens_cap > 0 && l.default_max_tokens > l.max_tokens_cap) {
@@ -115,18 +118,17 @@ const Table<PriceConfig>& price_table() {
 const Table<ListenConfig>& listen_table() {
   static const Table<TlsFiles> tls{.fields = {value("cert", &TlsFiles::cert_file, FileRef{}).need(),
                                               value("key", &TlsFiles::key_file, FileRef{}).need()}};
-  static const Table<ListenConfig> t{
-      .fields = {value_with<ListenConfig>(
-                     "address", Address{},
-                     [](ListenConfig& l, Address::Value a) {
-                       l.host = std::move(a.host);
-                       l.port = a.port;
-                       l.text = std::move(a.text);
-                     },
-                     [](const ListenConfig& l) { return l.text; })
-                     .need()
-                     .stops_on_error(),
-                 nested("tls", &ListenConfig::tls, tls)}};
+  static const Table<ListenConfig> t{.fields = {value_with<ListenConfig>(
+                                                    "address", Address{},
+                                                    [](ListenConfig& l, Address::Value a) {
+                                                      l.host = std::move(a.host);
+                                                      l.port = a.port;
+                                                      l.text = std::move(a.text);
+                                                    },
+                                                    [](const ListenConfig& l) { return l.text; })
+                                                    .need()
+                                                    .stops_on_error(),
+                                                nested("tls", &ListenConfig::tls, tls)}};
   return t;
 }
 
@@ -137,13 +139,13 @@ const Table<ServerConfig>& server_table() {
                  value("header_timeout", &ServerLimits::header_timeout, Duration{}),
                  value("idle_timeout", &ServerLimits::idle_timeout, Duration{})}};
   static const Table<ServerConfig> t{
-      .fields = {list("listen", &ServerConfig::listen, listen_table(),
-                      "must be a non-empty list of {address, tls}")
-                     .need(),
-                 value("workers", &ServerConfig::workers, UInt{1, 256})
-                     .doc("number of hardware threads"),
-                 value("drain_timeout", &ServerConfig::drain_timeout, Duration{}),
-                 nested("limits", &ServerConfig::limits, limits)}};
+      .fields = {
+          list("listen", &ServerConfig::listen, listen_table(),
+               "must be a non-empty list of {address, tls}")
+              .need(),
+          value("workers", &ServerConfig::workers, UInt{1, 256}).doc("number of hardware threads"),
+          value("drain_timeout", &ServerConfig::drain_timeout, Duration{}),
+          nested("limits", &ServerConfig::limits, limits)}};
   return t;
 }
 
@@ -160,15 +162,14 @@ const Table<AdminConfig>& admin_table() {
                      [](const AdminConfig& a) { return a.text; }),
                  value("token", &AdminConfig::token, Secret{}).doc("none"),
                  value("allow_unauthenticated", &AdminConfig::allow_unauthenticated, Bool{})},
-      .check =
-          [](AdminConfig& a, const Node& n, const std::string& path, Ctx& ctx) {
-            bool loopback = a.host == "127.0.0.1" || a.host == "::1" || a.host == "localhost";
-            if (a.allow_unauthenticated && !loopback) {
-              ctx.error(n["allow_unauthenticated"], join(path, "allow_unauthenticated"),
-                        "only allowed when admin.address is a loopback address (127.0.0.1 or "
-                        "[::1]); set admin.token instead");
-            }
-          }};
+      .check = [](AdminConfig& a, const Node& n, const std::string& path, Ctx& ctx) {
+        bool loopback = a.host == "127.0.0.1" || a.host == "::1" || a.host == "localhost";
+        if (a.allow_unauthenticated && !loopback) {
+          ctx.error(n["allow_unauthenticated"], join(path, "allow_unauthenticated"),
+                    "only allowed when admin.address is a loopback address (127.0.0.1 or "
+                    "[::1]); set admin.token instead");
+        }
+      }};
   return t;
 }
 
@@ -187,7 +188,9 @@ void check_token_endpoint(const BackendTokenConfig& t, const Node& n, const std:
                 "\")");
 }
 
-Field<BackendTokenConfig> scope() { return value("scope", &BackendTokenConfig::scope, Text{}); }
+Field<BackendTokenConfig> scope() {
+  return value("scope", &BackendTokenConfig::scope, Text{});
+}
 
 const Table<BackendTokenConfig>& entra_table() {
   using T = BackendTokenConfig;
@@ -201,39 +204,38 @@ const Table<BackendTokenConfig>& entra_table() {
                                       "/oauth2/v2.0/token";
                      })
                      .doc("`https://login.microsoftonline.com/<tenant_id>/oauth2/v2.0/token`"),
-                 scope(),
-                 value("ca_file", &T::ca_file, FileRef{}).doc("the system trust store")},
-      .check = [](T& tok, const Node& n, const std::string& path,
-                  Ctx& ctx) { check_token_endpoint(tok, n, path, ctx); }};
+                 scope(), value("ca_file", &T::ca_file, FileRef{}).doc("the system trust store")},
+      .check = [](T& tok, const Node& n, const std::string& path, Ctx& ctx) {
+        check_token_endpoint(tok, n, path, ctx);
+      }};
   return t;
 }
 
 const Table<BackendTokenConfig>& managed_identity_table() {
   using T = BackendTokenConfig;
-  static const Table<T> t{
-      .fields = {value("client_id", &T::client_id, Text{}).doc("none"),
-                 value("endpoint", &T::endpoint, Text{}), scope()},
-      .init =
-          [](T& tok, Ctx&) {
-            tok.managed_identity = true;
-            tok.endpoint = std::string(kImdsTokenEndpoint);
-          },
-      .check = [](T& tok, const Node& n, const std::string& path,
-                  Ctx& ctx) { check_token_endpoint(tok, n, path, ctx); }};
+  static const Table<T> t{.fields = {value("client_id", &T::client_id, Text{}).doc("none"),
+                                     value("endpoint", &T::endpoint, Text{}), scope()},
+                          .init =
+                              [](T& tok, Ctx&) {
+                                tok.managed_identity = true;
+                                tok.endpoint = std::string(kImdsTokenEndpoint);
+                              },
+                          .check = [](T& tok, const Node& n, const std::string& path,
+                                      Ctx& ctx) { check_token_endpoint(tok, n, path, ctx); }};
   return t;
 }
 
 const Table<HealthCheckConfig>& health_check_table() {
   using T = HealthCheckConfig;
   static const Table<T> t{
-      .fields = {value("type", &T::tcp, Enum<bool>{{{"http", false}, {"tcp", true}}, "http or tcp"}),
+      .fields = {value("type", &T::tcp,
+                       Enum<bool>{{{"http", false}, {"tcp", true}}, "http or tcp"}),
                  value("path", &T::path, AbsPath{}), value("interval", &T::interval, Duration{}),
                  value("timeout", &T::timeout, Duration{}), value("rise", &T::rise, UInt{1, 100}),
                  value("fall", &T::fall, UInt{1, 100})},
-      .check =
-          [](T& hc, const Node& n, const std::string& path, Ctx& ctx) {
-            if (hc.tcp && n["path"]) ctx.error(n["path"], join(path, "path"), "only for type: http");
-          }};
+      .check = [](T& hc, const Node& n, const std::string& path, Ctx& ctx) {
+        if (hc.tcp && n["path"]) ctx.error(n["path"], join(path, "path"), "only for type: http");
+      }};
   return t;
 }
 
@@ -252,21 +254,20 @@ const Table<BackendConfig>& backend_table() {
                  value("first_byte", &BackendTimeouts::first_byte, Duration{}),
                  value("idle_between_chunks", &BackendTimeouts::idle_between_chunks, Duration{})}};
   static const Table<T> t{
-      .fields = {value("name", &T::name, Name{"backend name"}).need(),
-                 value("endpoint", &T::endpoint, EndpointUrl{}).need(),
-                 value("deployment", &T::deployment, Text{.non_empty = true}).need(),
-                 value("api_key", &T::api_key, Secret{})
-                     .preceded_by(check_one_credential)
-                     .doc("none"),
-                 nested("entra", &T::token, entra_table()),
-                 nested("managed_identity", &T::token, managed_identity_table()),
-                 value("ca_file", &T::ca_file, FileRef{}).doc("the system trust store"),
-                 nested("timeouts", &T::timeouts, timeouts),
-                 value("max_idle_connections", &T::max_idle_connections, UInt{0, 100'000}),
-                 value("keepalive_idle", &T::keepalive_idle, Duration{}),
-                 value("region", &T::region, Text{}).doc("none"),
-                 value("max_in_flight", &T::max_in_flight, UInt{0, 1'000'000}),
-                 nested("health_check", &T::health_check, health_check_table())}};
+      .fields = {
+          value("name", &T::name, Name{"backend name"}).need(),
+          value("endpoint", &T::endpoint, EndpointUrl{}).need(),
+          value("deployment", &T::deployment, Text{.non_empty = true}).need(),
+          value("api_key", &T::api_key, Secret{}).preceded_by(check_one_credential).doc("none"),
+          nested("entra", &T::token, entra_table()),
+          nested("managed_identity", &T::token, managed_identity_table()),
+          value("ca_file", &T::ca_file, FileRef{}).doc("the system trust store"),
+          nested("timeouts", &T::timeouts, timeouts),
+          value("max_idle_connections", &T::max_idle_connections, UInt{0, 100'000}),
+          value("keepalive_idle", &T::keepalive_idle, Duration{}),
+          value("region", &T::region, Text{}).doc("none"),
+          value("max_in_flight", &T::max_in_flight, UInt{0, 1'000'000}),
+          nested("health_check", &T::health_check, health_check_table())}};
   return t;
 }
 
@@ -279,9 +280,8 @@ struct PoolEntry {
 };
 
 const Table<PoolEntry>& pool_entry_table() {
-  static const Table<PoolEntry> t{
-      .fields = {value("name", &PoolEntry::name, Text{}).need(),
-                 value("weight", &PoolEntry::weight, UInt{1, 10'000})}};
+  static const Table<PoolEntry> t{.fields = {value("name", &PoolEntry::name, Text{}).need(),
+                                             value("weight", &PoolEntry::weight, UInt{1, 10'000})}};
   return t;
 }
 
@@ -312,14 +312,15 @@ void parse_pool_entry(PoolConfig& pc, const Node& n, const std::string& path, Ct
 }
 
 Field<PoolConfig> pool_backends() {
-  auto f = custom<PoolConfig>(
-      "backends", [](PoolConfig& pc, const Node& n, const std::string& path, Ctx& ctx) {
-        if (!n.IsSequence() || n.size() == 0) {
-          ctx.error(n, path, "must be a non-empty list of backend names");
-          return;
-        }
-        for (std::size_t k = 0; k < n.size(); ++k) parse_pool_entry(pc, n[k], index(path, k), ctx);
-      });
+  auto f = custom<PoolConfig>("backends",
+                              [](PoolConfig& pc, const Node& n, const std::string& path, Ctx& ctx) {
+                                if (!n.IsSequence() || n.size() == 0) {
+                                  ctx.error(n, path, "must be a non-empty list of backend names");
+                                  return;
+                                }
+                                for (std::size_t k = 0; k < n.size(); ++k)
+                                  parse_pool_entry(pc, n[k], index(path, k), ctx);
+                              });
   f.nested = [](const std::string& path, std::vector<KeyDoc>& out) {
     document(pool_entry_table(), path + "[]", out);
   };
@@ -334,13 +335,12 @@ const Table<PoolConfig>& pool_table() {
       .fields = {pool_backends(),
                  value("classes", &PoolConfig::classes, ClassList{}).doc("all classes"),
                  section("spare", spare)},
-      .check =
-          [](PoolConfig&, const Node& n, const std::string& path, Ctx& ctx) {
-            if (n["spare"] && n["spare"].IsMap() && !n["classes"]) {
-              ctx.error(n["spare"], join(path, "spare"),
-                        "needs pools[].classes: without it every class may use the tier");
-            }
-          }};
+      .check = [](PoolConfig&, const Node& n, const std::string& path, Ctx& ctx) {
+        if (n["spare"] && n["spare"].IsMap() && !n["classes"]) {
+          ctx.error(n["spare"], join(path, "spare"),
+                    "needs pools[].classes: without it every class may use the tier");
+        }
+      }};
   return t;
 }
 
@@ -354,7 +354,8 @@ void check_deployment(DeploymentConfig& d, const Node& n, const std::string& pat
     for (auto b : pool.backends) {
       any_backend = true;
       const auto& region = c.backends[b].region;
-      in_region = in_region || std::find(d.regions.begin(), d.regions.end(), region) != d.regions.end();
+      in_region =
+          in_region || std::find(d.regions.begin(), d.regions.end(), region) != d.regions.end();
     }
   }
   if (!d.regions.empty() && any_backend && !in_region) {
@@ -387,8 +388,12 @@ const Table<LoggingConfig>& logging_table() {
   using Words = Enum<std::string>;
   static const Table<LoggingConfig> t{
       .fields = {value("level", &LoggingConfig::level,
-                       Words{{{"trace", "trace"}, {"debug", "debug"}, {"info", "info"},
-                              {"warn", "warn"}, {"error", "error"}, {"off", "off"}},
+                       Words{{{"trace", "trace"},
+                              {"debug", "debug"},
+                              {"info", "info"},
+                              {"warn", "warn"},
+                              {"error", "error"},
+                              {"off", "off"}},
                              "one of trace, debug, info, warn, error, off"}),
                  value("access_log", &LoggingConfig::access_log, Text{}),
                  value("format", &LoggingConfig::format, Words{{{"json", "json"}}, "json"})}};
@@ -409,7 +414,8 @@ const Table<RoutingConfig>& routing_table() {
                  value("open", &T::breaker_open, Duration{}),
                  value("max_open", &T::breaker_max_open, Duration{})},
       .check = [](T& r, const Node& n, const std::string& path, Ctx& ctx) {
-        if (r.breaker_open > r.breaker_max_open) ctx.error(n, path, "open must not exceed max_open");
+        if (r.breaker_open > r.breaker_max_open)
+          ctx.error(n, path, "open must not exceed max_open");
       }};
   static const Table<T> affinity{
       .fields = {value("max_entries", &T::affinity_max_entries, UInt{1, 100'000'000}),
@@ -490,16 +496,16 @@ Field<PriorityConfig> priority_classes() {
 
 const Table<PriorityConfig>& priority_table() {
   using T = PriorityConfig;
-  static const Table<T> t{
-      .fields = {priority_classes(),
-                 value("default", &T::default_class, SkipEmpty<ClassRef>{})
-                     .doc("`normal` if defined, else the middle class"),
-                 value("header", &T::header, Text{.lower = true}).doc("none"),
-                 value("timeout_headers", &T::timeout_headers,
-                       StringList{.allow_empty = true, .lower = true})},
-      .check = [](T& pr, const Node& n, const std::string&, Ctx&) {
-        if (!n["default"]) pr.default_class = pr.find("normal").value_or(pr.classes.size() / 2);
-      }};
+  static const Table<T> t{.fields = {priority_classes(),
+                                     value("default", &T::default_class, SkipEmpty<ClassRef>{})
+                                         .doc("`normal` if defined, else the middle class"),
+                                     value("header", &T::header, Text{.lower = true}).doc("none"),
+                                     value("timeout_headers", &T::timeout_headers,
+                                           StringList{.allow_empty = true, .lower = true})},
+                          .check = [](T& pr, const Node& n, const std::string&, Ctx&) {
+                            if (!n["default"])
+                              pr.default_class = pr.find("normal").value_or(pr.classes.size() / 2);
+                          }};
   return t;
 }
 
@@ -608,19 +614,19 @@ const Table<ClientConfig>& client_table() {
       "chat, completions, embeddings, responses, files, batches, assistants, threads, "
       "vector_stores, fine_tuning, uploads, models, other"};
   static const Table<T> t{
-      .fields = {value("name", &T::name, Name{"client name", {"anonymous", "none", "unauthenticated"}})
-                     .need(),
-                 value("tenant", &T::tenant, SkipEmpty<TenantRef>{}).doc("none"),
-                 client_keys(),
-                 value("deployments", &T::deployments, DeploymentList{})
-                     .need(" (the deployments it may use; [\"*\"] for all)"),
-                 value("operations", &T::operations, kOperations).doc("all operations"),
-                 value("regions", &T::regions, StringList{}).doc("any region"),
-                 value("principals", &T::principals, StringList{}).doc("none"),
-                 value("may_pin", &T::may_pin, Bool{}),
-                 nested("limits", &T::limits, client_limits_table()),
-                 value("priority", &T::priority, ClassRef{}).doc("`priority.default`"),
-                 value("weight", &T::weight, Number{0.01, 1000, "a number from 0.01 to 1000"})}};
+      .fields = {
+          value("name", &T::name, Name{"client name", {"anonymous", "none", "unauthenticated"}})
+              .need(),
+          value("tenant", &T::tenant, SkipEmpty<TenantRef>{}).doc("none"), client_keys(),
+          value("deployments", &T::deployments, DeploymentList{})
+              .need(" (the deployments it may use; [\"*\"] for all)"),
+          value("operations", &T::operations, kOperations).doc("all operations"),
+          value("regions", &T::regions, StringList{}).doc("any region"),
+          value("principals", &T::principals, StringList{}).doc("none"),
+          value("may_pin", &T::may_pin, Bool{}),
+          nested("limits", &T::limits, client_limits_table()),
+          value("priority", &T::priority, ClassRef{}).doc("`priority.default`"),
+          value("weight", &T::weight, Number{0.01, 1000, "a number from 0.01 to 1000"})}};
   return t;
 }
 
@@ -705,32 +711,33 @@ void check_callers(Config& c, const Node& root, const std::string&, Ctx& ctx) {
 /// priority classes before pools and clients, backends before deployments before clients).
 const Table<Config>& root_table() {
   static const Table<Config> t{
-      .fields = {nested("retry", &Config::retry, retry_table()),
-                 nested("priority", &Config::priority, priority_table()),
-                 nested("server", &Config::server, server_table()).need(),
-                 nested("admin", &Config::admin, admin_table()),
-                 list("backends", &Config::backends, backend_table(), "must be a non-empty list")
-                     .need(),
-                 list("deployments", &Config::deployments, deployment_table(),
-                      "must be a non-empty list")
-                     .need(),
-                 nested("logging", &Config::logging, logging_table()),
-                 nested("routing", &Config::routing, routing_table()),
-                 nested("usage", &Config::usage, usage_table()),
-                 nested("policy", &Config::policy, policy_table()),
-                 list("tenants", &Config::tenants, tenant_table(), "must be a list of {name}", false)
-                     .doc("none"),
-                 list("clients", &Config::clients, client_table(), "must be a list of clients", false)
-                     .doc("none"),
-                 nested("auth", &Config::auth, auth_table()),
-                 nested("tokenizer", &Config::tokenizer, tokenizer_table())},
+      .fields =
+          {nested("retry", &Config::retry, retry_table()),
+           nested("priority", &Config::priority, priority_table()),
+           nested("server", &Config::server, server_table()).need(),
+           nested("admin", &Config::admin, admin_table()),
+           list("backends", &Config::backends, backend_table(), "must be a non-empty list").need(),
+           list("deployments", &Config::deployments, deployment_table(), "must be a non-empty list")
+               .need(),
+           nested("logging", &Config::logging, logging_table()),
+           nested("routing", &Config::routing, routing_table()),
+           nested("usage", &Config::usage, usage_table()),
+           nested("policy", &Config::policy, policy_table()),
+           list("tenants", &Config::tenants, tenant_table(), "must be a list of {name}", false)
+               .doc("none"),
+           list("clients", &Config::clients, client_table(), "must be a list of clients", false)
+               .doc("none"),
+           nested("auth", &Config::auth, auth_table()),
+           nested("tokenizer", &Config::tokenizer, tokenizer_table())},
       .check = check_callers};
   return t;
 }
 
 }  // namespace
 
-void parse_config(const Node& root, Ctx& ctx) { parse_table(root_table(), ctx.config(), root, "", ctx); }
+void parse_config(const Node& root, Ctx& ctx) {
+  parse_table(root_table(), ctx.config(), root, "", ctx);
+}
 
 }  // namespace tollgate::config::schema
 

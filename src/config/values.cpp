@@ -52,7 +52,9 @@ std::string lowered(std::string s) {
   return s;
 }
 
-std::string got(std::string_view text) { return " (got \"" + std::string(text) + "\")"; }
+std::string got(std::string_view text) {
+  return " (got \"" + std::string(text) + "\")";
+}
 
 /// Splits "host:port" / "[v6]:port"; nullopt with the message in `error` when malformed.
 std::optional<std::pair<std::string, std::string>> split_address(const std::string& v,
@@ -117,7 +119,8 @@ bool Ctx::expect_map(const Node& node, const std::string& path,
     auto key = kv.first.as<std::string>("");
     if (std::find(allowed.begin(), allowed.end(), key) != allowed.end()) continue;
     std::string msg = "unknown key \"" + key + "\"";
-    if (auto hint = closest(key, allowed); !hint.empty()) msg += " (did you mean \"" + hint + "\"?)";
+    if (auto hint = closest(key, allowed); !hint.empty())
+      msg += " (did you mean \"" + hint + "\"?)";
     error(kv.first, path, msg);
   }
   return true;
@@ -143,7 +146,8 @@ Ctx& docs_ctx() {
 
 Read<Millis> Duration::read(std::string_view text, Ctx&) const {
   auto d = parse_duration(text);
-  if (!d || d->count() <= 0) return Fail{"must be a positive duration like 250ms, 10s, 5m" + got(text)};
+  if (!d || d->count() <= 0)
+    return Fail{"must be a positive duration like 250ms, 10s, 5m" + got(text)};
   return *d;
 }
 
@@ -229,7 +233,8 @@ Read<std::string> Secret::read(std::string_view text, Ctx& ctx) const {
     auto name = v.substr(4);
     if (name.empty()) return Fail{"env: reference needs a variable name"};
     auto value = ctx.env(name);
-    if (!value || value->empty()) return Fail{"environment variable " + name + " is not set or empty"};
+    if (!value || value->empty())
+      return Fail{"environment variable " + name + " is not set or empty"};
     return *value;
   }
   if (v.rfind("file:", 0) == 0) {
@@ -291,8 +296,8 @@ Read<Endpoint> EndpointUrl::read(std::string_view text, Ctx&) const {
   e.base_path = std::string(u.encoded_path());
   while (!e.base_path.empty() && e.base_path.back() == '/') e.base_path.pop_back();
   std::string host_for_header = e.host.find(':') != std::string::npos ? "[" + e.host + "]" : e.host;
-  e.host_header = e.port == default_port ? host_for_header
-                                         : host_for_header + ":" + std::to_string(e.port);
+  e.host_header =
+      e.port == default_port ? host_for_header : host_for_header + ":" + std::to_string(e.port);
   return e;
 }
 
@@ -370,14 +375,14 @@ Read<std::size_t> DeploymentRef::read(std::string_view text, Ctx& ctx) const {
   return Fail{"unknown deployment \"" + std::string(text) + "\""};
 }
 
-std::optional<DeploymentList::Value> DeploymentList::read(const Node& node,
-                                                          const std::string& path,
+std::optional<DeploymentList::Value> DeploymentList::read(const Node& node, const std::string& path,
                                                           Ctx& ctx) const {
   auto names = StringList{}.read(node, path, ctx);
   for (std::size_t k = 0; k < names->size(); ++k) {
     const auto& d = (*names)[k];
     if (d == "*") continue;
-    if (auto r = DeploymentRef{}.read(d, ctx); !r.ok()) ctx.error(node[k], index(path, k), r.error());
+    if (auto r = DeploymentRef{}.read(d, ctx); !r.ok())
+      ctx.error(node[k], index(path, k), r.error());
   }
   return names;
 }

@@ -72,7 +72,9 @@ std::map<std::string, Row> key_rows(std::istream& markdown) {
       auto c = cells(line);
       auto keys = backticked(c[0]);
       if (keys.empty()) continue;
-      auto at = [&](std::ptrdiff_t i) { return i >= 0 && i < std::ssize(c) ? c[i] : std::string(); };
+      auto at = [&](std::ptrdiff_t i) {
+        return i >= 0 && i < std::ssize(c) ? c[i] : std::string();
+      };
       rows.emplace(keys[0], Row{at(type_col), at(default_col)});
     }
   }
@@ -91,7 +93,8 @@ std::vector<std::string> problems(const std::vector<KeyDoc>& keys,
     }
     const Row& row = it->second;
     if (k.required) {
-      if (row.type.find("required") == std::string::npos) out.push_back(k.path + ": not marked required");
+      if (row.type.find("required") == std::string::npos)
+        out.push_back(k.path + ": not marked required");
     } else if (!k.words.empty()) {
       if (row.default_value.find(k.words) == std::string::npos) {
         out.push_back(k.path + ": Default should say " + k.words);
