@@ -1,7 +1,9 @@
 #pragma once
 // The validated, immutable configuration of one generation ("snapshot") of the gateway.
 // Built only by config::load_*; read by every thread; never mutated after loading.
-// Key names and defaults are documented in docs/configuration.md.
+// The member initialisers are the defaults of the config file's keys (the one place they are
+// written); src/config/tables.cpp maps keys to members, and a unit test holds
+// docs/configuration.md to both.
 
 #include <algorithm>
 #include <array>
@@ -81,6 +83,10 @@ struct HealthCheckConfig {
   unsigned fall = 3;  // consecutive failures that make a healthy backend unhealthy
 };
 
+/// Where `managed_identity` asks for tokens unless its `endpoint` says otherwise (Azure IMDS).
+inline constexpr std::string_view kImdsTokenEndpoint =
+    "http://169.254.169.254/metadata/identity/oauth2/token";
+
 /// An Entra ID token the gateway obtains itself for a backend (instead of an api-key).
 struct BackendTokenConfig {
   bool managed_identity = false;  // false: OAuth2 client credentials
@@ -130,7 +136,7 @@ struct PriorityClassConfig {
 
 /// Priority classes, per-request lowering and the client's own timeout (`priority`).
 struct PriorityConfig {
-  std::vector<PriorityClassConfig> classes;  // highest first; default high, normal, low
+  std::vector<PriorityClassConfig> classes = {{"high"}, {"normal"}, {"low"}};  // highest first
   std::size_t default_class = 1;             // of anonymous callers and clients without one
   std::string header;                        // lowers a request's class; "" = off
   std::vector<std::string> timeout_headers = {"x-ms-client-request-timeout"};  // seconds
