@@ -6,7 +6,7 @@
 #include <optional>
 #include <string>
 
-#include "tollgate/auth/crypto.hpp"
+#include "tollgate/crypto/crypto.hpp"
 #include "tollgate/config/config.hpp"
 #include "tollgate/metrics/logging.hpp"
 #include "tollgate/server/gateway.hpp"
@@ -88,8 +88,8 @@ int main(int argc, char** argv) {
       return 2;
     }
     // The key goes to the client; only the digest goes into the configuration.
-    auto key = tollgate::auth::new_key();
-    std::cout << key << '\n' << "sha256:" << tollgate::auth::to_hex(tollgate::auth::sha256(key)) << '\n';
+    auto key = tollgate::crypto::new_key();
+    std::cout << key << '\n' << "sha256:" << tollgate::crypto::to_hex(tollgate::crypto::sha256(key)) << '\n';
     std::cerr << "Give the first line to the client; put the second in clients[].keys.\n";
     return 0;
   }

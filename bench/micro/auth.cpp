@@ -4,15 +4,15 @@
 #include <benchmark/benchmark.h>
 
 #include "tollgate/auth/authenticator.hpp"
-#include "tollgate/auth/crypto.hpp"
+#include "tollgate/crypto/crypto.hpp"
 
 namespace {
 
 using namespace tollgate;
 
 void BM_Sha256Key(benchmark::State& st) {
-  std::string key = auth::new_key();
-  for (auto _ : st) benchmark::DoNotOptimize(auth::sha256(key));
+  std::string key = crypto::new_key();
+  for (auto _ : st) benchmark::DoNotOptimize(crypto::sha256(key));
 }
 BENCHMARK(BM_Sha256Key);
 
@@ -24,8 +24,8 @@ void BM_ApiKeyAmong10000(benchmark::State& st) {
     cl.name = "client-" + std::to_string(c);
     cl.deployments = {"*"};
     for (int k = 0; k < 100; ++k) {
-      keys.push_back(auth::new_key());
-      cl.keys.push_back({auth::sha256(keys.back()), "", std::nullopt});
+      keys.push_back(crypto::new_key());
+      cl.keys.push_back({crypto::sha256(keys.back()), "", std::nullopt});
     }
     cfg.clients.push_back(std::move(cl));
   }

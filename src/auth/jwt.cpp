@@ -9,9 +9,11 @@
 
 #include <algorithm>
 
-#include "tollgate/auth/crypto.hpp"
+#include "tollgate/crypto/crypto.hpp"
 
 namespace tollgate::auth {
+
+using namespace crypto;  // SHA-256, hex, base64url, RFC 3339
 
 namespace {
 

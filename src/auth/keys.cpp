@@ -11,6 +11,8 @@
 
 namespace tollgate::auth {
 
+using namespace crypto;  // SHA-256, hex, base64url, RFC 3339
+
 namespace {
 
 std::uint64_t head(const Digest& d) {

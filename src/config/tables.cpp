@@ -8,7 +8,7 @@
 #include <algorithm>
 
 #include "config/values.hpp"
-#include "tollgate/auth/crypto.hpp"
+#include "tollgate/crypto/crypto.hpp"
 
 namespace tollgate::config::schema {
 namespace {
@@ -530,7 +530,7 @@ struct ClientKey {
   Read<ClientKeyConfig> read(std::string_view text, Ctx& ctx) const {
     ClientKeyConfig k;
     if (text.rfind("sha256:", 0) == 0) {
-      auto d = auth::digest_from_hex(text.substr(7));
+      auto d = crypto::digest_from_hex(text.substr(7));
       if (!d) return Fail{"sha256: must be followed by 64 hex digits (the SHA-256 of the key)"};
       k.digest = *d;
       return k;
@@ -542,8 +542,8 @@ struct ClientKey {
     }
     auto secret = Secret{}.read(text, ctx);
     if (!secret.ok()) return Fail{secret.error()};
-    k.digest = auth::sha256(*secret);
-    k.prefix = auth::key_prefix(*secret);
+    k.digest = crypto::sha256(*secret);
+    k.prefix = crypto::key_prefix(*secret);
     return k;
   }
 };
@@ -552,7 +552,7 @@ struct ClientKey {
 struct Rfc3339 {
   using Value = std::int64_t;
   Read<std::int64_t> read(std::string_view text, Ctx&) const {
-    if (auto t = auth::parse_rfc3339(text)) return *t;
+    if (auto t = crypto::parse_rfc3339(text)) return *t;
     return Fail{"must be an RFC 3339 time like 2027-01-01T00:00:00Z (got \"" + std::string(text) +
                 "\")"};
   }
@@ -591,7 +591,7 @@ Field<ClientConfig> client_keys() {
           auto kp = index(path, k);
           auto key = client_key(n[k], kp, ctx);
           if (!key) continue;
-          if (auto owner = ctx.claim("client key", auth::to_hex(key->digest), cl.name)) {
+          if (auto owner = ctx.claim("client key", crypto::to_hex(key->digest), cl.name)) {
             ctx.error(n[k], kp,
                       "the same key is configured twice (also for client \"" + *owner + "\")");
             continue;

@@ -1,6 +1,6 @@
 #include "tollgate/core/api_call.hpp"
 
-#include "tollgate/routing/affinity.hpp"
+#include "tollgate/core/objects.hpp"
 
 #include <boost/url/encode.hpp>
 #include <boost/url/parse.hpp>
@@ -182,7 +182,7 @@ Classified classify(std::string_view method, std::string_view target,
     out.error = bad_request("the request body must be JSON (Content-Type: application/json)");
     return out;
   }
-  call.stateful = call.surface != Surface::kDeployment && routing::is_stateful_path(call.op_path);
+  call.stateful = call.surface != Surface::kDeployment && core::is_stateful_path(call.op_path);
   if (model_from_body && call.deployment.empty() && (!call.stateful || is_inference(call.op))) {
     if (is_inference(call.op)) {
       out.error = bad_request("missing required parameter: 'model'", "model");

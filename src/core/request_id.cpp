@@ -1,6 +1,6 @@
 #include <random>
 
-#include "tollgate/core/request_context.hpp"
+#include "tollgate/core/request_id.hpp"
 
 namespace tollgate::core {
 
@@ -29,24 +29,6 @@ bool acceptable_request_id(std::string_view id) {
     if (c < 0x21 || c > 0x7E || c == '"' || c == '\\') return false;
   }
   return true;
-}
-
-}  // namespace tollgate::core
-
-namespace tollgate::core {
-
-std::string_view to_string(Outcome o) {
-  switch (o) {
-    case Outcome::kOk: return "ok";
-    case Outcome::kRejected: return "rejected";
-    case Outcome::kNoBackend: return "no_backend";
-    case Outcome::kShed: return "shed";
-    case Outcome::kUpstreamError: return "upstream_error";
-    case Outcome::kClientGone: return "client_gone";
-    case Outcome::kShutdown: return "shutdown";
-    case Outcome::kInternalError: return "internal_error";
-  }
-  return "unknown";
 }
 
 }  // namespace tollgate::core

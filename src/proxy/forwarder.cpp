@@ -87,8 +87,8 @@ Failure failure(UpstreamError reason) {
 }
 
 // Opens a new connection (TCP, then TLS with SNI and host name verification).
-net::awaitable<std::unique_ptr<UpstreamConn>> connect(server::Worker& worker,
-                                                      const server::BackendRuntime& b,
+net::awaitable<std::unique_ptr<UpstreamConn>> connect(const UpstreamEnv& env,
+                                                      const pipeline::BackendRuntime& b,
                                                       UpstreamPool& pool,
                                                       std::optional<UpstreamError>& err) {
   const auto& cfg = *b.config;
@@ -96,7 +96,7 @@ net::awaitable<std::unique_ptr<UpstreamConn>> connect(server::Worker& worker,
       UpstreamTarget{cfg.endpoint.host, cfg.endpoint.port, b.tls.get(), cfg.timeouts.connect},
       ResolverCache{pool.resolved, pool.resolved_at});
   // A TCP connection was made even when its handshake then failed.
-  if (stream || stream.error().step == ConnectStep::kTls) worker.stats().upstream_connects.add();
+  if (stream || stream.error().step == ConnectStep::kTls) env.stats.upstream_connects.add();
   if (!stream) {
     err = to_upstream_error(stream.error());
     co_return nullptr;
@@ -107,7 +107,7 @@ net::awaitable<std::unique_ptr<UpstreamConn>> connect(server::Worker& worker,
 }
 
 UpRequest build_upstream_request(const Request& req, std::string_view body,
-                                 const core::RequestContext& ctx,
+                                 const pipeline::RequestContext& ctx,
                                  const config::BackendConfig& cfg, const std::string* bearer) {
   UpRequest up;
   auto& h = up.head;
@@ -152,7 +152,7 @@ UpRequest build_upstream_request(const Request& req, std::string_view body,
 }  // namespace
 
 template <class Down>
-net::awaitable<bool> respond(Client<Down> down, core::RequestContext& ctx, int status, std::string body,
+net::awaitable<bool> respond(Client<Down> down, pipeline::RequestContext& ctx, int status, std::string body,
                              bool keep_alive, unsigned version, std::string_view content_type,
                              const std::vector<std::pair<std::string, std::string>>& extra) {
   http::response<http::string_body> res{static_cast<http::status>(status), version};
@@ -171,17 +171,17 @@ net::awaitable<bool> respond(Client<Down> down, core::RequestContext& ctx, int s
 }
 
 template <class Down>
-net::awaitable<bool> respond_failure(Client<Down> down, core::RequestContext& ctx,
+net::awaitable<bool> respond_failure(Client<Down> down, pipeline::RequestContext& ctx,
                                      UpstreamError reason, bool keep_alive, unsigned version) {
   auto f = failure(reason);
-  ctx.outcome = core::Outcome::kUpstreamError;
+  ctx.outcome = pipeline::Outcome::kUpstreamError;
   ctx.error = metrics::to_string(f.reason);
   core::HttpError e{f.status, std::string(f.code), std::string(f.message), {}, {}};
   co_return co_await respond(down, ctx, f.status, e.body(), keep_alive, version);
 }
 
 template <class Down>
-net::awaitable<bool> send_held(Client<Down> down, core::RequestContext& ctx,
+net::awaitable<bool> send_held(Client<Down> down, pipeline::RequestContext& ctx,
                                http::response<http::string_body>& held, bool keep_alive,
                                unsigned version) {
   held.version(version);
@@ -204,12 +204,12 @@ bool client_closed(tcp::socket& socket) {
 
 template <class Down>
 net::awaitable<AttemptResult> attempt(Client<Down> down, const Request& req, std::string_view body,
-                                      core::RequestContext& ctx, server::Worker& worker,
-                                      const server::BackendRuntime& backend, bool& keep_alive,
+                                      pipeline::RequestContext& ctx, const UpstreamEnv& env,
+                                      const pipeline::BackendRuntime& backend, bool& keep_alive,
                                       AttemptOptions options) {
   const auto& cfg = *backend.config;
-  auto& pool = worker.pool(backend.pool_id);
-  auto& cells = worker.stats().route(ctx.series);
+  auto& pool = env.pools.get(backend.pool_id);
+  auto& cells = env.stats.route(ctx.series);
   AttemptResult out;
 
   // Nothing reached the client: count the failure; the caller answers or retries.
@@ -232,7 +232,7 @@ net::awaitable<AttemptResult> attempt(Client<Down> down, const Request& req, std
   }
   auto upreq = build_upstream_request(req, body, ctx, cfg, bearer.get());
   const RelaySettings settings{cfg.timeouts.first_byte, cfg.timeouts.idle_between_chunks,
-                               worker.snapshot()->config->server.limits.idle_timeout, cfg.name};
+                               env.client_write_timeout, cfg.name};
 
   // At most two tries: a pooled connection whose request could not be written (the backend
   // closed it while idle) is followed by one fresh connection.
@@ -240,11 +240,11 @@ net::awaitable<AttemptResult> attempt(Client<Down> down, const Request& req, std
     std::int64_t idle_delta = 0;
     auto conn = round == 0 ? pool.take(SteadyClock::now(), cfg.keepalive_idle, idle_delta)
                            : nullptr;
-    worker.stats().upstream_idle.add(idle_delta);
+    env.stats.upstream_idle.add(idle_delta);
     bool pooled = conn != nullptr;
     if (!conn) {
       std::optional<UpstreamError> err;
-      conn = co_await connect(worker, backend, pool, err);
+      conn = co_await connect(env, backend, pool, err);
       if (!conn) co_return failed(*err);
     }
     ++conn->uses;
@@ -261,9 +261,9 @@ net::awaitable<AttemptResult> attempt(Client<Down> down, const Request& req, std
     keep_alive = r.keep_alive;
     if (r.attempt.kind != AttemptResult::Kind::kFailed) {
       if (r.reusable && pool.put(std::move(conn), cfg.max_idle_connections, SteadyClock::now())) {
-        worker.stats().upstream_idle.add(1);
+        env.stats.upstream_idle.add(1);
       }
-      if (ctx.outcome == core::Outcome::kClientGone) keep_alive = false;
+      if (ctx.outcome == pipeline::Outcome::kClientGone) keep_alive = false;
       co_return std::move(r.attempt);
     }
     // Retry once on a fresh connection only when a pooled connection failed before the
@@ -279,27 +279,27 @@ net::awaitable<AttemptResult> attempt(Client<Down> down, const Request& req, std
 }
 
 template net::awaitable<AttemptResult> attempt<PlainStream>(
-    Client<PlainStream>, const Request&, std::string_view, core::RequestContext&, server::Worker&,
-    const server::BackendRuntime&, bool&, AttemptOptions);
+    Client<PlainStream>, const Request&, std::string_view, pipeline::RequestContext&, const UpstreamEnv&,
+    const pipeline::BackendRuntime&, bool&, AttemptOptions);
 template net::awaitable<AttemptResult> attempt<TlsStream>(
-    Client<TlsStream>, const Request&, std::string_view, core::RequestContext&, server::Worker&,
-    const server::BackendRuntime&, bool&, AttemptOptions);
-template net::awaitable<bool> send_held<PlainStream>(Client<PlainStream>, core::RequestContext&,
+    Client<TlsStream>, const Request&, std::string_view, pipeline::RequestContext&, const UpstreamEnv&,
+    const pipeline::BackendRuntime&, bool&, AttemptOptions);
+template net::awaitable<bool> send_held<PlainStream>(Client<PlainStream>, pipeline::RequestContext&,
                                                      http::response<http::string_body>&, bool,
                                                      unsigned);
-template net::awaitable<bool> send_held<TlsStream>(Client<TlsStream>, core::RequestContext&,
+template net::awaitable<bool> send_held<TlsStream>(Client<TlsStream>, pipeline::RequestContext&,
                                                    http::response<http::string_body>&, bool,
                                                    unsigned);
 template net::awaitable<bool> respond_failure<PlainStream>(Client<PlainStream>,
-                                                           core::RequestContext&, UpstreamError,
+                                                           pipeline::RequestContext&, UpstreamError,
                                                            bool, unsigned);
-template net::awaitable<bool> respond_failure<TlsStream>(Client<TlsStream>, core::RequestContext&,
+template net::awaitable<bool> respond_failure<TlsStream>(Client<TlsStream>, pipeline::RequestContext&,
                                                          UpstreamError, bool, unsigned);
 template net::awaitable<bool> respond<PlainStream>(
-    Client<PlainStream>, core::RequestContext&, int, std::string, bool, unsigned, std::string_view,
+    Client<PlainStream>, pipeline::RequestContext&, int, std::string, bool, unsigned, std::string_view,
     const std::vector<std::pair<std::string, std::string>>&);
 template net::awaitable<bool> respond<TlsStream>(
-    Client<TlsStream>, core::RequestContext&, int, std::string, bool, unsigned, std::string_view,
+    Client<TlsStream>, pipeline::RequestContext&, int, std::string, bool, unsigned, std::string_view,
     const std::vector<std::pair<std::string, std::string>>&);
 
 }  // namespace tollgate::proxy

@@ -4,8 +4,10 @@
 
 #include "proxy/deadline.hpp"
 #include "proxy/net.hpp"
-#include "server/worker.hpp"
-#include "tollgate/core/request_context.hpp"
+#include "proxy/upstream_pool.hpp"
+#include "server/pipeline/snapshot.hpp"
+#include "tollgate/metrics/stats.hpp"
+#include "server/pipeline/request_context.hpp"
 #include "tollgate/routing/signals.hpp"
 
 namespace tollgate::proxy {
@@ -48,19 +50,19 @@ struct AttemptResult {
 /// relayed answer; `keep_alive` becomes false when the client connection must close.
 template <class Down>
 net::awaitable<AttemptResult> attempt(Client<Down> down, const Request& req, std::string_view body,
-                                      core::RequestContext& ctx, server::Worker& worker,
-                                      const server::BackendRuntime& backend, bool& keep_alive,
+                                      pipeline::RequestContext& ctx, const UpstreamEnv& env,
+                                      const pipeline::BackendRuntime& backend, bool& keep_alive,
                                       AttemptOptions options);
 
 /// Sends an answer held back by attempt(). Returns whether the connection may be kept alive.
 template <class Down>
-net::awaitable<bool> send_held(Client<Down> down, core::RequestContext& ctx,
+net::awaitable<bool> send_held(Client<Down> down, pipeline::RequestContext& ctx,
                                http::response<http::string_body>& held, bool keep_alive,
                                unsigned version);
 
 /// Answers for an attempt that failed before the client saw anything (502/504), counting it.
 template <class Down>
-net::awaitable<bool> respond_failure(Client<Down> down, core::RequestContext& ctx,
+net::awaitable<bool> respond_failure(Client<Down> down, pipeline::RequestContext& ctx,
                                      metrics::UpstreamError reason, bool keep_alive,
                                      unsigned version);
 
@@ -69,7 +71,7 @@ bool client_closed(tcp::socket& socket);
 
 /// Writes a gateway-generated response. Returns whether the connection may be kept alive.
 template <class Down>
-net::awaitable<bool> respond(Client<Down> down, core::RequestContext& ctx, int status,
+net::awaitable<bool> respond(Client<Down> down, pipeline::RequestContext& ctx, int status,
                              std::string body, bool keep_alive, unsigned version = 11,
                              std::string_view content_type = "application/json",
                              const std::vector<std::pair<std::string, std::string>>& extra = {});

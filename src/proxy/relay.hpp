@@ -82,7 +82,7 @@ struct RelayResult {
 /// client saw the answer. Thread: the worker owning both streams. Never throws on I/O errors.
 template <class Down, IoDeadline DownDeadline, class Up, IoDeadline UpDeadline>
 net::awaitable<RelayResult> relay(Client<Down, DownDeadline> down, Upstream<Up, UpDeadline> up,
-                                  const RelayJob& job, core::RequestContext& ctx);
+                                  const RelayJob& job, pipeline::RequestContext& ctx);
 
 namespace relay_detail {
 
@@ -137,7 +137,7 @@ struct Framing {
 
 /// The client's response header, serialized by hand: one contiguous buffer is much cheaper to
 /// build and write than Beast's per-field buffer sequence (a third of the relay's CPU).
-inline std::string client_head(const http::response_header<>& uh, const core::RequestContext& ctx,
+inline std::string client_head(const http::response_header<>& uh, const pipeline::RequestContext& ctx,
                                std::string_view backend_name, const Framing& f) {
   std::string head;
   head.reserve(1024);
@@ -210,7 +210,7 @@ template <class Down, class DownDeadline, class Up, class UpDeadline>
 class Relay {
  public:
   Relay(Client<Down, DownDeadline> down, Upstream<Up, UpDeadline> up, const RelayJob& job,
-        core::RequestContext& ctx)
+        pipeline::RequestContext& ctx)
       : down_(down),
         up_(up),
         job_(job),
@@ -340,7 +340,7 @@ class Relay {
     }
     if (broke_) {
       job_.cells.upstream_errors[*broke_].add();
-      ctx_.outcome = core::Outcome::kUpstreamError;
+      ctx_.outcome = pipeline::Outcome::kUpstreamError;
       ctx_.error = metrics::to_string(*broke_);
       if (is_sse_ && chunked_) {
         // An error event the SDKs raise as APIError, then the last chunk. The client's
@@ -435,7 +435,7 @@ class Relay {
 
   /// The client went away: counted, the connection closes, the usage seen so far is billed.
   bool client_gone() {
-    ctx_.outcome = core::Outcome::kClientGone;
+    ctx_.outcome = pipeline::Outcome::kClientGone;
     ctx_.error = "client_gone";
     job_.cells.upstream_errors[UpstreamError::kClientGone].add();
     result_.keep_alive = false;
@@ -465,7 +465,7 @@ class Relay {
   Client<Down, DownDeadline> down_;
   Upstream<Up, UpDeadline> up_;
   const RelayJob& job_;
-  core::RequestContext& ctx_;
+  pipeline::RequestContext& ctx_;
   RelayResult result_;  // before filters_, which write into it
   ResponseFilters filters_;
   http::response_parser<http::buffer_body> parser_;
@@ -485,7 +485,7 @@ class Relay {
 
 template <class Down, IoDeadline DownDeadline, class Up, IoDeadline UpDeadline>
 net::awaitable<RelayResult> relay(Client<Down, DownDeadline> down, Upstream<Up, UpDeadline> up,
-                                  const RelayJob& job, core::RequestContext& ctx) {
+                                  const RelayJob& job, pipeline::RequestContext& ctx) {
   relay_detail::Relay<Down, DownDeadline, Up, UpDeadline> r(down, up, job, ctx);
   if (co_await r.read_head()) {
     if (r.should_hold()) {

@@ -27,7 +27,7 @@
 #include <string>
 #include <string_view>
 
-#include "tollgate/core/request_context.hpp"
+#include "server/pipeline/request_context.hpp"
 #include "tollgate/core/usage.hpp"
 
 namespace tollgate::proxy {
@@ -149,7 +149,7 @@ static_assert(ResponseFilter<UsageStripFilter>);
 /// `created_id` (when `capture_id`).
 class ResponseFilters {
  public:
-  ResponseFilters(core::RequestContext& ctx, bool capture_id, std::string& created_id)
+  ResponseFilters(pipeline::RequestContext& ctx, bool capture_id, std::string& created_id)
       : usage_(ctx.usage),
         text_(ctx.count_output ? &ctx.output_text : nullptr, usage_.stream()),
         id_(capture_id, created_id),

@@ -11,6 +11,7 @@
 
 #include "proxy/deadline.hpp"
 #include "proxy/net.hpp"
+#include "tollgate/metrics/stats.hpp"
 
 namespace tollgate::proxy {
 
@@ -49,6 +50,34 @@ class UpstreamPool {
 
  private:
   std::vector<std::unique_ptr<UpstreamConn>> idle_;  // most recently used last
+};
+
+/// A worker's pools, one per upstream endpoint identity (pool ids are stable across reloads).
+/// Owner: one worker thread.
+class UpstreamPools {
+ public:
+  /// The pool with `id`, created on first use.
+  UpstreamPool& get(std::uint32_t id) {
+    if (id >= pools_.size()) pools_.resize(id + 1);
+    auto& p = pools_[id];
+    if (!p) p = std::make_unique<UpstreamPool>();
+    return *p;
+  }
+  void reserve(std::size_t count) {
+    if (pools_.size() < count) pools_.resize(count);
+  }
+  void clear() { pools_.clear(); }
+
+ private:
+  std::vector<std::unique_ptr<UpstreamPool>> pools_;
+};
+
+/// What an attempt needs of its worker: the statistics, the upstream connection pools, and how
+/// long a write to the client may take. Owner: the worker; lives as long as it.
+struct UpstreamEnv {
+  metrics::WorkerStats& stats;
+  UpstreamPools& pools;
+  std::chrono::milliseconds client_write_timeout;  // server.limits.idle_timeout
 };
 
 }  // namespace tollgate::proxy

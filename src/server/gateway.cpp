@@ -16,7 +16,7 @@
 #include "server/admin.hpp"
 #include "server/health.hpp"
 #include "server/identity.hpp"
-#include "server/snapshot.hpp"
+#include "server/runtime.hpp"
 #include "server/worker.hpp"
 #include "tollgate/metrics/families.hpp"
 #include "tollgate/metrics/logging.hpp"

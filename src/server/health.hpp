@@ -11,7 +11,7 @@
 
 #include <prometheus/metric_family.h>
 
-#include "server/snapshot.hpp"
+#include "server/runtime.hpp"
 
 namespace tollgate::server {
 

@@ -9,7 +9,7 @@
 
 #include "proxy/net.hpp"
 #include "server/http_client.hpp"
-#include "tollgate/auth/crypto.hpp"
+#include "tollgate/crypto/crypto.hpp"
 #include "tollgate/metrics/families.hpp"
 #include "tollgate/metrics/logging.hpp"
 
@@ -45,7 +45,7 @@ std::int64_t unix_now() {
 std::string token_identity(const config::BackendConfig& b) {
   const auto& t = *b.token;
   return b.name + "|" + (t.managed_identity ? "mi" : "cc") + "|" + t.endpoint + "|" + t.client_id +
-         "|" + t.scope + "|" + auth::to_hex(auth::sha256(t.client_secret)).substr(0, 16) + "|" +
+         "|" + t.scope + "|" + crypto::to_hex(crypto::sha256(t.client_secret)).substr(0, 16) + "|" +
          t.ca_file;
 }
 
@@ -336,7 +336,7 @@ std::optional<AdminResponse> IdentityManager::refuse_admin(const AdminRequest& r
       for (auto& ch : scheme) ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
       bearer = scheme == "bearer ";
     }
-    bool ok = bearer && auth::equal_ct(auth::sha256(presented.substr(7)), auth::sha256(a->admin.token));
+    bool ok = bearer && crypto::equal_ct(crypto::sha256(presented.substr(7)), crypto::sha256(a->admin.token));
     if (!ok) {
       auto r = admin_error(401, "401", "The admin API needs the admin token as a bearer token.");
       r.headers.emplace_back("www-authenticate", "Bearer realm=\"tollgate-admin\"");
@@ -397,8 +397,8 @@ AdminResponse IdentityManager::keys_of(const std::string& client) {
     if (config_->clients[e.client].name != client) continue;
     list.push_back({{"id", e.id},
                     {"prefix", e.prefix.empty() ? nullptr : nlohmann::json(e.prefix)},
-                    {"expires", e.expires ? nlohmann::json(auth::format_rfc3339(*e.expires)) : nullptr},
-                    {"created", e.created != 0 ? nlohmann::json(auth::format_rfc3339(e.created)) : nullptr},
+                    {"expires", e.expires ? nlohmann::json(crypto::format_rfc3339(*e.expires)) : nullptr},
+                    {"created", e.created != 0 ? nlohmann::json(crypto::format_rfc3339(e.created)) : nullptr},
                     {"source", e.runtime ? "runtime" : "config"}});
   }
   return AdminResponse{200, "application/json", nlohmann::json{{"client", client}, {"keys", list}}.dump(), {}};
@@ -414,18 +414,18 @@ AdminResponse IdentityManager::create_key(const std::string& client, std::string
     auto j = nlohmann::json::parse(body, nullptr, false);
     if (!j.is_object()) return admin_error(400, "invalid_request", "The body must be a JSON object.");
     if (auto e = j.find("expires"); e != j.end() && !e->is_null()) {
-      auto t = e->is_string() ? auth::parse_rfc3339(e->get<std::string>()) : std::nullopt;
+      auto t = e->is_string() ? crypto::parse_rfc3339(e->get<std::string>()) : std::nullopt;
       if (!t) return admin_error(400, "invalid_request", "expires must be an RFC 3339 time like 2027-01-01T00:00:00Z.");
       if (*t <= unix_now()) return admin_error(400, "invalid_request", "expires is in the past.");
       expires = t;
     }
   }
-  auto key = auth::new_key();
+  auto key = crypto::new_key();
   auth::RuntimeKey rk;
-  rk.digest = auth::sha256(key);
-  rk.id = auth::key_id(rk.digest);
+  rk.digest = crypto::sha256(key);
+  rk.id = crypto::key_id(rk.digest);
   rk.client = client;
-  rk.prefix = auth::key_prefix(key);
+  rk.prefix = crypto::key_prefix(key);
   rk.created = unix_now();
   rk.expires = expires;
   auto next = keys_file_;
@@ -438,7 +438,7 @@ AdminResponse IdentityManager::create_key(const std::string& client, std::string
   publish();
   log_info("client key created", core::JsonFields().add("client", client).add("key_id", rk.id));
   nlohmann::json out{{"id", rk.id}, {"key", key}, {"client", client},
-                     {"expires", expires ? nlohmann::json(auth::format_rfc3339(*expires)) : nullptr}};
+                     {"expires", expires ? nlohmann::json(crypto::format_rfc3339(*expires)) : nullptr}};
   return AdminResponse{201, "application/json", out.dump(), {}};
 }
 

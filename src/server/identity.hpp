@@ -15,7 +15,7 @@
 #include <prometheus/metric_family.h>
 
 #include "server/admin.hpp"
-#include "server/snapshot.hpp"
+#include "server/runtime.hpp"
 #include "tollgate/metrics/stats.hpp"
 
 namespace tollgate::server {

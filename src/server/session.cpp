@@ -12,6 +12,7 @@
 #include "proxy/net.hpp"
 #include "server/pipeline/finish.hpp"
 #include "server/pipeline/stages.hpp"
+#include "tollgate/core/request_id.hpp"
 #include "server/worker.hpp"
 #include "tollgate/metrics/logging.hpp"
 #include "tollgate/routing/affinity.hpp"
@@ -20,7 +21,7 @@
 namespace tollgate::server {
 
 using namespace proxy;  // net, beast, http, streams, use_tuple
-using core::RequestContext;
+using pipeline::RequestContext;
 using pipeline::Exchange;
 using pipeline::Reply;
 
@@ -99,8 +100,8 @@ struct FinishGuard {
   bool armed = true;
   ~FinishGuard() {
     if (!armed) return;
-    ctx.outcome = std::uncaught_exceptions() > 0 ? core::Outcome::kInternalError : core::Outcome::kShutdown;
-    if (ctx.error.empty()) ctx.error = core::to_string(ctx.outcome);
+    ctx.outcome = std::uncaught_exceptions() > 0 ? pipeline::Outcome::kInternalError : pipeline::Outcome::kShutdown;
+    if (ctx.error.empty()) ctx.error = pipeline::to_string(ctx.outcome);
     try {
       pipeline::finish(w.finish_env(), ctx);
     } catch (...) {  // nothing may escape a destructor
@@ -173,7 +174,7 @@ template <class Stream>
 net::awaitable<ReadResult> refuse_read(Worker& w, Client<Stream> client, RequestContext& ctx,
                                        std::string_view reason, const core::HttpError* e,
                                        unsigned version, bool linger) {
-  ctx.outcome = core::Outcome::kRejected;
+  ctx.outcome = pipeline::Outcome::kRejected;
   ctx.error = reason;
   if (e != nullptr) co_await respond(client, ctx, e->status, e->body(), false, version);
   pipeline::finish(w.finish_env(), ctx);
@@ -347,7 +348,7 @@ Judgement judge(const AttemptResult& r, const RequestContext& ctx, bool creates)
   if (r.status >= 500) {
     return {routing::Outcome::kFailure, "server_error", retry_if_held(RetryReason::kServerError)};
   }
-  if (ctx.outcome == core::Outcome::kUpstreamError) {  // broke after bytes reached the client
+  if (ctx.outcome == pipeline::Outcome::kUpstreamError) {  // broke after bytes reached the client
     return {routing::Outcome::kFailure, ctx.error, std::nullopt};
   }
   return {routing::Outcome::kSuccess, "ok", std::nullopt};
@@ -584,12 +585,12 @@ net::awaitable<Step> attempt_on(Worker& w, Client<Stream> client, const Request&
   auto rewritten = core::rewrite_body(ctx.call, *backend.config);
   std::string_view body = rewritten ? std::string_view(*rewritten) : std::string_view(req.body());
   auto t0 = core::SteadyClock::now();
-  auto r = co_await attempt(client, req, body, ctx, w, backend, keep_alive, AttemptOptions{may_retry, x.creates});
+  auto r = co_await attempt(client, req, body, ctx, w.upstream_env(), backend, keep_alive, AttemptOptions{may_retry, x.creates});
   auto verdict = judge(r, ctx, x.creates);
   auto done = x.clock.steady_ms();
   if (r.status == 429) lease.state().throttle(done + cooldown(r.signals, r.body_head, x.config().routing));
   lease.report(verdict.outcome, done);
-  ctx.attempts.push_back(core::AttemptLog{ctx.backend, r.status, verdict.reason, core::micros_since(t0)});
+  ctx.attempts.push_back(pipeline::AttemptLog{ctx.backend, r.status, verdict.reason, core::micros_since(t0)});
   if (r.kind == AttemptResult::Kind::kRelayed) {
     if (!r.created_id.empty()) x.snap.affinity->remember(r.created_id, ctx.backend, done);
     co_return Step::kRelayed;
@@ -623,7 +624,7 @@ net::awaitable<bool> answer_unrelayed(Client<Stream> client, const Request& req,
 }
 
 bool client_gone(RequestContext& ctx) {
-  ctx.outcome = core::Outcome::kClientGone;
+  ctx.outcome = pipeline::Outcome::kClientGone;
   ctx.error = "client_gone";
   return false;  // the connection closes
 }

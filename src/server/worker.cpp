@@ -55,14 +55,8 @@ void Worker::publish_auth(std::shared_ptr<const AuthState> auth) {
 }
 
 void Worker::apply(std::shared_ptr<const Snapshot> snapshot) {
-  if (pools_.size() < snapshot->pool_count) pools_.resize(snapshot->pool_count);
+  pools_.reserve(snapshot->pool_count);
   snapshot_ = std::move(snapshot);
-}
-
-proxy::UpstreamPool& Worker::pool(std::uint32_t id) {
-  auto& p = pools_[id];
-  if (!p) p = std::make_unique<proxy::UpstreamPool>();
-  return *p;
 }
 
 void Worker::begin_drain() {

@@ -12,16 +12,14 @@
 #include <thread>
 #include <vector>
 
+#include "proxy/upstream_pool.hpp"
 #include "server/pipeline/finish.hpp"
-#include "server/snapshot.hpp"
+#include "server/runtime.hpp"
 #include "tollgate/core/clock.hpp"
 #include "tollgate/routing/balancer.hpp"
 #include "tollgate/metrics/logging.hpp"
 #include "tollgate/metrics/stats.hpp"
 
-namespace tollgate::proxy {
-class UpstreamPool;
-}
 namespace tollgate::usage {
 class Ledger;
 }
@@ -71,12 +69,15 @@ class Worker {
     if (unknown_kid_) unknown_kid_(issuer);
   }
   bool draining() const { return draining_; }
-  proxy::UpstreamPool& pool(std::uint32_t id);
   routing::Rng& rng() { return rng_; }
   /// The clocks the request pipeline reads (the system's; tests of the pipeline inject theirs).
   const core::Clock& clock() const { return core::system_clock(); }
   /// Where finished requests are recorded.
   pipeline::FinishEnv finish_env() { return {stats_, ledger_.get(), *access_log_}; }
+  /// What the forwarder needs of this worker.
+  proxy::UpstreamEnv upstream_env() {
+    return {stats_, pools_, snapshot_->config->server.limits.idle_timeout};
+  }
 
   /// Registry of open client sessions, so a drain can close the idle ones.
   struct SessionEntry {
@@ -105,7 +106,7 @@ class Worker {
   routing::Rng rng_;                                 // owner: worker thread
   boost::asio::io_context io_{1};
   std::vector<std::unique_ptr<Listener>> listeners_;
-  std::vector<std::unique_ptr<proxy::UpstreamPool>> pools_;  // owner: worker thread
+  proxy::UpstreamPools pools_;  // owner: worker thread
   std::thread thread_;
 };
 

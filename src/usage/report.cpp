@@ -4,7 +4,7 @@
 #include <charconv>
 #include <nlohmann/json.hpp>
 
-#include "tollgate/auth/crypto.hpp"
+#include "tollgate/crypto/crypto.hpp"
 #include "tollgate/core/json_fields.hpp"
 #include "tollgate/ratelimit/budget.hpp"
 
@@ -56,7 +56,7 @@ std::optional<std::int64_t> parse_report_time(std::string_view text) {
   }
   std::string t(text);
   if (t.size() == std::string_view("2026-11-01").size()) t += "T00:00:00Z";
-  auto secs = auth::parse_rfc3339(t);
+  auto secs = crypto::parse_rfc3339(t);
   if (!secs) return std::nullopt;
   return *secs * 1000;
 }
@@ -138,8 +138,8 @@ std::string render_json(const ReportQuery& query, const std::vector<Row>& rows) 
                     {"cost_usd", static_cast<double>(r.cost_nano_usd) / 1e9},
                     {"estimated_requests", r.estimated_requests}});
   }
-  nlohmann::json body{{"from", auth::format_rfc3339(query.from_ms / 1000)},
-                      {"to", auth::format_rfc3339(query.to_ms / 1000)},
+  nlohmann::json body{{"from", crypto::format_rfc3339(query.from_ms / 1000)},
+                      {"to", crypto::format_rfc3339(query.to_ms / 1000)},
                       {"group_by", to_string(query.group)},
                       {"rows", std::move(list)}};
   return body.dump();

@@ -11,6 +11,7 @@
 #include "tollgate/auth/authenticator.hpp"
 #include "tollgate/auth/jwt.hpp"
 #include "tollgate/config/config.hpp"
+#include "tollgate/core/objects.hpp"
 #include "tollgate/routing/affinity.hpp"
 #include "tollgate/routing/signals.hpp"
 #include "tollgate/core/api_call.hpp"
@@ -110,8 +111,8 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
       (void)routing::parse_count(in);
       (void)routing::parse_utilization(in);
       (void)routing::parse_body_retry_after(in);
-      (void)routing::created_id(in);
-      (void)routing::referenced_ids(in, nullptr);
+      (void)core::created_id(in);
+      (void)core::referenced_ids(in, nullptr);
       break;
     }
   }

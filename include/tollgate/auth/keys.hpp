@@ -11,10 +11,12 @@
 #include <unordered_map>
 #include <vector>
 
-#include "tollgate/auth/crypto.hpp"
+#include "tollgate/crypto/crypto.hpp"
 #include "tollgate/config/config.hpp"
 
 namespace tollgate::auth {
+
+using crypto::Digest;
 
 /// A key created at runtime (admin API), as stored in the keys file.
 struct RuntimeKey {

@@ -17,8 +17,6 @@
 #include <unordered_map>
 #include <vector>
 
-#include <nlohmann/json.hpp>
-
 #include "tollgate/routing/backend_state.hpp"
 
 namespace tollgate::routing {
@@ -54,23 +52,5 @@ class AffinityTable {
   std::atomic<std::size_t> per_shard_;
   std::atomic<TimeMs> ttl_ms_;
 };
-
-/// True for paths of the stateful APIs (op_path relative to /openai/, /openai/v1/ or /v1/):
-/// responses (but not its create, decided by `store`), files, threads, assistants,
-/// vector_stores, batches, fine_tuning, uploads.
-bool is_stateful_path(std::string_view op_path);
-
-/// True when a successful answer to this request creates an object whose id must be remembered.
-bool creates_object(std::string_view method, std::string_view op_path,
-                    const nlohmann::ordered_json* body);
-
-/// The object ids a request names: id segments of the path (`files/{id}`,
-/// `threads/{id}/runs/{id}`) and body fields (previous_response_id, thread_id, assistant_id,
-/// file_id, input_file_id, vector_store_id(s), file_ids ...).
-std::vector<std::string> referenced_ids(std::string_view op_path, const nlohmann::ordered_json* body);
-
-/// The id of the created object in a JSON response body (top-level "id", or "response.id" of a
-/// Responses stream event). Empty when absent.
-std::string created_id(std::string_view json);
 
 }  // namespace tollgate::routing

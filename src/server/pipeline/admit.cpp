@@ -4,7 +4,7 @@
 // stream usage, counted output when a stream ends early). And the request_usage filter.
 
 #include "server/pipeline/stages.hpp"
-#include "tollgate/auth/crypto.hpp"
+#include "tollgate/crypto/crypto.hpp"
 #include "tollgate/core/json_fields.hpp"
 #include "tollgate/ratelimit/admission.hpp"
 
@@ -35,7 +35,7 @@ Reply over_budget(Exchange& x, const ratelimit::BudgetHold::Refusal& refusal, st
                      amount(b.limit) + ")";
   if (!refusal.exhausted) {
     return too_many_requests("budget_busy", "Requests in flight hold the rest of the " + what + ".",
-                             1000, core::Outcome::kRejected);
+                             1000, pipeline::Outcome::kRejected);
   }
   auto reset_ms = ratelimit::period_end(b.period, now);
   HeaderList headers;
@@ -44,7 +44,7 @@ Reply over_budget(Exchange& x, const ratelimit::BudgetHold::Refusal& refusal, st
   core::HttpError e{429, "insufficient_quota",
                     "The " + what + " is used up: " + amount(refusal.used) +
                         " used, and this request may need up to " + amount(usd ? nano_usd : tokens) +
-                        ". It resets at " + auth::format_rfc3339(reset_ms / 1000) + ".",
+                        ". It resets at " + crypto::format_rfc3339(reset_ms / 1000) + ".",
                     "insufficient_quota", {}};
   return Reply::error("budget_exhausted", e, std::move(headers));
 }
@@ -70,7 +70,7 @@ Reply rate_limited(Exchange& x, const ratelimit::Reservation::Refusal& refusal, 
   extra.emplace_back("x-ratelimit-remaining-" + std::string(unit),
                      std::to_string(l.bucket->available(now, l.per_minute)));
   return too_many_requests("rate_limited", "Rate limit of " + what + " exceeded.", wait_ms,
-                           core::Outcome::kRejected, std::move(extra));
+                           pipeline::Outcome::kRejected, std::move(extra));
 }
 
 // The caller's remaining quota as Azure reports it: the tightest token and request limits.

@@ -22,7 +22,7 @@ Reply no_backend(Exchange& x, core::TimeMs now) {
     cells.no_backend[metrics::NoBackendCode::k429].add();
     return too_many_requests("no_backend_available",
                              "All backends of deployment '" + name + "' are at capacity.",
-                             *earliest - now, core::Outcome::kNoBackend);
+                             *earliest - now, pipeline::Outcome::kNoBackend);
   }
   cells.no_backend[metrics::NoBackendCode::k503].add();
   std::optional<std::int64_t> wait;
@@ -30,7 +30,7 @@ Reply no_backend(Exchange& x, core::TimeMs now) {
   return unavailable("no_backend_available",
                      "No backend of deployment '" + name +
                          "' can take requests now, and none is expected to recover within a minute.",
-                     wait, core::Outcome::kNoBackend);
+                     wait, pipeline::Outcome::kNoBackend);
 }
 
 Reply shed(Exchange& x, metrics::ShedReason reason, core::TimeMs now) {
@@ -49,9 +49,9 @@ Reply shed(Exchange& x, metrics::ShedReason reason, core::TimeMs now) {
                                plan.klass->name + "' could wait.";
   if (wait > kMaxClientWaitMs) {
     return unavailable(why_code, why + " The backlog will not clear within a minute.", wait,
-                       core::Outcome::kShed);
+                       pipeline::Outcome::kShed);
   }
-  return too_many_requests(why_code, why, wait, core::Outcome::kShed);
+  return too_many_requests(why_code, why, wait, pipeline::Outcome::kShed);
 }
 
 }  // namespace tollgate::pipeline

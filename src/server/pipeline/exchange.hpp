@@ -10,10 +10,10 @@
 #include <optional>
 #include <string_view>
 
-#include "server/snapshot.hpp"
+#include "server/pipeline/snapshot.hpp"
 #include "tollgate/auth/authenticator.hpp"
 #include "tollgate/core/clock.hpp"
-#include "tollgate/core/request_context.hpp"
+#include "server/pipeline/request_context.hpp"
 #include "tollgate/metrics/stats.hpp"
 #include "tollgate/routing/balancer.hpp"
 
@@ -55,10 +55,10 @@ struct QueuePlan {
 
 struct Exchange {
   // --- inputs, set by the session ---
-  const server::Snapshot& snap;
-  const server::AuthState& auth;
+  const pipeline::Snapshot& snap;
+  const pipeline::AuthState& auth;
   RequestView req;
-  core::RequestContext& ctx;
+  pipeline::RequestContext& ctx;
   metrics::WorkerStats& stats;
   const core::Clock& clock;
   bool ledger = false;  // a usage ledger records every inference call
@@ -66,7 +66,7 @@ struct Exchange {
   // --- decisions, each written by the one stage named ---
   auth::Identity identity;                       // authenticate
   const config::ClientConfig* caller = nullptr;  // authenticate (null: anonymous)
-  const server::DeploymentRuntime* route = nullptr;  // route
+  const pipeline::DeploymentRuntime* route = nullptr;  // route
   routing::BackendMask allowed;                  // authorize (regions), prioritize (tiers)
   QueuePlan plan;                                // prioritize
   std::optional<std::uint32_t> only;             // objects (owner), pin

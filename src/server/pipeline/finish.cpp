@@ -6,7 +6,7 @@
 
 namespace tollgate::pipeline {
 
-using core::RequestContext;
+using pipeline::RequestContext;
 
 core::Usage billed_usage(RequestContext& ctx) {
   auto u = ctx.usage;
@@ -88,7 +88,7 @@ void record_stats(metrics::WorkerStats& stats, const RequestContext& ctx, std::i
   const auto& u = ctx.usage;
   if (u.present) {
     add_tokens(cells, u);
-  } else if (ctx.usage_expected && ctx.status / 100 == 2 && ctx.outcome == core::Outcome::kOk) {
+  } else if (ctx.usage_expected && ctx.status / 100 == 2 && ctx.outcome == pipeline::Outcome::kOk) {
     cells.usage_missing.add();
   }
   auto& client_cells = stats.client(ctx.client_series);
@@ -123,7 +123,7 @@ void record_usage(usage::Ledger& ledger, const RequestContext& ctx, const core::
   r.cost_nano_usd = ctx.cost_nano_usd;
   r.latency_us = duration_us;
   r.ttft_us = ctx.ttfb_us;
-  r.outcome = core::to_string(ctx.outcome);
+  r.outcome = pipeline::to_string(ctx.outcome);
   ledger.submit(std::move(r));
 }
 
@@ -168,7 +168,7 @@ void write_access_log(metrics::AccessLog& log, const RequestContext& ctx, std::i
       .add_usd("cost_usd", ctx.cost_nano_usd)
       .add("bytes_in", ctx.bytes_in)
       .add("bytes_out", ctx.bytes_out)
-      .add("outcome", core::to_string(ctx.outcome))
+      .add("outcome", pipeline::to_string(ctx.outcome))
       .add("error", ctx.error)
       .add("remote", ctx.remote)
       .add("user_agent", ctx.user_agent);

@@ -3,7 +3,7 @@
 // the reservation and budgets against what is billed, count it in the worker's metrics, hand a
 // record to the usage ledger, and write the access-log line. Thread: the request's worker.
 
-#include "tollgate/core/request_context.hpp"
+#include "server/pipeline/request_context.hpp"
 #include "tollgate/metrics/logging.hpp"
 #include "tollgate/metrics/stats.hpp"
 
@@ -24,15 +24,15 @@ struct FinishEnv {
 /// What a finished request is billed: the backend's usage, else (a successful inference answer
 /// without usage, like a stream the client left early) the prompt estimate plus the generated
 /// text the gateway relayed, counted with the tokenizer and marked estimated, else nothing.
-core::Usage billed_usage(core::RequestContext& ctx);
+core::Usage billed_usage(pipeline::RequestContext& ctx);
 
-void settle(core::RequestContext& ctx, const core::Usage& billed);
-void record_stats(metrics::WorkerStats& stats, const core::RequestContext& ctx, std::int64_t duration_us);
-void record_usage(usage::Ledger& ledger, const core::RequestContext& ctx, const core::Usage& billed,
+void settle(pipeline::RequestContext& ctx, const core::Usage& billed);
+void record_stats(metrics::WorkerStats& stats, const pipeline::RequestContext& ctx, std::int64_t duration_us);
+void record_usage(usage::Ledger& ledger, const pipeline::RequestContext& ctx, const core::Usage& billed,
                   std::int64_t duration_us);
-void write_access_log(metrics::AccessLog& log, const core::RequestContext& ctx, std::int64_t duration_us);
+void write_access_log(metrics::AccessLog& log, const pipeline::RequestContext& ctx, std::int64_t duration_us);
 
 /// All of the above, once per request.
-void finish(const FinishEnv& env, core::RequestContext& ctx);
+void finish(const FinishEnv& env, pipeline::RequestContext& ctx);
 
 }  // namespace tollgate::pipeline

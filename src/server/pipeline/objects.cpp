@@ -2,6 +2,7 @@
 // created them (locate_objects), and a tester may pin one (pin).
 
 #include "server/pipeline/stages.hpp"
+#include "tollgate/core/objects.hpp"
 #include "tollgate/routing/affinity.hpp"
 
 namespace tollgate::pipeline {
@@ -10,8 +11,8 @@ StageResult locate_objects(Exchange& x) {
   auto& ctx = x.ctx;
   if (!ctx.call.stateful) return std::nullopt;
   const nlohmann::ordered_json* json = ctx.call.json ? &*ctx.call.json : nullptr;
-  x.creates = routing::creates_object(x.req.method, ctx.call.op_path, json);
-  auto ids = routing::referenced_ids(ctx.call.op_path, json);
+  x.creates = core::creates_object(x.req.method, ctx.call.op_path, json);
+  auto ids = core::referenced_ids(ctx.call.op_path, json);
   auto now = x.clock.steady_ms();
   const auto& route = x.route->route;
   for (const auto& id : ids) {

@@ -2,6 +2,20 @@
 
 namespace tollgate::pipeline {
 
+std::string_view to_string(Outcome o) {
+  switch (o) {
+    case Outcome::kOk: return "ok";
+    case Outcome::kRejected: return "rejected";
+    case Outcome::kNoBackend: return "no_backend";
+    case Outcome::kShed: return "shed";
+    case Outcome::kUpstreamError: return "upstream_error";
+    case Outcome::kClientGone: return "client_gone";
+    case Outcome::kShutdown: return "shutdown";
+    case Outcome::kInternalError: return "internal_error";
+  }
+  return "unknown";
+}
+
 bool Exchange::inference() const { return core::is_inference(ctx.call.op); }
 
 StageResult run_request_stages(Exchange& x) {

@@ -27,7 +27,7 @@ std::string retry_sentence(std::int64_t wait_ms) {
 }
 
 Reply too_many_requests(std::string_view reason, const std::string& message, std::int64_t wait_ms,
-                        core::Outcome outcome, HeaderList extra) {
+                        pipeline::Outcome outcome, HeaderList extra) {
   auto headers = retry_after(wait_ms);
   for (auto& h : extra) headers.push_back(std::move(h));
   core::HttpError e{429, "429", message + " " + retry_sentence(wait_ms), "rate_limit_exceeded", {}};
@@ -35,7 +35,7 @@ Reply too_many_requests(std::string_view reason, const std::string& message, std
 }
 
 Reply unavailable(std::string_view reason, std::string message, std::optional<std::int64_t> wait_ms,
-                  core::Outcome outcome) {
+                  pipeline::Outcome outcome) {
   HeaderList headers;
   headers.emplace_back("x-should-retry", "false");
   if (wait_ms) headers.emplace_back("retry-after", std::to_string((std::max<std::int64_t>(*wait_ms, 0) + 999) / 1000));

@@ -10,7 +10,7 @@
 #include <vector>
 
 #include "tollgate/core/errors.hpp"
-#include "tollgate/core/request_context.hpp"
+#include "server/pipeline/request_context.hpp"
 
 namespace tollgate::pipeline {
 
@@ -20,16 +20,16 @@ struct Reply {
   int status = 200;
   std::string body;  // JSON
   HeaderList headers;
-  core::Outcome outcome = core::Outcome::kOk;
+  pipeline::Outcome outcome = pipeline::Outcome::kOk;
   std::string_view reason;  // ctx.error when not ok (static text)
 
   /// An OpenAI-style error answer that ends the request with `outcome` (default: rejected).
   static Reply error(std::string_view reason, const core::HttpError& e, HeaderList headers = {},
-                     core::Outcome outcome = core::Outcome::kRejected) {
+                     pipeline::Outcome outcome = pipeline::Outcome::kRejected) {
     return Reply{e.status, e.body(), std::move(headers), outcome, reason};
   }
   /// A 200 answer the gateway makes itself (the model list).
-  static Reply ok(std::string body) { return Reply{200, std::move(body), {}, core::Outcome::kOk, {}}; }
+  static Reply ok(std::string body) { return Reply{200, std::move(body), {}, pipeline::Outcome::kOk, {}}; }
 };
 
 /// 403 PermissionDenied: the caller may not do this.
@@ -43,10 +43,10 @@ std::string retry_sentence(std::int64_t wait_ms);
 /// The one 429 in Azure's shape: `message` + the retry sentence, with the retry headers (plus
 /// `extra`). Ends the request with `outcome`.
 Reply too_many_requests(std::string_view reason, const std::string& message, std::int64_t wait_ms,
-                        core::Outcome outcome, HeaderList extra = {});
+                        pipeline::Outcome outcome, HeaderList extra = {});
 /// A 503 that tells the SDKs not to retry (x-should-retry: false), with retry-after in seconds
 /// when a recovery time is known.
 Reply unavailable(std::string_view reason, std::string message, std::optional<std::int64_t> wait_ms,
-                  core::Outcome outcome);
+                  pipeline::Outcome outcome);
 
 }  // namespace tollgate::pipeline

@@ -14,9 +14,11 @@
 #include <memory>
 
 #include "tollgate/auth/authenticator.hpp"
-#include "tollgate/auth/crypto.hpp"
+#include "tollgate/crypto/crypto.hpp"
 
 namespace tollgate::auth {
+
+using namespace crypto;  // SHA-256, hex, base64url, RFC 3339
 namespace {
 
 using Key = std::shared_ptr<EVP_PKEY>;

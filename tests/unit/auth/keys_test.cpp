@@ -9,6 +9,8 @@
 #include "tollgate/auth/authenticator.hpp"
 
 namespace tollgate::auth {
+
+using namespace crypto;  // SHA-256, hex, base64url, RFC 3339
 namespace {
 
 config::Config config_with_clients() {

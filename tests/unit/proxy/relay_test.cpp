@@ -52,7 +52,7 @@ struct Run {
   std::string client_saw;        // the bytes that reached the client
   std::string backend_got;       // the request as the backend received it
   std::size_t backend_read = 0;  // bytes of the answer the relay read
-  core::RequestContext ctx;
+  pipeline::RequestContext ctx;
   metrics::RouteCells cells;
   bool finished = false;
 };
@@ -218,7 +218,7 @@ TEST(RelayTest, RelaysAJsonAnswerWithItsUsage) {
   EXPECT_EQ(run->ctx.status, 200);
   EXPECT_EQ(run->ctx.usage.total, 42u);
   EXPECT_EQ(run->ctx.bytes_out, run->client_saw.size());
-  EXPECT_EQ(run->ctx.outcome, tollgate::core::Outcome::kOk);
+  EXPECT_EQ(run->ctx.outcome, tollgate::pipeline::Outcome::kOk);
 }
 
 TEST(RelayTest, RelaysAStreamWithItsUsage) {
@@ -307,7 +307,7 @@ TEST(RelayTest, ASilentBackendIsAFirstByteTimeout) {
 void fail_matrix(const Scenario& s, Side side) {
   auto clean = relay_once(s);
   ASSERT_TRUE(clean->finished);
-  ASSERT_EQ(clean->ctx.outcome, tollgate::core::Outcome::kOk);
+  ASSERT_EQ(clean->ctx.outcome, tollgate::pipeline::Outcome::kOk);
   const bool sse = s.answer.find("text/event-stream") != std::string::npos;
   const bool held = clean->result.attempt.kind == Kind::kHeld;
   bool completed = false;
@@ -344,7 +344,7 @@ void fail_matrix(const Scenario& s, Side side) {
       continue;
     }
     EXPECT_FALSE(held);
-    if (run->ctx.outcome == tollgate::core::Outcome::kOk) {
+    if (run->ctx.outcome == tollgate::pipeline::Outcome::kOk) {
       completed = true;
       EXPECT_EQ(run->client_saw, clean->client_saw);
       EXPECT_TRUE(r.reusable);
@@ -352,12 +352,12 @@ void fail_matrix(const Scenario& s, Side side) {
       continue;
     }
     EXPECT_FALSE(r.reusable) << "a broken exchange never returns its connection to the pool";
-    if (run->ctx.outcome == tollgate::core::Outcome::kClientGone) {
+    if (run->ctx.outcome == tollgate::pipeline::Outcome::kClientGone) {
       EXPECT_EQ(side, Side::kClient);
       EXPECT_FALSE(r.keep_alive);
       continue;
     }
-    EXPECT_EQ(run->ctx.outcome, tollgate::core::Outcome::kUpstreamError);
+    EXPECT_EQ(run->ctx.outcome, tollgate::pipeline::Outcome::kUpstreamError);
     EXPECT_EQ(side, Side::kBackend);
     if (r.keep_alive) {  // only a stream that ended well-formed, with an error event
       EXPECT_TRUE(sse && seen.chunked && seen.complete);

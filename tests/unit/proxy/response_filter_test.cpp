@@ -9,7 +9,7 @@
 
 namespace {
 
-using tollgate::core::RequestContext;
+using tollgate::pipeline::RequestContext;
 using tollgate::core::Usage;
 using namespace tollgate::proxy;
 

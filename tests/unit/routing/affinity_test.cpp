@@ -1,5 +1,6 @@
 // The affinity table (LRU with a sliding TTL) and the id finders for stateful APIs.
 #include "tollgate/routing/affinity.hpp"
+#include "tollgate/core/objects.hpp"
 
 #include <gtest/gtest.h>
 
@@ -7,6 +8,10 @@ namespace tollgate::routing {
 namespace {
 
 using Ids = std::vector<std::string>;
+using core::created_id;
+using core::creates_object;
+using core::is_stateful_path;
+using core::referenced_ids;
 
 TEST(AffinityTable, RemembersUntilTheTtlPassesUnused) {
   AffinityTable t(1000, 1'000);

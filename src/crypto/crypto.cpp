@@ -1,4 +1,4 @@
-#include "tollgate/auth/crypto.hpp"
+#include "tollgate/crypto/crypto.hpp"
 
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
@@ -8,7 +8,7 @@
 #include <ctime>
 #include <stdexcept>
 
-namespace tollgate::auth {
+namespace tollgate::crypto {
 
 Digest sha256(std::string_view data) {
   Digest d{};
@@ -175,4 +175,4 @@ std::string format_rfc3339(std::int64_t unix_seconds) {
   return buf;
 }
 
-}  // namespace tollgate::auth
+}  // namespace tollgate::crypto

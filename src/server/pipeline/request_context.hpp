@@ -18,7 +18,11 @@ namespace tollgate::tokenize {
 class Tokenizers;
 }
 
-namespace tollgate::core {
+namespace tollgate::pipeline {
+
+using core::SteadyClock;
+using core::Usage;
+using core::ApiCall;
 
 /// How a request ended (access log `outcome`, ledger, metrics).
 enum class Outcome : std::uint8_t {
@@ -84,9 +88,5 @@ struct RequestContext {
   std::int64_t queue_us = -1;   // time waited for capacity (-1: did not wait)
 };
 
-/// A fresh request id (UUID v4 text). Thread: any (thread-local generator).
-std::string new_request_id();
-/// Accepts a client-supplied id when it is short and printable; otherwise false.
-bool acceptable_request_id(std::string_view id);
 
-}  // namespace tollgate::core
+}  // namespace tollgate::pipeline

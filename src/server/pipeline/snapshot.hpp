@@ -4,7 +4,6 @@
 // snapshot it started with (shared_ptr), so a reload never changes a running request.
 
 #include <atomic>
-#include <boost/asio/ssl/context.hpp>
 #include <cstdint>
 #include <functional>
 #include <limits>
@@ -24,7 +23,11 @@
 #include "tollgate/routing/backend_state.hpp"
 #include "tollgate/routing/balancer.hpp"
 
-namespace tollgate::server {
+namespace boost::asio::ssl {
+class context;
+}
+
+namespace tollgate::pipeline {
 
 /// A backend's Entra ID access token: written by the control thread's refresher, read by workers
 /// for each request to that backend.
@@ -94,4 +97,4 @@ struct AuthState {
   std::vector<std::shared_ptr<ratelimit::Budget>> budgets;          // keeps client_budgets alive
 };
 
-}  // namespace tollgate::server
+}  // namespace tollgate::pipeline

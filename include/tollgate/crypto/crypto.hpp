@@ -8,7 +8,7 @@
 #include <string>
 #include <string_view>
 
-namespace tollgate::auth {
+namespace tollgate::crypto {
 
 using Digest = std::array<unsigned char, 32>;
 
@@ -36,4 +36,4 @@ std::optional<std::int64_t> parse_rfc3339(std::string_view text);
 /// Unix seconds -> "2027-01-01T00:00:00Z".
 std::string format_rfc3339(std::int64_t unix_seconds);
 
-}  // namespace tollgate::auth
+}  // namespace tollgate::crypto
