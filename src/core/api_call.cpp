@@ -54,15 +54,27 @@ HttpError resource_not_found() {
 
 }  // namespace
 
-Classified classify(std::string_view method, std::string_view target,
-                    std::string_view content_type, std::string_view body) {
-  Classified out;
-  auto& call = out.call;
-  auto parsed = boost::urls::parse_origin_form(target);
-  if (!parsed) {
-    out.error = bad_request("the request target is not a valid URL path");
-    return out;
+namespace {
+
+// The path's segments as encoded views (no allocation; comparisons decode on the fly).
+struct Segments {
+  static constexpr std::size_t kMax = 16;
+  std::array<boost::urls::pct_string_view, kMax> seg;
+  std::size_t count = 0;
+  std::string join_from(std::size_t i) const {
+    std::string p;
+    for (; i < count; ++i) {
+      if (!p.empty()) p += '/';
+      p.append(seg[i].data(), seg[i].size());
+    }
+    return p;
   }
+};
+
+// The query, api-version and path segments of an origin-form target.
+std::optional<HttpError> parse_target(std::string_view target, ApiCall& call, Segments& segs) {
+  auto parsed = boost::urls::parse_origin_form(target);
+  if (!parsed) return bad_request("the request target is not a valid URL path");
   const auto& url = *parsed;
   call.query = std::string(url.encoded_query());
   for (auto param : url.params()) {
@@ -71,125 +83,116 @@ Classified classify(std::string_view method, std::string_view target,
       break;
     }
   }
-  // Segments as encoded views (no allocation; comparisons decode on the fly); only the
-  // deployment name is decoded into a string.
-  constexpr std::size_t kMaxSegments = 16;
-  std::array<boost::urls::pct_string_view, kMaxSegments> segs;
-  std::size_t count = 0;
   for (auto seg : url.encoded_segments()) {
-    if (count == kMaxSegments) {
-      out.error = resource_not_found();
-      return out;
-    }
-    segs[count++] = seg;
+    if (segs.count == Segments::kMax) return resource_not_found();
+    segs.seg[segs.count++] = seg;
   }
-  auto join_from = [&](std::size_t i) {
-    std::string p;
-    for (; i < count; ++i) {
-      if (!p.empty()) p += '/';
-      p.append(segs[i].data(), segs[i].size());
-    }
-    return p;
-  };
+  return std::nullopt;
+}
 
-  bool model_from_body = false;
-  if (count >= 4 && segs[0] == "openai" && segs[1] == "deployments") {
+// The surface, operation and (for /openai/deployments/{d}/) deployment. `model_from_body`: the
+// surface names the deployment in the body's "model".
+std::optional<HttpError> classify_path(std::string_view method, const Segments& s, ApiCall& call,
+                                       bool& model_from_body) {
+  const auto& seg = s.seg;
+  if (s.count >= 4 && seg[0] == "openai" && seg[1] == "deployments") {
     call.surface = Surface::kDeployment;
-    call.deployment = segs[2].decode();
-    call.op_path = join_from(3);
+    call.deployment = seg[2].decode();
+    call.op_path = s.join_from(3);
     call.op = op_from_path(call.op_path);
     if (call.op == Operation::kResponses) call.op = Operation::kOther;
-    if (call.deployment.empty()) {
-      out.error = resource_not_found();
-      return out;
-    }
-  } else if ((count >= 3 && segs[0] == "openai" && segs[1] == "v1") ||
-             (count >= 2 && segs[0] == "v1")) {
-    bool azure = segs[0] == "openai";
+    if (call.deployment.empty()) return resource_not_found();
+    return std::nullopt;
+  }
+  model_from_body = true;
+  if ((s.count >= 3 && seg[0] == "openai" && seg[1] == "v1") || (s.count >= 2 && seg[0] == "v1")) {
+    bool azure = seg[0] == "openai";
     call.surface = azure ? Surface::kAzureV1 : Surface::kOpenAIV1;
-    call.op_path = join_from(azure ? 2 : 1);
+    call.op_path = s.join_from(azure ? 2 : 1);
     call.op = op_from_path(call.op_path);
     if (call.op_path == "models") {
-      if (method != "GET") {
-        out.error = method_not_allowed(method);
-        return out;
-      }
+      if (method != "GET") return method_not_allowed(method);
       call.op = Operation::kModels;
-      return out;
     }
-    model_from_body = true;
-  } else if (count >= 2 && segs[0] == "openai") {
+    return std::nullopt;
+  }
+  if (s.count >= 2 && seg[0] == "openai") {
     call.surface = Surface::kAzureOther;
-    call.op_path = join_from(1);
+    call.op_path = s.join_from(1);
     call.op = op_from_path(call.op_path);
-    model_from_body = true;
-  } else {
-    out.error = resource_not_found();
-    return out;
+    return std::nullopt;
   }
+  return resource_not_found();
+}
 
-  if (is_inference(call.op) && method != "POST") {
-    out.error = method_not_allowed(method);
-    return out;
+// The parameters an operation cannot do without.
+std::optional<HttpError> check_required(const nlohmann::ordered_json& j, Operation op) {
+  if (op == Operation::kChatCompletions) {
+    auto m = j.find("messages");
+    if (m == j.end()) return bad_request("missing required parameter: 'messages'", "messages");
+    if (!m->is_array() || m->empty()) return bad_request("'messages' must be a non-empty array", "messages");
+  } else if (op == Operation::kEmbeddings && j.find("input") == j.end()) {
+    return bad_request("missing required parameter: 'input'", "input");
   }
+  return std::nullopt;
+}
+
+// Parses a JSON body and reads the fields the gateway needs: stream flags, model.
+std::optional<HttpError> read_json_body(std::string_view body, bool model_from_body, ApiCall& call) {
+  auto j = nlohmann::ordered_json::parse(body, nullptr, /*allow_exceptions=*/false);
+  if (j.is_discarded()) return bad_request("the request body is not valid JSON");
+  if (!j.is_object()) return bad_request("the request body must be a JSON object");
+  if (auto it = j.find("stream"); it != j.end() && it->is_boolean()) call.stream = it->get<bool>();
+  if (auto so = j.find("stream_options"); so != j.end() && so->is_object()) {
+    if (auto iu = so->find("include_usage"); iu != so->end() && iu->is_boolean()) {
+      call.include_usage = iu->get<bool>();
+    }
+  }
+  if (auto e = check_required(j, call.op)) return e;
+  if (model_from_body) {
+    auto m = j.find("model");
+    if (m != j.end() && m->is_string()) {
+      call.deployment = m->get<std::string>();
+      call.model_in_body = true;
+    }
+  }
+  call.json = std::move(j);
+  return std::nullopt;
+}
+
+std::optional<HttpError> classify_body(std::string_view method, std::string_view content_type,
+                                       std::string_view body, bool model_from_body, ApiCall& call) {
+  bool inference = is_inference(call.op);
+  if (inference && method != "POST") return method_not_allowed(method);
   // Fine-tuning's "model" is the base model to train, not a deployment: such calls go to the
   // affinity deployment like the other stateful calls without one.
   if (call.op_path.rfind("fine_tuning", 0) == 0) model_from_body = false;
-  bool json_body = !body.empty() && (is_json(content_type) || (content_type.empty() && is_inference(call.op)));
-  if (is_inference(call.op) && body.empty()) {
-    out.error = bad_request("the request body must be a JSON object");
-    return out;
-  }
+  bool json_body = !body.empty() && (is_json(content_type) || (content_type.empty() && inference));
+  if (inference && body.empty()) return bad_request("the request body must be a JSON object");
   if (json_body) {
-    auto j = nlohmann::ordered_json::parse(body, nullptr, /*allow_exceptions=*/false);
-    if (j.is_discarded()) {
-      out.error = bad_request("the request body is not valid JSON");
-      return out;
-    }
-    if (!j.is_object()) {
-      out.error = bad_request("the request body must be a JSON object");
-      return out;
-    }
-    if (auto it = j.find("stream"); it != j.end() && it->is_boolean()) call.stream = it->get<bool>();
-    if (auto so = j.find("stream_options"); so != j.end() && so->is_object()) {
-      if (auto iu = so->find("include_usage"); iu != so->end() && iu->is_boolean()) {
-        call.include_usage = iu->get<bool>();
-      }
-    }
-    if (call.op == Operation::kChatCompletions) {
-      auto m = j.find("messages");
-      if (m == j.end()) {
-        out.error = bad_request("missing required parameter: 'messages'", "messages");
-        return out;
-      }
-      if (!m->is_array() || m->empty()) {
-        out.error = bad_request("'messages' must be a non-empty array", "messages");
-        return out;
-      }
-    } else if (call.op == Operation::kEmbeddings && j.find("input") == j.end()) {
-      out.error = bad_request("missing required parameter: 'input'", "input");
-      return out;
-    }
-    if (model_from_body) {
-      auto m = j.find("model");
-      if (m != j.end() && m->is_string()) {
-        call.deployment = m->get<std::string>();
-        call.model_in_body = true;
-      }
-    }
-    call.json = std::move(j);
-  } else if (is_inference(call.op)) {
-    out.error = bad_request("the request body must be JSON (Content-Type: application/json)");
-    return out;
+    if (auto e = read_json_body(body, model_from_body, call)) return e;
+  } else if (inference) {
+    return bad_request("the request body must be JSON (Content-Type: application/json)");
   }
   call.stateful = call.surface != Surface::kDeployment && core::is_stateful_path(call.op_path);
-  if (model_from_body && call.deployment.empty() && (!call.stateful || is_inference(call.op))) {
-    if (is_inference(call.op)) {
-      out.error = bad_request("missing required parameter: 'model'", "model");
-    } else {
-      out.error = resource_not_found();
-    }
-    return out;
+  if (model_from_body && call.deployment.empty() && (!call.stateful || inference)) {
+    if (inference) return bad_request("missing required parameter: 'model'", "model");
+    return resource_not_found();
+  }
+  return std::nullopt;
+}
+
+}  // namespace
+
+Classified classify(std::string_view method, std::string_view target,
+                    std::string_view content_type, std::string_view body) {
+  Classified out;
+  Segments segs;
+  bool model_from_body = false;
+  out.error = parse_target(target, out.call, segs);
+  if (!out.error) out.error = classify_path(method, segs, out.call, model_from_body);
+  if (!out.error && out.call.op != Operation::kModels) {
+    out.error = classify_body(method, content_type, body, model_from_body, out.call);
   }
   return out;
 }

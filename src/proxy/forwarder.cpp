@@ -197,9 +197,7 @@ net::awaitable<bool> send_held(Client<Down> down, pipeline::RequestContext& ctx,
 }
 
 bool client_closed(tcp::socket& socket) {
-  char c;
-  auto n = ::recv(socket.native_handle(), &c, 1, MSG_PEEK | MSG_DONTWAIT);
-  return n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR);
+  return peek_peer(socket.native_handle()) == PeerState::kClosed;
 }
 
 template <class Down>
@@ -223,9 +221,7 @@ net::awaitable<AttemptResult> attempt(Client<Down> down, const Request& req, std
   std::shared_ptr<const std::string> bearer;
   if (backend.token) {
     bearer = backend.token->token.load();
-    auto now = std::chrono::duration_cast<std::chrono::seconds>(
-                   std::chrono::system_clock::now().time_since_epoch())
-                   .count();
+    auto now = core::unix_now_seconds();
     if (!bearer || now >= backend.token->expires_unix.load(std::memory_order_relaxed)) {
       co_return failed(UpstreamError::kCredential);
     }

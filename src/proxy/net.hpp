@@ -1,7 +1,11 @@
 #pragma once
 // Beast/Asio aliases shared by the network translation units (proxy/, server/).
 
+#include <sys/socket.h>
+
 #include <boost/asio/as_tuple.hpp>
+#include <cerrno>
+#include <cstdint>
 #include <boost/asio/awaitable.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/use_awaitable.hpp>
@@ -19,6 +23,17 @@ using tcp = net::ip::tcp;
 using PlainStream = beast::tcp_stream;
 using TlsStream = beast::ssl_stream<beast::tcp_stream>;
 using Request = http::request<http::string_body>;
+
+/// What a non-blocking peek at a connection shows: nothing (open and quiet), bytes waiting, or
+/// the peer gone (orderly close or error). EINTR counts as open. Thread: the socket's owner.
+enum class PeerState : std::uint8_t { kQuiet, kData, kClosed };
+inline PeerState peek_peer(int fd) {
+  char c;
+  auto n = ::recv(fd, &c, 1, MSG_PEEK | MSG_DONTWAIT);
+  if (n > 0) return PeerState::kData;
+  if (n == 0) return PeerState::kClosed;
+  return errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR ? PeerState::kQuiet : PeerState::kClosed;
+}
 
 /// Every co_await returns [ec, ...]: errors are values on the request path.
 inline constexpr auto use_tuple = net::as_tuple(net::use_awaitable);

@@ -99,17 +99,6 @@ inline bool retryable_status(int status) {
          status == 504;
 }
 
-inline std::int64_t unix_now_ms() {
-  return std::chrono::duration_cast<std::chrono::milliseconds>(
-             std::chrono::system_clock::now().time_since_epoch())
-      .count();
-}
-
-inline std::int64_t micros_since(core::SteadyClock::time_point t) {
-  return std::chrono::duration_cast<std::chrono::microseconds>(core::SteadyClock::now() - t)
-      .count();
-}
-
 /// The reason a read of the backend's answer failed. `expired`: our deadline cancelled it.
 inline UpstreamError read_error(const boost::system::error_code& ec, bool expired,
                                 UpstreamError on_timeout) {
@@ -450,14 +439,14 @@ class Relay {
   }
 
   void learn_head() {
-    ctx_.ttfb_us = micros_since(ctx_.start);
+    ctx_.ttfb_us = core::micros_since(ctx_.start);
     const auto& uh = parser_.get();
     ctx_.upstream_status = static_cast<int>(uh.result_int());
     auto& a = result_.attempt;
     a.status = ctx_.upstream_status;
     a.answered = true;
     a.signals = routing::read_signals(
-        [&uh](std::string_view name) { return std::string_view(uh[name]); }, unix_now_ms());
+        [&uh](std::string_view name) { return std::string_view(uh[name]); }, core::unix_now_ms());
     // The capacity model learns at once, not when a long stream ends.
     if (job_.state != nullptr) job_.state->observe(a.signals, routing::steady_now_ms());
   }

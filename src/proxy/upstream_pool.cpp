@@ -9,11 +9,8 @@ namespace tollgate::proxy {
 bool UpstreamConn::stale() {
   auto& sock = lowest().socket();
   if (!sock.is_open()) return true;
-  char b;
-  auto n = ::recv(sock.native_handle(), &b, 1, MSG_PEEK | MSG_DONTWAIT);
-  if (n == 0) return true;                                   // orderly close by the backend
-  if (n > 0) return true;                                    // unsolicited bytes: not reusable
-  return !(errno == EAGAIN || errno == EWOULDBLOCK);         // reset or other error
+  // Closed or reset by the backend, or unsolicited bytes: not reusable.
+  return peek_peer(sock.native_handle()) != PeerState::kQuiet;
 }
 
 std::unique_ptr<UpstreamConn> UpstreamPool::take(SteadyClock::time_point now,

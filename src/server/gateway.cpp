@@ -14,6 +14,7 @@
 
 #include "proxy/tls.hpp"
 #include "server/admin.hpp"
+#include "tollgate/core/clock.hpp"
 #include "server/health.hpp"
 #include "server/identity.hpp"
 #include "server/runtime.hpp"
@@ -90,10 +91,6 @@ std::string restart_only_changes(const config::Config& running, const config::Co
            running.usage.max_buffered != next.usage.max_buffered,
        "usage");
   return out;
-}
-
-double unix_now() {
-  return std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
 }
 
 // The report's query on the report thread (arguments by value: they live in the coroutine frame).
@@ -277,7 +274,7 @@ struct Gateway::Impl {
     health->apply(snap);
     for (auto& w : workers) w->publish(snap);
     control_stats.reloads_ok.add();
-    control_stats.last_reload_ok_time.store(unix_now());
+    control_stats.last_reload_ok_time.store(static_cast<double>(core::unix_now_ms()) / 1000.0);
     log_info("configuration reloaded", core::JsonFields().add("generation", snap->generation));
   }
 
@@ -589,7 +586,7 @@ int Gateway::run() {
     serve_admin(s.control, *s.admin, [&s](const AdminRequest& r) { return s.admin_handler(r); });
   }
   s.wait_signal();
-  s.control_stats.last_reload_ok_time.store(unix_now());
+  s.control_stats.last_reload_ok_time.store(static_cast<double>(core::unix_now_ms()) / 1000.0);
   s.control_stats.ready.store(1);
   log_info("ready", core::JsonFields()
                         .add("version", TOLLGATE_VERSION)

@@ -1,4 +1,5 @@
 #include "server/identity.hpp"
+#include "tollgate/core/clock.hpp"
 
 #include <algorithm>
 #include <boost/asio/co_spawn.hpp>
@@ -35,12 +36,6 @@ struct IdentityManager::Loop {
 };
 
 namespace {
-
-std::int64_t unix_now() {
-  return std::chrono::duration_cast<std::chrono::seconds>(
-             std::chrono::system_clock::now().time_since_epoch())
-      .count();
-}
 
 std::string token_identity(const config::BackendConfig& b) {
   const auto& t = *b.token;
@@ -132,7 +127,7 @@ net::awaitable<void> token_loop(std::shared_ptr<IdentityManager::Loop> loop) {
     if (loop->stopped) break;
     std::chrono::milliseconds next;
     if (token) {
-      auto now = unix_now();
+      auto now = core::unix_now_seconds();
       loop->slot->token.store(std::make_shared<const std::string>(std::move(token->first)));
       loop->slot->expires_unix.store(now + token->second);
       next = std::max<std::chrono::milliseconds>(1s, std::chrono::seconds(token->second) * 3 / 4);
@@ -416,7 +411,7 @@ AdminResponse IdentityManager::create_key(const std::string& client, std::string
     if (auto e = j.find("expires"); e != j.end() && !e->is_null()) {
       auto t = e->is_string() ? crypto::parse_rfc3339(e->get<std::string>()) : std::nullopt;
       if (!t) return admin_error(400, "invalid_request", "expires must be an RFC 3339 time like 2027-01-01T00:00:00Z.");
-      if (*t <= unix_now()) return admin_error(400, "invalid_request", "expires is in the past.");
+      if (*t <= core::unix_now_seconds()) return admin_error(400, "invalid_request", "expires is in the past.");
       expires = t;
     }
   }
@@ -426,7 +421,7 @@ AdminResponse IdentityManager::create_key(const std::string& client, std::string
   rk.id = crypto::key_id(rk.digest);
   rk.client = client;
   rk.prefix = crypto::key_prefix(key);
-  rk.created = unix_now();
+  rk.created = core::unix_now_seconds();
   rk.expires = expires;
   auto next = keys_file_;
   next.keys.push_back(rk);
