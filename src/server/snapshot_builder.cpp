@@ -24,8 +24,8 @@ std::string state_identity(const config::BackendConfig& b) {
 std::shared_ptr<boost::asio::ssl::context> client_tls(const config::BackendConfig& b) {
   auto ctx = proxy::make_client_tls(proxy::CaOptions{b.ca_file});
   if (!ctx) {
-    throw std::runtime_error("backend " + b.name + ": cannot load CA certificates: " +
-                             ctx.error().message());
+    throw std::runtime_error("backend " + b.name +
+                             ": cannot load CA certificates: " + ctx.error().message());
   }
   return std::move(*ctx);
 }
@@ -53,7 +53,8 @@ void add_class_masks(DeploymentRuntime& drt, const config::Config& cfg,
 }
 
 bool in_regions(const config::DeploymentConfig& d, const std::string& region) {
-  return d.regions.empty() || std::find(d.regions.begin(), d.regions.end(), region) != d.regions.end();
+  return d.regions.empty() ||
+         std::find(d.regions.begin(), d.regions.end(), region) != d.regions.end();
 }
 
 }  // namespace
@@ -132,7 +133,8 @@ void SnapshotBuilder::add_tiers(DeploymentRuntime& drt, const config::Config& cf
 void SnapshotBuilder::add_limits(DeploymentRuntime& drt, const config::DeploymentConfig& d) {
   auto add = [&](ratelimit::Unit unit, std::int64_t per_minute) {
     if (per_minute <= 0) return;
-    auto b = sources_.buckets.get("deployment:" + d.name + ":" + std::string(ratelimit::to_string(unit)));
+    auto b = sources_.buckets.get("deployment:" + d.name + ":" +
+                                  std::string(ratelimit::to_string(unit)));
     drt.limits.push_back({b.get(), per_minute, ratelimit::Scope::kDeployment, unit, d.name});
     drt.buckets.push_back(std::move(b));
   };
@@ -143,14 +145,16 @@ void SnapshotBuilder::add_limits(DeploymentRuntime& drt, const config::Deploymen
 void SnapshotBuilder::share_live_state(Snapshot& s, const config::Config& cfg) {
   const auto& r = cfg.routing;
   if (!affinity_) {
-    affinity_ = std::make_shared<routing::AffinityTable>(r.affinity_max_entries, r.affinity_ttl.count());
+    affinity_ =
+        std::make_shared<routing::AffinityTable>(r.affinity_max_entries, r.affinity_ttl.count());
   } else {
     affinity_->configure(r.affinity_max_entries, r.affinity_ttl.count());
   }
   s.affinity = affinity_;
   s.scheduler = sources_.scheduler;
   s.wake_at = sources_.wake_at;
-  s.breaker = routing::BreakerPolicy{r.breaker_failures, r.breaker_open.count(), r.breaker_max_open.count()};
+  s.breaker = routing::BreakerPolicy{r.breaker_failures, r.breaker_open.count(),
+                                     r.breaker_max_open.count()};
   s.tokenizers = sources_.tokenizers;
 }
 
@@ -174,8 +178,8 @@ void add_rate_limits(AuthState& s, std::vector<ratelimit::Limit>& limits,
 void add_client(AuthState& s, const config::Config& cfg, const config::ClientConfig& c,
                 const AuthSources& src) {
   bool has_tenant = c.tenant != config::ClientConfig::kNoTenant;
-  s.client_series.push_back(
-      src.series.intern_client(c.name, has_tenant ? cfg.tenants[c.tenant].name : std::string("none")));
+  s.client_series.push_back(src.series.intern_client(
+      c.name, has_tenant ? cfg.tenants[c.tenant].name : std::string("none")));
   auto& limits = s.client_limits.emplace_back();
   auto& budgets = s.client_budgets.emplace_back();
   add_rate_limits(s, limits, src.buckets, ratelimit::Scope::kClient, c.name, c.limits);

@@ -21,13 +21,13 @@ namespace tollgate::server {
 
 /// What a snapshot draws on that lives outside the builder. The references outlive it.
 struct SnapshotSources {
-  metrics::SeriesRegistry& series;  // (deployment, backend) series ids
+  metrics::SeriesRegistry& series;     // (deployment, backend) series ids
   ratelimit::BucketRegistry& buckets;  // the deployments' limits (clients': build_auth_state)
   /// The token slot of a backend with Entra ID / managed identity (kept across reloads).
   std::function<std::shared_ptr<TokenSlot>(const config::BackendConfig&)> token_slot;
   /// Published in every snapshot: asks the control thread to kick the waiting rooms at `at`.
   std::function<void(routing::TimeMs)> wake_at;
-  std::shared_ptr<routing::Scheduler> scheduler;            // the waiting rooms
+  std::shared_ptr<routing::Scheduler> scheduler;           // the waiting rooms
   std::shared_ptr<const tokenize::Tokenizers> tokenizers;  // loaded once per process
 };
 
