@@ -22,7 +22,8 @@ clients:
 )";
 
 constexpr const char* kChat = R"({"messages":[{"role":"user","content":"hi"}]})";
-constexpr const char* kChatPath = "/openai/deployments/gpt-4o/chat/completions?api-version=2024-10-21";
+constexpr const char* kChatPath =
+    "/openai/deployments/gpt-4o/chat/completions?api-version=2024-10-21";
 
 using AuthenticateTest = StageTest;
 
@@ -145,9 +146,10 @@ using RouteTest = StageTest;
 
 TEST_F(RouteTest, UnknownDeploymentIs404) {
   auto env = StageEnv::from_yaml(kTwoDeployments);
-  auto reply = env.request("POST", "/openai/deployments/gpt-5/chat/completions?api-version=2024-10-21",
-                           {{"api-key", "sk-app"}}, kChat)
-                   .run(route);
+  auto reply =
+      env.request("POST", "/openai/deployments/gpt-5/chat/completions?api-version=2024-10-21",
+                  {{"api-key", "sk-app"}}, kChat)
+          .run(route);
   EXPECT_EQ(status(reply), 404);
   EXPECT_EQ(error_code(reply), "DeploymentNotFound");
   EXPECT_EQ(reply->reason, "unknown_deployment");
@@ -164,7 +166,8 @@ TEST_F(RouteTest, TheModelInTheBodyPicksTheDeployment) {
 }
 
 TEST_F(RouteTest, AStatefulCallWithoutModelGoesToTheAffinityDeployment) {
-  auto env = StageEnv::from_yaml(std::string(kTwoDeployments) + "routing: {affinity: {deployment: mini}}\n");
+  auto env = StageEnv::from_yaml(std::string(kTwoDeployments) +
+                                 "routing: {affinity: {deployment: mini}}\n");
   auto& call = env.request("GET", "/openai/v1/files/file-abc123", {{"api-key", "sk-other"}});
   EXPECT_FALSE(call.run(route));
   ASSERT_NE(call.ctx().deployment, nullptr);
@@ -175,9 +178,10 @@ using AuthorizeTest = StageTest;
 
 TEST_F(AuthorizeTest, AnotherDeploymentIs403) {
   auto env = StageEnv::from_yaml(kTwoDeployments);
-  auto reply = env.request("POST", "/openai/deployments/mini/chat/completions?api-version=2024-10-21",
-                           {{"api-key", "sk-app"}}, kChat)
-                   .run(authorize);
+  auto reply =
+      env.request("POST", "/openai/deployments/mini/chat/completions?api-version=2024-10-21",
+                  {{"api-key", "sk-app"}}, kChat)
+          .run(authorize);
   EXPECT_EQ(status(reply), 403);
   EXPECT_EQ(error_message(reply), "This client may not use deployment 'mini'.");
   EXPECT_EQ(reply->reason, "forbidden");

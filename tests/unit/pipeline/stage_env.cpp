@@ -2,8 +2,8 @@
 
 #include <gtest/gtest.h>
 
-#include <nlohmann/json.hpp>
 #include <cstdlib>
+#include <nlohmann/json.hpp>
 #include <stdexcept>
 
 #include "server/snapshot_builder.hpp"
@@ -18,7 +18,8 @@ namespace {
 bool iequals(std::string_view a, std::string_view b) {
   if (a.size() != b.size()) return false;
   for (std::size_t i = 0; i < a.size(); ++i) {
-    if (std::tolower(static_cast<unsigned char>(a[i])) != std::tolower(static_cast<unsigned char>(b[i]))) {
+    if (std::tolower(static_cast<unsigned char>(a[i])) !=
+        std::tolower(static_cast<unsigned char>(b[i]))) {
       return false;
     }
   }
@@ -56,13 +57,6 @@ std::optional<nlohmann::json> body_json(const StageResult& reply) {
   return j;
 }
 
-std::string error_field(const StageResult& reply, const char* field) {
-  auto j = body_json(reply);
-  if (!j || !j->contains("error") || !(*j)["error"].contains(field)) return {};
-  const auto& v = (*j)["error"][field];
-  return v.is_string() ? v.get<std::string>() : v.dump();
-}
-
 }  // namespace
 
 std::string_view HeaderLookup::operator()(std::string_view name) const {
@@ -87,8 +81,9 @@ StageResult Call::run(StageResult (*stage)(Exchange&)) {
   for (const auto& s : kRequestStages) {
     if (s.run == stage) return s.run(x_);
     if (auto reply = s.run(x_)) {
-      ADD_FAILURE() << "stage " << s.name << " answered before the stage under test: "
-                    << reply->status << " " << reply->body;
+      ADD_FAILURE() << "stage " << s.name
+                    << " answered before the stage under test: " << reply->status << " "
+                    << reply->body;
       return reply;
     }
   }
@@ -96,11 +91,14 @@ StageResult Call::run(StageResult (*stage)(Exchange&)) {
   return std::nullopt;
 }
 
-StageResult Call::run_all() { return run_request_stages(x_); }
+StageResult Call::run_all() {
+  return run_request_stages(x_);
+}
 
 void Call::filter(void (*filter)(Exchange&)) {
   if (auto reply = run_all()) {
-    ADD_FAILURE() << "the stages answered before the filter: " << reply->status << " " << reply->body;
+    ADD_FAILURE() << "the stages answered before the filter: " << reply->status << " "
+                  << reply->body;
     return;
   }
   filter(x_);
@@ -108,7 +106,9 @@ void Call::filter(void (*filter)(Exchange&)) {
 
 // --- StageEnv ---
 
-StageEnv StageEnv::from_yaml(std::string_view yaml) { return StageEnv(load(yaml)); }
+StageEnv StageEnv::from_yaml(std::string_view yaml) {
+  return StageEnv(load(yaml));
+}
 
 StageEnv::StageEnv(std::shared_ptr<const config::Config> cfg) {
   series_.add_worker(&stats_);
@@ -117,14 +117,16 @@ StageEnv::StageEnv(std::shared_ptr<const config::Config> cfg) {
       [](const config::BackendConfig&) { return std::make_shared<server::TokenSlot>(); },
       [](routing::TimeMs) {}, std::make_shared<routing::Scheduler>(), tokenizers()});
   snap_ = builder.build(cfg);
-  auth_ = server::build_auth_state(cfg, std::make_shared<const auth::KeyIndex>(*cfg, auth::KeysFile{}),
-                                   std::vector<std::shared_ptr<const auth::Jwks>>(cfg->auth.jwt.size()),
-                                   server::AuthSources{series_, buckets_, budgets_});
+  auth_ =
+      server::build_auth_state(cfg, std::make_shared<const auth::KeyIndex>(*cfg, auth::KeysFile{}),
+                               std::vector<std::shared_ptr<const auth::Jwks>>(cfg->auth.jwt.size()),
+                               server::AuthSources{series_, buckets_, budgets_});
 }
 
 StageEnv::~StageEnv() = default;
 
-Call& StageEnv::request(std::string method, std::string target, HeaderPairs headers, std::string body) {
+Call& StageEnv::request(std::string method, std::string target, HeaderPairs headers,
+                        std::string body) {
   bool typed = HeaderLookup{&headers}("content-type").size() > 0;
   if (!body.empty() && !typed) headers.emplace_back("content-type", "application/json");
   calls_.push_back(std::make_unique<Call>(*snap_, *auth_, stats_, clock_, std::move(method),
@@ -147,7 +149,8 @@ metrics::RouteCells& StageEnv::deployment_stats(std::string_view name) {
 
 routing::BackendState& StageEnv::backend_state(std::string_view name) {
   auto it = snap_->backend_index.find(std::string(name));
-  if (it == snap_->backend_index.end()) throw std::invalid_argument("no backend " + std::string(name));
+  if (it == snap_->backend_index.end())
+    throw std::invalid_argument("no backend " + std::string(name));
   return *snap_->backends[it->second].state;
 }
 
@@ -159,9 +162,22 @@ void StageTest::SetUp() {
 
 // --- replies ---
 
-int status(const StageResult& reply) { return reply ? reply->status : 0; }
-std::string error_code(const StageResult& reply) { return error_field(reply, "code"); }
-std::string error_message(const StageResult& reply) { return error_field(reply, "message"); }
+std::string error_field(const StageResult& reply, std::string_view field) {
+  auto j = body_json(reply);
+  if (!j || !j->contains("error") || !(*j)["error"].contains(std::string(field))) return {};
+  const auto& v = (*j)["error"][std::string(field)];
+  return v.is_string() ? v.get<std::string>() : v.dump();
+}
+
+int status(const StageResult& reply) {
+  return reply ? reply->status : 0;
+}
+std::string error_code(const StageResult& reply) {
+  return error_field(reply, "code");
+}
+std::string error_message(const StageResult& reply) {
+  return error_field(reply, "message");
+}
 
 std::optional<std::string> header(const StageResult& reply, std::string_view name) {
   if (!reply) return std::nullopt;

@@ -10,6 +10,8 @@
 //
 // Thread: the test's. Plain C++: no Beast, no Asio I/O.
 
+#include <gtest/gtest.h>
+
 #include <chrono>
 #include <deque>
 #include <memory>
@@ -18,8 +20,6 @@
 #include <string_view>
 #include <utility>
 #include <vector>
-
-#include <gtest/gtest.h>
 
 #include "server/pipeline/stages.hpp"
 #include "server/snapshot.hpp"
@@ -107,6 +107,8 @@ class StageEnv {
   const server::AuthState& auth() const { return *auth_; }
   metrics::WorkerStats& stats() { return stats_; }
   FakeClock& clock() { return clock_; }
+  /// The calendar budgets' counters (seed() one as the ledger replay does at start).
+  ratelimit::BudgetRegistry& budgets() { return budgets_; }
   /// The per-client cells of client `name` (a configured client, or "anonymous").
   metrics::ClientCells& client_stats(std::string_view name);
   /// The cells of deployment `name`'s "none" series (no backend, classes, shed).
@@ -136,6 +138,8 @@ class StageTest : public ::testing::Test {
 
 /// The reply's status (0 when there is no reply: the request went on).
 int status(const StageResult& reply);
+/// error.`field` of the reply's JSON body ("" when none; JSON text when not a string).
+std::string error_field(const StageResult& reply, std::string_view field);
 /// error.code of the reply's JSON body ("" when none).
 std::string error_code(const StageResult& reply);
 /// error.message of the reply's JSON body ("" when none).
