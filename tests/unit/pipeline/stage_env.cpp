@@ -36,20 +36,6 @@ std::shared_ptr<const tokenize::Tokenizers> tokenizers() {
   return loaded;
 }
 
-std::shared_ptr<const config::Config> load(std::string_view yaml) {
-  std::string text(yaml);
-  if (text.find("\nserver:") == std::string::npos && text.rfind("server:", 0) != 0) {
-    text = "server: {listen: [{address: \"127.0.0.1:0\"}]}\n" + text;
-  }
-  auto r = config::load_string(text, "test.yaml");
-  if (!r.ok()) {
-    std::string all = "the test's configuration does not load:";
-    for (const auto& e : r.errors) all += "\n  " + e;
-    throw std::runtime_error(all);
-  }
-  return r.config;
-}
-
 std::optional<nlohmann::json> body_json(const StageResult& reply) {
   if (!reply) return std::nullopt;
   auto j = nlohmann::json::parse(reply->body, nullptr, false);
@@ -64,6 +50,20 @@ std::string_view HeaderLookup::operator()(std::string_view name) const {
     if (iequals(n, name)) return v;
   }
   return {};
+}
+
+std::shared_ptr<const config::Config> load_config(std::string_view yaml) {
+  std::string text(yaml);
+  if (text.find("\nserver:") == std::string::npos && text.rfind("server:", 0) != 0) {
+    text = "server: {listen: [{address: \"127.0.0.1:0\"}]}\n" + text;
+  }
+  auto r = config::load_string(text, "test.yaml");
+  if (!r.ok()) {
+    std::string all = "the test's configuration does not load:";
+    for (const auto& e : r.errors) all += "\n  " + e;
+    throw std::runtime_error(all);
+  }
+  return r.config;
 }
 
 // --- Call ---
@@ -107,7 +107,7 @@ void Call::filter(void (*filter)(Exchange&)) {
 // --- StageEnv ---
 
 StageEnv StageEnv::from_yaml(std::string_view yaml) {
-  return StageEnv(load(yaml));
+  return StageEnv(load_config(yaml));
 }
 
 StageEnv::StageEnv(std::shared_ptr<const config::Config> cfg) {

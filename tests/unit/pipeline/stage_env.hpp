@@ -129,6 +129,9 @@ class StageEnv {
   std::deque<std::unique_ptr<Call>> calls_;
 };
 
+/// `yaml` through config::load_string, as StageEnv::from_yaml loads it.
+std::shared_ptr<const config::Config> load_config(std::string_view yaml);
+
 /// Sets the secrets the tests' configurations name: AOAI_KEY (backends' api_key), APP_KEY
 /// ("sk-app") and OTHER_KEY ("sk-other") for clients' keys.
 class StageTest : public ::testing::Test {
