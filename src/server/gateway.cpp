@@ -18,6 +18,7 @@
 #include "server/health.hpp"
 #include "server/identity.hpp"
 #include "server/runtime.hpp"
+#include "server/snapshot_builder.hpp"
 #include "server/worker.hpp"
 #include "tollgate/metrics/families.hpp"
 #include "tollgate/metrics/logging.hpp"
@@ -109,11 +110,6 @@ struct Gateway::Impl {
   std::vector<std::unique_ptr<Worker>> workers;
   metrics::SeriesRegistry series;
   metrics::ControlStats control_stats;
-  std::unordered_map<std::string, std::uint32_t> pool_ids;  // endpoint identity -> pool id
-  // Live routing state, kept across reloads: per backend identity and per deployment name.
-  std::unordered_map<std::string, std::shared_ptr<routing::BackendState>> backend_states;
-  std::unordered_map<std::string, std::shared_ptr<routing::RetryBudget>> budgets;
-  std::shared_ptr<routing::AffinityTable> affinity;
   // Requests waiting for capacity, and the control thread's timer that kicks them when a
   // backend's cooldown or open breaker ends.
   std::shared_ptr<routing::Scheduler> scheduler = std::make_shared<routing::Scheduler>();
@@ -127,8 +123,9 @@ struct Gateway::Impl {
   ratelimit::BudgetRegistry budget_counters;  // calendar budgets, kept across reloads
   std::shared_ptr<usage::Ledger> ledger;      // null when usage.ledger is not set
   net::thread_pool report_pool{1};            // admin usage reports (SQLite reads)
-  std::shared_ptr<const tokenize::Tokenizers> tokenizers;  // loaded once (restart-only data_dir)
-  std::uint64_t generation = 0;
+  // Builds each generation's snapshot; keeps the live routing state across reloads. Created
+  // once the tokenizer is loaded (restart-only data_dir). Thread: control.
+  std::optional<SnapshotBuilder> builder;
   std::optional<tcp::acceptor> admin;
   net::signal_set signals{control, SIGINT, SIGTERM, SIGHUP};
   bool draining = false;
@@ -137,104 +134,7 @@ struct Gateway::Impl {
   // Builds the runtime view of a config. Thread: control. Throws std::runtime_error when a TLS
   // context cannot be built (bad CA file).
   std::shared_ptr<const Snapshot> build(std::shared_ptr<const config::Config> cfg) {
-    auto s = std::make_shared<Snapshot>();
-    s->config = cfg;
-    s->generation = ++generation;
-    for (const auto& b : cfg->backends) {
-      BackendRuntime rt;
-      rt.config = &b;
-      if (b.endpoint.tls) {
-        auto ctx = proxy::make_client_tls(proxy::CaOptions{b.ca_file});
-        if (!ctx) {
-          throw std::runtime_error("backend " + b.name + ": cannot load CA certificates: " +
-                                   ctx.error().message());
-        }
-        rt.tls = std::move(*ctx);
-      }
-      // Connections are pooled per endpoint identity, so a reload keeps warm connections.
-      auto identity = b.endpoint.scheme + "://" + b.endpoint.host + ":" +
-                      std::to_string(b.endpoint.port) + "|" + b.ca_file;
-      auto [it, inserted] = pool_ids.emplace(identity, static_cast<std::uint32_t>(pool_ids.size()));
-      rt.pool_id = it->second;
-      // A backend keeps its live state (throttle, breaker, quota) across reloads while its
-      // name, endpoint and deployment stay the same.
-      auto key = b.name + "|" + b.endpoint.text + "|" + b.deployment;
-      auto& state = backend_states[key];
-      if (!state) state = std::make_shared<routing::BackendState>();
-      rt.state = state;
-      if (b.token) rt.token = this->identity->token_slot(b);
-      s->slots.push_back(routing::Slot{state.get(), b.max_in_flight});
-      s->backend_index.emplace(b.name, static_cast<std::uint32_t>(s->backends.size()));
-      s->backends.push_back(std::move(rt));
-    }
-    s->pool_count = static_cast<std::uint32_t>(pool_ids.size());
-    s->unrouted_series = series.intern("none", "none");
-    for (const auto& d : cfg->deployments) {
-      DeploymentRuntime drt;
-      drt.series.assign(cfg->backends.size(), kNoSeries);
-      drt.series_none = series.intern(d.name, "none");
-      auto& budget = budgets[d.name];
-      if (!budget) budget = std::make_shared<routing::RetryBudget>();
-      drt.budget = budget;
-      for (std::uint32_t t = 0; t < d.pools.size(); ++t) {
-        const auto& p = d.pools[t];
-        auto& tier = drt.route.tiers.emplace_back();
-        for (std::size_t k = 0; k < p.backends.size(); ++k) {
-          auto b = p.backends[k];
-          const auto& region = cfg->backends[b].region;
-          if (!d.regions.empty() &&
-              std::find(d.regions.begin(), d.regions.end(), region) == d.regions.end()) {
-            continue;  // data residency: never routed, not even on failover
-          }
-          tier.push_back(routing::Member{static_cast<std::uint32_t>(b), p.weights[k]});
-          auto id = series.intern(d.name, cfg->backends[b].name);
-          series.set_tier(id, t);
-          drt.series[b] = id;
-        }
-      }
-      auto add_limit = [&](ratelimit::Unit unit, std::int64_t per_minute) {
-        if (per_minute <= 0) return;
-        auto b = buckets.get("deployment:" + d.name + ":" + std::string(ratelimit::to_string(unit)));
-        drt.limits.push_back({b.get(), per_minute, ratelimit::Scope::kDeployment, unit, d.name});
-        drt.buckets.push_back(std::move(b));
-      };
-      add_limit(ratelimit::Unit::kTokens, d.limits.tokens_per_minute);
-      add_limit(ratelimit::Unit::kRequests, d.limits.requests_per_minute);
-      // Which tiers each priority class may use (pools[].classes, pools[].spare).
-      bool restricted = std::any_of(d.pools.begin(), d.pools.end(), [](const auto& p) { return !p.classes.empty(); });
-      if (restricted) {
-        for (std::size_t k = 0; k < cfg->priority.classes.size(); ++k) {
-          auto& mask = drt.class_allowed.emplace_back(cfg->backends.size(), 0);
-          auto& spare = drt.class_spare.emplace_back();
-          for (const auto& p : d.pools) {
-            for (auto b : p.backends) {
-              if (p.allows(k)) {
-                mask[b] = 1;
-              } else if (p.spare_for(k)) {
-                spare.push_back({static_cast<std::uint32_t>(b), p.spare_max_utilization});
-              }
-            }
-          }
-        }
-      }
-      while (drt.first_tier + 1 < drt.route.tiers.size() && drt.route.tiers[drt.first_tier].empty()) {
-        ++drt.first_tier;
-      }
-      s->deployments.push_back(std::move(drt));
-    }
-    const auto& r = cfg->routing;
-    if (!affinity) {
-      affinity = std::make_shared<routing::AffinityTable>(r.affinity_max_entries, r.affinity_ttl.count());
-    } else {
-      affinity->configure(r.affinity_max_entries, r.affinity_ttl.count());
-    }
-    s->affinity = affinity;
-    s->scheduler = scheduler;
-    s->wake_at = [this](routing::TimeMs at) { net::post(control, [this, at] { wake_at(at); }); };
-    s->breaker = routing::BreakerPolicy{r.breaker_failures, r.breaker_open.count(),
-                                        r.breaker_max_open.count()};
-    s->tokenizers = tokenizers;
-    return s;
+    return builder->build(std::move(cfg));
   }
 
   void reload() {
@@ -527,7 +427,11 @@ Gateway::Gateway(std::string config_path, std::shared_ptr<const config::Config> 
   // The tokenizer (its files were verified before start): exact prompt counts for admission.
   auto tok = tokenize::Tokenizers::load(cfg.tokenizer.data_dir);
   if (!tok) throw std::runtime_error(tok.error().message);
-  s.tokenizers = std::make_shared<const tokenize::Tokenizers>(std::move(tok).value());
+  s.builder.emplace(SnapshotSources{
+      s.series, s.buckets,
+      [&s](const config::BackendConfig& b) { return s.identity->token_slot(b); },
+      [&s](routing::TimeMs at) { net::post(s.control, [&s, at] { s.wake_at(at); }); },
+      s.scheduler, std::make_shared<const tokenize::Tokenizers>(std::move(tok).value())});
   // One SO_REUSEPORT acceptor per worker and listener; port 0 is resolved by the first bind.
   for (std::size_t li = 0; li < cfg.server.listen.size(); ++li) {
     const auto& l = cfg.server.listen[li];

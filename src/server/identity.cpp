@@ -10,6 +10,7 @@
 
 #include "proxy/net.hpp"
 #include "server/http_client.hpp"
+#include "server/snapshot_builder.hpp"
 #include "tollgate/crypto/crypto.hpp"
 #include "tollgate/metrics/families.hpp"
 #include "tollgate/metrics/logging.hpp"
@@ -161,9 +162,7 @@ IdentityManager::IdentityManager(net::io_context& io, metrics::SeriesRegistry& s
       publish_(std::move(publish)),
       admin_loopback_(admin_loopback),
       buckets_(buckets),
-      budgets_(budgets) {
-  series_.intern_client("unauthenticated", "none");  // id 0: refused or before authentication
-}
+      budgets_(budgets) {}
 
 IdentityManager::~IdentityManager() { stop(); }
 
@@ -267,41 +266,9 @@ net::awaitable<void> IdentityManager::jwks_loop(IdentityManager* self, std::shar
 }
 
 void IdentityManager::publish() {
-  auto s = std::make_shared<AuthState>();
-  s->config = config_;
-  s->keys = std::make_shared<const auth::KeyIndex>(*config_, keys_file_);
-  s->jwks = jwks_;
-  s->anonymous_series = series_.intern_client("anonymous", "none");
-  for (const auto& c : config_->clients) {
-    auto tenant = c.tenant == config::ClientConfig::kNoTenant ? std::string("none")
-                                                               : config_->tenants[c.tenant].name;
-    s->client_series.push_back(series_.intern_client(c.name, tenant));
-    // The client's buckets, then its tenant's: a reload keeps them (same keys).
-    auto& limits = s->client_limits.emplace_back();
-    auto add = [&](ratelimit::Scope scope, const std::string& name, const config::LimitsConfig& l) {
-      auto prefix = std::string(ratelimit::to_string(scope)) + ":" + name + ":";
-      if (l.tokens_per_minute > 0) {
-        auto b = buckets_.get(prefix + "tokens");
-        limits.push_back({b.get(), l.tokens_per_minute, scope, ratelimit::Unit::kTokens, name});
-        s->buckets.push_back(std::move(b));
-      }
-      if (l.requests_per_minute > 0) {
-        auto b = buckets_.get(prefix + "requests");
-        limits.push_back({b.get(), l.requests_per_minute, scope, ratelimit::Unit::kRequests, name});
-        s->buckets.push_back(std::move(b));
-      }
-    };
-    add(ratelimit::Scope::kClient, c.name, c.limits);
-    auto& budgets = s->client_budgets.emplace_back();
-    ratelimit::add_budgets(budgets_, ratelimit::Scope::kClient, c.name, c.limits.budget, budgets, s->budgets);
-    if (c.tenant != config::ClientConfig::kNoTenant) {
-      const auto& t = config_->tenants[c.tenant];
-      add(ratelimit::Scope::kTenant, t.name, t.limits);
-      ratelimit::add_budgets(budgets_, ratelimit::Scope::kTenant, t.name, t.limits.budget, budgets, s->budgets);
-    }
-  }
-  state_ = s;
-  publish_(s);
+  state_ = build_auth_state(config_, std::make_shared<const auth::KeyIndex>(*config_, keys_file_),
+                            jwks_, AuthSources{series_, buckets_, budgets_});
+  publish_(state_);
 }
 
 bool IdentityManager::keys_ready() const {

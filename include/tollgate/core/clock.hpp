@@ -36,7 +36,7 @@ inline std::int64_t micros_since(SteadyClock::time_point t) {
 std::string utc_iso(UnixMs t);
 
 /// The clocks a request's pipeline reads, injectable. The system clock is the default; tests
-/// pass a FakeClock (tests/unit/server/stage_env.hpp) and move time by hand.
+/// pass a FakeClock (tests/unit/pipeline/stage_env.hpp) and move time by hand.
 class Clock {
  public:
   virtual ~Clock() = default;

@@ -1,0 +1,155 @@
+// locate_objects (stored objects live on the backend that created them) and pin.
+
+#include <gtest/gtest.h>
+
+#include "stage_env.hpp"
+
+namespace tollgate::pipeline::testing {
+namespace {
+
+// gpt-4o on east and west; `other` serves only mini. Clients: app may pin, bot may not.
+constexpr const char* kBackends = R"(
+backends:
+  - {name: east, endpoint: "http://127.0.0.1:1", deployment: gpt-4o, api_key: env:AOAI_KEY}
+  - {name: west, endpoint: "http://127.0.0.1:2", deployment: gpt-4o, api_key: env:AOAI_KEY}
+  - {name: other, endpoint: "http://127.0.0.1:3", deployment: mini, api_key: env:AOAI_KEY}
+deployments:
+  - {name: gpt-4o, pools: [{backends: [east, west]}]}
+  - {name: mini, pools: [{backends: [other]}]}
+clients:
+  - {name: app, keys: [env:APP_KEY], deployments: ["*"], may_pin: true}
+  - {name: bot, keys: [env:OTHER_KEY], deployments: ["*"]}
+)";
+
+// kBackends with `routing` (by default: pinning with x-tollgate-backend).
+std::string objects(std::string_view routing = "{pin_header: x-tollgate-backend}") {
+  return "routing: " + std::string(routing) + kBackends;
+}
+
+constexpr const char* kChat = R"({"messages":[{"role":"user","content":"hi"}]})";
+constexpr const char* kChatPath =
+    "/openai/deployments/gpt-4o/chat/completions?api-version=2024-10-21";
+
+using LocateObjectsTest = StageTest;
+
+TEST_F(LocateObjectsTest, AKnownObjectGoesToItsBackendOnly) {
+  auto env = StageEnv::from_yaml(objects());
+  env.snapshot().affinity->remember("file-abc123", "west", env.clock().steady_ms());
+  auto& call = env.request("GET", "/openai/v1/files/file-abc123", {{"api-key", "sk-app"}});
+  EXPECT_FALSE(call.run(locate_objects));
+  EXPECT_EQ(call.x().only, 1u);
+  EXPECT_FALSE(call.x().creates);
+}
+
+TEST_F(LocateObjectsTest, AnUnknownObjectOfADeploymentWithTwoBackendsIs404) {
+  auto env = StageEnv::from_yaml(objects());
+  auto reply = env.request("GET", "/openai/v1/files/file-abc123", {{"api-key", "sk-app"}})
+                   .run(locate_objects);
+  EXPECT_EQ(status(reply), 404);
+  EXPECT_EQ(reply->reason, "unknown_object");
+  EXPECT_EQ(
+      error_message(reply),
+      "No object 'file-abc123' is known to this gateway: it was not created through it, or it "
+      "expired from its affinity table.");
+}
+
+TEST_F(LocateObjectsTest, AnUnknownObjectOfADeploymentWithOneBackendGoesOn) {
+  auto env = StageEnv::from_yaml(objects("{affinity: {deployment: mini}}"));
+  auto& call = env.request("POST", "/openai/v1/threads/thread_1/runs", {{"api-key", "sk-app"}},
+                           R"({"assistant_id":"asst_1"})");
+  EXPECT_FALSE(call.run(locate_objects));
+  EXPECT_EQ(call.ctx().deployment->name, "mini");
+  EXPECT_FALSE(call.x().only);
+  EXPECT_TRUE(call.x().creates);
+}
+
+TEST_F(LocateObjectsTest, AnObjectWhoseBackendNoLongerServesTheDeploymentIs404) {
+  auto env = StageEnv::from_yaml(objects());
+  env.snapshot().affinity->remember("file-abc123", "other", env.clock().steady_ms());
+  auto reply = env.request("GET", "/openai/v1/files/file-abc123", {{"api-key", "sk-app"}})
+                   .run(locate_objects);
+  EXPECT_EQ(status(reply), 404);
+  EXPECT_EQ(reply->reason, "object_backend_gone");
+  EXPECT_EQ(
+      error_message(reply),
+      "The object 'file-abc123' lives on a backend that no longer serves deployment 'gpt-4o'.");
+}
+
+TEST_F(LocateObjectsTest, AnObjectWhoseBackendIsGoneIs404) {
+  auto env = StageEnv::from_yaml(objects());
+  env.snapshot().affinity->remember("file-abc123", "removed", env.clock().steady_ms());
+  auto reply = env.request("GET", "/openai/v1/files/file-abc123", {{"api-key", "sk-app"}})
+                   .run(locate_objects);
+  EXPECT_EQ(status(reply), 404);
+  EXPECT_EQ(reply->reason, "object_backend_gone");
+}
+
+TEST_F(LocateObjectsTest, AnExpiredObjectIsUnknown) {
+  auto env = StageEnv::from_yaml(objects("{affinity: {ttl: 1h}}"));
+  env.snapshot().affinity->remember("file-abc123", "west", env.clock().steady_ms());
+  env.clock().advance(std::chrono::hours(2));
+  auto reply = env.request("GET", "/openai/v1/files/file-abc123", {{"api-key", "sk-app"}})
+                   .run(locate_objects);
+  EXPECT_EQ(reply->reason, "unknown_object");
+}
+
+using PinTest = StageTest;
+
+TEST_F(PinTest, PinsTheNamedBackend) {
+  auto env = StageEnv::from_yaml(objects());
+  auto& call = env.request("POST", kChatPath,
+                           {{"api-key", "sk-app"}, {"x-tollgate-backend", "west"}}, kChat);
+  EXPECT_FALSE(call.run(pin));
+  EXPECT_EQ(call.x().only, 1u);
+}
+
+TEST_F(PinTest, AClientThatMayNotPinIs403) {
+  auto env = StageEnv::from_yaml(objects());
+  auto reply = env.request("POST", kChatPath,
+                           {{"api-key", "sk-other"}, {"x-tollgate-backend", "west"}}, kChat)
+                   .run(pin);
+  EXPECT_EQ(status(reply), 403);
+  EXPECT_EQ(error_message(reply), "This client may not choose a backend (x-tollgate-backend).");
+}
+
+TEST_F(PinTest, ABackendOfAnotherDeploymentIs400) {
+  auto env = StageEnv::from_yaml(objects());
+  auto reply = env.request("POST", kChatPath,
+                           {{"api-key", "sk-app"}, {"x-tollgate-backend", "other"}}, kChat)
+                   .run(pin);
+  EXPECT_EQ(status(reply), 400);
+  EXPECT_EQ(reply->reason, "bad_pin");
+  EXPECT_EQ(error_message(reply),
+            "the x-tollgate-backend header names no backend of deployment 'gpt-4o'");
+}
+
+TEST_F(PinTest, AnUnknownBackendIs400) {
+  auto env = StageEnv::from_yaml(objects());
+  auto reply =
+      env.request("POST", kChatPath, {{"api-key", "sk-app"}, {"x-tollgate-backend", "nope"}}, kChat)
+          .run(pin);
+  EXPECT_EQ(status(reply), 400);
+  EXPECT_EQ(reply->reason, "bad_pin");
+}
+
+TEST_F(PinTest, ABackendOtherThanTheObjectsOwnerIs400) {
+  auto env = StageEnv::from_yaml(objects());
+  env.snapshot().affinity->remember("file-abc123", "west", env.clock().steady_ms());
+  auto reply = env.request("GET", "/openai/v1/files/file-abc123",
+                           {{"api-key", "sk-app"}, {"x-tollgate-backend", "east"}})
+                   .run(pin);
+  EXPECT_EQ(status(reply), 400);
+  EXPECT_EQ(error_message(reply),
+            "the x-tollgate-backend header conflicts with the backend that holds the object this "
+            "request names");
+}
+
+TEST_F(PinTest, HidePinHeaderKeepsItFromTheBackends) {
+  auto env = StageEnv::from_yaml(objects());
+  auto& call = env.request("POST", kChatPath, {{"api-key", "sk-app"}}, kChat);
+  call.filter(hide_pin_header);
+  EXPECT_EQ(call.ctx().drop_header, "x-tollgate-backend");
+}
+
+}  // namespace
+}  // namespace tollgate::pipeline::testing
