@@ -258,6 +258,9 @@ Field<T> value(std::string key, M T::*m, K kind) {
     KeyDoc d;
     if constexpr (Canonical<K> && std::is_convertible_v<M, typename K::Value>) {
       d.value = kind.canonical(static_cast<typename K::Value>(proto.*m));
+    } else {
+      (void)m;  // (clang: a capture used only in one branch of the if constexpr)
+      (void)proto;
     }
     d.canonical = canonical_reader(kind);
     return d;

@@ -73,7 +73,7 @@ class Worker {
   /// The clocks the request pipeline reads (the system's; tests of the pipeline inject theirs).
   const core::Clock& clock() const { return core::system_clock(); }
   /// Where finished requests are recorded.
-  pipeline::FinishEnv finish_env() { return {stats_, ledger_.get(), *access_log_}; }
+  pipeline::FinishEnv finish_env() { return {stats_, ledger_.get(), *access_log_, clock()}; }
   /// What the forwarder needs of this worker.
   proxy::UpstreamEnv upstream_env() {
     return {stats_, pools_, snapshot_->config->server.limits.idle_timeout};

@@ -28,13 +28,13 @@ core::Usage billed_usage(RequestContext& ctx) {
 
 namespace {
 
-void log_budget_warning(const RequestContext& ctx, const ratelimit::BudgetLimit& b) {
+void log_budget_warning(const RequestContext& ctx, const ratelimit::BudgetLimit& b, core::UnixMs now) {
   core::JsonFields f;
   f.add("scope", ratelimit::to_string(b.scope))
       .add("name", b.name)
       .add("period", ratelimit::to_string(b.period))
       .add("unit", ratelimit::to_string(b.measure));
-  auto used = b.budget->used(b.period, core::unix_now_ms());
+  auto used = b.budget->used(b.period, now);
   if (b.measure == ratelimit::Measure::kNanoUsd) {
     f.add_usd("limit", b.limit).add_usd("used", used);
   } else {
@@ -66,16 +66,17 @@ std::string attempts_json(const RequestContext& ctx) {
 
 }  // namespace
 
-void settle(RequestContext& ctx, const core::Usage& billed) {
+void settle(RequestContext& ctx, const core::Usage& billed, const core::Clock& clock) {
   if (ctx.deployment != nullptr && ctx.deployment->price.set) {
     ctx.cost_nano_usd = ratelimit::Price(ctx.deployment->price).cost(billed);
   }
   ctx.charged_tokens = static_cast<std::int64_t>(billed.total);
-  if (ctx.reservation.held()) ctx.reservation.settle(ctx.charged_tokens, core::steady_now_ns());
+  if (ctx.reservation.held()) ctx.reservation.settle(ctx.charged_tokens, clock.steady_ns());
   if (ctx.budget_hold.held()) {
     std::vector<const ratelimit::BudgetLimit*> crossed;
-    ctx.budget_hold.settle(ctx.charged_tokens, ctx.cost_nano_usd, core::unix_now_ms(), &crossed);
-    for (const auto* b : crossed) log_budget_warning(ctx, *b);
+    auto now = clock.unix_ms();
+    ctx.budget_hold.settle(ctx.charged_tokens, ctx.cost_nano_usd, now, &crossed);
+    for (const auto* b : crossed) log_budget_warning(ctx, *b, now);
   }
 }
 
@@ -104,9 +105,9 @@ void record_stats(metrics::WorkerStats& stats, const RequestContext& ctx, std::i
 }
 
 void record_usage(usage::Ledger& ledger, const RequestContext& ctx, const core::Usage& billed,
-                  std::int64_t duration_us) {
+                  std::int64_t duration_us, const core::Clock& clock) {
   usage::Record r;
-  r.time_ms = core::unix_now_ms();
+  r.time_ms = clock.unix_ms();
   r.request_id = ctx.request_id;
   r.client = ctx.client;
   r.tenant = ctx.tenant;
@@ -127,9 +128,10 @@ void record_usage(usage::Ledger& ledger, const RequestContext& ctx, const core::
   ledger.submit(std::move(r));
 }
 
-void write_access_log(metrics::AccessLog& log, const RequestContext& ctx, std::int64_t duration_us) {
+void write_access_log(metrics::AccessLog& log, const RequestContext& ctx, std::int64_t duration_us,
+                      const core::Clock& clock) {
   core::JsonFields f;
-  f.add("time", core::utc_iso(core::unix_now_ms()))
+  f.add("time", core::utc_iso(clock.unix_ms()))
       .add("request_id", ctx.request_id)
       .add("method", ctx.method)
       .add("path", ctx.path)
@@ -178,15 +180,15 @@ void write_access_log(metrics::AccessLog& log, const RequestContext& ctx, std::i
 void finish(const FinishEnv& env, RequestContext& ctx) {
   bool held = ctx.reservation.held() || ctx.budget_hold.held();  // counted as outstanding
   auto billed = billed_usage(ctx);
-  settle(ctx, billed);
+  settle(ctx, billed, env.clock);
   if (held) env.stats.reservations.add(-1);
   auto duration = core::micros_since(ctx.start);
   record_stats(env.stats, ctx, duration);
   // One ledger record per request of a known caller (anonymous included); requests refused
   // before authentication are in the access log only (no one to bill, and a flood of them must
   // not fill the disk).
-  if (env.ledger != nullptr && ctx.client != "unauthenticated") record_usage(*env.ledger, ctx, billed, duration);
-  if (env.access_log.enabled()) write_access_log(env.access_log, ctx, duration);
+  if (env.ledger != nullptr && ctx.client != "unauthenticated") record_usage(*env.ledger, ctx, billed, duration, env.clock);
+  if (env.access_log.enabled()) write_access_log(env.access_log, ctx, duration, env.clock);
 }
 
 }  // namespace tollgate::pipeline

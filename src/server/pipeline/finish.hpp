@@ -19,6 +19,7 @@ struct FinishEnv {
   metrics::WorkerStats& stats;
   usage::Ledger* ledger = nullptr;
   metrics::AccessLog& access_log;
+  const core::Clock& clock = core::system_clock();  // settlement times, record and log stamps
 };
 
 /// What a finished request is billed: the backend's usage, else (a successful inference answer
@@ -26,11 +27,13 @@ struct FinishEnv {
 /// text the gateway relayed, counted with the tokenizer and marked estimated, else nothing.
 core::Usage billed_usage(pipeline::RequestContext& ctx);
 
-void settle(pipeline::RequestContext& ctx, const core::Usage& billed);
+void settle(pipeline::RequestContext& ctx, const core::Usage& billed,
+            const core::Clock& clock = core::system_clock());
 void record_stats(metrics::WorkerStats& stats, const pipeline::RequestContext& ctx, std::int64_t duration_us);
 void record_usage(usage::Ledger& ledger, const pipeline::RequestContext& ctx, const core::Usage& billed,
-                  std::int64_t duration_us);
-void write_access_log(metrics::AccessLog& log, const pipeline::RequestContext& ctx, std::int64_t duration_us);
+                  std::int64_t duration_us, const core::Clock& clock = core::system_clock());
+void write_access_log(metrics::AccessLog& log, const pipeline::RequestContext& ctx, std::int64_t duration_us,
+                      const core::Clock& clock = core::system_clock());
 
 /// All of the above, once per request.
 void finish(const FinishEnv& env, pipeline::RequestContext& ctx);

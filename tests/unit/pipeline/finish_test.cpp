@@ -79,10 +79,30 @@ TEST_F(SettleTest, ChargesTheUseReturnsTheRestAndPricesIt) {
   auto now = env.clock().steady_ns();
   ASSERT_EQ(limit.bucket->available(now, 1000), 1000 - call.ctx().reservation.tokens());
   call.ctx().usage = reported(12, 30);
-  settle(call.ctx(), billed_usage(call.ctx()));
+  settle(call.ctx(), billed_usage(call.ctx()), env.clock());
   EXPECT_EQ(call.ctx().charged_tokens, 42);
   EXPECT_EQ(limit.bucket->available(now, 1000), 1000 - 42);
   EXPECT_EQ(call.ctx().cost_nano_usd, 12'000'000 + 60'000'000);  // 12 × $0.001 + 30 × $0.002
+}
+
+// A request reserved a minute before midnight (UTC) and ending after it is charged to the day it
+// ended in; the day it started keeps nothing of it.
+TEST_F(SettleTest, ChargesABudgetInTheDayTheRequestEnded) {
+  auto env = StageEnv::from_yaml(R"(
+backends: [{name: east, endpoint: "http://127.0.0.1:1", deployment: gpt-4o, api_key: env:AOAI_KEY}]
+deployments: [{name: gpt-4o, pools: [{backends: [east]}]}]
+clients: [{name: app, keys: [env:APP_KEY], deployments: ["*"], limits: {budget: {tokens_per_day: 1000}}}]
+)");
+  auto& call = env.request("POST", kChatPath, {{"api-key", "sk-app"}}, kChat);
+  ASSERT_FALSE(call.run_all());
+  const auto& b = env.auth().client_budgets[0][0];
+  auto started = env.clock().unix_ms();
+  ASSERT_TRUE(call.ctx().budget_hold.held());
+  env.clock().advance(std::chrono::seconds(90));  // 00:00:30 of the next day
+  call.ctx().usage = reported(12, 30);
+  settle(call.ctx(), billed_usage(call.ctx()), env.clock());
+  EXPECT_EQ(b.budget->used(b.period, env.clock().unix_ms()), 42);
+  EXPECT_EQ(b.budget->used(b.period, started), 0);
 }
 
 using RecordStatsTest = StageTest;
@@ -94,7 +114,7 @@ TEST_F(RecordStatsTest, CountsTheRequestItsTokensAndCostOnDeploymentAndClient) {
   auto& ctx = call.ctx();
   ctx.status = 200;
   ctx.usage = reported(12, 30);
-  settle(ctx, billed_usage(ctx));
+  settle(ctx, billed_usage(ctx), env.clock());
   env.stats().in_flight.add(1);
   record_stats(env.stats(), ctx, 2'000);
   const auto& route = env.deployment_stats("gpt-4o");
