@@ -67,6 +67,20 @@ std::string_view to_string(Scope s) {
 
 std::string_view to_string(Unit u) { return u == Unit::kTokens ? "tokens" : "requests"; }
 
+void add_limits(BucketRegistry& registry, Scope scope, std::string_view name,
+                const config::LimitsConfig& l, std::vector<Limit>& limits,
+                std::vector<std::shared_ptr<Bucket>>& keep) {
+  auto prefix = std::string(to_string(scope)) + ":" + std::string(name) + ":";
+  auto add = [&](Unit unit, std::int64_t per_minute) {
+    if (per_minute <= 0) return;
+    auto b = registry.get(prefix + std::string(to_string(unit)));
+    limits.push_back({b.get(), per_minute, scope, unit, name});
+    keep.push_back(std::move(b));
+  };
+  add(Unit::kTokens, l.tokens_per_minute);
+  add(Unit::kRequests, l.requests_per_minute);
+}
+
 std::optional<Reservation::Refusal> Reservation::reserve(const std::vector<Limit>& limits,
                                                           std::int64_t tokens, Nanos now) {
   tokens_ = std::max<std::int64_t>(0, tokens);

@@ -104,7 +104,8 @@ DeploymentRuntime SnapshotBuilder::deployment(const config::Config& cfg,
   if (!budget) budget = std::make_shared<routing::RetryBudget>();
   drt.budget = budget;
   add_tiers(drt, cfg, d);
-  add_limits(drt, d);
+  ratelimit::add_limits(sources_.buckets, ratelimit::Scope::kDeployment, d.name, d.limits, drt.limits,
+                        drt.buckets);
   add_class_masks(drt, cfg, d);
   while (drt.first_tier + 1 < drt.route.tiers.size() && drt.route.tiers[drt.first_tier].empty()) {
     ++drt.first_tier;
@@ -130,18 +131,6 @@ void SnapshotBuilder::add_tiers(DeploymentRuntime& drt, const config::Config& cf
   }
 }
 
-void SnapshotBuilder::add_limits(DeploymentRuntime& drt, const config::DeploymentConfig& d) {
-  auto add = [&](ratelimit::Unit unit, std::int64_t per_minute) {
-    if (per_minute <= 0) return;
-    auto b = sources_.buckets.get("deployment:" + d.name + ":" +
-                                  std::string(ratelimit::to_string(unit)));
-    drt.limits.push_back({b.get(), per_minute, ratelimit::Scope::kDeployment, unit, d.name});
-    drt.buckets.push_back(std::move(b));
-  };
-  add(ratelimit::Unit::kTokens, d.limits.tokens_per_minute);
-  add(ratelimit::Unit::kRequests, d.limits.requests_per_minute);
-}
-
 void SnapshotBuilder::share_live_state(Snapshot& s, const config::Config& cfg) {
   const auto& r = cfg.routing;
   if (!affinity_) {
@@ -160,21 +149,6 @@ void SnapshotBuilder::share_live_state(Snapshot& s, const config::Config& cfg) {
 
 namespace {
 
-// The limits of one client, then of its tenant: buckets kept across reloads (same keys).
-void add_rate_limits(AuthState& s, std::vector<ratelimit::Limit>& limits,
-                     ratelimit::BucketRegistry& buckets, ratelimit::Scope scope,
-                     const std::string& name, const config::LimitsConfig& l) {
-  auto prefix = std::string(ratelimit::to_string(scope)) + ":" + name + ":";
-  auto add = [&](ratelimit::Unit unit, std::int64_t per_minute) {
-    if (per_minute <= 0) return;
-    auto b = buckets.get(prefix + std::string(ratelimit::to_string(unit)));
-    limits.push_back({b.get(), per_minute, scope, unit, name});
-    s.buckets.push_back(std::move(b));
-  };
-  add(ratelimit::Unit::kTokens, l.tokens_per_minute);
-  add(ratelimit::Unit::kRequests, l.requests_per_minute);
-}
-
 void add_client(AuthState& s, const config::Config& cfg, const config::ClientConfig& c,
                 const AuthSources& src) {
   bool has_tenant = c.tenant != config::ClientConfig::kNoTenant;
@@ -182,12 +156,12 @@ void add_client(AuthState& s, const config::Config& cfg, const config::ClientCon
       c.name, has_tenant ? cfg.tenants[c.tenant].name : std::string("none")));
   auto& limits = s.client_limits.emplace_back();
   auto& budgets = s.client_budgets.emplace_back();
-  add_rate_limits(s, limits, src.buckets, ratelimit::Scope::kClient, c.name, c.limits);
+  ratelimit::add_limits(src.buckets, ratelimit::Scope::kClient, c.name, c.limits, limits, s.buckets);
   ratelimit::add_budgets(src.budgets, ratelimit::Scope::kClient, c.name, c.limits.budget, budgets,
                          s.budgets);
   if (!has_tenant) return;
   const auto& t = cfg.tenants[c.tenant];
-  add_rate_limits(s, limits, src.buckets, ratelimit::Scope::kTenant, t.name, t.limits);
+  ratelimit::add_limits(src.buckets, ratelimit::Scope::kTenant, t.name, t.limits, limits, s.buckets);
   ratelimit::add_budgets(src.budgets, ratelimit::Scope::kTenant, t.name, t.limits.budget, budgets,
                          s.budgets);
 }

@@ -47,7 +47,6 @@ class SnapshotBuilder {
   DeploymentRuntime deployment(const config::Config& cfg, const config::DeploymentConfig& d);
   void add_tiers(DeploymentRuntime& drt, const config::Config& cfg,
                  const config::DeploymentConfig& d);
-  void add_limits(DeploymentRuntime& drt, const config::DeploymentConfig& d);
   void share_live_state(Snapshot& s, const config::Config& cfg);
 
   SnapshotSources sources_;

@@ -13,6 +13,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "tollgate/config/config.hpp"
 #include "tollgate/core/clock.hpp"
 
 namespace tollgate::ratelimit {
@@ -63,6 +64,13 @@ struct Limit {
   Unit unit = Unit::kTokens;
   std::string_view name;  // the client, tenant or deployment (points into the config)
 };
+
+/// The per-minute limits of a client, tenant or deployment as configured, with their buckets from
+/// `registry` (the same key across reloads: `scope:name:unit`). Appends to `limits` and keeps
+/// the buckets alive in `keep`. `name` must outlive `limits` (it points into the config).
+void add_limits(BucketRegistry& registry, Scope scope, std::string_view name,
+                const config::LimitsConfig& l, std::vector<Limit>& limits,
+                std::vector<std::shared_ptr<Bucket>>& keep);
 
 /// Units held from the buckets for one request, to settle when it ends.
 class Reservation {
