@@ -184,16 +184,26 @@ std::optional<HttpError> classify_body(std::string_view method, std::string_view
 
 }  // namespace
 
-Classified classify(std::string_view method, std::string_view target,
-                    std::string_view content_type, std::string_view body) {
+Classified classify_target(std::string_view method, std::string_view target) {
   Classified out;
   Segments segs;
   bool model_from_body = false;
   out.error = parse_target(target, out.call, segs);
   if (!out.error) out.error = classify_path(method, segs, out.call, model_from_body);
-  if (!out.error && out.call.op != Operation::kModels) {
-    out.error = classify_body(method, content_type, body, model_from_body, out.call);
-  }
+  out.call.model_from_body = model_from_body;
+  return out;
+}
+
+std::optional<HttpError> classify_content(ApiCall& call, std::string_view method,
+                                          std::string_view content_type, std::string_view body) {
+  if (call.op == Operation::kModels) return std::nullopt;
+  return classify_body(method, content_type, body, call.model_from_body, call);
+}
+
+Classified classify(std::string_view method, std::string_view target,
+                    std::string_view content_type, std::string_view body) {
+  auto out = classify_target(method, target);
+  if (!out.error) out.error = classify_content(out.call, method, content_type, body);
   return out;
 }
 

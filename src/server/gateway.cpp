@@ -122,6 +122,7 @@ struct Gateway::Impl {
   ratelimit::BucketRegistry buckets;  // admission buckets, kept across reloads
   ratelimit::BudgetRegistry budget_counters;  // calendar budgets, kept across reloads
   std::shared_ptr<usage::Ledger> ledger;      // null when usage.ledger is not set
+  std::shared_ptr<BodyBudget> body_budget;    // request bodies held, all workers
   net::thread_pool report_pool{1};            // admin usage reports (SQLite reads)
   // Builds each generation's snapshot; keeps the live routing state across reloads. Created
   // once the tokenizer is loaded (restart-only data_dir). Thread: control.
@@ -172,6 +173,7 @@ struct Gateway::Impl {
     config = result.config;
     current = snap;
     health->apply(snap);
+    body_budget->set_limit(snap->config->server.limits.max_buffered_bytes);
     for (auto& w : workers) w->publish(snap);
     control_stats.reloads_ok.add();
     control_stats.last_reload_ok_time.store(static_cast<double>(core::unix_now_ms()) / 1000.0);
@@ -270,10 +272,12 @@ struct Gateway::Impl {
     priority_families(out);
     if (health) health->families(out);
     if (identity) identity->families(out, current.get());
+    auto add = [&](const metrics::FamilySpec<0>& spec, auto v) {
+      out.push_back(metrics::single(spec, static_cast<double>(v)));
+    };
+    add(fam::kRequestBufferedBytes, body_budget->held());
+    add(fam::kRequestBufferFull, body_budget->refused());
     if (ledger) {
-      auto add = [&](const metrics::FamilySpec<0>& spec, auto v) {
-        out.push_back(metrics::single(spec, static_cast<double>(v)));
-      };
       add(fam::kLedgerQueueDepth, ledger->queued());
       add(fam::kLedgerWritten, ledger->written());
       add(fam::kLedgerWriteErrors, ledger->write_errors());
@@ -403,6 +407,8 @@ Gateway::Gateway(std::string config_path, std::shared_ptr<const config::Config> 
     s.workers.push_back(std::make_unique<Worker>(i, s.access_log));
     s.series.add_worker(&s.workers.back()->stats());
   }
+  s.body_budget = std::make_shared<BodyBudget>(cfg.server.limits.max_buffered_bytes);
+  for (auto& w : s.workers) w->set_body_budget(s.body_budget);
   s.identity = std::make_unique<IdentityManager>(s.control, s.series,
                                                  [&s](std::shared_ptr<const AuthState> a) {
                                                    for (auto& w : s.workers) w->publish_auth(a);

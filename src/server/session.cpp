@@ -10,6 +10,7 @@
 
 #include "proxy/forwarder.hpp"
 #include "proxy/net.hpp"
+#include "server/body_budget.hpp"
 #include "server/pipeline/finish.hpp"
 #include "server/pipeline/stages.hpp"
 #include "tollgate/core/request_id.hpp"
@@ -109,10 +110,16 @@ struct FinishGuard {
   }
 };
 
+using Parser = http::request_parser<http::string_body>;
+
 template <class Stream>
-net::awaitable<ReadResult> read_request(Worker& w, Client<Stream> client, beast::flat_buffer& buffer,
-                                        http::request_parser<http::string_body>& parser,
-                                        RequestContext& ctx, SessionScope& scope, bool first);
+net::awaitable<ReadResult> read_header(Worker& w, Client<Stream> client, beast::flat_buffer& buffer,
+                                       Parser& parser, RequestContext& ctx, SessionScope& scope,
+                                       bool first);
+template <class Stream>
+net::awaitable<bool> serve(Worker& w, Client<Stream> client, beast::flat_buffer& buffer,
+                           Parser& parser, RequestContext& ctx, const Snapshot& snap,
+                           const AuthState& auth);
 
 template <class Stream>
 net::awaitable<void> run_session(Worker& w, Stream stream, std::string remote) {
@@ -122,18 +129,17 @@ net::awaitable<void> run_session(Worker& w, Stream stream, std::string remote) {
   beast::flat_buffer buffer;
   buffer.reserve(8 * 1024);  // Beast reads at most the free capacity: 512 B steps cost syscalls
   for (bool first = true; !w.draining(); first = false) {
-    http::request_parser<http::string_body> parser;
+    Parser parser;
     RequestContext ctx;
     ctx.remote = remote;
-    auto read = co_await read_request(w, client, buffer, parser, ctx, scope, first);
+    auto read = co_await read_header(w, client, buffer, parser, ctx, scope, first);
     if (read != ReadResult::kRequest) co_return;
     // The request runs on the newest snapshot and identities as of its arrival, and keeps them
     // to its end (finish included).
     auto snap = w.snapshot();
     auto auth = w.auth();
-    auto req = parser.release();
     FinishGuard guard{w, ctx};
-    bool keep = co_await handle(w, client, req, ctx, *snap, *auth);
+    bool keep = co_await serve(w, client, buffer, parser, ctx, *snap, *auth);
     guard.armed = false;
     pipeline::finish(w.finish_env(), ctx);
     if (!keep) break;
@@ -168,17 +174,26 @@ core::HttpError body_too_large(std::size_t limit) {
           "the request body exceeds the limit of " + std::to_string(limit) + " bytes", {}, {}};
 }
 
-/// Answers a request refused while it was read, finishes it, and (`linger`) drains what the
-/// client still sends so it sees the answer.
+/// Answers a request refused while it was read and (`linger`) drains what the client still
+/// sends so it sees the answer. The caller finishes the request.
 template <class Stream>
-net::awaitable<ReadResult> refuse_read(Worker& w, Client<Stream> client, RequestContext& ctx,
+net::awaitable<ReadResult> refuse_read(Client<Stream> client, RequestContext& ctx,
                                        std::string_view reason, const core::HttpError* e,
                                        unsigned version, bool linger) {
   ctx.outcome = pipeline::Outcome::kRejected;
   ctx.error = reason;
   if (e != nullptr) co_await respond(client, ctx, e->status, e->body(), false, version);
-  pipeline::finish(w.finish_env(), ctx);
   if (linger) co_await linger_close(client.stream, client.deadline);
+  co_return ReadResult::kRefused;
+}
+
+/// A request refused before it became one (its header could not be read): answered and
+/// finished here.
+template <class Stream>
+net::awaitable<ReadResult> refuse_header(Worker& w, Client<Stream> client, RequestContext& ctx,
+                                         std::string_view reason, const core::HttpError& e) {
+  co_await refuse_read(client, ctx, reason, &e, 11, true);
+  pipeline::finish(w.finish_env(), ctx);
   co_return ReadResult::kRefused;
 }
 
@@ -197,14 +212,12 @@ net::awaitable<ReadResult> bad_header(Worker& w, Client<Stream> client, RequestC
   ctx.request_id = core::new_request_id();
   if (ec == http::error::header_limit) {
     core::HttpError e{431, "header_too_large", "the request header is too large", {}, {}};
-    co_return co_await refuse_read(w, client, ctx, "header_too_large", &e, 11, true);
+    co_return co_await refuse_header(w, client, ctx, "header_too_large", e);
   }
   if (ec == http::error::body_limit) {  // Content-Length above the limit
-    auto e = body_too_large(body_limit);
-    co_return co_await refuse_read(w, client, ctx, "body_too_large", &e, 11, true);
+    co_return co_await refuse_header(w, client, ctx, "body_too_large", body_too_large(body_limit));
   }
-  auto e = core::bad_request("malformed HTTP request");
-  co_return co_await refuse_read(w, client, ctx, "bad_request", &e, 11, true);
+  co_return co_await refuse_header(w, client, ctx, "bad_request", core::bad_request("malformed HTTP request"));
 }
 
 void describe(RequestContext& ctx, const http::request_parser<http::string_body>& parser) {
@@ -218,39 +231,79 @@ void describe(RequestContext& ctx, const http::request_parser<http::string_body>
 }
 
 template <class Stream>
+net::awaitable<bool> send_reply(Client<Stream> client, const Request& req, RequestContext& ctx,
+                                const Reply& reply, bool keep_alive);
+
+// How long a client refused for want of body budget is told to wait.
+constexpr std::int64_t kBuffersFullRetryMs = 1000;
+// A chunked body's size is known only at its end: it takes from the body budget in steps.
+constexpr std::size_t kChunkedBudgetStep = 256u << 10;
+
+/// Takes the body's bytes from the gateway's budget: a known length at once, a chunked body's
+/// first step (read_body takes the next ones as it grows).
+bool reserve_body(Worker& w, const Parser& parser, BodyBudget::Hold& hold) {
+  if (parser.is_done()) return true;  // no body
+  auto length = parser.content_length();
+  return w.body_budget().take(length ? static_cast<std::size_t>(*length) : kChunkedBudgetStep, hold);
+}
+
+/// Reads the body into the parser (what the header read buffered first), growing a chunked
+/// body's hold on the budget as it arrives. `full`: the budget refused a step.
+template <class Stream>
+net::awaitable<boost::system::error_code> read_body_bytes(Worker& w, Client<Stream> client,
+                                                          beast::flat_buffer& buffer, Parser& parser,
+                                                          BodyBudget::Hold& hold, std::size_t& n,
+                                                          bool& full) {
+  boost::system::error_code ec;
+  n = parse_buffered(parser, buffer, ec);
+  bool chunked = !parser.content_length();
+  while (!ec && !parser.is_done()) {
+    if (chunked && parser.get().body().size() + kChunkedBudgetStep > hold.bytes() &&
+        !w.body_budget().take(kChunkedBudgetStep, hold)) {
+      full = true;
+      break;
+    }
+    auto [rec, rn] = co_await http::async_read_some(client.stream, buffer, parser, use_tuple);
+    ec = rec == http::error::need_buffer ? boost::system::error_code{} : rec;
+    n += rn;
+  }
+  co_return ec;
+}
+
+template <class Stream>
 net::awaitable<ReadResult> read_body(Worker& w, Client<Stream> client, beast::flat_buffer& buffer,
-                                     http::request_parser<http::string_body>& parser,
-                                     RequestContext& ctx, const config::ServerLimits& limits,
-                                     std::size_t header_bytes) {
+                                     Parser& parser, RequestContext& ctx,
+                                     const config::ServerLimits& limits, BodyBudget::Hold& hold) {
   auto version = parser.get().version();
-  if (beast::iequals(parser.get()[http::field::expect], "100-continue")) {
+  if (beast::iequals(parser.get()[http::field::expect], "100-continue") && !parser.is_done()) {
     http::response<http::empty_body> cont{http::status::continue_, version};
     co_await http::async_write(client.stream, cont, use_tuple);
   }
-  boost::system::error_code ec;
-  std::size_t n = parse_buffered(parser, buffer, ec);
-  if (!ec && !parser.is_done()) {
-    client.deadline.after(limits.header_timeout);
-    auto [rec, rn] = co_await http::async_read(client.stream, buffer, parser, use_tuple);
-    ec = rec;
-    n += rn;
+  client.deadline.after(limits.header_timeout);
+  std::size_t n = 0;
+  bool full = false;
+  auto ec = co_await read_body_bytes(w, client, buffer, parser, hold, n, full);
+  ctx.bytes_in += n;
+  if (full) {
+    co_await send_reply(client, parser.get(), ctx, pipeline::buffers_full(kBuffersFullRetryMs), false);
+    co_await linger_close(client.stream, client.deadline);
+    co_return ReadResult::kRefused;
   }
-  ctx.bytes_in = header_bytes + n;
   if (!ec) co_return ReadResult::kRequest;
   if (ec == http::error::body_limit) {
     auto e = body_too_large(limits.max_request_body);
-    co_return co_await refuse_read(w, client, ctx, "body_too_large", &e, version, true);
+    co_return co_await refuse_read(client, ctx, "body_too_large", &e, version, true);
   }
   bool silent = ec == net::error::operation_aborted || ec == beast::error::timeout ||
                 ec == http::error::partial_message || ec == net::error::eof;
   auto e = core::bad_request("malformed HTTP request");
-  co_return co_await refuse_read(w, client, ctx, "incomplete_request", silent ? nullptr : &e, version, false);
+  co_return co_await refuse_read(client, ctx, "incomplete_request", silent ? nullptr : &e, version, false);
 }
 
 template <class Stream>
-net::awaitable<ReadResult> read_request(Worker& w, Client<Stream> client, beast::flat_buffer& buffer,
-                                        http::request_parser<http::string_body>& parser,
-                                        RequestContext& ctx, SessionScope& scope, bool first) {
+net::awaitable<ReadResult> read_header(Worker& w, Client<Stream> client, beast::flat_buffer& buffer,
+                                       Parser& parser, RequestContext& ctx, SessionScope& scope,
+                                       bool first) {
   const auto limits = w.snapshot()->config->server.limits;  // a copy: the snapshot may change
   parser.header_limit(static_cast<std::uint32_t>(limits.max_header_size));
   parser.body_limit(limits.max_request_body);
@@ -263,12 +316,13 @@ net::awaitable<ReadResult> read_request(Worker& w, Client<Stream> client, beast:
   if (ec) co_return co_await bad_header(w, client, ctx, ec, hn, limits.max_request_body);
   w.stats().in_flight.add(1);
   describe(ctx, parser);
+  ctx.bytes_in = hn;
   auto length = parser.content_length();
   if (length && *length > limits.max_request_body) {
     auto e = body_too_large(limits.max_request_body);
-    co_return co_await refuse_read(w, client, ctx, "body_too_large", &e, parser.get().version(), true);
+    co_return co_await refuse_header(w, client, ctx, "body_too_large", e);
   }
-  co_return co_await read_body(w, client, buffer, parser, ctx, limits, hn);
+  co_return ReadResult::kRequest;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -287,19 +341,55 @@ template <class Stream>
 net::awaitable<bool> forward(Worker& w, Client<Stream> client, const Request& req, Exchange& x,
                              bool keep_alive);
 
-/// One request through the pipeline. Returns whether to keep the connection.
+/// A request refused from its header alone: answered at once. When a body follows, the
+/// connection closes without reading it (a lingering close discards what is in flight, so the
+/// client sees the answer) and no `100 Continue` is sent.
 template <class Stream>
-net::awaitable<bool> handle(Worker& w, Client<Stream> client, Request& req, RequestContext& ctx,
-                            const Snapshot& snap, const AuthState& auth) {
+net::awaitable<bool> refuse_before_body(Worker& w, Client<Stream> client, const Parser& parser,
+                                        RequestContext& ctx, const Reply& reply) {
+  const auto& req = parser.get();
+  bool body_follows = !parser.is_done();
+  bool keep = !body_follows && req.keep_alive() && !w.draining();
+  co_await send_reply(client, req, ctx, reply, keep);
+  if (body_follows) co_await linger_close(client.stream, client.deadline);
+  co_return keep;
+}
+
+/// The request once its body is read: the request stages, the filters, forward. Returns
+/// whether to keep the connection.
+template <class Stream>
+net::awaitable<bool> handle(Worker& w, Client<Stream> client, const Request& req, Exchange& x) {
   bool keep_alive = req.keep_alive() && !w.draining();
-  auto lookup = [&req](std::string_view name) { return std::string_view(req[name]); };
-  pipeline::RequestView view{req.method_string(), req.target(), pipeline::Headers(lookup), req.body()};
-  Exchange x{snap, auth, view, ctx, w.stats(), w.clock(), w.ledger() != nullptr};
-  auto reply = pipeline::run_request_stages(x);
-  if (x.identity.refresh_issuer) w.unknown_kid(*x.identity.refresh_issuer);
-  if (reply) co_return co_await send_reply(client, req, ctx, *reply, keep_alive);
+  x.req.body = req.body();
+  if (auto reply = pipeline::run_request_stages(x)) {
+    co_return co_await send_reply(client, req, x.ctx, *reply, keep_alive);
+  }
   pipeline::run_request_filters(x);
   co_return co_await forward(w, client, req, x, keep_alive);
+}
+
+/// One request: the header stages (who calls what) before any body byte is read, then the
+/// body within the gateway's budget, then handle(). Returns whether to keep the connection.
+template <class Stream>
+net::awaitable<bool> serve(Worker& w, Client<Stream> client, beast::flat_buffer& buffer,
+                           Parser& parser, RequestContext& ctx, const Snapshot& snap,
+                           const AuthState& auth) {
+  const auto& req = parser.get();
+  auto lookup = [&req](std::string_view name) { return std::string_view(req[name]); };
+  pipeline::RequestView view{req.method_string(), req.target(), pipeline::Headers(lookup), {}};
+  Exchange x{snap, auth, view, ctx, w.stats(), w.clock(), w.ledger() != nullptr};
+  auto refused = pipeline::run_header_stages(x);
+  if (x.identity.refresh_issuer) w.unknown_kid(*x.identity.refresh_issuer);
+  if (refused) co_return co_await refuse_before_body(w, client, parser, ctx, *refused);
+  BodyBudget::Hold hold;  // given back when the request ends
+  if (!reserve_body(w, parser, hold)) {
+    co_return co_await refuse_before_body(w, client, parser, ctx, pipeline::buffers_full(kBuffersFullRetryMs));
+  }
+  if (co_await read_body(w, client, buffer, parser, ctx, snap.config->server.limits, hold) !=
+      ReadResult::kRequest) {
+    co_return false;
+  }
+  co_return co_await handle(w, client, parser.get(), x);
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "proxy/upstream_pool.hpp"
+#include "server/body_budget.hpp"
 #include "server/pipeline/finish.hpp"
 #include "server/runtime.hpp"
 #include "tollgate/core/clock.hpp"
@@ -43,6 +44,9 @@ class Worker {
   /// The usage ledger (null when none is configured). Set before start().
   usage::Ledger* ledger() { return ledger_.get(); }
   void set_ledger(std::shared_ptr<usage::Ledger> ledger) { ledger_ = std::move(ledger); }
+  /// The gateway's bound on request bodies held in memory. Set before start().
+  BodyBudget& body_budget() { return *body_budget_; }
+  void set_body_budget(std::shared_ptr<BodyBudget> budget) { body_budget_ = std::move(budget); }
 
   /// Thread: control thread before start().
   void add_listener(boost::asio::ip::tcp::acceptor acceptor,
@@ -98,6 +102,7 @@ class Worker {
   metrics::WorkerStats stats_;
   std::shared_ptr<metrics::AccessLog> access_log_;
   std::shared_ptr<usage::Ledger> ledger_;
+  std::shared_ptr<BodyBudget> body_budget_;
   std::shared_ptr<const Snapshot> snapshot_;         // owner: worker thread
   std::shared_ptr<const AuthState> auth_;            // owner: worker thread
   std::function<void(std::size_t)> unknown_kid_;     // set before start

@@ -44,7 +44,8 @@ struct ApiCall {
   std::string api_version;  // decoded api-version parameter, may be empty
   bool stream = false;
   bool include_usage = false;  // stream_options.include_usage set by the client
-  bool model_in_body = false;  // routing used the body's "model"
+  bool model_from_body = false;  // the surface names the deployment in the body's "model"
+  bool model_in_body = false;    // routing used the body's "model"
   bool stateful = false;       // a stateful API (responses, files, threads, ...): affinity applies
   bool body_modified = false;  // `json` was changed by the gateway (admission policy): re-serialize
   std::optional<nlohmann::ordered_json> json;  // parsed body when it is JSON
@@ -55,7 +56,14 @@ struct Classified {
   std::optional<HttpError> error;
 };
 
-/// Classifies a request. Never throws. `content_type` decides whether the body is parsed as JSON.
+/// Classifies a request from its method and target alone (surface, operation, the deployment
+/// a path names): what authorization needs before any body byte is read. Never throws.
+Classified classify_target(std::string_view method, std::string_view target);
+/// Completes `call` (from classify_target) with its body: stream flags, the model of the v1
+/// surfaces, required parameters. `content_type` decides whether the body is parsed as JSON.
+std::optional<HttpError> classify_content(ApiCall& call, std::string_view method,
+                                          std::string_view content_type, std::string_view body);
+/// Both steps at once. Never throws.
 Classified classify(std::string_view method, std::string_view target,
                     std::string_view content_type, std::string_view body);
 

@@ -321,6 +321,20 @@ inline constexpr FamilySpec<0> kClientKeys{
     MetricType::Gauge,
     {}};
 
+// Request bodies held in memory (server/body_budget.hpp, read by server/gateway.cpp).
+inline constexpr FamilySpec<0> kRequestBufferedBytes{
+    "tollgate_request_buffered_bytes",
+    "Request body bytes the gateway holds now, all connections (bounded by "
+    "server.limits.max_buffered_bytes).",
+    MetricType::Gauge,
+    {}};
+inline constexpr FamilySpec<0> kRequestBufferFull{
+    "tollgate_request_buffer_full_total",
+    "Requests refused with 503 before their body was read because server.limits."
+    "max_buffered_bytes was reached.",
+    MetricType::Counter,
+    {}};
+
 // The usage ledger (its counters, read by server/gateway.cpp).
 inline constexpr FamilySpec<0> kLedgerQueueDepth{
     "tollgate_ledger_queue_depth",

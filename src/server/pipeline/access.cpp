@@ -1,4 +1,5 @@
-// The stages that decide who calls what: authenticate, classify, list_models, route, authorize.
+// The stages that decide who calls what: before the body authenticate, classify_target,
+// authorize_target; after it classify, list_models, route, authorize.
 
 #include "server/pipeline/stages.hpp"
 
@@ -17,6 +18,23 @@ Reply unauthenticated(const auth::Identity& id) {
   headers.emplace_back("www-authenticate", std::move(challenge));
   // missing_credentials, unknown_key, token_expired, ...
   return Reply::error(id.reason, e, std::move(headers));
+}
+
+Reply unknown_deployment() {
+  return Reply::error("unknown_deployment",
+                      core::not_found("DeploymentNotFound",
+                                      "The API deployment for this resource does not exist."));
+}
+
+StageResult check_deployment(const config::ClientConfig& caller, const std::string& name) {
+  if (auth::allows_deployment(caller, name)) return std::nullopt;
+  return forbidden("This client may not use deployment '" + name + "'.");
+}
+
+StageResult check_operation(const config::ClientConfig& caller, const core::ApiCall& call) {
+  auto op = auth::operation_name(call);
+  if (auth::allows_operation(caller, op)) return std::nullopt;
+  return forbidden("This client may not call the '" + std::string(op) + "' operation.");
 }
 
 }  // namespace
@@ -50,14 +68,33 @@ StageResult authenticate(Exchange& x) {
   return std::nullopt;
 }
 
-// Classified only after authentication: an unauthenticated caller costs no JSON parsing.
-StageResult classify(Exchange& x) {
-  auto classified =
-      core::classify(x.req.method, x.req.target, x.req.headers["content-type"], x.req.body);
+// Classified only after authentication: an unauthenticated caller costs no parsing.
+StageResult classify_target(Exchange& x) {
+  auto classified = core::classify_target(x.req.method, x.req.target);
   x.ctx.call = std::move(classified.call);
   if (classified.error) return Reply::error("bad_request", *classified.error);
+  return std::nullopt;
+}
+
+StageResult authorize_target(Exchange& x) {
+  const auto& call = x.ctx.call;
+  if (call.op == core::Operation::kModels) return std::nullopt;  // list_models decides
+  bool named = !call.model_from_body;  // /openai/deployments/{d}/...
+  if (named && x.config().find_deployment(call.deployment) == nullptr) return unknown_deployment();
+  if (x.caller == nullptr) return std::nullopt;
+  if (named) {
+    if (auto refused = check_deployment(*x.caller, call.deployment)) return refused;
+  }
+  return check_operation(*x.caller, call);
+}
+
+StageResult classify(Exchange& x) {
+  auto& call = x.ctx.call;
+  if (auto e = core::classify_content(call, x.req.method, x.req.headers["content-type"], x.req.body)) {
+    return Reply::error("bad_request", *e);
+  }
   // Streams carry usage only when asked for (stream_options.include_usage).
-  x.ctx.usage_expected = x.inference() && (!x.ctx.call.stream || x.ctx.call.include_usage);
+  x.ctx.usage_expected = x.inference() && (!call.stream || call.include_usage);
   return std::nullopt;
 }
 
@@ -81,11 +118,7 @@ StageResult route(Exchange& x) {
   } else {
     ctx.deployment = cfg.find_deployment(ctx.call.deployment);
   }
-  if (ctx.deployment == nullptr) {
-    return Reply::error("unknown_deployment",
-                        core::not_found("DeploymentNotFound",
-                                        "The API deployment for this resource does not exist."));
-  }
+  if (ctx.deployment == nullptr) return unknown_deployment();
   x.route = &x.snap.deployments[cfg.deployment_index(*ctx.deployment)];
   ctx.series = x.route->series_none;
   return std::nullopt;
@@ -95,13 +128,8 @@ StageResult authorize(Exchange& x) {
   if (x.caller == nullptr) return std::nullopt;  // anonymous callers may use everything
   const auto& caller = *x.caller;
   const auto& name = x.ctx.deployment->name;
-  if (!auth::allows_deployment(caller, name)) {
-    return forbidden("This client may not use deployment '" + name + "'.");
-  }
-  auto op = auth::operation_name(x.ctx.call);
-  if (!auth::allows_operation(caller, op)) {
-    return forbidden("This client may not call the '" + std::string(op) + "' operation.");
-  }
+  if (auto refused = check_deployment(caller, name)) return refused;
+  if (auto refused = check_operation(caller, x.ctx.call)) return refused;
   if (caller.regions.empty()) return std::nullopt;
   auto mask = routing::BackendMask::none(x.snap.backends.size());
   bool any = false;

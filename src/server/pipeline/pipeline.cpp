@@ -18,8 +18,11 @@ std::string_view to_string(Outcome o) {
 
 bool Exchange::inference() const { return core::is_inference(ctx.call.op); }
 
-StageResult run_request_stages(Exchange& x) {
-  for (const auto& stage : kRequestStages) {
+namespace {
+
+template <std::size_t N>
+StageResult run_stages(const std::array<Stage, N>& stages, Exchange& x) {
+  for (const auto& stage : stages) {
     if (auto reply = stage.run(x)) {
       x.ctx.outcome = reply->outcome;
       x.ctx.error = reply->reason;
@@ -28,6 +31,11 @@ StageResult run_request_stages(Exchange& x) {
   }
   return std::nullopt;
 }
+
+}  // namespace
+
+StageResult run_header_stages(Exchange& x) { return run_stages(kHeaderStages, x); }
+StageResult run_request_stages(Exchange& x) { return run_stages(kRequestStages, x); }
 
 void run_request_filters(Exchange& x) {
   for (const auto& filter : kRequestFilters) filter.run(x);

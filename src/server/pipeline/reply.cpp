@@ -44,3 +44,15 @@ Reply unavailable(std::string_view reason, std::string message, std::optional<st
 }
 
 }  // namespace tollgate::pipeline
+
+namespace tollgate::pipeline {
+
+Reply buffers_full(std::int64_t wait_ms) {
+  core::HttpError e{503, "503",
+                    "The gateway holds as many request bodies as it may (server.limits."
+                    "max_buffered_bytes). " + retry_sentence(wait_ms),
+                    "service_unavailable", {}};
+  return Reply::error("buffers_full", e, retry_after(wait_ms));
+}
+
+}  // namespace tollgate::pipeline

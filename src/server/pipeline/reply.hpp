@@ -49,4 +49,8 @@ Reply too_many_requests(std::string_view reason, const std::string& message, std
 Reply unavailable(std::string_view reason, std::string message, std::optional<std::int64_t> wait_ms,
                   pipeline::Outcome outcome);
 
+/// 503 for a body the gateway may not buffer now (server.limits.max_buffered_bytes reached):
+/// retry shortly (retry-after), the SDKs do.
+Reply buffers_full(std::int64_t wait_ms);
+
 }  // namespace tollgate::pipeline

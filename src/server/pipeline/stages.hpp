@@ -16,9 +16,20 @@ namespace tollgate::pipeline {
 
 using StageResult = std::optional<Reply>;
 
+// --- Header stages: run as soon as the request header is read, before any body byte is read
+// (or `100 Continue` sent). A refusal here closes the connection without reading the body.
+
 /// Who is calling: key or JWT → identity, client, tenant, metrics series. 401 / 403.
 StageResult authenticate(Exchange& x);
-/// What is called: operation, deployment or model, stream flags, the JSON body. 400.
+/// What is called, from the method and target: surface, operation, the deployment a path
+/// names. 400 / 404 / 405.
+StageResult classify_target(Exchange& x);
+/// The deployment the path names exists, and the caller may use it and the operation. 403 / 404.
+StageResult authorize_target(Exchange& x);
+
+// --- Request stages: run once the body is read.
+
+/// The body: stream flags, the model of the v1 surfaces, required parameters. 400.
 StageResult classify(Exchange& x);
 /// GET /v1/models: answered by the gateway with the deployments the caller may use.
 StageResult list_models(Exchange& x);
@@ -41,16 +52,23 @@ struct Stage {
   StageResult (*run)(Exchange&);
 };
 
+inline constexpr std::array kHeaderStages = {
+    Stage{"authenticate", authenticate},
+    Stage{"classify_target", classify_target},
+    Stage{"authorize_target", authorize_target},
+};
+
 inline constexpr std::array kRequestStages = {
-    Stage{"authenticate", authenticate}, Stage{"classify", classify},
+    Stage{"classify", classify},
     Stage{"list_models", list_models},   Stage{"route", route},
     Stage{"authorize", authorize},       Stage{"prioritize", prioritize},
     Stage{"locate_objects", locate_objects}, Stage{"pin", pin},
     Stage{"admit", admit},
 };
 
-/// Runs the stages in order; the first answer ends the request (its outcome and reason are
+/// Run the stages in order; the first answer ends the request (its outcome and reason are
 /// recorded in the context).
+StageResult run_header_stages(Exchange& x);
 StageResult run_request_stages(Exchange& x);
 
 /// Request filters: edits of what is sent upstream, run after the stages when the request goes

@@ -1,4 +1,5 @@
-// authenticate, classify, list_models, route, authorize.
+// The header stages (authenticate, classify_target, authorize_target) and the request stages
+// classify, list_models, route, authorize.
 
 #include <gtest/gtest.h>
 
@@ -144,15 +145,26 @@ TEST_F(ListModelsTest, OtherCallsGoOn) {
 
 using RouteTest = StageTest;
 
-TEST_F(RouteTest, UnknownDeploymentIs404) {
+TEST_F(RouteTest, UnknownDeploymentInThePathIs404BeforeTheBody) {
   auto env = StageEnv::from_yaml(kTwoDeployments);
-  auto reply =
+  auto& call =
       env.request("POST", "/openai/deployments/gpt-5/chat/completions?api-version=2024-10-21",
-                  {{"api-key", "sk-app"}}, kChat)
-          .run(route);
+                  {{"api-key", "sk-app"}}, kChat);
+  auto reply = call.run(authorize_target);
   EXPECT_EQ(status(reply), 404);
   EXPECT_EQ(error_code(reply), "DeploymentNotFound");
   EXPECT_EQ(reply->reason, "unknown_deployment");
+  EXPECT_EQ(call.run_header()->status, 404) << "the header stages answer it";
+}
+
+TEST_F(RouteTest, UnknownModelInTheBodyIs404) {
+  auto env = StageEnv::from_yaml(kTwoDeployments);
+  auto& call = env.request("POST", "/v1/chat/completions", {{"api-key", "sk-other"}},
+                           R"({"model":"gpt-5","messages":[{"role":"user","content":"hi"}]})");
+  EXPECT_FALSE(call.run_header()) << "the deployment is not known before the body";
+  auto reply = call.run(route);
+  EXPECT_EQ(status(reply), 404);
+  EXPECT_EQ(error_code(reply), "DeploymentNotFound");
 }
 
 TEST_F(RouteTest, TheModelInTheBodyPicksTheDeployment) {
@@ -176,15 +188,34 @@ TEST_F(RouteTest, AStatefulCallWithoutModelGoesToTheAffinityDeployment) {
 
 using AuthorizeTest = StageTest;
 
-TEST_F(AuthorizeTest, AnotherDeploymentIs403) {
+TEST_F(AuthorizeTest, AnotherDeploymentInThePathIs403BeforeTheBody) {
   auto env = StageEnv::from_yaml(kTwoDeployments);
   auto reply =
       env.request("POST", "/openai/deployments/mini/chat/completions?api-version=2024-10-21",
                   {{"api-key", "sk-app"}}, kChat)
-          .run(authorize);
+          .run(authorize_target);
   EXPECT_EQ(status(reply), 403);
   EXPECT_EQ(error_message(reply), "This client may not use deployment 'mini'.");
   EXPECT_EQ(reply->reason, "forbidden");
+}
+
+TEST_F(AuthorizeTest, AnotherDeploymentInTheBodyIs403) {
+  auto env = StageEnv::from_yaml(kTwoDeployments);
+  auto& call = env.request("POST", "/openai/v1/chat/completions", {{"api-key", "sk-app"}},
+                           R"({"model":"mini","messages":[{"role":"user","content":"hi"}]})");
+  EXPECT_FALSE(call.run_header());
+  auto reply = call.run(authorize);
+  EXPECT_EQ(status(reply), 403);
+  EXPECT_EQ(error_message(reply), "This client may not use deployment 'mini'.");
+}
+
+TEST_F(AuthorizeTest, AnonymousCallersPassTheHeaderStages) {
+  auto env = StageEnv::from_yaml(R"(
+backends: [{name: east, endpoint: "http://127.0.0.1:1", deployment: gpt-4o, api_key: env:AOAI_KEY}]
+deployments: [{name: gpt-4o, pools: [{backends: [east]}]}]
+auth: {allow_anonymous: true}
+)");
+  EXPECT_FALSE(env.request("POST", kChatPath, {}, kChat).run_header());
 }
 
 TEST_F(AuthorizeTest, AnotherOperationIs403) {
@@ -193,9 +224,11 @@ backends: [{name: east, endpoint: "http://127.0.0.1:1", deployment: gpt-4o, api_
 deployments: [{name: gpt-4o, pools: [{backends: [east]}]}]
 clients: [{name: app, keys: [env:APP_KEY], deployments: ["*"], operations: [embeddings]}]
 )");
-  auto reply = env.request("POST", kChatPath, {{"api-key", "sk-app"}}, kChat).run(authorize);
+  auto reply = env.request("POST", kChatPath, {{"api-key", "sk-app"}}, kChat).run(authorize_target);
   EXPECT_EQ(status(reply), 403);
   EXPECT_EQ(error_message(reply), "This client may not call the 'chat' operation.");
+  auto v1 = env.request("POST", "/v1/chat/completions", {{"api-key", "sk-app"}}, kChat).run_header();
+  EXPECT_EQ(status(v1), 403) << "the operation is known from the path on every surface";
 }
 
 TEST_F(AuthorizeTest, RegionsMaskTheBackends) {

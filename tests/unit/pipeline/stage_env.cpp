@@ -78,7 +78,9 @@ Call::Call(const pipeline::Snapshot& snap, const pipeline::AuthState& auth, metr
       x_{snap, auth, RequestView{method_, target_, Headers(lookup_), body_}, ctx_, stats, clock} {}
 
 StageResult Call::run(StageResult (*stage)(Exchange&)) {
-  for (const auto& s : kRequestStages) {
+  std::vector<Stage> all(kHeaderStages.begin(), kHeaderStages.end());
+  all.insert(all.end(), kRequestStages.begin(), kRequestStages.end());
+  for (const auto& s : all) {
     if (s.run == stage) return s.run(x_);
     if (auto reply = s.run(x_)) {
       ADD_FAILURE() << "stage " << s.name
@@ -87,11 +89,14 @@ StageResult Call::run(StageResult (*stage)(Exchange&)) {
       return reply;
     }
   }
-  ADD_FAILURE() << "not a stage of kRequestStages";
+  ADD_FAILURE() << "not a stage of kHeaderStages or kRequestStages";
   return std::nullopt;
 }
 
+StageResult Call::run_header() { return run_header_stages(x_); }
+
 StageResult Call::run_all() {
+  if (auto reply = run_header_stages(x_)) return reply;
   return run_request_stages(x_);
 }
 

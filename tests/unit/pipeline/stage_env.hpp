@@ -67,7 +67,9 @@ class Call {
   /// Runs the stages before `stage` (each must let the request go on: a test failure names the
   /// one that answered), then `stage`, and returns its answer.
   StageResult run(StageResult (*stage)(Exchange&));
-  /// run_request_stages(): every stage, up to the first answer.
+  /// run_header_stages(): the stages before the body, up to the first answer.
+  StageResult run_header();
+  /// The header stages, then run_request_stages(): every stage, up to the first answer.
   StageResult run_all();
   /// Runs every stage (none may answer), then the request filter `filter`.
   void filter(void (*filter)(Exchange&));
