@@ -27,7 +27,8 @@ Usage:
   tollgate --version                print the version
   tollgate --help                   this text
 
-Signals: SIGHUP reloads the configuration; SIGTERM/SIGINT drain and exit.
+Signals: SIGHUP reloads the configuration; SIGUSR1 reopens the access log file;
+SIGTERM/SIGINT drain and exit.
 Documentation: docs/configuration.md, docs/operations.md
 )";
 

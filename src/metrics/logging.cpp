@@ -1,7 +1,8 @@
 #include "tollgate/metrics/logging.hpp"
 
 #include <spdlog/async.h>
-#include <spdlog/sinks/basic_file_sink.h>
+#include <spdlog/details/file_helper.h>
+#include <spdlog/sinks/base_sink.h>
 #include <spdlog/sinks/stdout_sinks.h>
 #include <spdlog/spdlog.h>
 
@@ -39,6 +40,37 @@ std::shared_ptr<spdlog::details::thread_pool> access_pool() {
 
 }  // namespace
 
+/// The access log's file, reopened by name on request: after an external rotation (the file
+/// renamed, then SIGUSR1), new lines go to a new file under the configured name.
+/// Thread: lines are written on spdlog's access thread; reopen() on any thread (the sink's mutex).
+class ReopenableFileSink final : public spdlog::sinks::base_sink<std::mutex> {
+ public:
+  explicit ReopenableFileSink(std::string path) : path_(std::move(path)) { open(*file_); }
+
+  /// Opens the file again by its name; on failure (throws spdlog::spdlog_ex) the old one stays.
+  void reopen() {
+    auto next = std::make_unique<spdlog::details::file_helper>();
+    open(*next);
+    std::lock_guard lock(mutex_);
+    file_->flush();
+    file_ = std::move(next);
+  }
+
+ protected:
+  void sink_it_(const spdlog::details::log_msg& msg) override {
+    spdlog::memory_buf_t formatted;
+    formatter_->format(msg, formatted);
+    file_->write(formatted);
+  }
+  void flush_() override { file_->flush(); }
+
+ private:
+  void open(spdlog::details::file_helper& f) const { f.open(path_, /*truncate=*/false); }
+
+  std::string path_;
+  std::unique_ptr<spdlog::details::file_helper> file_ = std::make_unique<spdlog::details::file_helper>();
+};
+
 void setup_logging(std::string_view level) {
   auto logger = spdlog::stderr_logger_mt("tollgate");
   logger->set_pattern(R"({"time":"%Y-%m-%dT%H:%M:%S.%fZ","level":"%l",%v})",
@@ -63,7 +95,8 @@ AccessLog::AccessLog(const std::string& target) {
   } else if (target == "stderr") {
     sink = std::make_shared<spdlog::sinks::stderr_sink_mt>();
   } else {
-    sink = std::make_shared<spdlog::sinks::basic_file_sink_mt>(target, false);
+    file_ = std::make_shared<ReopenableFileSink>(target);
+    sink = file_;
   }
   // Block when the queue is full rather than drop records (as nginx's access log does).
   logger_ = std::make_shared<spdlog::async_logger>("access", sink, access_pool(),
@@ -81,6 +114,19 @@ void AccessLog::write(const core::JsonFields& record) {
 
 void AccessLog::flush() {
   if (logger_) logger_->flush();
+}
+
+bool AccessLog::reopen() {
+  if (!file_) return true;  // stdout, stderr or off: nothing to reopen
+  flush();
+  try {
+    file_->reopen();
+    return true;
+  } catch (const spdlog::spdlog_ex& e) {
+    log_error("the access log could not be reopened; writing on to the old file",
+              core::JsonFields().add("error", e.what()));
+    return false;
+  }
 }
 
 void LogFailure::operator()(std::exception_ptr e) const {

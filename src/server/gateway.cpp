@@ -128,7 +128,7 @@ struct Gateway::Impl {
   // once the tokenizer is loaded (restart-only data_dir). Thread: control.
   std::optional<SnapshotBuilder> builder;
   std::optional<tcp::acceptor> admin;
-  net::signal_set signals{control, SIGINT, SIGTERM, SIGHUP};
+  net::signal_set signals{control, SIGINT, SIGTERM, SIGHUP};  // and SIGUSR1, added at start
   bool draining = false;
   std::shared_ptr<metrics::AccessLog> access_log;
 
@@ -228,6 +228,8 @@ struct Gateway::Impl {
       if (ec) return;
       if (sig == SIGHUP) {
         reload();
+      } else if (sig == SIGUSR1) {
+        if (access_log->reopen()) log_info("access log reopened");
       } else {
         log_info("stop signal received", core::JsonFields().add("signal", sig));
         begin_drain();
@@ -495,6 +497,7 @@ int Gateway::run() {
   if (s.admin) {
     serve_admin(s.control, *s.admin, [&s](const AdminRequest& r) { return s.admin_handler(r); });
   }
+  s.signals.add(SIGUSR1);  // access log rotation
   s.wait_signal();
   s.control_stats.last_reload_ok_time.store(static_cast<double>(core::unix_now_ms()) / 1000.0);
   s.control_stats.ready.store(1);

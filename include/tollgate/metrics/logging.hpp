@@ -47,10 +47,15 @@ class AccessLog {
   ~AccessLog();
   void write(const core::JsonFields& record);
   void flush();
+  /// Reopens a file target by its name (log rotation: SIGUSR1 after the file was renamed).
+  /// Returns false (and logs why) when it cannot; lines then keep going to the old file.
+  /// Thread: any (the control thread on SIGUSR1).
+  bool reopen();
   bool enabled() const { return logger_ != nullptr; }
 
  private:
   std::shared_ptr<spdlog::logger> logger_;
+  std::shared_ptr<class ReopenableFileSink> file_;  // null unless the target is a file
 };
 
 }  // namespace tollgate::metrics
