@@ -234,7 +234,7 @@ net::awaitable<AttemptResult> attempt(Client<Down> down, const Request& req, std
   // closed it while idle) is followed by one fresh connection.
   for (int round = 0; round < 2; ++round) {
     std::int64_t idle_delta = 0;
-    auto conn = round == 0 ? pool.take(SteadyClock::now(), cfg.keepalive_idle, idle_delta)
+    auto conn = round == 0 ? pool.take(SteadyClock::now(), idle_delta)
                            : nullptr;
     env.stats.upstream_idle.add(idle_delta);
     bool pooled = conn != nullptr;
@@ -256,7 +256,8 @@ net::awaitable<AttemptResult> attempt(Client<Down> down, const Request& req, std
     }
     keep_alive = r.keep_alive;
     if (r.attempt.kind != AttemptResult::Kind::kFailed) {
-      if (r.reusable && pool.put(std::move(conn), cfg.max_idle_connections, SteadyClock::now())) {
+      if (r.reusable && pool.put(std::move(conn), PoolLimits{cfg.max_idle_connections, cfg.keepalive_idle},
+                                  SteadyClock::now())) {
         env.stats.upstream_idle.add(1);
       }
       if (ctx.outcome == pipeline::Outcome::kClientGone) keep_alive = false;

@@ -26,6 +26,7 @@ struct UpstreamConn {
   std::unique_ptr<Deadline> deadline;  // request I/O deadline (Beast's timers only for connect)
   beast::flat_buffer buffer;
   SteadyClock::time_point idle_since{};
+  SteadyClock::time_point idle_until{};  // pooled: closed from then on (backends[].keepalive_idle)
   std::uint32_t uses = 0;
 
   PlainStream& lowest() {
@@ -36,13 +37,21 @@ struct UpstreamConn {
   bool stale();
 };
 
+/// How a connection goes back to its pool: at most `max_idle` kept, each for `max_age` at most.
+struct PoolLimits {
+  std::size_t max_idle = 0;
+  std::chrono::milliseconds max_age{};
+};
+
 class UpstreamPool {
  public:
   /// A usable idle connection, or null. Drops stale and too-old ones.
-  std::unique_ptr<UpstreamConn> take(SteadyClock::time_point now, std::chrono::milliseconds max_age,
-                                     std::int64_t& idle_gauge_delta);
-  /// Keeps `c` for reuse unless the pool already holds `max_idle` connections.
-  bool put(std::unique_ptr<UpstreamConn> c, std::size_t max_idle, SteadyClock::time_point now);
+  std::unique_ptr<UpstreamConn> take(SteadyClock::time_point now, std::int64_t& idle_gauge_delta);
+  /// Keeps `c` for reuse unless the pool already holds `limits.max_idle` connections.
+  bool put(std::unique_ptr<UpstreamConn> c, PoolLimits limits, SteadyClock::time_point now);
+  /// Closes the idle connections that are too old or that the backend closed (they would sit
+  /// in CLOSE_WAIT until the next take). Returns how many were closed.
+  std::size_t sweep(SteadyClock::time_point now);
 
   /// Cached DNS answer (re-resolved after 30 s).
   std::optional<tcp::resolver::results_type> resolved;
@@ -67,6 +76,14 @@ class UpstreamPools {
     if (pools_.size() < count) pools_.resize(count);
   }
   void clear() { pools_.clear(); }
+  /// UpstreamPool::sweep over every pool. Returns how many connections were closed.
+  std::size_t sweep(SteadyClock::time_point now) {
+    std::size_t closed = 0;
+    for (auto& p : pools_) {
+      if (p) closed += p->sweep(now);
+    }
+    return closed;
+  }
 
  private:
   std::vector<std::unique_ptr<UpstreamPool>> pools_;

@@ -36,6 +36,7 @@ void Worker::start(std::shared_ptr<const Snapshot> snapshot, std::shared_ptr<con
   apply(std::move(snapshot));
   auth_ = std::move(auth);
   for (auto& l : listeners_) accept_loop(*l);
+  sweep_loop();
   thread_ = std::thread([this] {
     auto guard = boost::asio::make_work_guard(io_);
     io_.run();
@@ -98,6 +99,30 @@ boost::asio::awaitable<void> accept_loop_impl(Worker& w, Listener& l) {
 }
 
 }  // namespace
+
+namespace {
+
+// How often idle upstream connections are checked: a backend's close is noticed (and our end
+// closed, out of CLOSE_WAIT) within this, and keepalive_idle is kept to within this.
+constexpr std::chrono::seconds kPoolSweepInterval{2};
+
+boost::asio::awaitable<void> sweep_loop_impl(Worker& w) {
+  boost::asio::steady_timer timer(w.io());
+  for (;;) {
+    timer.expires_after(kPoolSweepInterval);
+    auto [ec] = co_await timer.async_wait(proxy::use_tuple);
+    if (ec) co_return;
+    auto closed = w.sweep_pools(std::chrono::steady_clock::now());
+    w.stats().upstream_idle.add(-static_cast<std::int64_t>(closed));
+  }
+}
+
+}  // namespace
+
+void Worker::sweep_loop() {
+  boost::asio::co_spawn(io_, sweep_loop_impl(*this),
+                        metrics::LogFailure{"coroutine failed", "task", "pool sweep"});
+}
 
 void Worker::accept_loop(Listener& l) {
   boost::asio::co_spawn(io_, accept_loop_impl(*this, l),

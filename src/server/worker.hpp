@@ -91,9 +91,13 @@ class Worker {
   std::list<SessionEntry>::iterator register_session(std::function<void()> close);
   void unregister_session(std::list<SessionEntry>::iterator it);
 
+  /// Closes expired or peer-closed idle upstream connections; returns how many.
+  std::size_t sweep_pools(std::chrono::steady_clock::time_point now) { return pools_.sweep(now); }
+
  private:
   void apply(std::shared_ptr<const Snapshot> snapshot);
   void accept_loop(Listener& l);
+  void sweep_loop();  // closes idle upstream connections that expired or were closed by the peer
 
   // Destruction order matters: ~Worker closes listeners and pooled connections, then io_ is
   // destroyed before everything declared above it, because destroying io_ destroys suspended

@@ -1,10 +1,12 @@
-// Operations: access-log rotation with SIGUSR1, and the access-log lines of requests cut off by a
-// forced stop. The official openai SDK -> tollgate -> tollgate-mock.
+// Operations: access-log rotation with SIGUSR1, the access-log lines of requests cut off by a
+// forced stop, and the sweep of idle upstream connections (none left in CLOSE_WAIT).
+// The official openai SDK -> tollgate -> tollgate-mock (or a small node backend).
 import { test, describe } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdtempSync, readFileSync, renameSync, rmSync, existsSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { createServer } from 'node:http';
 import { AzureOpenAI } from 'openai';
 import { startMock, startGateway, gatewayConfig, eventually } from './harness.mjs';
 
@@ -100,6 +102,75 @@ describe('access log', () => {
       await gw.stop().catch(() => {});
       await mock.stop();
       rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
+
+/** The gateway's TCP sockets to `port` (remote side) by state, from /proc/net/tcp and tcp6. */
+function socketsTo(port) {
+  const states = { '01': 'ESTABLISHED', '08': 'CLOSE_WAIT' };
+  const out = [];
+  for (const f of ['/proc/net/tcp', '/proc/net/tcp6']) {
+    if (!existsSync(f)) continue;
+    for (const line of readFileSync(f, 'utf8').split('\n').slice(1)) {
+      const cols = line.trim().split(/\s+/);
+      if (cols.length < 4) continue;
+      const remPort = parseInt(cols[2].split(':')[1], 16);
+      if (remPort === port) out.push(states[cols[3]] || cols[3]);
+    }
+  }
+  return out;
+}
+
+/** A backend that closes idle keep-alive connections after 300 ms (as many servers do). */
+async function closingBackend() {
+  const server = createServer((req, res) => {
+    req.resume();
+    req.on('end', () => {
+      const body = JSON.stringify({
+        id: 'chatcmpl-1', object: 'chat.completion', created: 1, model: 'gpt-4o',
+        choices: [{ index: 0, message: { role: 'assistant', content: 'ok' }, finish_reason: 'stop' }],
+        usage: { prompt_tokens: 8, completion_tokens: 1, total_tokens: 9 },
+      });
+      res.writeHead(200, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) });
+      res.end(body);
+    });
+  });
+  server.keepAliveTimeout = 300;
+  await new Promise((r) => server.listen(0, '127.0.0.1', r));
+  return { server, port: server.address().port, url: `http://127.0.0.1:${server.address().port}` };
+}
+
+describe('idle upstream connections', () => {
+  test('a connection the backend closed while pooled is closed by the sweep: no CLOSE_WAIT', async () => {
+    const be = await closingBackend();
+    const gw = await startGateway(gatewayConfig({ deployments: [{ name: 'gpt-4o', backend: be.url }] }));
+    try {
+      await Promise.all(Array.from({ length: 4 }, (_, i) => chat(gw, `pooled-${i}`)));
+      assert.ok(socketsTo(be.port).includes('ESTABLISHED'), 'pooled connections to the backend');
+      // The backend closes them after 300 ms; the sweep (every 2 s) closes our end.
+      await eventually(() => socketsTo(be.port).length === 0, { timeoutMs: 5000, what: `no socket left (${socketsTo(be.port)})` });
+      assert.equal(await gw.metric('tollgate_upstream_idle_connections'), 0);
+      await chat(gw, 'after');  // a fresh connection serves the next request
+    } finally {
+      await gw.stop();
+      await new Promise((r) => be.server.close(r));
+    }
+  });
+
+  test('backends[].keepalive_idle: pooled connections are closed once they are idle that long', async () => {
+    const mock = await startMock();
+    const gw = await startGateway(gatewayConfig({ deployments: [{ name: 'gpt-4o', backend: mock.url }] })
+      .replace('api_key: env:MOCK_KEY', 'api_key: env:MOCK_KEY\n    keepalive_idle: 1s'));
+    try {
+      await Promise.all(Array.from({ length: 3 }, (_, i) => chat(gw, `idle-${i}`)));
+      assert.ok((await gw.metric('tollgate_upstream_idle_connections')) >= 1);
+      await eventually(async () => (await gw.metric('tollgate_upstream_idle_connections')) === 0,
+        { timeoutMs: 5000, what: 'the idle connections closed' });
+      await eventually(() => !socketsTo(mock.port).includes('ESTABLISHED'), { timeoutMs: 2000, what: 'no established socket to the mock' });
+    } finally {
+      await gw.stop();
+      await mock.stop();
     }
   });
 });
