@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 packages=(
   build-essential cmake ninja-build ccache pkg-config git ca-certificates curl
   libboost1.81-dev libboost-url1.81-dev libssl-dev nlohmann-json3-dev libyaml-cpp-dev
-  libspdlog-dev prometheus-cpp-dev libpcre2-dev libsqlite3-dev
+  libspdlog-dev prometheus-cpp-dev libpcre2-dev libsqlite3-dev libc-ares-dev
   libgtest-dev libgmock-dev libbenchmark-dev
   clang libclang-rt-14-dev  # libFuzzer for the fuzz smoke runs
   prometheus  # for promtool (metrics format check in tests); its service is not started

@@ -5,7 +5,12 @@
 
 #include "config/tables.hpp"
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+
 #include <algorithm>
+#include <array>
+#include <charconv>
 
 #include "config/values.hpp"
 #include "tollgate/crypto/crypto.hpp"
@@ -251,7 +256,8 @@ void check_one_credential(BackendConfig&, const Node& n, const std::string& path
 const Table<BackendConfig>& backend_table() {
   using T = BackendConfig;
   static const Table<BackendTimeouts> timeouts{
-      .fields = {value("connect", &BackendTimeouts::connect, Duration{}),
+      .fields = {value("resolve", &BackendTimeouts::resolve, Duration{}),
+                 value("connect", &BackendTimeouts::connect, Duration{}),
                  value("first_byte", &BackendTimeouts::first_byte, Duration{}),
                  value("idle_between_chunks", &BackendTimeouts::idle_between_chunks, Duration{})}};
   static const Table<T> t{
@@ -510,6 +516,45 @@ const Table<PriorityConfig>& priority_table() {
   return t;
 }
 
+// "ip", "ip:port" or "[ipv6]:port": what c-ares accepts as a server.
+bool dns_server(std::string_view s) {
+  auto ip = [](std::string_view h, int family) {
+    std::array<unsigned char, sizeof(in6_addr)> buf{};
+    return inet_pton(family, std::string(h).c_str(), buf.data()) == 1;
+  };
+  auto port = [](std::string_view p) {
+    unsigned v = 0;
+    auto [end, ec] = std::from_chars(p.data(), p.data() + p.size(), v);
+    return ec == std::errc{} && end == p.data() + p.size() && v >= 1 && v <= 65535;
+  };
+  if (s.starts_with('[')) {
+    auto close = s.find("]:");
+    return close != std::string_view::npos && ip(s.substr(1, close - 1), AF_INET6) && port(s.substr(close + 2));
+  }
+  if (ip(s, AF_INET) || ip(s, AF_INET6)) return true;
+  auto colon = s.rfind(':');
+  return colon != std::string_view::npos && ip(s.substr(0, colon), AF_INET) && port(s.substr(colon + 1));
+}
+
+const Table<DnsConfig>& dns_table() {
+  static const Table<DnsConfig> t{
+      .fields = {value("servers", &DnsConfig::servers, StringList{}).doc("the system's"),
+                 value("timeout", &DnsConfig::timeout, Duration{}),
+                 value("min_ttl", &DnsConfig::min_ttl, Duration{}),
+                 value("max_ttl", &DnsConfig::max_ttl, Duration{})},
+      .check = [](DnsConfig& d, const Node& n, const std::string& path, Ctx& ctx) {
+        for (const auto& s : d.servers) {
+          if (!dns_server(s)) {
+            ctx.error(n["servers"], join(path, "servers"),
+                      "\"" + s + "\" is not an IP address with an optional port (1.1.1.1, "
+                      "10.0.0.2:53, [fd00::53]:53)");
+          }
+        }
+        if (d.min_ttl > d.max_ttl) ctx.error(n["min_ttl"], join(path, "min_ttl"), "must not exceed max_ttl");
+      }};
+  return t;
+}
+
 const Table<TokenizerConfig>& tokenizer_table() {
   static const Table<TokenizerConfig> t{
       .fields = {value("data_dir", &TokenizerConfig::data_dir, Text{}).doc("empty")}};
@@ -729,7 +774,8 @@ const Table<Config>& root_table() {
            list("clients", &Config::clients, client_table(), "must be a list of clients", false)
                .doc("none"),
            nested("auth", &Config::auth, auth_table()),
-           nested("tokenizer", &Config::tokenizer, tokenizer_table())},
+           nested("tokenizer", &Config::tokenizer, tokenizer_table()),
+           nested("dns", &Config::dns, dns_table())},
       .check = check_callers};
   return t;
 }

@@ -115,8 +115,16 @@ bool Ctx::expect_map(const Node& node, const std::string& path,
     error(node, path, "must be a mapping");
     return false;
   }
+  std::vector<std::string> seen;
   for (const auto& kv : node) {
     auto key = kv.first.as<std::string>("");
+    // YAML says keys are unique; yaml-cpp keeps both and reads the first: refuse, as a typo
+    // that silently loses a setting is worse than an error.
+    if (std::find(seen.begin(), seen.end(), key) != seen.end()) {
+      error(kv.first, path, "duplicate key \"" + key + "\"");
+      continue;
+    }
+    seen.push_back(key);
     if (std::find(allowed.begin(), allowed.end(), key) != allowed.end()) continue;
     std::string msg = "unknown key \"" + key + "\"";
     if (auto hint = closest(key, allowed); !hint.empty())

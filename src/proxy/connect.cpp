@@ -13,50 +13,7 @@ namespace tollgate::proxy {
 
 namespace {
 
-using Endpoints = tcp::resolver::results_type;
 using Connected = boost::system::result<UpstreamStream, ConnectError>;
-
-// Asio runs getaddrinfo on a private thread that cannot be interrupted, so a timer cannot cancel
-// a hung lookup: the caller stops waiting at the timeout instead, and the lookup (its handler
-// keeps the resolver alive) finishes on its own.
-net::awaitable<boost::system::result<Endpoints, ConnectError>> resolve(
-    const UpstreamTarget& target) {
-  struct Pending {
-    explicit Pending(const net::any_io_executor& ex) : resolver(ex), wake(ex) {}
-    tcp::resolver resolver;
-    net::steady_timer wake;
-    std::optional<std::pair<boost::system::error_code, Endpoints>> done;
-  };
-  auto p = std::make_shared<Pending>(co_await net::this_coro::executor);
-  p->wake.expires_at(target.step_end());
-  p->resolver.async_resolve(std::string(target.host), std::to_string(target.port),
-                            [p](boost::system::error_code ec, Endpoints found) {
-                              p->done.emplace(ec, std::move(found));
-                              p->wake.cancel();
-                            });
-  co_await p->wake.async_wait(use_tuple);
-  if (!p->done) {
-    p->resolver.cancel();
-    co_return ConnectError{ConnectStep::kResolve, net::error::timed_out};
-  }
-  auto& [ec, found] = *p->done;
-  if (ec) co_return ConnectError{ConnectStep::kResolve, ec};
-  if (found.empty()) co_return ConnectError{ConnectStep::kResolve, net::error::host_not_found};
-  co_return std::move(found);
-}
-
-// The cached answer while it is fresh, else a new lookup (stored in the cache).
-net::awaitable<boost::system::result<Endpoints, ConnectError>> endpoints_for(
-    const UpstreamTarget& target, std::optional<ResolverCache>& cache) {
-  auto now = std::chrono::steady_clock::now();
-  if (cache && cache->results && now - cache->resolved_at <= kResolveTtl) co_return *cache->results;
-  auto found = co_await resolve(target);
-  if (found && cache) {
-    cache->results = *found;
-    cache->resolved_at = now;
-  }
-  co_return found;
-}
 
 bool is_ip_literal(std::string_view host) {
   boost::system::error_code ec;
@@ -72,7 +29,7 @@ net::awaitable<Connected> handshake(PlainStream tcp_stream, const UpstreamTarget
   tls.set_verify_mode(net::ssl::verify_peer, ec);
   if (!ec) tls.set_verify_callback(net::ssl::host_name_verification(host), ec);
   if (ec) co_return ConnectError{ConnectStep::kTls, ec};
-  beast::get_lowest_layer(tls).expires_at(target.step_end());
+  beast::get_lowest_layer(tls).expires_at(target.step_end(target.timeout));
   auto [hec] = co_await tls.async_handshake(net::ssl::stream_base::client, use_tuple);
   if (hec) co_return ConnectError{ConnectStep::kTls, hec};
   beast::get_lowest_layer(tls).expires_never();
@@ -81,8 +38,8 @@ net::awaitable<Connected> handshake(PlainStream tcp_stream, const UpstreamTarget
 
 }  // namespace
 
-std::chrono::steady_clock::time_point UpstreamTarget::step_end() const {
-  auto end = std::chrono::steady_clock::now() + timeout;
+std::chrono::steady_clock::time_point UpstreamTarget::step_end(std::chrono::milliseconds step) const {
+  auto end = std::chrono::steady_clock::now() + step;
   return deadline ? std::min(end, *deadline) : end;
 }
 
@@ -119,15 +76,15 @@ metrics::UpstreamError to_upstream_error(const ConnectError& e) {
   return UpstreamError::kConnect;
 }
 
-net::awaitable<Connected> connect_upstream(UpstreamTarget target,
-                                           std::optional<ResolverCache> cache) {
-  auto endpoints = co_await endpoints_for(target, cache);
-  if (!endpoints) co_return endpoints.error();
+net::awaitable<Connected> connect_upstream(UpstreamTarget target, Resolver& resolver) {
+  auto [rec, endpoints] = co_await resolver.resolve(target.host, target.port,
+                                                     target.step_end(target.resolve_timeout));
+  if (rec) co_return ConnectError{ConnectStep::kResolve, rec};
   PlainStream tcp_stream(co_await net::this_coro::executor);
-  tcp_stream.expires_at(target.step_end());
-  auto [ec, ep] = co_await tcp_stream.async_connect(*endpoints, use_tuple);
+  tcp_stream.expires_at(target.step_end(target.timeout));
+  auto [ec, ep] = co_await tcp_stream.async_connect(endpoints, use_tuple);
   if (ec) {
-    if (cache) cache->results.reset();  // the next connection looks the name up again
+    resolver.forget(target.host);  // the next connection looks the name up again
     co_return ConnectError{ConnectStep::kConnect, ec};
   }
   tcp_stream.expires_never();

@@ -10,6 +10,7 @@
 #include <string_view>
 #include <variant>
 
+#include "proxy/dns.hpp"
 #include "proxy/net.hpp"
 #include "tollgate/metrics/stats.hpp"
 
@@ -41,29 +42,23 @@ struct UpstreamTarget {
   std::string_view host{};  // a DNS name or an IP literal (IPv6 without brackets)
   std::uint16_t port = 0;
   net::ssl::context* tls = nullptr;    // null: plain TCP; else TLS with this client context
-  std::chrono::milliseconds timeout{};  // bounds each step: resolve, TCP connect, TLS handshake
+  std::chrono::milliseconds timeout{};  // bounds each step after the lookup: TCP connect, TLS handshake
+  std::chrono::milliseconds resolve_timeout{};  // bounds the DNS lookup (a cached answer: none)
   // When set, no step runs past it either (a caller bounding a whole exchange).
   std::optional<std::chrono::steady_clock::time_point> deadline{};
 
-  /// When a step starting now must end.
-  std::chrono::steady_clock::time_point step_end() const;
+  /// When a step starting now and allowed `step` must end.
+  std::chrono::steady_clock::time_point step_end(std::chrono::milliseconds step) const;
 };
 
-/// A DNS answer kept by the caller (a worker's pool): used while younger than kResolveTtl,
-/// refreshed after that, forgotten when connecting to it fails.
-struct ResolverCache {
-  std::optional<tcp::resolver::results_type>& results;
-  std::chrono::steady_clock::time_point& resolved_at;
-};
-inline constexpr std::chrono::seconds kResolveTtl{30};
-
-/// Opens a connection to `target`: resolves the name (bounded by the timeout even when the
-/// system resolver hangs), connects over TCP (TCP_NODELAY set), then, when `target.tls` is set,
-/// performs the TLS handshake with SNI (for names, not IP literals), peer verification and host
-/// name verification. The returned stream has no expiry set.
-/// Thread: the calling coroutine's executor. `target`'s strings and `cache` must outlive the
-/// call. Errors are values (never throws on network failure).
+/// Opens a connection to `target`: resolves the name with `resolver` (its cache, or a lookup
+/// bounded by the resolve timeout), connects over TCP (TCP_NODELAY set), then, when `target.tls`
+/// is set, performs the TLS handshake with SNI (for names, not IP literals), peer verification
+/// and host name verification. A failed TCP connect makes the resolver forget the name's
+/// answer. The returned stream has no expiry set.
+/// Thread: the calling coroutine's executor, which must be `resolver`'s. `target`'s strings
+/// and `resolver` must outlive the call. Errors are values (never throws on network failure).
 net::awaitable<boost::system::result<UpstreamStream, ConnectError>> connect_upstream(
-    UpstreamTarget target, std::optional<ResolverCache> cache = std::nullopt);
+    UpstreamTarget target, Resolver& resolver);
 
 }  // namespace tollgate::proxy

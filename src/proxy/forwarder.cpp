@@ -89,12 +89,15 @@ Failure failure(UpstreamError reason) {
 // Opens a new connection (TCP, then TLS with SNI and host name verification).
 net::awaitable<std::unique_ptr<UpstreamConn>> connect(const UpstreamEnv& env,
                                                       const pipeline::BackendRuntime& b,
-                                                      UpstreamPool& pool,
                                                       std::optional<UpstreamError>& err) {
   const auto& cfg = *b.config;
   auto stream = co_await connect_upstream(
-      UpstreamTarget{cfg.endpoint.host, cfg.endpoint.port, b.tls.get(), cfg.timeouts.connect},
-      ResolverCache{pool.resolved, pool.resolved_at});
+      UpstreamTarget{.host = cfg.endpoint.host,
+                     .port = cfg.endpoint.port,
+                     .tls = b.tls.get(),
+                     .timeout = cfg.timeouts.connect,
+                     .resolve_timeout = cfg.timeouts.resolve},
+      env.resolver);
   // A TCP connection was made even when its handshake then failed.
   if (stream || stream.error().step == ConnectStep::kTls) env.stats.upstream_connects.add();
   if (!stream) {
@@ -240,7 +243,7 @@ net::awaitable<AttemptResult> attempt(Client<Down> down, const Request& req, std
     bool pooled = conn != nullptr;
     if (!conn) {
       std::optional<UpstreamError> err;
-      conn = co_await connect(env, backend, pool, err);
+      conn = co_await connect(env, backend, err);
       if (!conn) co_return failed(*err);
     }
     ++conn->uses;

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "proxy/deadline.hpp"
+#include "proxy/dns.hpp"
 #include "proxy/net.hpp"
 #include "tollgate/metrics/stats.hpp"
 
@@ -53,10 +54,6 @@ class UpstreamPool {
   /// in CLOSE_WAIT until the next take). Returns how many were closed.
   std::size_t sweep(SteadyClock::time_point now);
 
-  /// Cached DNS answer (re-resolved after 30 s).
-  std::optional<tcp::resolver::results_type> resolved;
-  SteadyClock::time_point resolved_at{};
-
  private:
   std::vector<std::unique_ptr<UpstreamConn>> idle_;  // most recently used last
 };
@@ -94,6 +91,7 @@ class UpstreamPools {
 struct UpstreamEnv {
   metrics::WorkerStats& stats;
   UpstreamPools& pools;
+  Resolver& resolver;  // the worker's DNS resolver and cache
   std::chrono::milliseconds client_write_timeout;  // server.limits.idle_timeout
 };
 

@@ -91,6 +91,9 @@ std::string restart_only_changes(const config::Config& running, const config::Co
            running.usage.batch_size != next.usage.batch_size ||
            running.usage.max_buffered != next.usage.max_buffered,
        "usage");
+  note(running.dns.servers != next.dns.servers || running.dns.timeout != next.dns.timeout ||
+           running.dns.min_ttl != next.dns.min_ttl || running.dns.max_ttl != next.dns.max_ttl,
+       "dns");
   return out;
 }
 
@@ -117,6 +120,8 @@ struct Gateway::Impl {
   routing::TimeMs wake_armed = std::numeric_limits<routing::TimeMs>::max();
   routing::Rng control_rng{0x5DEECE66DULL};
   std::shared_ptr<const Snapshot> current;  // the snapshot the workers run (control thread)
+  // DNS for the control thread's connections (health probes, JWKS, tokens); dns.* at start-up.
+  std::unique_ptr<proxy::Resolver> resolver;
   std::unique_ptr<HealthChecker> health;
   std::unique_ptr<IdentityManager> identity;
   ratelimit::BucketRegistry buckets;  // admission buckets, kept across reloads
@@ -411,7 +416,8 @@ Gateway::Gateway(std::string config_path, std::shared_ptr<const config::Config> 
   }
   s.body_budget = std::make_shared<BodyBudget>(cfg.server.limits.max_buffered_bytes);
   for (auto& w : s.workers) w->set_body_budget(s.body_budget);
-  s.identity = std::make_unique<IdentityManager>(s.control, s.series,
+  s.resolver = std::make_unique<proxy::Resolver>(s.control.get_executor(), proxy::dns_settings(cfg.dns));
+  s.identity = std::make_unique<IdentityManager>(s.control, *s.resolver, s.series,
                                                  [&s](std::shared_ptr<const AuthState> a) {
                                                    for (auto& w : s.workers) w->publish_auth(a);
                                                  },
@@ -484,7 +490,7 @@ int Gateway::run() {
   }
   auth = s.identity->state();
   s.current = snap;
-  s.health = std::make_unique<HealthChecker>(s.control, [&s] {
+  s.health = std::make_unique<HealthChecker>(s.control, *s.resolver, [&s] {
     if (s.scheduler->waiting() > 0) s.scheduler->kick(routing::steady_now_ms(), s.control_rng);
   });
   s.health->apply(snap);

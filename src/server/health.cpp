@@ -21,6 +21,7 @@ struct HealthChecker::Probe {
   net::steady_timer timer;
   bool stopped = false;                            // owner: control thread
   std::function<void()> on_recovered;
+  proxy::Resolver* resolver = nullptr;             // the control thread's (outlives the probes)
   unsigned passes = 0;                             // consecutive
   unsigned failures = 0;                           // consecutive
   std::uint64_t passed_total = 0;
@@ -76,8 +77,13 @@ net::awaitable<ProbeResult> probe_once(HealthChecker::Probe& p) {
   const auto& b = p.backend;
   const auto& hc = *b.health_check;
   auto deadline = std::chrono::steady_clock::now() + hc.timeout;
-  auto stream = co_await connect_upstream(
-      UpstreamTarget{b.endpoint.host, b.endpoint.port, p.tls.get(), hc.timeout, deadline});
+  auto stream = co_await connect_upstream(UpstreamTarget{.host = b.endpoint.host,
+                                                        .port = b.endpoint.port,
+                                                        .tls = p.tls.get(),
+                                                        .timeout = hc.timeout,
+                                                        .resolve_timeout = b.timeouts.resolve,
+                                                        .deadline = deadline},
+                                         *p.resolver);
   if (!stream) co_return ProbeResult{false, stream.error().message()};
   if (hc.tcp) co_return ProbeResult{true, std::string()};
   co_return co_await std::visit(
@@ -136,6 +142,7 @@ void HealthChecker::apply(const std::shared_ptr<const Snapshot>& snap) {
     }
     auto p = std::make_shared<Probe>(io_, rt);
     p->on_recovered = on_recovered_;
+    p->resolver = &resolver_;
     net::co_spawn(io_, probe_loop(p),
                   metrics::LogFailure{"health check loop failed", "backend", rt.config->name});
     next.emplace(key, std::move(p));

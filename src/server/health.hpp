@@ -11,6 +11,7 @@
 
 #include <prometheus/metric_family.h>
 
+#include "proxy/dns.hpp"
 #include "server/runtime.hpp"
 
 namespace tollgate::server {
@@ -19,8 +20,9 @@ class HealthChecker {
  public:
   /// `on_recovered` runs (on the control thread) when a backend passes its checks again:
   /// requests waiting for capacity may use it now.
-  HealthChecker(boost::asio::io_context& io, std::function<void()> on_recovered)
-      : io_(io), on_recovered_(std::move(on_recovered)) {}
+  /// `resolver`: the control thread's, outliving the checker.
+  HealthChecker(boost::asio::io_context& io, proxy::Resolver& resolver, std::function<void()> on_recovered)
+      : io_(io), resolver_(resolver), on_recovered_(std::move(on_recovered)) {}
   ~HealthChecker();
   /// Starts, keeps or stops probes to match `snap`. Thread: control.
   void apply(const std::shared_ptr<const Snapshot>& snap);
@@ -33,6 +35,7 @@ class HealthChecker {
 
  private:
   boost::asio::io_context& io_;
+  proxy::Resolver& resolver_;
   std::function<void()> on_recovered_;
   std::unordered_map<const routing::BackendState*, std::shared_ptr<Probe>> probes_;  // owner: control
 };

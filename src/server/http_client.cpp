@@ -56,7 +56,8 @@ std::string form_encode(std::string_view value) {
   return out;
 }
 
-net::awaitable<FetchResult> fetch(FetchRequest r) {
+net::awaitable<FetchResult> fetch(FetchRequest r, proxy::Resolver& resolver,
+                                  std::chrono::milliseconds resolve_timeout) {
   FetchResult out;
   auto url = boost::urls::parse_absolute_uri(r.url);
   if (!url || (url->scheme() != "http" && url->scheme() != "https")) {
@@ -87,8 +88,13 @@ net::awaitable<FetchResult> fetch(FetchRequest r) {
   }
   // One timeout bounds the whole request (connect, handshake, write and read).
   auto deadline = std::chrono::steady_clock::now() + r.timeout;
-  auto stream = co_await proxy::connect_upstream(
-      proxy::UpstreamTarget{host, port_number, tls_ctx.get(), r.timeout, deadline});
+  auto stream = co_await proxy::connect_upstream(proxy::UpstreamTarget{.host = host,
+                                                                      .port = port_number,
+                                                                      .tls = tls_ctx.get(),
+                                                                      .timeout = r.timeout,
+                                                                      .resolve_timeout = resolve_timeout,
+                                                                      .deadline = deadline},
+                                                resolver);
   if (!stream) {
     out.error = host + ":" + port + ": " + stream.error().message();
     co_return out;

@@ -9,6 +9,8 @@
 #include <utility>
 #include <vector>
 
+#include "proxy/dns.hpp"
+
 namespace tollgate::server {
 
 struct FetchRequest {
@@ -26,8 +28,11 @@ struct FetchResult {
   std::string error;  // transport problem, for logs (never contains secrets)
 };
 
-/// Performs `req`. Thread: the calling io_context's thread. Never throws.
-boost::asio::awaitable<FetchResult> fetch(FetchRequest req);
+/// Performs `req`, resolving its host with `resolver` (the calling loop's; lookups bounded by
+/// `resolve_timeout` and by the request's timeout). Thread: the calling io_context's thread,
+/// which is `resolver`'s. Never throws.
+boost::asio::awaitable<FetchResult> fetch(FetchRequest req, proxy::Resolver& resolver,
+                                          std::chrono::milliseconds resolve_timeout);
 
 /// application/x-www-form-urlencoded encoding of one value.
 std::string form_encode(std::string_view value);

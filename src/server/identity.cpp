@@ -23,8 +23,11 @@ using metrics::log_info;
 using metrics::log_warn;
 
 struct IdentityManager::Loop {
-  explicit Loop(net::io_context& io) : timer(io) {}
+  Loop(net::io_context& io, proxy::Resolver& resolver, std::chrono::milliseconds resolve_timeout)
+      : timer(io), resolver(resolver), resolve_timeout(resolve_timeout) {}
   net::steady_timer timer;
+  proxy::Resolver& resolver;  // the control thread's (outlives the loops)
+  std::chrono::milliseconds resolve_timeout;  // dns.timeout
   bool stopped = false;
   std::chrono::steady_clock::time_point last_fetch{};
   // JWKS loops
@@ -53,7 +56,8 @@ std::optional<std::string> read_file(const std::string& path) {
 
 // Fetches a JWKS document (URL or file). Returns the key set, or an error message.
 net::awaitable<std::pair<std::shared_ptr<const auth::Jwks>, std::string>> load_jwks(
-    const config::JwtIssuerConfig& j) {
+    const IdentityManager::Loop& loop) {
+  const auto& j = loop.jwt;
   std::string text;
   if (!j.jwks_file.empty()) {
     auto t = read_file(j.jwks_file);
@@ -64,7 +68,7 @@ net::awaitable<std::pair<std::shared_ptr<const auth::Jwks>, std::string>> load_j
     req.url = j.jwks_url;
     req.ca_file = j.jwks_ca_file;
     req.headers = {{"accept", "application/json"}};
-    auto r = co_await fetch(std::move(req));
+    auto r = co_await fetch(std::move(req), loop.resolver, loop.resolve_timeout);
     if (r.status != 200) {
       co_return std::pair{nullptr, r.status == 0 ? r.error : "HTTP " + std::to_string(r.status)};
     }
@@ -78,7 +82,8 @@ net::awaitable<std::pair<std::shared_ptr<const auth::Jwks>, std::string>> load_j
 
 // One token request. Returns (token, lifetime in seconds) or an error message.
 net::awaitable<std::pair<std::optional<std::pair<std::string, std::int64_t>>, std::string>> get_token(
-    const config::BackendTokenConfig& t) {
+    const IdentityManager::Loop& loop) {
+  const auto& t = loop.token;
   FetchRequest req;
   req.ca_file = t.ca_file;
   req.timeout = 10s;
@@ -98,7 +103,7 @@ net::awaitable<std::pair<std::optional<std::pair<std::string, std::int64_t>>, st
     req.body = "grant_type=client_credentials&client_id=" + form_encode(t.client_id) +
                "&client_secret=" + form_encode(t.client_secret) + "&scope=" + form_encode(t.scope);
   }
-  auto r = co_await fetch(std::move(req));
+  auto r = co_await fetch(std::move(req), loop.resolver, loop.resolve_timeout);
   if (r.status != 200) {
     co_return std::pair{std::nullopt, r.status == 0 ? r.error : "HTTP " + std::to_string(r.status)};
   }
@@ -124,7 +129,7 @@ net::awaitable<void> token_loop(std::shared_ptr<IdentityManager::Loop> loop) {
   std::chrono::milliseconds backoff = 1s;
   while (!loop->stopped) {
     loop->last_fetch = std::chrono::steady_clock::now();
-    auto [token, error] = co_await get_token(loop->token);
+    auto [token, error] = co_await get_token(*loop);
     if (loop->stopped) break;
     std::chrono::milliseconds next;
     if (token) {
@@ -154,10 +159,12 @@ void spawn(net::io_context& io, net::awaitable<void> task, std::string what) {
 
 }  // namespace
 
-IdentityManager::IdentityManager(net::io_context& io, metrics::SeriesRegistry& series, Publish publish,
+IdentityManager::IdentityManager(net::io_context& io, proxy::Resolver& resolver,
+                                 metrics::SeriesRegistry& series, Publish publish,
                                  bool admin_loopback, ratelimit::BucketRegistry& buckets,
                                  ratelimit::BudgetRegistry& budgets)
     : io_(io),
+      resolver_(resolver),
       series_(series),
       publish_(std::move(publish)),
       admin_loopback_(admin_loopback),
@@ -210,7 +217,7 @@ std::shared_ptr<const AuthState> IdentityManager::apply(std::shared_ptr<const co
   jwks_ = std::move(jwks);
   config_ = std::move(cfg);
   for (std::size_t i = 0; i < config_->auth.jwt.size(); ++i) {
-    auto loop = std::make_shared<Loop>(io_);
+    auto loop = std::make_shared<Loop>(io_, resolver_, config_->dns.timeout);
     loop->issuer = i;
     loop->jwt = config_->auth.jwt[i];
     jwks_loops_.push_back(loop);
@@ -226,7 +233,7 @@ std::shared_ptr<const AuthState> IdentityManager::apply(std::shared_ptr<const co
       loops.emplace(id, it->second);
       continue;
     }
-    auto loop = std::make_shared<Loop>(io_);
+    auto loop = std::make_shared<Loop>(io_, resolver_, config_->dns.timeout);
     loop->backend = rt.config->name;
     loop->token = *rt.config->token;
     loop->slot = rt.token;
@@ -248,7 +255,7 @@ std::shared_ptr<const AuthState> IdentityManager::apply(std::shared_ptr<const co
 net::awaitable<void> IdentityManager::jwks_loop(IdentityManager* self, std::shared_ptr<Loop> loop) {
   while (!loop->stopped) {
     loop->last_fetch = std::chrono::steady_clock::now();
-    auto [keys, error] = co_await load_jwks(loop->jwt);
+    auto [keys, error] = co_await load_jwks(*loop);
     if (loop->stopped) break;
     std::chrono::milliseconds next = loop->jwt.jwks_refresh;
     if (keys) {

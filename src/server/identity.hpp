@@ -14,6 +14,7 @@
 
 #include <prometheus/metric_family.h>
 
+#include "proxy/dns.hpp"
 #include "server/admin.hpp"
 #include "server/runtime.hpp"
 #include "tollgate/metrics/stats.hpp"
@@ -25,9 +26,10 @@ class IdentityManager {
   using Publish = std::function<void(std::shared_ptr<const AuthState>)>;
   /// `admin_loopback`: the admin listener (bound at start-up, not moved by reloads) is on a
   /// loopback address.
-  IdentityManager(boost::asio::io_context& io, metrics::SeriesRegistry& series, Publish publish,
-                  bool admin_loopback, ratelimit::BucketRegistry& buckets,
-                  ratelimit::BudgetRegistry& budgets);
+  /// `resolver`: the control thread's, for JWKS and token endpoints; outlives the manager.
+  IdentityManager(boost::asio::io_context& io, proxy::Resolver& resolver,
+                  metrics::SeriesRegistry& series, Publish publish, bool admin_loopback,
+                  ratelimit::BucketRegistry& buckets, ratelimit::BudgetRegistry& budgets);
   ~IdentityManager();
 
   /// The token slot of a backend that uses Entra ID / managed identity (kept across reloads
@@ -64,6 +66,7 @@ class IdentityManager {
   AdminResponse revoke_key(const std::string& id);
 
   boost::asio::io_context& io_;
+  proxy::Resolver& resolver_;
   metrics::SeriesRegistry& series_;
   Publish publish_;
   bool admin_loopback_;

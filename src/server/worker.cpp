@@ -25,6 +25,7 @@ Worker::~Worker() {
   // I/O objects go before io_ (declared after it, so destroyed first anyway: made explicit).
   pools_.clear();
   listeners_.clear();
+  resolver_.reset();
 }
 
 void Worker::add_listener(boost::asio::ip::tcp::acceptor acceptor,
@@ -33,6 +34,7 @@ void Worker::add_listener(boost::asio::ip::tcp::acceptor acceptor,
 }
 
 void Worker::start(std::shared_ptr<const Snapshot> snapshot, std::shared_ptr<const AuthState> auth) {
+  resolver_ = std::make_unique<proxy::Resolver>(io_.get_executor(), proxy::dns_settings(snapshot->config->dns));
   apply(std::move(snapshot));
   auth_ = std::move(auth);
   for (auto& l : listeners_) accept_loop(*l);

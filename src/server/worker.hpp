@@ -80,8 +80,9 @@ class Worker {
   pipeline::FinishEnv finish_env() { return {stats_, ledger_.get(), *access_log_, clock()}; }
   /// What the forwarder needs of this worker.
   proxy::UpstreamEnv upstream_env() {
-    return {stats_, pools_, snapshot_->config->server.limits.idle_timeout};
+    return {stats_, pools_, *resolver_, snapshot_->config->server.limits.idle_timeout};
   }
+  proxy::Resolver& resolver() { return *resolver_; }
 
   /// Registry of open client sessions, so a drain can close the idle ones.
   struct SessionEntry {
@@ -107,6 +108,7 @@ class Worker {
   std::shared_ptr<metrics::AccessLog> access_log_;
   std::shared_ptr<usage::Ledger> ledger_;
   std::shared_ptr<BodyBudget> body_budget_;
+  std::unique_ptr<proxy::Resolver> resolver_;  // made in start() (dns settings), on io_
   std::shared_ptr<const Snapshot> snapshot_;         // owner: worker thread
   std::shared_ptr<const AuthState> auth_;            // owner: worker thread
   std::function<void(std::size_t)> unknown_kid_;     // set before start

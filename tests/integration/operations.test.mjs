@@ -1,5 +1,6 @@
 // Operations: access-log rotation with SIGUSR1, the access-log lines of requests cut off by a
-// forced stop, and the sweep of idle upstream connections (none left in CLOSE_WAIT).
+// forced stop, the sweep of idle upstream connections (none left in CLOSE_WAIT), and name
+// resolution through a DNS server of the test's (dns.servers): TTLs, timeouts.
 // The official openai SDK -> tollgate -> tollgate-mock (or a small node backend).
 import { test, describe } from 'node:test';
 import assert from 'node:assert/strict';
@@ -7,6 +8,7 @@ import { mkdtempSync, readFileSync, renameSync, rmSync, existsSync } from 'node:
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createServer } from 'node:http';
+import { createSocket } from 'node:dgram';
 import { AzureOpenAI } from 'openai';
 import { startMock, startGateway, gatewayConfig, eventually } from './harness.mjs';
 
@@ -170,6 +172,120 @@ describe('idle upstream connections', () => {
       await eventually(() => !socketsTo(mock.port).includes('ESTABLISHED'), { timeoutMs: 2000, what: 'no established socket to the mock' });
     } finally {
       await gw.stop();
+      await mock.stop();
+    }
+  });
+});
+
+/**
+ * A DNS server on 127.0.0.1 (UDP): A queries for `name` get 127.0.0.1 with `ttl`, other names
+ * NXDOMAIN, AAAA no data; `silent` answers nothing. Counts the A queries.
+ */
+async function dnsServer(name) {
+  const sock = createSocket('udp4');
+  const state = { ttl: 60, silent: false, aQueries: 0 };
+  sock.on('message', (q, from) => {
+    if (state.silent || q.length < 17) return;
+    let i = 12;
+    const labels = [];
+    while (i < q.length && q[i] !== 0) { labels.push(q.subarray(i + 1, i + 1 + q[i]).toString()); i += q[i] + 1; }
+    const end = i + 5;
+    const type = q.readUInt16BE(i + 1);
+    const known = labels.join('.').toLowerCase() === name;
+    const a = known && type === 1;
+    if (a) state.aQueries++;
+    const head = Buffer.from(q.subarray(0, end));
+    head.writeUInt16BE(known ? 0x8180 : 0x8183, 2);  // NOERROR, or NXDOMAIN
+    head.writeUInt16BE(a ? 1 : 0, 6);
+    head.writeUInt32BE(0, 8);
+    const rr = Buffer.from([0xC0, 0x0C, 0, 1, 0, 1, 0, 0, 0, 0, 0, 4, 127, 0, 0, 1]);
+    rr.writeUInt32BE(state.ttl, 6);
+    sock.send(a ? Buffer.concat([head, rr]) : head, from.port, from.address);
+  });
+  await new Promise((r) => sock.bind(0, '127.0.0.1', r));
+  state.address = `127.0.0.1:${sock.address().port}`;
+  state.close = () => new Promise((r) => sock.close(r));
+  return state;
+}
+
+describe('dns', () => {
+  const NAME = 'backend.tollgate.test';
+
+  function dnsConfig(mock, dns, extra = '') {
+    return gatewayConfig({ deployments: [{ name: 'gpt-4o', backend: `http://${NAME}:${mock.port}` }], workers: 1 })
+      .replace('api_key: env:MOCK_KEY', 'api_key: env:MOCK_KEY\n    keepalive_idle: 1ms')
+      .replace('timeouts: {connect: 2s,', 'timeouts: {resolve: 500ms, connect: 2s,')
+      + `\ndns: {servers: ["${dns.address}"], min_ttl: 1s, max_ttl: 5m${extra}}\n`;
+  }
+
+  test('backends are found through dns.servers, and an answer is kept for its TTL', async () => {
+    const dns = await dnsServer(NAME);
+    const mock = await startMock();
+    const gw = await startGateway(dnsConfig(mock, dns));
+    try {
+      for (let i = 0; i < 5; i++) await chat(gw, `dns-${i}`);
+      assert.equal(dns.aQueries, 1, 'one lookup: the answer (TTL 60 s) is cached');
+    } finally {
+      await gw.stop();
+      await mock.stop();
+      await dns.close();
+    }
+  });
+
+  test('a silent DNS server: the request fails after timeouts.resolve, no hang; the last good answer is used', async () => {
+    const dns = await dnsServer(NAME);
+    dns.silent = true;
+    const mock = await startMock();
+    const gw = await startGateway(dnsConfig(mock, dns));
+    try {
+      const t0 = Date.now();
+      const r = await fetch(`${gw.url}/openai/deployments/gpt-4o/chat/completions?api-version=${API_VERSION}`, {
+        method: 'POST', headers: { 'content-type': 'application/json' },
+        body: JSON.stringify({ messages: [{ role: 'user', content: 'hi' }] }),
+      });
+      const took = Date.now() - t0;
+      assert.equal(r.status, 502, await r.text());
+      assert.ok(took >= 400 && took < 1500, `answered after ${took} ms (timeouts.resolve 500ms)`);
+      assert.equal(await gw.metric('tollgate_upstream_errors_total', { reason: 'resolve' }), 1);
+      // The server answers again (TTL 0: kept min_ttl, 1 s), then falls silent: the answer it gave
+      // is used while refreshes fail.
+      dns.silent = false;
+      dns.ttl = 0;
+      await chat(gw, 'answered');
+      dns.silent = true;
+      await new Promise((res) => setTimeout(res, 1200));
+      await chat(gw, 'stale');
+    } finally {
+      await gw.stop();
+      await mock.stop();
+      await dns.close();
+    }
+  });
+
+  test('an unknown name is a 502 with reason resolve', async () => {
+    const dns = await dnsServer('other.tollgate.test');
+    const mock = await startMock();
+    const gw = await startGateway(dnsConfig(mock, dns));
+    try {
+      const r = await fetch(`${gw.url}/openai/deployments/gpt-4o/chat/completions?api-version=${API_VERSION}`, {
+        method: 'POST', headers: { 'content-type': 'application/json' },
+        body: JSON.stringify({ messages: [{ role: 'user', content: 'hi' }] }),
+      });
+      assert.equal(r.status, 502);
+      assert.equal(await gw.metric('tollgate_upstream_errors_total', { reason: 'resolve' }), 1);
+    } finally {
+      await gw.stop();
+      await mock.stop();
+      await dns.close();
+    }
+  });
+
+  test('dns.servers entries are checked', async () => {
+    const mock = await startMock();
+    try {
+      await assert.rejects(startGateway(gatewayConfig({ deployments: [{ name: 'gpt-4o', backend: mock.url }] })
+        + '\ndns: {servers: ["dns.example.com"]}\n'), /dns\.servers: "dns\.example\.com" is not an IP address/);
+    } finally {
       await mock.stop();
     }
   });

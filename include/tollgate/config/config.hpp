@@ -69,6 +69,7 @@ struct AdminConfig {
 };
 
 struct BackendTimeouts {
+  Millis resolve{2'000};  // DNS lookup of the endpoint's name (also its health probes)
   Millis connect{5'000};
   Millis first_byte{60'000};
   Millis idle_between_chunks{30'000};
@@ -283,6 +284,14 @@ struct TokenizerConfig {
   std::string data_dir;  // empty: TOLLGATE_TOKENIZER_DIR or the compiled-in default
 };
 
+/// Name resolution of backends, health probes, JWKS and token endpoints (applied at start-up).
+struct DnsConfig {
+  std::vector<std::string> servers;  // "ip" or "ip:port" / "[ipv6]:port"; empty: /etc/resolv.conf
+  Millis timeout{2'000};             // lookups of JWKS and token endpoints
+  Millis min_ttl{1'000};             // an answer is kept at least this long
+  Millis max_ttl{300'000};           // and at most this long, whatever its TTL
+};
+
 struct Config {
   std::string source;  // file name the config came from
   ServerConfig server;
@@ -299,6 +308,7 @@ struct Config {
   PolicyConfig policy;
   UsageConfig usage;
   PriorityConfig priority;
+  DnsConfig dns;
   const ClientConfig* find_client(std::string_view name) const;
 
   /// Index of the deployment clients call `name`, or nullptr.

@@ -125,6 +125,20 @@ logging: {level: loud}
   for (const auto& e : r.errors) EXPECT_EQ(e.find("sk-literal-secret"), std::string::npos) << e;
 }
 
+TEST(ConfigTest, DuplicateKeysAreErrors) {
+  auto r = load_string(R"(server:
+  listen: [{address: "127.0.0.1:0"}]
+  workers: 2
+  workers: 4
+backends: [{name: a, endpoint: "http://h", deployment: d, api_key: env:AOAI_KEY, timeouts: {connect: 1s, connect: 2s}}]
+deployments: [{name: d, pools: [{backends: [a]}]}]
+auth: {allow_anonymous: true}
+)",
+                       "dup.yaml", fake_env());
+  EXPECT_THAT(r.errors, ElementsAre("dup.yaml:4:3: server: duplicate key \"workers\"",
+                                    "dup.yaml:5:106: backends[0].timeouts: duplicate key \"connect\""));
+}
+
 TEST(ConfigTest, SyntaxErrorsHavePositions) {
   auto r = load_string("server: {listen: [\n", "broken.yaml", fake_env());
   ASSERT_EQ(r.errors.size(), 1u);

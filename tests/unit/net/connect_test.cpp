@@ -91,6 +91,7 @@ net::awaitable<void> serve_one(tcp::acceptor& acceptor, net::ssl::context* tls) 
 // What connect_upstream() returned, with the io_context its stream belongs to.
 struct Outcome {
   std::unique_ptr<net::io_context> io = std::make_unique<net::io_context>();
+  std::unique_ptr<Resolver> resolver = std::make_unique<Resolver>(io->get_executor(), DnsSettings{});
   std::optional<Connected> result;  // destroyed before `io`
 
   explicit operator bool() const { return result && result->has_value(); }
@@ -110,7 +111,8 @@ Outcome run(UpstreamTarget target, net::ssl::context* server_tls = nullptr, bool
     acceptor.close();
   }
   auto client = [&]() -> net::awaitable<void> {
-    out.result.emplace(co_await connect_upstream(target));
+    if (target.resolve_timeout.count() == 0) target.resolve_timeout = target.timeout;
+    out.result.emplace(co_await connect_upstream(target, *out.resolver));
     acceptor.close();
   };
   net::co_spawn(*out.io, client(), [](std::exception_ptr e) {
