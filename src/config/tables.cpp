@@ -137,7 +137,9 @@ const Table<ServerConfig>& server_table() {
       .fields = {value("max_request_body", &ServerLimits::max_request_body, Size{}),
                  value("max_header_size", &ServerLimits::max_header_size, Size{}),
                  value("header_timeout", &ServerLimits::header_timeout, Duration{}),
-                 value("idle_timeout", &ServerLimits::idle_timeout, Duration{})}};
+                 value("idle_timeout", &ServerLimits::idle_timeout, Duration{}),
+                 value("max_connections_per_ip", &ServerLimits::max_connections_per_ip,
+                       UInt{0, 1'000'000})}};
   static const Table<ServerConfig> t{
       .fields = {
           list("listen", &ServerConfig::listen, listen_table(),
