@@ -20,8 +20,9 @@ void AddressCounts::Slot::release() noexcept {
 
 // IPv4 and IPv4-mapped IPv6 addresses are the same source.
 std::string AddressCounts::key_of(const boost::asio::ip::address& addr) {
-  auto v6 = addr.is_v4() ? boost::asio::ip::make_address_v6(boost::asio::ip::v4_mapped, addr.to_v4())
-                         : addr.to_v6();
+  auto v6 = addr.is_v4()
+                ? boost::asio::ip::make_address_v6(boost::asio::ip::v4_mapped, addr.to_v4())
+                : addr.to_v6();
   auto bytes = v6.to_bytes();
   return std::string(bytes.begin(), bytes.end());
 }

@@ -4,10 +4,9 @@
 // descriptors: /readyz says not ready while it lasts). Owned by the Gateway, handed to every
 // worker; both outlive the workers.
 
-#include <boost/asio/ip/address.hpp>
-
 #include <array>
 #include <atomic>
+#include <boost/asio/ip/address.hpp>
 #include <chrono>
 #include <cstddef>
 #include <cstdint>

@@ -1,9 +1,8 @@
 #include "server/framing.hpp"
 
+#include <algorithm>
 #include <boost/beast/core/string.hpp>
 #include <boost/beast/http/error.hpp>
-
-#include <algorithm>
 
 namespace tollgate::server {
 
@@ -17,7 +16,9 @@ bool is_tchar(char c) {
   return std::string_view("!#$%&'*+-.^_`|~").find(c) != std::string_view::npos;
 }
 
-bool is_token(std::string_view s) { return !s.empty() && std::all_of(s.begin(), s.end(), is_tchar); }
+bool is_token(std::string_view s) {
+  return !s.empty() && std::all_of(s.begin(), s.end(), is_tchar);
+}
 
 std::string_view trim_ows(std::string_view s) {
   auto is_ows = [](char c) { return c == ' ' || c == '\t'; };
@@ -70,7 +71,8 @@ std::optional<Refusal> check_transfer_encoding(const FramingView& h) {
     return bad_request("bad_framing", "Transfer-Encoding is not allowed in an HTTP/1.0 request");
   }
   if (h.content_length_fields > 0) {
-    return bad_request("bad_framing", "a request must not carry both Transfer-Encoding and Content-Length");
+    return bad_request("bad_framing",
+                       "a request must not carry both Transfer-Encoding and Content-Length");
   }
   auto c = read_codings(h.transfer_encoding);
   if (c.malformed || c.chunked + c.other == 0) {
@@ -84,7 +86,9 @@ std::optional<Refusal> check_transfer_encoding(const FramingView& h) {
   return std::nullopt;
 }
 
-std::string_view first_line(std::string_view raw) { return raw.substr(0, raw.find('\n')); }
+std::string_view first_line(std::string_view raw) {
+  return raw.substr(0, raw.find('\n'));
+}
 
 // "HTTP/" DIGIT "." DIGIT (RFC 9112 §2.3).
 bool is_version(std::string_view v) {

@@ -15,7 +15,6 @@
 // error through its boost::system::error_code.
 
 #include <boost/system/error_code.hpp>
-
 #include <chrono>
 #include <cstddef>
 #include <optional>

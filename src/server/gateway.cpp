@@ -388,7 +388,8 @@ struct Gateway::Impl {
     if (path == "/readyz") {
       // Not ready while starting or draining, and while a worker cannot accept connections.
       if (connections->accept.failing()) {
-        co_return AdminResponse{503, "application/json", R"({"status":"not ready","reason":"accept_failing"})"};
+        co_return AdminResponse{503, "application/json",
+                                R"({"status":"not ready","reason":"accept_failing"})"};
       }
       if (control_stats.ready.load() == 1) co_return AdminResponse{200, "application/json", R"({"status":"ready"})"};
       co_return AdminResponse{503, "application/json", R"({"status":"not ready"})"};

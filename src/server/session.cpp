@@ -168,9 +168,13 @@ net::awaitable<void> linger_close(Stream& stream, Deadline& deadline) {
   }
 }
 
-core::HttpError http_error(const Refusal& r) { return {r.status, std::string(r.code), r.message, {}, {}}; }
+core::HttpError http_error(const Refusal& r) {
+  return {r.status, std::string(r.code), r.message, {}, {}};
+}
 
-core::HttpError body_too_large(std::size_t limit) { return http_error(refuse_body_too_large(limit)); }
+core::HttpError body_too_large(std::size_t limit) {
+  return http_error(refuse_body_too_large(limit));
+}
 
 /// Answers a request refused while it was read, finishes it, and (`linger`) drains what the
 /// client still sends so it sees the answer.
@@ -277,7 +281,9 @@ net::awaitable<ReadResult> read_request(Worker& w, Client<Stream> client, beast:
   if (ec) co_return co_await bad_header(w, client, ctx, ec, parser, buffer, limits.max_request_body);
   w.stats().in_flight.add(1);
   describe(ctx, parser);
-  if (auto bad = check_framing(framing_view(parser.get()))) co_return co_await refuse(w, client, ctx, *bad, parser.get().version());
+  if (auto bad = check_framing(framing_view(parser.get()))) {
+    co_return co_await refuse(w, client, ctx, *bad, parser.get().version());
+  }
   auto length = parser.content_length();
   if (length && *length > limits.max_request_body) {
     auto e = body_too_large(limits.max_request_body);

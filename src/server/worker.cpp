@@ -116,7 +116,8 @@ void accept_failed(Worker& w, const boost::system::error_code& ec) {
 template <class Stream>
 net::awaitable<void> answer_and_close(Stream& stream) {
   core::HttpError e{429, "too_many_connections",
-                    "too many open connections from this address; retry when one has closed", {}, {}};
+                    "too many open connections from this address; retry when one has closed",
+                    {}, {}};
   http::response<http::string_body> res{http::status::too_many_requests, 11};
   res.set(http::field::content_type, "application/json");
   res.keep_alive(false);

@@ -7,9 +7,8 @@
 #include <boost/asio/error.hpp>
 #include <boost/beast/core/flat_buffer.hpp>
 #include <boost/beast/http/error.hpp>
-#include <boost/beast/http/string_body.hpp>
 #include <boost/beast/http/parser.hpp>
-
+#include <boost/beast/http/string_body.hpp>
 #include <optional>
 #include <string>
 
@@ -44,7 +43,9 @@ FramingView with_te(std::vector<std::string_view> te, unsigned version = 11) {
   return v;
 }
 
-int status(const std::optional<Refusal>& r) { return r ? r->status : 0; }
+int status(const std::optional<Refusal>& r) {
+  return r ? r->status : 0;
+}
 
 TEST(FramingTest, ExactlyChunkedPassesInAnyCaseWithWhitespace) {
   EXPECT_EQ(status(check_framing(with_te({"chunked"}))), 0);
@@ -94,7 +95,8 @@ TEST(FramingTest, Http11NeedsExactlyOneHost) {
 // Beast frames `xchunked` next to Content-Length by the length, and `gzip, chunked` as plain
 // chunked: the check refuses both from the parsed header.
 TEST(FramingTest, RefusesWhatBeastAccepts) {
-  Parsed xchunked("POST /x HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: xchunked\r\nContent-Length: 5\r\n\r\n");
+  Parsed xchunked(
+      "POST /x HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: xchunked\r\nContent-Length: 5\r\n\r\n");
   ASSERT_FALSE(xchunked.ec) << xchunked.ec.message();
   EXPECT_EQ(xchunked.parser.content_length().value_or(0), 5u);
   EXPECT_EQ(status(xchunked.framing()), 400);
@@ -115,7 +117,8 @@ TEST(FramingTest, RefusesWhatBeastAccepts) {
 
 // What Beast refuses itself still gets a status, not a silent close.
 TEST(FramingTest, BeastRefusalsGetStatuses) {
-  Parsed length_then_te("POST /x HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n");
+  Parsed length_then_te(
+      "POST /x HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n");
   EXPECT_EQ(length_then_te.ec, http::error::bad_transfer_encoding);
   EXPECT_EQ(status(length_then_te.unparsed()), 400);
 
@@ -142,7 +145,8 @@ TEST(FramingTest, TooLongRequestLineIs414AndTooLargeHeaderIs431) {
   EXPECT_EQ(line.ec, http::error::header_limit);
   EXPECT_EQ(status(line.unparsed()), 414);
 
-  Parsed fields("GET /x HTTP/1.1\r\nHost: a\r\nX-Big: " + std::string(10'000, 'b') + "\r\n\r\n", 4096);
+  Parsed fields("GET /x HTTP/1.1\r\nHost: a\r\nX-Big: " + std::string(10'000, 'b') + "\r\n\r\n",
+                4096);
   EXPECT_EQ(fields.ec, http::error::header_limit);
   EXPECT_EQ(status(fields.unparsed()), 431);
 
