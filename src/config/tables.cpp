@@ -143,7 +143,9 @@ const Table<ServerConfig>& server_table() {
                  value("max_header_size", &ServerLimits::max_header_size, Size{}),
                  value("max_buffered_bytes", &ServerLimits::max_buffered_bytes, Size{}),
                  value("header_timeout", &ServerLimits::header_timeout, Duration{}),
-                 value("idle_timeout", &ServerLimits::idle_timeout, Duration{})}};
+                 value("idle_timeout", &ServerLimits::idle_timeout, Duration{}),
+                 value("max_connections_per_ip", &ServerLimits::max_connections_per_ip,
+                       UInt{0, 1'000'000})}};
   static const Table<ServerConfig> t{
       .fields = {
           list("listen", &ServerConfig::listen, listen_table(),

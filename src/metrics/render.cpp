@@ -211,15 +211,20 @@ void append(const SpilloverFamily& e, const SeriesRegistry& reg, const std::vect
   out.push_back(f.take());
 }
 
-template <class Cell>
-void append(const WorkerFamily<Cell>& e, const SeriesRegistry& reg,
+template <class Member>
+void append(const WorkerFamily<Member>& e, const SeriesRegistry& reg,
             std::vector<MetricFamily>& out) {
-  decltype(Cell{}.value()) sum = 0;
-  for (const auto* w : reg.workers()) sum += (w->*e.member).value();
+  using S = Shape<Member>;
+  using Cell = typename S::Cell;
   auto f = start(e.name, e.help, type_of<Cell>());
-  ClientMetric m;
-  set_value(m, f.type, static_cast<double>(sum));
-  f.metric.push_back(std::move(m));
+  for (std::size_t i = 0; i < S::kSize; ++i) {
+    decltype(Cell{}.value()) sum = 0;
+    for (const auto* w : reg.workers()) sum += S::cell(w->*e.member, i).value();
+    ClientMetric m;
+    S::labels(i, m.label);
+    set_value(m, f.type, static_cast<double>(sum));
+    f.metric.push_back(std::move(m));
+  }
   out.push_back(std::move(f));
 }
 

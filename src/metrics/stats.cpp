@@ -95,4 +95,9 @@ std::string_view to_string(NoBackendCode c) {
   return kNames[static_cast<std::size_t>(c)];
 }
 
+std::string_view to_string(AcceptError e) {
+  static constexpr std::string_view kNames[] = {"emfile", "enfile", "enobufs", "enomem", "other"};
+  return kNames[static_cast<std::size_t>(e)];
+}
+
 }  // namespace tollgate::metrics

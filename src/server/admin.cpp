@@ -1,6 +1,14 @@
 #include "server/admin.hpp"
 
+#include <boost/asio/steady_timer.hpp>
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <array>
+#include <optional>
+
 #include "proxy/net.hpp"
+#include "server/framing.hpp"
 #include "tollgate/core/errors.hpp"
 #include "tollgate/metrics/logging.hpp"
 
@@ -12,14 +20,66 @@ namespace {
 
 using Handler = AdminHandler;
 
+constexpr std::uint32_t kHeaderLimit = 16 * 1024;  // larger headers get 431
+constexpr std::size_t kBodyLimit = 64 * 1024;       // larger bodies get 413
+constexpr std::chrono::seconds kReadTimeout{30};
+// A failed accept (out of descriptors) is retried after this long, not at once (no spinning).
+constexpr std::chrono::milliseconds kAcceptBackoff{50};
+
+// What server/framing.hpp needs to answer a request that could not be read.
+Unparsed unparsed(boost::system::error_code ec, const beast::flat_buffer& buffer,
+                  const http::request_parser<http::string_body>& parser) {
+  return {ec, {static_cast<const char*>(buffer.data().data()), buffer.size()},
+          !parser.get().target().empty()};  // Beast stores the request line once it is whole
+}
+
+// Answers a request refused while it was read (server/framing.hpp), then closes lingering.
+net::awaitable<void> refuse(PlainStream& stream, const Refusal& r) {
+  http::response<http::string_body> res{static_cast<http::status>(r.status), 11};
+  res.set(http::field::content_type, "application/json");
+  res.keep_alive(false);
+  res.body() = core::HttpError{r.status, std::string(r.code), r.message, {}, {}}.body();
+  res.prepare_payload();
+  stream.expires_after(kLingerTime);
+  auto [ec, n] = co_await http::async_write(stream, res, use_tuple);
+  if (ec) co_return;
+  stream.socket().shutdown(tcp::socket::shutdown_send, ec);
+  std::array<char, 4096> sink;
+  for (std::size_t total = 0; total < kLingerBytes;) {
+    auto [rec, rn] = co_await stream.async_read_some(net::buffer(sink), use_tuple);
+    if (rec) break;
+    total += rn;
+  }
+}
+
+// Reads one request into `parser`. False when the connection ended or the request was refused
+// (answered; the connection is closed).
+net::awaitable<bool> read_admin_request(PlainStream& stream, beast::flat_buffer& buffer,
+                                        http::request_parser<http::string_body>& parser) {
+  parser.header_limit(kHeaderLimit);
+  parser.body_limit(kBodyLimit);
+  stream.expires_after(kReadTimeout);
+  auto [ec, n] = co_await http::async_read_header(stream, buffer, parser, use_tuple);
+  std::optional<Refusal> refusal;
+  if (ec) {
+    refusal = refuse_unparsed(unparsed(ec, buffer, parser), kBodyLimit);
+  } else {
+    refusal = check_framing(framing_view(parser.get()));
+    if (!refusal) {
+      auto [bec, bn] = co_await http::async_read(stream, buffer, parser, use_tuple);
+      if (!bec) co_return true;
+      refusal = refuse_unparsed(unparsed(bec, buffer, parser), kBodyLimit);
+    }
+  }
+  if (refusal) co_await refuse(stream, *refusal);
+  co_return false;
+}
+
 net::awaitable<void> admin_session(PlainStream stream, Handler handler) {
   beast::flat_buffer buffer;
   for (;;) {
     http::request_parser<http::string_body> parser;
-    parser.body_limit(64 * 1024);
-    stream.expires_after(std::chrono::seconds(30));
-    auto [ec, n] = co_await http::async_read(stream, buffer, parser, use_tuple);
-    if (ec) co_return;
+    if (!co_await read_admin_request(stream, buffer, parser)) co_return;
     auto& req = parser.get();
     std::string_view target = req.target();
     auto q = target.find('?');
@@ -40,15 +100,49 @@ net::awaitable<void> admin_session(PlainStream stream, Handler handler) {
   stream.socket().shutdown(tcp::socket::shutdown_send, ignored);
 }
 
+/// One descriptor held in reserve, so /readyz and /metrics still answer while the process is out
+/// of descriptors: a failed accept gives it up for the connection, and it is taken back after
+/// the next accept that leaves one free. Owner: the admin listener's thread.
+class DescriptorReserve {
+ public:
+  DescriptorReserve() { take(); }
+  ~DescriptorReserve() { give_up(); }
+  DescriptorReserve(const DescriptorReserve&) = delete;
+  DescriptorReserve& operator=(const DescriptorReserve&) = delete;
+  /// True when one was held (and is free now).
+  bool give_up() {
+    if (fd_ < 0) return false;
+    ::close(fd_);
+    fd_ = -1;
+    return true;
+  }
+  void take() {
+    if (fd_ < 0) fd_ = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
+  }
+
+ private:
+  int fd_ = -1;
+};
+
+bool out_of_descriptors(const boost::system::error_code& ec) {
+  return ec == boost::system::errc::too_many_files_open ||
+         ec == boost::system::errc::too_many_files_open_in_system;
+}
+
 net::awaitable<void> admin_accept(tcp::acceptor& acceptor, Handler handler) {
+  DescriptorReserve reserve;
   for (;;) {
     auto [ec, sock] = co_await acceptor.async_accept(use_tuple);
     if (ec) {
       if (!acceptor.is_open() || ec == net::error::operation_aborted) co_return;
+      if (out_of_descriptors(ec) && reserve.give_up()) continue;  // accept again at once
+      net::steady_timer t(acceptor.get_executor(), kAcceptBackoff);
+      co_await t.async_wait(use_tuple);
       continue;
     }
     net::co_spawn(acceptor.get_executor(), admin_session(PlainStream(std::move(sock)), handler),
                   metrics::LogFailure{"admin session failed", {}, {}});
+    reserve.take();
   }
 }
 

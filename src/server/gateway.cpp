@@ -110,6 +110,8 @@ struct Gateway::Impl {
   std::shared_ptr<const config::Config> config;
   std::shared_ptr<const config::Config> started;  // the config the listeners were built from
   net::io_context control{1};
+  // Shared by the workers: per-address connection counts and accept failures (outlives them).
+  std::unique_ptr<SharedConnections> connections;
   std::vector<std::unique_ptr<Worker>> workers;
   metrics::SeriesRegistry series;
   metrics::ControlStats control_stats;
@@ -395,6 +397,11 @@ struct Gateway::Impl {
     }
     if (path == "/healthz") co_return AdminResponse{200, "application/json", R"({"status":"ok"})"};
     if (path == "/readyz") {
+      // Not ready while starting or draining, and while a worker cannot accept connections.
+      if (connections->accept.failing()) {
+        co_return AdminResponse{503, "application/json",
+                                R"({"status":"not ready","reason":"accept_failing"})"};
+      }
       if (control_stats.ready.load() == 1) co_return AdminResponse{200, "application/json", R"({"status":"ready"})"};
       co_return AdminResponse{503, "application/json", R"({"status":"not ready"})"};
     }
@@ -410,8 +417,9 @@ Gateway::Gateway(std::string config_path, std::shared_ptr<const config::Config> 
   s.started = s.config;
   const auto& cfg = *s.config;
   s.access_log = std::make_shared<metrics::AccessLog>(cfg.logging.access_log);
+  s.connections = std::make_unique<SharedConnections>(cfg.server.workers);
   for (unsigned i = 0; i < cfg.server.workers; ++i) {
-    s.workers.push_back(std::make_unique<Worker>(i, s.access_log));
+    s.workers.push_back(std::make_unique<Worker>(i, s.access_log, *s.connections));
     s.series.add_worker(&s.workers.back()->stats());
   }
   s.body_budget = std::make_shared<BodyBudget>(cfg.server.limits.max_buffered_bytes);

@@ -11,6 +11,7 @@
 #include "proxy/forwarder.hpp"
 #include "proxy/net.hpp"
 #include "server/body_budget.hpp"
+#include "server/framing.hpp"
 #include "server/pipeline/finish.hpp"
 #include "server/pipeline/stages.hpp"
 #include "tollgate/core/request_id.hpp"
@@ -36,13 +37,17 @@ net::awaitable<void> run_tls_session(Worker& w, tcp::socket sock,
 }  // namespace
 
 void spawn_session(Worker& w, tcp::socket sock, std::shared_ptr<net::ssl::context> tls,
-                   std::string remote) {
+                   std::string remote, AddressCounts::Slot slot) {
+  // The address's slot goes back when the session ends: it lives in the completion handler.
+  auto done = [slot = std::move(slot), log = metrics::LogFailure{"coroutine failed", "task",
+                                                                 tls ? "tls session" : "session"}](
+                  std::exception_ptr e) { log(e); };
   if (tls) {
     net::co_spawn(w.io(), run_tls_session(w, std::move(sock), std::move(tls), std::move(remote)),
-                  metrics::LogFailure{"coroutine failed", "task", "tls session"});
+                  std::move(done));
   } else {
     net::co_spawn(w.io(), run_session(w, PlainStream(std::move(sock)), std::move(remote)),
-                  metrics::LogFailure{"coroutine failed", "task", "session"});
+                  std::move(done));
   }
 }
 
@@ -161,17 +166,20 @@ net::awaitable<void> linger_close(Stream& stream, Deadline& deadline) {
   beast::get_lowest_layer(stream).socket().shutdown(tcp::socket::shutdown_send, ec);
   std::array<char, 16 * 1024> sink;
   std::size_t total = 0;
-  deadline.after(std::chrono::seconds(2));
-  while (total < (8u << 20)) {
+  deadline.after(kLingerTime);
+  while (total < kLingerBytes) {
     auto [rec, n] = co_await beast::get_lowest_layer(stream).async_read_some(net::buffer(sink), use_tuple);
     if (rec) break;
     total += n;
   }
 }
 
+core::HttpError http_error(const Refusal& r) {
+  return {r.status, std::string(r.code), r.message, {}, {}};
+}
+
 core::HttpError body_too_large(std::size_t limit) {
-  return {413, "request_too_large",
-          "the request body exceeds the limit of " + std::to_string(limit) + " bytes", {}, {}};
+  return http_error(refuse_body_too_large(limit));
 }
 
 /// Answers a request refused while it was read and (`linger`) drains what the client still
@@ -187,37 +195,15 @@ net::awaitable<ReadResult> refuse_read(Client<Stream> client, RequestContext& ct
   co_return ReadResult::kRefused;
 }
 
-/// A request refused before it became one (its header could not be read): answered and
-/// finished here.
+/// Answers `r` (Connection: close), closes lingering, and finishes the request (refused
+/// before the stages).
 template <class Stream>
-net::awaitable<ReadResult> refuse_header(Worker& w, Client<Stream> client, RequestContext& ctx,
-                                         std::string_view reason, const core::HttpError& e) {
-  co_await refuse_read(client, ctx, reason, &e, 11, true);
+net::awaitable<ReadResult> refuse(Worker& w, Client<Stream> client, RequestContext& ctx,
+                                  const Refusal& r, unsigned version) {
+  auto e = http_error(r);
+  co_await refuse_read(client, ctx, r.reason, &e, version, true);
   pipeline::finish(w.finish_env(), ctx);
   co_return ReadResult::kRefused;
-}
-
-// A header that could not be read: silence for closes and timeouts between requests (a Deadline
-// cancels: operation_aborted), an answer for malformed requests.
-template <class Stream>
-net::awaitable<ReadResult> bad_header(Worker& w, Client<Stream> client, RequestContext& ctx,
-                                      boost::system::error_code ec, std::size_t read,
-                                      std::size_t body_limit) {
-  if (ec == http::error::end_of_stream || ec == net::error::eof ||
-      ec == net::error::operation_aborted || ec == beast::error::timeout ||
-      ec == net::error::connection_reset || read == 0) {
-    co_return ReadResult::kClosed;
-  }
-  w.stats().in_flight.add(1);
-  ctx.request_id = core::new_request_id();
-  if (ec == http::error::header_limit) {
-    core::HttpError e{431, "header_too_large", "the request header is too large", {}, {}};
-    co_return co_await refuse_header(w, client, ctx, "header_too_large", e);
-  }
-  if (ec == http::error::body_limit) {  // Content-Length above the limit
-    co_return co_await refuse_header(w, client, ctx, "body_too_large", body_too_large(body_limit));
-  }
-  co_return co_await refuse_header(w, client, ctx, "bad_request", core::bad_request("malformed HTTP request"));
 }
 
 void describe(RequestContext& ctx, const http::request_parser<http::string_body>& parser) {
@@ -228,6 +214,33 @@ void describe(RequestContext& ctx, const http::request_parser<http::string_body>
   auto target = header.target();
   ctx.path = std::string(target.substr(0, target.find('?')));
   ctx.user_agent = std::string(header[http::field::user_agent].substr(0, 256));
+}
+
+// A header refused before it was whole: what the parser read of it (the request line once it
+// was whole, and the fields so far), else the method and path as far as they came in.
+void describe_partial(RequestContext& ctx, const http::request_parser<http::string_body>& parser,
+                      std::string_view raw) {
+  describe(ctx, parser);
+  if (!parser.get().target().empty()) return;
+  auto line = split_request_line(raw);
+  ctx.method = std::string(line.method);
+  ctx.path = std::string(line.target.substr(0, line.target.find('?')));
+}
+
+// A header that could not be read: silence for closes and timeouts between requests (a Deadline
+// cancels: operation_aborted), a status for the rest (server/framing.hpp).
+template <class Stream>
+net::awaitable<ReadResult> bad_header(Worker& w, Client<Stream> client, RequestContext& ctx,
+                                      boost::system::error_code ec,
+                                      const http::request_parser<http::string_body>& parser,
+                                      const beast::flat_buffer& buffer, std::size_t body_limit) {
+  std::string_view raw(static_cast<const char*>(buffer.data().data()), buffer.size());
+  bool line_read = !parser.get().target().empty();  // Beast stores the line once it is whole
+  auto refusal = refuse_unparsed({ec, raw, line_read}, body_limit);
+  if (!refusal) co_return ReadResult::kClosed;
+  w.stats().in_flight.add(1);
+  describe_partial(ctx, parser, raw);
+  co_return co_await refuse(w, client, ctx, *refusal, 11);
 }
 
 template <class Stream>
@@ -296,8 +309,9 @@ net::awaitable<ReadResult> read_body(Worker& w, Client<Stream> client, beast::fl
   }
   bool silent = ec == net::error::operation_aborted || ec == beast::error::timeout ||
                 ec == http::error::partial_message || ec == net::error::eof;
-  auto e = core::bad_request("malformed HTTP request");
-  co_return co_await refuse_read(client, ctx, "incomplete_request", silent ? nullptr : &e, version, false);
+  if (silent) co_return co_await refuse_read(client, ctx, "incomplete_request", nullptr, version, false);
+  auto e = core::bad_request("malformed HTTP request body");  // e.g. a bad chunk
+  co_return co_await refuse_read(client, ctx, "bad_request", &e, version, true);
 }
 
 template <class Stream>
@@ -313,14 +327,17 @@ net::awaitable<ReadResult> read_header(Worker& w, Client<Stream> client, beast::
   scope.entry().idle = false;
   ctx.start = core::SteadyClock::now();
   ctx.series = w.snapshot()->unrouted_series;
-  if (ec) co_return co_await bad_header(w, client, ctx, ec, hn, limits.max_request_body);
+  if (ec) co_return co_await bad_header(w, client, ctx, ec, parser, buffer, limits.max_request_body);
   w.stats().in_flight.add(1);
   describe(ctx, parser);
   ctx.bytes_in = hn;
+  if (auto bad = check_framing(framing_view(parser.get()))) {
+    co_return co_await refuse(w, client, ctx, *bad, parser.get().version());
+  }
   auto length = parser.content_length();
   if (length && *length > limits.max_request_body) {
-    auto e = body_too_large(limits.max_request_body);
-    co_return co_await refuse_header(w, client, ctx, "body_too_large", e);
+    co_return co_await refuse(w, client, ctx, refuse_body_too_large(limits.max_request_body),
+                              parser.get().version());
   }
   co_return ReadResult::kRequest;
 }

@@ -7,14 +7,17 @@
 #include <memory>
 #include <string>
 
+#include "server/connections.hpp"
+
 namespace tollgate::server {
 
 class Worker;
 
 /// Starts serving an accepted connection on `w` (TLS first when `tls` is set). The session owns
-/// the socket; it ends when the client leaves, the connection fails, or the worker drains.
-/// Thread: `w`'s own.
+/// the socket and `slot` (its source address's count); it ends when the client leaves, the
+/// connection fails, or the worker drains. Thread: `w`'s own.
 void spawn_session(Worker& w, boost::asio::ip::tcp::socket sock,
-                   std::shared_ptr<boost::asio::ssl::context> tls, std::string remote);
+                   std::shared_ptr<boost::asio::ssl::context> tls, std::string remote,
+                   AddressCounts::Slot slot);
 
 }  // namespace tollgate::server

@@ -1,5 +1,6 @@
 #include "server/worker.hpp"
 
+#include <array>
 #include <chrono>
 
 #include <boost/asio/co_spawn.hpp>
@@ -7,13 +8,17 @@
 
 #include "proxy/net.hpp"
 #include "proxy/upstream_pool.hpp"
+#include "server/framing.hpp"
 #include "server/session.hpp"
+#include "tollgate/core/errors.hpp"
 
 namespace tollgate::server {
 
-Worker::Worker(unsigned index, std::shared_ptr<metrics::AccessLog> access_log)
+Worker::Worker(unsigned index, std::shared_ptr<metrics::AccessLog> access_log,
+               SharedConnections& connections)
     : index_(index),
       access_log_(std::move(access_log)),
+      connections_(connections),
       rng_(static_cast<std::uint64_t>(std::chrono::steady_clock::now().time_since_epoch().count()) ^
            (0x9E3779B97F4A7C15ULL * (index + 1))) {}
 
@@ -79,24 +84,105 @@ void Worker::stop() { io_.stop(); }
 
 namespace {
 
-boost::asio::awaitable<void> accept_loop_impl(Worker& w, Listener& l) {
-  namespace net = boost::asio;
-  using proxy::tcp;
-  using proxy::use_tuple;
+namespace net = boost::asio;
+using namespace proxy;  // net, beast, http, streams, use_tuple
+
+// Out of descriptors or similar: the loop waits this long before accepting again (no spinning).
+constexpr std::chrono::milliseconds kAcceptBackoff{50};
+
+metrics::AcceptError accept_error(const boost::system::error_code& ec) {
+  using boost::system::errc::errc_t;
+  using metrics::AcceptError;
+  if (ec == errc_t::too_many_files_open) return AcceptError::kEmfile;
+  if (ec == errc_t::too_many_files_open_in_system) return AcceptError::kEnfile;
+  if (ec == errc_t::no_buffer_space) return AcceptError::kEnobufs;
+  if (ec == errc_t::not_enough_memory) return AcceptError::kEnomem;
+  return AcceptError::kOther;
+}
+
+// Counts a failed accept and logs it (at most once per AcceptHealth::kLogInterval across
+// workers); /readyz says not ready until an accept of this worker succeeds again.
+void accept_failed(Worker& w, const boost::system::error_code& ec) {
+  auto reason = accept_error(ec);
+  w.stats().accept_errors[reason].add();
+  if (!w.connections().accept.failed(w.index(), w.clock().steady_ms())) return;
+  metrics::log_error("cannot accept client connections; not ready until accepting works again "
+                     "(logged at most once a minute)",
+                     core::JsonFields()
+                         .add("reason", metrics::to_string(reason))
+                         .add("error", ec.message())
+                         .add("worker", static_cast<std::uint64_t>(w.index())));
+}
+
+// The answer to a connection over server.limits.max_connections_per_ip, then a lingering close
+// (the client may have sent its request: closing on unread bytes would reset the answer).
+template <class Stream>
+net::awaitable<void> answer_and_close(Stream& stream) {
+  core::HttpError e{429, "too_many_connections",
+                    "too many open connections from this address; retry when one has closed",
+                    {}, {}};
+  http::response<http::string_body> res{http::status::too_many_requests, 11};
+  res.set(http::field::content_type, "application/json");
+  res.keep_alive(false);
+  res.body() = e.body();
+  res.prepare_payload();
+  auto& lowest = beast::get_lowest_layer(stream);
+  lowest.expires_after(kLingerTime);
+  auto [ec, n] = co_await http::async_write(stream, res, use_tuple);
+  if (ec) co_return;
+  lowest.socket().shutdown(tcp::socket::shutdown_send, ec);
+  std::array<char, 4096> sink;
+  for (std::size_t total = 0; total < kLingerBytes;) {
+    auto [rec, rn] = co_await lowest.async_read_some(net::buffer(sink), use_tuple);
+    if (rec) break;
+    total += rn;
+  }
+}
+
+net::awaitable<void> refuse_connection(tcp::socket sock, std::shared_ptr<net::ssl::context> tls) {
+  if (!tls) {
+    PlainStream stream(std::move(sock));
+    co_await answer_and_close(stream);
+    co_return;
+  }
+  TlsStream stream(std::move(sock), *tls);
+  beast::get_lowest_layer(stream).expires_after(kLingerTime);
+  auto [ec] = co_await stream.async_handshake(net::ssl::stream_base::server, use_tuple);
+  if (!ec) co_await answer_and_close(stream);
+}
+
+// A slot under the connection's source address (an empty one when no cap is set or the peer is
+// gone already), or nullopt: the address has its cap of connections open.
+std::optional<AddressCounts::Slot> take_slot(Worker& w, const boost::system::error_code& ep_ec,
+                                             const tcp::endpoint& ep) {
+  auto cap = w.snapshot()->config->server.limits.max_connections_per_ip;
+  if (ep_ec || cap == 0) return AddressCounts::Slot();
+  return w.connections().per_address.try_take(ep.address(), cap);
+}
+
+net::awaitable<void> accept_loop_impl(Worker& w, Listener& l) {
   for (;;) {
     auto [ec, sock] = co_await l.acceptor.async_accept(use_tuple);
     if (ec) {
       if (ec == net::error::operation_aborted || !l.acceptor.is_open()) co_return;
-      // Out of file descriptors or similar: back off instead of spinning.
-      net::steady_timer t(w.io(), std::chrono::milliseconds(50));
+      accept_failed(w, ec);
+      net::steady_timer t(w.io(), kAcceptBackoff);
       co_await t.async_wait(use_tuple);
       continue;
     }
+    w.connections().accept.succeeded(w.index());
     boost::system::error_code opt_ec;
     sock.set_option(tcp::no_delay(true), opt_ec);
     auto ep = sock.remote_endpoint(opt_ec);
+    auto slot = take_slot(w, opt_ec, ep);
+    if (!slot) {
+      w.stats().connections_refused.add();
+      net::co_spawn(w.io(), refuse_connection(std::move(sock), l.tls),
+                    metrics::LogFailure{"coroutine failed", "task", "refuse connection"});
+      continue;
+    }
     std::string remote = opt_ec ? std::string() : ep.address().to_string() + ":" + std::to_string(ep.port());
-    spawn_session(w, std::move(sock), l.tls, std::move(remote));
+    spawn_session(w, std::move(sock), l.tls, std::move(remote), std::move(*slot));
   }
 }
 

@@ -14,6 +14,7 @@
 
 #include "proxy/upstream_pool.hpp"
 #include "server/body_budget.hpp"
+#include "server/connections.hpp"
 #include "server/pipeline/finish.hpp"
 #include "server/runtime.hpp"
 #include "tollgate/core/clock.hpp"
@@ -34,13 +35,17 @@ struct Listener {
 
 class Worker {
  public:
-  Worker(unsigned index, std::shared_ptr<metrics::AccessLog> access_log);
+  /// `connections` (shared by the workers) outlives the worker.
+  Worker(unsigned index, std::shared_ptr<metrics::AccessLog> access_log,
+         SharedConnections& connections);
   ~Worker();
 
   boost::asio::io_context& io() { return io_; }
   unsigned index() const { return index_; }
   metrics::WorkerStats& stats() { return stats_; }
   metrics::AccessLog& access_log() { return *access_log_; }
+  /// Per-address connection counts and accept failures, shared by the workers. Thread: any.
+  SharedConnections& connections() { return connections_; }
   /// The usage ledger (null when none is configured). Set before start().
   usage::Ledger* ledger() { return ledger_.get(); }
   void set_ledger(std::shared_ptr<usage::Ledger> ledger) { ledger_ = std::move(ledger); }
@@ -106,6 +111,7 @@ class Worker {
   unsigned index_;
   metrics::WorkerStats stats_;
   std::shared_ptr<metrics::AccessLog> access_log_;
+  SharedConnections& connections_;
   std::shared_ptr<usage::Ledger> ledger_;
   std::shared_ptr<BodyBudget> body_budget_;
   std::unique_ptr<proxy::Resolver> resolver_;  // made in start() (dns settings), on io_

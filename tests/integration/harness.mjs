@@ -19,9 +19,17 @@ process.on('exit', () => {
   }
 });
 
-/** Spawns a binary, collecting its output lines; resolves once `ready(lines)` returns a value. */
-function launch(bin, args, env, ready, what, timeoutMs = 10000) {
-  const proc = spawn(join(binDir, bin), args, { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+/**
+ * Spawns a binary, collecting its output lines; resolves once `ready(lines)` returns a value.
+ * `nofile`: start it with that limit of open file descriptors (RLIMIT_NOFILE, via the shell's
+ * `ulimit -n`; the shell execs the binary, so the process is the binary's).
+ */
+function launch(bin, args, env, ready, what, timeoutMs = 10000, { nofile } = {}) {
+  const path = join(binDir, bin);
+  const [file, argv] = nofile
+    ? ['/bin/sh', ['-c', `ulimit -n ${Number(nofile)} && exec "$0" "$@"`, path, ...args]]
+    : [path, args];
+  const proc = spawn(file, argv, { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
   live.add(proc);
   const out = { stdout: [], stderr: [] };
   let exited = null;
@@ -130,8 +138,11 @@ export function metricIn(text, name, labels = {}) {
   return seen ? sum : undefined;
 }
 
-/** Starts the gateway with `yaml` as its config file; resolves once it logs "ready". */
-export async function startGateway(yaml, { env = {}, timeoutMs = 10000 } = {}) {
+/**
+ * Starts the gateway with `yaml` as its config file; resolves once it logs "ready". `nofile`:
+ * its limit of open file descriptors (default: inherited).
+ */
+export async function startGateway(yaml, { env = {}, timeoutMs = 10000, nofile } = {}) {
   const dir = mkdtempSync(join(tmpdir(), 'tollgate-it-'));
   const configPath = join(dir, 'tollgate.yaml');
   writeFileSync(configPath, yaml);
@@ -140,7 +151,7 @@ export async function startGateway(yaml, { env = {}, timeoutMs = 10000 } = {}) {
       const l = listening(out.stderr);
       const ready = out.stderr.some((line) => line.includes('"msg":"ready"'));
       return ready && l.main && l.admin ? l : null;
-    }, 'tollgate', timeoutMs).catch((e) => {
+    }, 'tollgate', timeoutMs, { nofile }).catch((e) => {
     rmSync(dir, { recursive: true, force: true });
     throw e;
   });

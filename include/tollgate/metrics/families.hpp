@@ -90,12 +90,12 @@ constexpr CellFamily<Cells, Member> cell_family(std::string_view name, std::stri
   return {name, help, member, show, series, per_unit};
 }
 
-/// A family of one process-wide value summed over workers (no labels).
-template <class Cell>
+/// A family of one process-wide cell (or typed array of cells) summed over workers.
+template <class Member>
 struct WorkerFamily {
   std::string_view name;
   std::string_view help;
-  Cell WorkerStats::*member;
+  Member WorkerStats::*member;
 };
 
 /// Spillovers are summed over a deployment's backends by (from tier, to tier): the serving
@@ -160,6 +160,15 @@ inline constexpr auto kWorker = std::tuple{
                         "Idle pooled connections to backends.", &WorkerStats::upstream_idle},
     WorkerFamily<Counter>{"tollgate_upstream_connections_total", "Connections opened to backends.",
                           &WorkerStats::upstream_connects},
+    WorkerFamily<decltype(WorkerStats::accept_errors)>{
+        "tollgate_accept_errors_total",
+        "Failed accepts of client connections, by reason: emfile (the process is out of file "
+        "descriptors), enfile (the system is), enobufs, enomem, other.",
+        &WorkerStats::accept_errors},
+    WorkerFamily<Counter>{"tollgate_connections_refused_total",
+                          "Client connections refused (429, then closed) because their source "
+                          "address had server.limits.max_connections_per_ip open already.",
+                          &WorkerStats::connections_refused},
 };
 
 inline constexpr FamilySpec<1> kConfigReloads{"tollgate_config_reloads_total",

@@ -61,6 +61,11 @@ std::string_view to_string(ShedReason r);
 enum class NoBackendCode : std::uint8_t { k429, k503, kCount };
 std::string_view to_string(NoBackendCode c);
 
+/// Why accepting a client connection failed: out of descriptors (process: emfile, system:
+/// enfile), out of kernel memory (enobufs, enomem), or another error.
+enum class AcceptError : std::uint8_t { kEmfile, kEnfile, kEnobufs, kEnomem, kOther, kCount };
+std::string_view to_string(AcceptError e);
+
 /// A backend's (0-based) tier in its deployment; the last rank holds every tier beyond it.
 using TierRank = Rank<struct TierTag, kMaxTiers>;
 constexpr TierRank tier_rank(std::size_t tier) noexcept {
@@ -149,6 +154,8 @@ class WorkerStats {
   Gauge upstream_idle;  // idle pooled upstream connections
   Counter upstream_connects;
   Gauge reservations;  // admission reservations not yet settled
+  CellArray<Counter, Label<"reason", AcceptError>> accept_errors;
+  Counter connections_refused;  // over server.limits.max_connections_per_ip
 
  private:
   std::array<std::unique_ptr<RouteCells[]>, kMaxBlocks> blocks_;

@@ -162,7 +162,7 @@ TEST(FamilyCatalogueTest, NamesAreUniqueAndPrometheusShaped) {
                  f::kLedgerWritable.name}) {
     check(n);
   }
-  EXPECT_EQ(count, 54u);
+  EXPECT_EQ(count, 56u);
 }
 
 }  // namespace

@@ -72,6 +72,10 @@ void record(Rig& r) {
   r.w1.connections_total.add(9);
   r.w0.upstream_idle.add(1);
   r.w1.upstream_connects.add(6);
+  r.w0.accept_errors[AcceptError::kEmfile].add(2);
+  r.w1.accept_errors[AcceptError::kEmfile].add(1);
+  r.w1.accept_errors[AcceptError::kEnomem].add(1);
+  r.w0.connections_refused.add(4);
   r.w0.reservations.add(1);
   r.control.reloads_ok.add(2);
   r.control.reloads_failed.add();
@@ -219,6 +223,16 @@ tollgate_upstream_idle_connections 1
 # HELP tollgate_upstream_connections_total Connections opened to backends.
 # TYPE tollgate_upstream_connections_total counter
 tollgate_upstream_connections_total 6
+# HELP tollgate_accept_errors_total Failed accepts of client connections, by reason: emfile (the process is out of file descriptors), enfile (the system is), enobufs, enomem, other.
+# TYPE tollgate_accept_errors_total counter
+tollgate_accept_errors_total{reason="emfile"} 3
+tollgate_accept_errors_total{reason="enfile"} 0
+tollgate_accept_errors_total{reason="enobufs"} 0
+tollgate_accept_errors_total{reason="enomem"} 1
+tollgate_accept_errors_total{reason="other"} 0
+# HELP tollgate_connections_refused_total Client connections refused (429, then closed) because their source address had server.limits.max_connections_per_ip open already.
+# TYPE tollgate_connections_refused_total counter
+tollgate_connections_refused_total 4
 # HELP tollgate_config_reloads_total Configuration reloads by result.
 # TYPE tollgate_config_reloads_total counter
 tollgate_config_reloads_total{result="success"} 2
