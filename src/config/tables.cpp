@@ -120,9 +120,15 @@ const Table<PriceConfig>& price_table() {
 
 // ---- server, admin ---------------------------------------------------------------------------
 
+/// A listener's certificate and key (server.listen[].tls, admin.tls).
+const Table<TlsFiles>& tls_files_table() {
+  static const Table<TlsFiles> t{.fields = {value("cert", &TlsFiles::cert_file, FileRef{}).need(),
+                                            value("key", &TlsFiles::key_file, FileRef{}).need()}};
+  return t;
+}
+
 const Table<ListenConfig>& listen_table() {
-  static const Table<TlsFiles> tls{.fields = {value("cert", &TlsFiles::cert_file, FileRef{}).need(),
-                                              value("key", &TlsFiles::key_file, FileRef{}).need()}};
+  const auto& tls = tls_files_table();
   static const Table<ListenConfig> t{.fields = {value_with<ListenConfig>(
                                                     "address", Address{},
                                                     [](ListenConfig& l, Address::Value a) {
@@ -168,6 +174,7 @@ const Table<AdminConfig>& admin_table() {
                        a.text = std::move(v.text);
                      },
                      [](const AdminConfig& a) { return a.text; }),
+                 nested("tls", &AdminConfig::tls, tls_files_table()),
                  value("token", &AdminConfig::token, Secret{}).doc("none"),
                  value("allow_unauthenticated", &AdminConfig::allow_unauthenticated, Bool{})},
       .check = [](AdminConfig& a, const Node& n, const std::string& path, Ctx& ctx) {

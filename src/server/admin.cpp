@@ -34,19 +34,21 @@ Unparsed unparsed(boost::system::error_code ec, const beast::flat_buffer& buffer
 }
 
 // Answers a request refused while it was read (server/framing.hpp), then closes lingering.
-net::awaitable<void> refuse(PlainStream& stream, const Refusal& r) {
+template <class Stream>
+net::awaitable<void> refuse(Stream& stream, const Refusal& r) {
   http::response<http::string_body> res{static_cast<http::status>(r.status), 11};
   res.set(http::field::content_type, "application/json");
   res.keep_alive(false);
   res.body() = core::HttpError{r.status, std::string(r.code), r.message, {}, {}}.body();
   res.prepare_payload();
-  stream.expires_after(kLingerTime);
+  auto& tcp_stream = beast::get_lowest_layer(stream);
+  tcp_stream.expires_after(kLingerTime);
   auto [ec, n] = co_await http::async_write(stream, res, use_tuple);
   if (ec) co_return;
-  stream.socket().shutdown(tcp::socket::shutdown_send, ec);
+  tcp_stream.socket().shutdown(tcp::socket::shutdown_send, ec);
   std::array<char, 4096> sink;
   for (std::size_t total = 0; total < kLingerBytes;) {
-    auto [rec, rn] = co_await stream.async_read_some(net::buffer(sink), use_tuple);
+    auto [rec, rn] = co_await tcp_stream.async_read_some(net::buffer(sink), use_tuple);
     if (rec) break;
     total += rn;
   }
@@ -54,11 +56,12 @@ net::awaitable<void> refuse(PlainStream& stream, const Refusal& r) {
 
 // Reads one request into `parser`. False when the connection ended or the request was refused
 // (answered; the connection is closed).
-net::awaitable<bool> read_admin_request(PlainStream& stream, beast::flat_buffer& buffer,
+template <class Stream>
+net::awaitable<bool> read_admin_request(Stream& stream, beast::flat_buffer& buffer,
                                         http::request_parser<http::string_body>& parser) {
   parser.header_limit(kHeaderLimit);
   parser.body_limit(kBodyLimit);
-  stream.expires_after(kReadTimeout);
+  beast::get_lowest_layer(stream).expires_after(kReadTimeout);
   auto [ec, n] = co_await http::async_read_header(stream, buffer, parser, use_tuple);
   std::optional<Refusal> refusal;
   if (ec) {
@@ -75,7 +78,8 @@ net::awaitable<bool> read_admin_request(PlainStream& stream, beast::flat_buffer&
   co_return false;
 }
 
-net::awaitable<void> admin_session(PlainStream stream, Handler handler) {
+template <class Stream>
+net::awaitable<void> admin_session(Stream stream, Handler handler) {
   beast::flat_buffer buffer;
   for (;;) {
     http::request_parser<http::string_body> parser;
@@ -96,8 +100,22 @@ net::awaitable<void> admin_session(PlainStream stream, Handler handler) {
     auto [wec, wn] = co_await http::async_write(stream, res, use_tuple);
     if (wec || !res.keep_alive()) break;
   }
+  if constexpr (std::is_same_v<Stream, TlsStream>) {  // close_notify, bounded
+    beast::get_lowest_layer(stream).expires_after(kLingerTime);
+    co_await stream.async_shutdown(use_tuple);
+  }
   boost::system::error_code ignored;
-  stream.socket().shutdown(tcp::socket::shutdown_send, ignored);
+  beast::get_lowest_layer(stream).socket().shutdown(tcp::socket::shutdown_send, ignored);
+}
+
+// HTTPS (admin.tls): the handshake within the read timeout, then the same session.
+net::awaitable<void> admin_tls_session(PlainStream plain, std::shared_ptr<net::ssl::context> tls,
+                                       Handler handler) {
+  TlsStream stream(std::move(plain), *tls);
+  beast::get_lowest_layer(stream).expires_after(kReadTimeout);
+  auto [ec] = co_await stream.async_handshake(net::ssl::stream_base::server, use_tuple);
+  if (ec) co_return;
+  co_await admin_session(std::move(stream), std::move(handler));
 }
 
 /// One descriptor held in reserve, so /readyz and /metrics still answer while the process is out
@@ -129,7 +147,8 @@ bool out_of_descriptors(const boost::system::error_code& ec) {
          ec == boost::system::errc::too_many_files_open_in_system;
 }
 
-net::awaitable<void> admin_accept(tcp::acceptor& acceptor, Handler handler) {
+net::awaitable<void> admin_accept(tcp::acceptor& acceptor, std::shared_ptr<net::ssl::context> tls,
+                                  Handler handler) {
   DescriptorReserve reserve;
   for (;;) {
     auto [ec, sock] = co_await acceptor.async_accept(use_tuple);
@@ -140,8 +159,13 @@ net::awaitable<void> admin_accept(tcp::acceptor& acceptor, Handler handler) {
       co_await t.async_wait(use_tuple);
       continue;
     }
-    net::co_spawn(acceptor.get_executor(), admin_session(PlainStream(std::move(sock)), handler),
-                  metrics::LogFailure{"admin session failed", {}, {}});
+    if (tls) {
+      net::co_spawn(acceptor.get_executor(), admin_tls_session(PlainStream(std::move(sock)), tls, handler),
+                    metrics::LogFailure{"admin session failed", {}, {}});
+    } else {
+      net::co_spawn(acceptor.get_executor(), admin_session(PlainStream(std::move(sock)), handler),
+                    metrics::LogFailure{"admin session failed", {}, {}});
+    }
     reserve.take();
   }
 }
@@ -153,8 +177,9 @@ AdminResponse admin_error(int status, std::string_view code, std::string message
   return AdminResponse{status, "application/json", e.body(), {}};
 }
 
-void serve_admin(net::io_context& io, tcp::acceptor& acceptor, Handler handler) {
-  net::co_spawn(io, admin_accept(acceptor, std::move(handler)), [](std::exception_ptr e) {
+void serve_admin(net::io_context& io, tcp::acceptor& acceptor,
+                 std::shared_ptr<boost::asio::ssl::context> tls, Handler handler) {
+  net::co_spawn(io, admin_accept(acceptor, std::move(tls), std::move(handler)), [](std::exception_ptr e) {
     if (e) metrics::log_error("admin listener stopped unexpectedly");
   });
 }

@@ -4,7 +4,9 @@
 #include <boost/asio/awaitable.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/ssl/context.hpp>
 #include <functional>
+#include <memory>
 #include <string>
 #include <utility>
 #include <vector>
@@ -29,11 +31,11 @@ struct AdminResponse {
 /// An error answer of the admin listener, in the gateway's error shape.
 AdminResponse admin_error(int status, std::string_view code, std::string message);
 
-/// Serves `handler` on `acceptor` until the acceptor closes. Thread: the io_context's thread.
-/// The handler may suspend (a report computed on another thread); the request it gets lives
-/// until it completes.
+/// Serves `handler` on `acceptor` until the acceptor closes, over HTTPS when `tls` is set
+/// (admin.tls), else plain HTTP. Thread: the io_context's thread. The handler may suspend (a
+/// report computed on another thread); the request it gets lives until it completes.
 using AdminHandler = std::function<boost::asio::awaitable<AdminResponse>(const AdminRequest&)>;
 void serve_admin(boost::asio::io_context& io, boost::asio::ip::tcp::acceptor& acceptor,
-                 AdminHandler handler);
+                 std::shared_ptr<boost::asio::ssl::context> tls, AdminHandler handler);
 
 }  // namespace tollgate::server

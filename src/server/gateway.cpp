@@ -82,7 +82,10 @@ std::string restart_only_changes(const config::Config& running, const config::Co
   note(listen, "server.listen");
   note(running.server.workers != next.server.workers, "server.workers");
   note(running.admin.enabled != next.admin.enabled || running.admin.host != next.admin.host ||
-           running.admin.port != next.admin.port,
+           running.admin.port != next.admin.port ||
+           running.admin.tls.has_value() != next.admin.tls.has_value() ||
+           (running.admin.tls && (running.admin.tls->cert_file != next.admin.tls->cert_file ||
+                                  running.admin.tls->key_file != next.admin.tls->key_file)),
        "admin");
   note(running.logging.access_log != next.logging.access_log, "logging.access_log");
   note(running.tokenizer.data_dir != next.tokenizer.data_dir, "tokenizer.data_dir");
@@ -135,6 +138,7 @@ struct Gateway::Impl {
   // once the tokenizer is loaded (restart-only data_dir). Thread: control.
   std::optional<SnapshotBuilder> builder;
   std::optional<tcp::acceptor> admin;
+  std::shared_ptr<net::ssl::context> admin_tls;  // admin.tls: HTTPS on the admin listener
   net::signal_set signals{control, SIGINT, SIGTERM, SIGHUP};  // and SIGUSR1, added at start
   bool draining = false;
   std::shared_ptr<metrics::AccessLog> access_log;
@@ -473,11 +477,12 @@ Gateway::Gateway(std::string config_path, std::shared_ptr<const config::Config> 
   if (cfg.admin.enabled) {
     auto ep = make_endpoint(cfg.admin.host, cfg.admin.port);
     s.admin.emplace(make_acceptor(s.control, ep, false));
+    if (cfg.admin.tls) s.admin_tls = proxy::make_server_tls(*cfg.admin.tls);
     ep = s.admin->local_endpoint();
     log_info("listening", core::JsonFields()
                               .add("listener", "admin")
                               .add("address", ep.address().to_string() + ":" + std::to_string(ep.port()))
-                              .add("tls", false));
+                              .add("tls", s.admin_tls != nullptr));
   }
 }
 
@@ -509,7 +514,8 @@ int Gateway::run() {
     w->start(snap, auth);
   }
   if (s.admin) {
-    serve_admin(s.control, *s.admin, [&s](const AdminRequest& r) { return s.admin_handler(r); });
+    serve_admin(s.control, *s.admin, s.admin_tls,
+                [&s](const AdminRequest& r) { return s.admin_handler(r); });
   }
   s.signals.add(SIGUSR1);  // access log rotation
   s.wait_signal();

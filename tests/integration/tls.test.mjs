@@ -3,6 +3,8 @@
 import { test, describe, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
+import { request as httpsRequest } from 'node:https';
+import { readFileSync } from 'node:fs';
 import { mkdtempSync, writeFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -28,13 +30,28 @@ function makePki(dir) {
   };
 }
 
-function config({ backendUrl, caFile, tls }) {
+/** GET over HTTPS trusting `ca`; resolves {status, body}. */
+function httpsGet(url, ca) {
+  return new Promise((resolve, reject) => {
+    const req = httpsRequest(url, { ca, timeout: 5000 }, (res) => {
+      let body = '';
+      res.setEncoding('utf8');
+      res.on('data', (d) => { body += d; });
+      res.on('end', () => resolve({ status: res.statusCode, body }));
+    });
+    req.on('error', reject);
+    req.on('timeout', () => req.destroy(new Error('timeout')));
+    req.end();
+  });
+}
+
+function config({ backendUrl, caFile, tls, adminTls }) {
   return `server:
   listen:
     - address: "127.0.0.1:0"
 ${tls ? `      tls: {cert: "file:${tls.cert}", key: "file:${tls.key}"}` : ''}
   workers: 1
-admin: {address: "127.0.0.1:0"}
+admin: {address: "127.0.0.1:0"${adminTls ? `, tls: {cert: "file:${adminTls.cert}", key: "file:${adminTls.key}"}` : ''}}
 backends:
   - name: tls-backend
     endpoint: ${backendUrl}
@@ -74,6 +91,25 @@ describe('TLS', { timeout: 120000 }, () => {
       let n = 0;
       for await (const c of s) if (c.choices?.[0]?.delta?.content) n++;
       assert.ok(n > 0);
+    } finally {
+      await gw.stop();
+    }
+  });
+
+  test('admin.tls: the admin listener serves HTTPS only', async () => {
+    const gw = await startGateway(config({ backendUrl: `https://localhost:${mock.port}`, caFile: pki.ca, adminTls: pki }));
+    try {
+      const admin = gw.adminUrl.replace('http://', 'https://');
+      const ca = readFileSync(pki.ca);
+      const ready = await httpsGet(`${admin}/readyz`, ca);
+      assert.equal(ready.status, 200, ready.body);
+      const metrics = await httpsGet(`${admin}/metrics`, ca);
+      assert.equal(metrics.status, 200);
+      assert.match(metrics.body, /^tollgate_in_flight_requests /m);
+      // Plain HTTP on that port gets no answer.
+      await assert.rejects(fetch(`${gw.adminUrl}/readyz`, { signal: AbortSignal.timeout(3000) }));
+      // An untrusted client refuses the certificate.
+      await assert.rejects(httpsGet(`${admin}/readyz`, undefined));
     } finally {
       await gw.stop();
     }

@@ -65,6 +65,7 @@ struct AdminConfig {
   std::string host = "127.0.0.1";
   std::uint16_t port = 9090;
   std::string text = "127.0.0.1:9090";
+  std::optional<TlsFiles> tls;         // set: the admin listener serves HTTPS only
   std::string token;                   // resolved secret: bearer token for /admin/*; "" = none
   bool allow_unauthenticated = false;  // loopback only: /admin/* without a token
 };
