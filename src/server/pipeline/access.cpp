@@ -1,6 +1,9 @@
-// The stages that decide who calls what: authenticate, classify, list_models, route, authorize.
+// The stages that decide who calls what: authenticate, classify, list_models, route,
+// check_operation, authorize.
 
 #include "server/pipeline/stages.hpp"
+
+#include <algorithm>
 
 namespace tollgate::pipeline {
 
@@ -88,6 +91,32 @@ StageResult route(Exchange& x) {
   }
   x.route = &x.snap.deployments[cfg.deployment_index(*ctx.deployment)];
   ctx.series = x.route->series_none;
+  return std::nullopt;
+}
+
+// The deployment is known only here (the v1 surfaces name it in the body), so the check follows
+// route rather than living in core::classify.
+StageResult check_operation(Exchange& x) {
+  auto& ctx = x.ctx;
+  const auto& call = ctx.call;
+  bool known = call.op != core::Operation::kOther || call.stateful;
+  if (known || call.surface == core::Surface::kAzureOther) return std::nullopt;
+  std::string op(call.op_path);  // canonical; the list is lower case
+  std::transform(op.begin(), op.end(), op.begin(), [](unsigned char c) {
+    return static_cast<char>(c >= 'A' && c <= 'Z' ? c - 'A' + 'a' : c);
+  });
+  const auto& listed = ctx.deployment->passthrough;
+  if (std::find(listed.begin(), listed.end(), op) == listed.end()) {
+    return Reply::error(
+        "unsupported_operation",
+        core::HttpError{404, "OperationNotSupported",
+                        "The operation '" + call.op_path + "' is not supported on deployment '" +
+                            ctx.deployment->name +
+                            "' by this gateway (list it in the deployment's passthrough to "
+                            "forward it).",
+                        {}, {}});
+  }
+  ctx.passthrough = true;
   return std::nullopt;
 }
 
