@@ -98,7 +98,7 @@ StageResult route(Exchange& x) {
 // route rather than living in core::classify.
 StageResult check_operation(Exchange& x) {
   auto& ctx = x.ctx;
-  const auto& call = ctx.call;
+  const auto& call = ctx.call;  // written below only when the operation is listed
   bool known = call.op != core::Operation::kOther || call.stateful;
   if (known || call.surface == core::Surface::kAzureOther) return std::nullopt;
   std::string op(call.op_path);  // canonical; the list is lower case
@@ -106,7 +106,8 @@ StageResult check_operation(Exchange& x) {
     return static_cast<char>(c >= 'A' && c <= 'Z' ? c - 'A' + 'a' : c);
   });
   const auto& listed = ctx.deployment->passthrough;
-  if (std::find(listed.begin(), listed.end(), op) == listed.end()) {
+  auto entry = std::find(listed.begin(), listed.end(), op);
+  if (entry == listed.end()) {
     return Reply::error(
         "unsupported_operation",
         core::HttpError{404, "OperationNotSupported",
@@ -116,6 +117,7 @@ StageResult check_operation(Exchange& x) {
                             "forward it).",
                         {}, {}});
   }
+  ctx.call.op_path = *entry;  // the backend receives the configured (lower-case) spelling
   ctx.passthrough = true;
   return std::nullopt;
 }

@@ -52,6 +52,7 @@ TEST_F(CheckOperationTest, AListedOperationGoesOnInAnySpellingAndIsBilled) {
     auto& call = env.request("POST", target, {{"api-key", kKey}}, R"({"model":"gpt-4o"})");
     EXPECT_FALSE(call.run(check_operation)) << target;
     EXPECT_TRUE(call.ctx().passthrough) << target;
+    EXPECT_EQ(call.ctx().call.op_path, "audio/transcriptions") << target;  // as configured
   }
 }
 
