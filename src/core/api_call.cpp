@@ -62,6 +62,7 @@ char ascii_lower(char c) {
   return c >= 'A' && c <= 'Z' ? static_cast<char>(c - 'A' + 'a') : c;
 }
 
+// `a` equals `b` ignoring ASCII case; `b` is in lower case.
 bool iequals(std::string_view a, std::string_view b) {
   if (a.size() != b.size()) return false;
   for (std::size_t i = 0; i < a.size(); ++i) {
@@ -91,9 +92,12 @@ std::string operation_segment(std::string_view seg) {
 }
 
 // The segments of the canonical path, as views into `path` (percent-escapes of reserved and
-// non-ASCII bytes remain; unreserved characters are plain).
+// non-ASCII bytes remain; unreserved characters are plain). Not copyable: the views would dangle.
 struct Segments {
   static constexpr std::size_t kMax = 16;
+  Segments() = default;
+  Segments(const Segments&) = delete;
+  Segments& operator=(const Segments&) = delete;
   std::string path;  // canonical, without its trailing '/'
   std::array<std::string_view, kMax> seg;
   std::size_t count = 0;

@@ -6,16 +6,24 @@ namespace tollgate::core {
 
 std::string_view describe(PathError e) {
   switch (e) {
-    case PathError::kNone: return "";
-    case PathError::kNotAbsolute: return "the request path must start with '/'";
-    case PathError::kBadEscape: return "the request path has a malformed percent-escape";
+    case PathError::kNone:
+      return "";
+    case PathError::kNotAbsolute:
+      return "the request path must start with '/'";
+    case PathError::kBadEscape:
+      return "the request path has a malformed percent-escape";
     case PathError::kEncodedSlash:
       return "the request path has an encoded '/' or '\\' (%2F, %5C) in a segment";
-    case PathError::kBackslash: return "the request path has a '\\'";
-    case PathError::kParameter: return "the request path has a ';' parameter";
-    case PathError::kControl: return "the request path has a control character";
-    case PathError::kBadCharacter: return "the request path has a character that must be percent-encoded";
-    case PathError::kAboveRoot: return "the request path climbs above the root with '..'";
+    case PathError::kBackslash:
+      return "the request path has a '\\'";
+    case PathError::kParameter:
+      return "the request path has a ';' parameter";
+    case PathError::kControl:
+      return "the request path has a control character";
+    case PathError::kBadCharacter:
+      return "the request path has a character that must be percent-encoded";
+    case PathError::kAboveRoot:
+      return "the request path climbs above the root with '..'";
   }
   return "the request path is not valid";
 }
@@ -29,16 +37,13 @@ constexpr bool is_unreserved(unsigned char c) {
 
 // RFC 3986 pchar without ';' (refused) and without the percent-escapes (handled apart).
 constexpr bool is_plain_pchar(unsigned char c) {
-  switch (c) {
-    case '!': case '$': case '&': case '\'': case '(': case ')': case '*': case '+': case ',':
-    case '=': case ':': case '@':
-      return true;
-    default:
-      return is_unreserved(c);
-  }
+  return is_unreserved(c) ||
+         std::string_view("!$&'()*+,=:@").find(static_cast<char>(c)) != std::string_view::npos;
 }
 
-constexpr bool is_control(unsigned char c) { return c < 0x20 || c == 0x7f; }
+constexpr bool is_control(unsigned char c) {
+  return c < 0x20 || c == 0x7f;
+}
 
 int hex_value(char c) {
   if (c >= '0' && c <= '9') return c - '0';
@@ -102,7 +107,8 @@ CanonicalPath canonicalize_path(std::string_view path) {
   std::size_t pos = 1;
   while (pos <= path.size()) {
     auto slash = path.find('/', pos);
-    auto raw = path.substr(pos, slash == std::string_view::npos ? std::string_view::npos : slash - pos);
+    auto raw =
+        path.substr(pos, slash == std::string_view::npos ? std::string_view::npos : slash - pos);
     pos = slash == std::string_view::npos ? path.size() + 1 : slash + 1;
     seg.clear();
     if (auto e = normalise_segment(raw, seg); e != PathError::kNone) {

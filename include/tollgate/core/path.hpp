@@ -26,7 +26,7 @@ enum class PathError : std::uint8_t {
 std::string_view describe(PathError e);
 
 struct CanonicalPath {
-  std::string path;                   // valid when error == kNone
+  std::string path;  // valid when error == kNone
   PathError error = PathError::kNone;
   bool ok() const { return error == PathError::kNone; }
 };

@@ -19,7 +19,8 @@ deployments:
   - {name: x, pools: [{backends: [a]}], passthrough: [Audio/Transcriptions, /images/generations/]}
   - {name: y, pools: [{backends: [a]}]}
 auth: {allow_anonymous: true}
-)", "ok.yaml", fake_env());
+)",
+                       "ok.yaml", fake_env());
   ASSERT_TRUE(r.ok()) << (r.errors.empty() ? "" : r.errors[0]);
   EXPECT_THAT(r.config->deployments[0].passthrough,
               ElementsAre("audio/transcriptions", "images/generations"));
@@ -33,7 +34,8 @@ deployments:
   - name: x
     pools: [{backends: [a]}]
     passthrough: [audio/transcriptions, "audio//x", "a/../b", "x;y", "%2e"]
-)", "bad.yaml", fake_env());
+)",
+                       "bad.yaml", fake_env());
   EXPECT_FALSE(r.ok());
   EXPECT_THAT(r.errors,
               ElementsAre("bad.yaml:6:41: deployments[0].passthrough[1]: must be an operation path "

@@ -1,7 +1,8 @@
+#include "tollgate/core/path.hpp"
+
 #include <gtest/gtest.h>
 
 #include "tollgate/core/api_call.hpp"
-#include "tollgate/core/path.hpp"
 
 using namespace tollgate::core;
 
@@ -12,7 +13,9 @@ std::string canon(std::string_view p) {
   return c.ok() ? c.path : "error: " + std::string(describe(c.error));
 }
 
-PathError refusal(std::string_view p) { return canonicalize_path(p).error; }
+PathError refusal(std::string_view p) {
+  return canonicalize_path(p).error;
+}
 
 TEST(PathTest, RemovesDotSegmentsAndCollapsesSlashes) {
   EXPECT_EQ(canon("/"), "/");
@@ -33,7 +36,7 @@ TEST(PathTest, DecodesUnreservedEscapesOnly) {
   EXPECT_EQ(canon("/a%2Db%2e%5F%7E"), "/a-b._~");
   EXPECT_EQ(canon("/my%20dep"), "/my%20dep");
   EXPECT_EQ(canon("/x%3a%c3%a9"), "/x%3A%C3%A9");  // upper-case hex
-  EXPECT_EQ(canon("/a/%2e%2E/b"), "/b");         // decoded before dot removal
+  EXPECT_EQ(canon("/a/%2e%2E/b"), "/b");           // decoded before dot removal
   EXPECT_EQ(canon("/a/%2e/b"), "/a/b");
   EXPECT_EQ(canon("/a:b@c!$&'()*+,="), "/a:b@c!$&'()*+,=");
 }
@@ -61,8 +64,8 @@ TEST(PathTest, RefusesHiddenSeparatorsParametersAndClimbing) {
 }
 
 TEST(PathTest, IsIdempotent) {
-  for (std::string_view p : {"/a/./b//c/", "/%63hat/%2e/x/../y", "/my%20dep/%c3%a9/", "/a/b/..",
-                             "/~%7e%7E/"}) {
+  for (std::string_view p :
+       {"/a/./b//c/", "/%63hat/%2e/x/../y", "/my%20dep/%c3%a9/", "/a/b/..", "/~%7e%7E/"}) {
     auto once = canonicalize_path(p);
     ASSERT_TRUE(once.ok()) << p;
     auto twice = canonicalize_path(once.path);
@@ -89,8 +92,9 @@ TEST(PathTest, EverySpellingOfChatIsChatOrRefused) {
     EXPECT_EQ(c.call.op_path, "chat/completions") << target;
     EXPECT_EQ(c.call.query, "api-version=2024-10-21") << target;
   }
-  for (std::string_view tail : {"/chat/completions;x=1", "/chat%2Fcompletions", "/chat;a/completions",
-                                "/chat%5ccompletions", "/chat/completions%00", "/../../../../chat/completions"}) {
+  for (std::string_view tail :
+       {"/chat/completions;x=1", "/chat%2Fcompletions", "/chat;a/completions",
+        "/chat%5ccompletions", "/chat/completions%00", "/../../../../chat/completions"}) {
     auto target = std::string(kBase) + std::string(tail);
     auto c = classify("POST", target, kJson, kChat);
     ASSERT_TRUE(c.error) << target;

@@ -29,8 +29,8 @@ TEST_F(CheckOperationTest, AnUnknownOperationIs404OperationNotSupported) {
   for (const char* target : {"/openai/deployments/mini/audio/transcriptions?api-version=1",
                              "/openai/deployments/gpt-4o/images/generations?api-version=1",
                              "/openai/deployments/gpt-4o/responses?api-version=1"}) {
-    auto reply = env.request("POST", target, {{"api-key", kKey}}, R"({"prompt":"x"})")
-                     .run(check_operation);
+    auto reply =
+        env.request("POST", target, {{"api-key", kKey}}, R"({"prompt":"x"})").run(check_operation);
     EXPECT_EQ(status(reply), 404) << target;
     EXPECT_EQ(error_code(reply), "OperationNotSupported") << target;
     EXPECT_EQ(reply->reason, "unsupported_operation") << target;
