@@ -10,6 +10,7 @@
 
 #include <algorithm>
 #include <array>
+#include <cctype>
 #include <charconv>
 
 #include "config/values.hpp"
@@ -360,6 +361,30 @@ const Table<PoolConfig>& pool_table() {
   return t;
 }
 
+/// A passthrough entry is an operation path as the canonical request path spells it: plain
+/// segments (letters, digits, - . _ ~) separated by single '/'. A leading or trailing '/' is
+/// dropped.
+void check_passthrough(DeploymentConfig& d, const Node& n, const std::string& path, Ctx& ctx) {
+  auto plain = [](char c) {
+    return std::isalnum(static_cast<unsigned char>(c)) != 0 || c == '-' || c == '.' || c == '_' ||
+           c == '~';
+  };
+  for (std::size_t i = 0; i < d.passthrough.size(); ++i) {
+    auto& op = d.passthrough[i];
+    if (op.starts_with('/')) op.erase(0, 1);
+    if (op.ends_with('/')) op.pop_back();
+    bool ok = !op.empty() && op.find("//") == std::string::npos && !op.starts_with('/');
+    for (auto c : op) ok = ok && (c == '/' || plain(c));
+    for (std::string_view dots : {"./", "../"}) ok = ok && !op.starts_with(dots);
+    ok = ok && op != "." && op != ".." && op.find("/./") == std::string::npos &&
+         op.find("/../") == std::string::npos && !op.ends_with("/.") && !op.ends_with("/..");
+    if (!ok) {
+      ctx.error(n["passthrough"][i], index(join(path, "passthrough"), i),
+                "must be an operation path such as audio/transcriptions (got \"" + op + "\")");
+    }
+  }
+}
+
 /// The model defaults to the name; `regions` must leave at least one backend.
 void check_deployment(DeploymentConfig& d, const Node& n, const std::string& path, Ctx& ctx) {
   auto& c = ctx.config();
@@ -378,6 +403,7 @@ void check_deployment(DeploymentConfig& d, const Node& n, const std::string& pat
     ctx.error(n["regions"], join(path, "regions"),
               "no backend of this deployment is in one of these regions (set backends[].region)");
   }
+  check_passthrough(d, n, path, ctx);
   if (!d.name.empty()) c.deployment_by_name.emplace(d.name, c.deployments.size());
 }
 
@@ -390,6 +416,9 @@ const Table<DeploymentConfig>& deployment_table() {
                  nested("price", &T::price, price_table()),
                  value("name", &T::name, Name{"deployment name"}).need(),
                  value("model", &T::model, Text{}).doc("the `name`"),
+                 value("passthrough", &T::passthrough,
+                       StringList{.allow_empty = true, .lower = true})
+                     .doc("none"),
                  list("pools", &T::pools, pool_table(),
                       "must be a non-empty list of {backends: [...]}")
                      .need()},

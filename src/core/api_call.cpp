@@ -1,11 +1,13 @@
 #include "tollgate/core/api_call.hpp"
 
 #include "tollgate/core/objects.hpp"
+#include "tollgate/core/path.hpp"
 
 #include <boost/url/encode.hpp>
 #include <boost/url/parse.hpp>
 #include <boost/url/rfc/pchars.hpp>
 #include <boost/url/url_view.hpp>
+#include <algorithm>
 #include <array>
 
 namespace tollgate::core {
@@ -56,22 +58,73 @@ HttpError resource_not_found() {
 
 namespace {
 
-// The path's segments as encoded views (no allocation; comparisons decode on the fly).
+char ascii_lower(char c) {
+  return c >= 'A' && c <= 'Z' ? static_cast<char>(c - 'A' + 'a') : c;
+}
+
+// `a` equals `b` ignoring ASCII case; `b` is in lower case.
+bool iequals(std::string_view a, std::string_view b) {
+  if (a.size() != b.size()) return false;
+  for (std::size_t i = 0; i < a.size(); ++i) {
+    if (ascii_lower(a[i]) != b[i]) return false;
+  }
+  return true;
+}
+
+std::string lowered(std::string_view s) {
+  std::string out(s);
+  for (auto& c : out) c = ascii_lower(c);
+  return out;
+}
+
+// Words of the operations the gateway knows, besides the stateful APIs' (core/objects.hpp).
+constexpr std::array<std::string_view, 5> kInferenceWords = {"chat", "completions", "embeddings",
+                                                             "responses", "models"};
+
+// An operation segment is matched case-insensitively: the gateway's own words are spelled in
+// lower case; anything else (ids, names) keeps the client's spelling.
+std::string operation_segment(std::string_view seg) {
+  auto lower = lowered(seg);
+  bool word = std::find(kInferenceWords.begin(), kInferenceWords.end(), lower) !=
+                  kInferenceWords.end() ||
+              is_path_word(lower);
+  return word ? lower : std::string(seg);
+}
+
+// The segments of the canonical path, as views into `path` (percent-escapes of reserved and
+// non-ASCII bytes remain; unreserved characters are plain). Not copyable: the views would dangle.
 struct Segments {
   static constexpr std::size_t kMax = 16;
-  std::array<boost::urls::pct_string_view, kMax> seg;
+  Segments() = default;
+  Segments(const Segments&) = delete;
+  Segments& operator=(const Segments&) = delete;
+  std::string path;  // canonical, without its trailing '/'
+  std::array<std::string_view, kMax> seg;
   std::size_t count = 0;
-  std::string join_from(std::size_t i) const {
+  // The operation path from segment `i`: the gateway's words in lower case.
+  std::string op_path_from(std::size_t i) const {
     std::string p;
     for (; i < count; ++i) {
       if (!p.empty()) p += '/';
-      p.append(seg[i].data(), seg[i].size());
+      p += operation_segment(seg[i]);
     }
     return p;
   }
 };
 
-// The query, api-version and path segments of an origin-form target.
+// `/openai/deployments//op`: no deployment named (the canonical form would collapse the empty
+// name away and read the operation's first word as one).
+bool empty_deployment_segment(const boost::urls::url_view& url) {
+  auto segs = url.encoded_segments();
+  auto it = segs.begin();
+  for (std::string_view word : {"openai", "deployments"}) {
+    if (it == segs.end() || !iequals((*it).decode(), word)) return false;
+    ++it;
+  }
+  return it != segs.end() && (*it).empty();
+}
+
+// The query, api-version and canonical path segments of an origin-form target.
 std::optional<HttpError> parse_target(std::string_view target, ApiCall& call, Segments& segs) {
   auto parsed = boost::urls::parse_origin_form(target);
   if (!parsed) return bad_request("the request target is not a valid URL path");
@@ -83,32 +136,42 @@ std::optional<HttpError> parse_target(std::string_view target, ApiCall& call, Se
       break;
     }
   }
-  for (auto seg : url.encoded_segments()) {
+  if (empty_deployment_segment(url)) return resource_not_found();
+  auto canonical = canonicalize_path(url.encoded_path());
+  if (!canonical.ok()) return bad_request(std::string(describe(canonical.error)));
+  segs.path = std::move(canonical.path);
+  if (segs.path.size() > 1 && segs.path.back() == '/') segs.path.pop_back();  // one tolerated
+  std::string_view rest(segs.path);
+  rest.remove_prefix(1);
+  while (!rest.empty()) {
     if (segs.count == Segments::kMax) return resource_not_found();
-    segs.seg[segs.count++] = seg;
+    auto slash = rest.find('/');
+    segs.seg[segs.count++] = rest.substr(0, slash);
+    rest.remove_prefix(slash == std::string_view::npos ? rest.size() : slash + 1);
   }
   return std::nullopt;
 }
 
 // The surface, operation and (for /openai/deployments/{d}/) deployment. `model_from_body`: the
-// surface names the deployment in the body's "model".
+// surface names the deployment in the body's "model". Surface words match in any case.
 std::optional<HttpError> classify_path(std::string_view method, const Segments& s, ApiCall& call,
                                        bool& model_from_body) {
   const auto& seg = s.seg;
-  if (s.count >= 4 && seg[0] == "openai" && seg[1] == "deployments") {
+  bool openai = s.count >= 2 && iequals(seg[0], "openai");
+  if (openai && s.count >= 4 && iequals(seg[1], "deployments")) {
     call.surface = Surface::kDeployment;
-    call.deployment = seg[2].decode();
-    call.op_path = s.join_from(3);
+    call.deployment = boost::urls::make_pct_string_view(seg[2])->decode();
+    call.op_path = s.op_path_from(3);
     call.op = op_from_path(call.op_path);
     if (call.op == Operation::kResponses) call.op = Operation::kOther;
     if (call.deployment.empty()) return resource_not_found();
     return std::nullopt;
   }
   model_from_body = true;
-  if ((s.count >= 3 && seg[0] == "openai" && seg[1] == "v1") || (s.count >= 2 && seg[0] == "v1")) {
-    bool azure = seg[0] == "openai";
-    call.surface = azure ? Surface::kAzureV1 : Surface::kOpenAIV1;
-    call.op_path = s.join_from(azure ? 2 : 1);
+  bool azure_v1 = openai && s.count >= 3 && iequals(seg[1], "v1");
+  if (azure_v1 || (s.count >= 2 && iequals(seg[0], "v1"))) {
+    call.surface = azure_v1 ? Surface::kAzureV1 : Surface::kOpenAIV1;
+    call.op_path = s.op_path_from(azure_v1 ? 2 : 1);
     call.op = op_from_path(call.op_path);
     if (call.op_path == "models") {
       if (method != "GET") return method_not_allowed(method);
@@ -116,9 +179,9 @@ std::optional<HttpError> classify_path(std::string_view method, const Segments& 
     }
     return std::nullopt;
   }
-  if (s.count >= 2 && seg[0] == "openai") {
+  if (openai) {
     call.surface = Surface::kAzureOther;
-    call.op_path = s.join_from(1);
+    call.op_path = s.op_path_from(1);
     call.op = op_from_path(call.op_path);
     return std::nullopt;
   }

@@ -39,6 +39,11 @@ bool is_stateful_path(std::string_view op_path) {
   return !segs.empty() && std::find(kCollections.begin(), kCollections.end(), segs[0]) != kCollections.end();
 }
 
+bool is_path_word(std::string_view lower_segment) {
+  return is_word(lower_segment) ||
+         std::find(kCollections.begin(), kCollections.end(), lower_segment) != kCollections.end();
+}
+
 bool creates_object(std::string_view method, std::string_view op_path,
                     const nlohmann::ordered_json* body) {
   if (method != "POST" || !is_stateful_path(op_path)) return false;

@@ -1,7 +1,9 @@
 // libFuzzer target for the gateway's parsers of untrusted input: request classification (target
 // and JSON body), the SSE scanner / stream observer and the JSON usage scanner (backend bytes fed
 // in arbitrary splits, which must not change the result), the config loader, JWT decoding and
-// verification (with a JWKS also taken from the input), and the backends' capacity headers.
+// verification (with a JWKS also taken from the input), the backends' capacity headers, and the
+// path canonicalizer (idempotent, no dot segment, `//`, encoded slash or `;` in its result, and
+// the original and the canonical target classified alike).
 // The first byte picks the parser; the rest is its input.
 
 #include <cstdint>
@@ -15,6 +17,7 @@
 #include "tollgate/routing/affinity.hpp"
 #include "tollgate/routing/signals.hpp"
 #include "tollgate/core/api_call.hpp"
+#include "tollgate/core/path.hpp"
 #include "tollgate/core/usage.hpp"
 
 using namespace tollgate;
@@ -34,6 +37,39 @@ void feed_split(std::string_view s, std::uint8_t seed, Feed&& feed) {
   }
 }
 
+// Whether a canonical path still holds something canonicalization removes.
+bool has_uncanonical_part(std::string_view p) {
+  for (std::string_view bad : {"/../", "/./", "//", "%2F", "%2f", "%5C", "%5c", ";", "%2E", "%2e",
+                               "%41", "%61", "%7E", "%7e", "\\"}) {
+    if (p.find(bad) != std::string_view::npos) return true;
+  }
+  return p.empty() || p.front() != '/' || p.ends_with("/.") || p.ends_with("/..");
+}
+
+// "TARGET": the canonical form is a fixed point, and what the gateway accepts under the original
+// spelling it classifies the same under the canonical one (the spelling the backend receives).
+void check_canonical(std::string_view target, std::uint8_t seed) {
+  auto q = target.find('?');
+  auto path = target.substr(0, q);
+  auto once = core::canonicalize_path(path);
+  if (!once.ok()) return;
+  auto twice = core::canonicalize_path(once.path);
+  if (!twice.ok() || twice.path != once.path || has_uncanonical_part(once.path)) __builtin_trap();
+  bool get = (seed & 1) != 0;
+  std::string_view method = get ? "GET" : "POST";
+  std::string_view body = get ? "" : R"({"model":"m","messages":[{"role":"user","content":"x"}]})";
+  auto original = core::classify(method, target, "application/json", body);
+  if (original.error) return;
+  std::string canonical = once.path;
+  if (q != std::string_view::npos) canonical += target.substr(q);
+  auto again = core::classify(method, canonical, "application/json", body);
+  const auto& a = original.call;
+  if (again.error || a.op != again.call.op || a.surface != again.call.surface ||
+      a.deployment != again.call.deployment || a.op_path != again.call.op_path) {
+    __builtin_trap();
+  }
+}
+
 bool same(const core::Usage& a, const core::Usage& b) {
   return a.present == b.present && a.prompt == b.prompt && a.completion == b.completion &&
          a.total == b.total && a.cached == b.cached && a.reasoning == b.reasoning;
@@ -43,7 +79,7 @@ bool same(const core::Usage& a, const core::Usage& b) {
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
   if (size < 2) return 0;
-  std::uint8_t which = data[0] % 6;
+  std::uint8_t which = data[0] % 7;
   std::uint8_t seed = data[1];
   std::string_view in(reinterpret_cast<const char*>(data + 2), size - 2);
   switch (which) {
@@ -115,6 +151,9 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
       (void)core::referenced_ids(in, nullptr);
       break;
     }
+    case 6:
+      check_canonical(in, seed);
+      break;
   }
   return 0;
 }

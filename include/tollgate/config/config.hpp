@@ -206,6 +206,9 @@ struct DeploymentConfig {
   RetryConfig retry;                 // top-level retry with this deployment's overrides applied
   LimitsConfig limits;               // protects the backends' shared quota
   PriceConfig price;                 // cost attribution and money budgets
+  // Operations the gateway does not know that it forwards anyway ("audio/transcriptions"): op
+  // paths relative to the surface, in lower case, without leading or trailing '/'. Empty: none.
+  std::vector<std::string> passthrough;
 };
 
 /// The durable usage ledger (`usage`).

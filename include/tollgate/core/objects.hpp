@@ -15,6 +15,11 @@ namespace tollgate::core {
 /// vector_stores, batches, fine_tuning, uploads.
 bool is_stateful_path(std::string_view op_path);
 
+/// True for the words of the stateful APIs' paths (collections such as `files`, `vector_stores`
+/// and the words between ids such as `runs`, `cancel`), given in lower case: the canonical path
+/// spells them in lower case, whatever the client sent.
+bool is_path_word(std::string_view lower_segment);
+
 /// True when a successful answer to this request creates an object whose id must be remembered.
 bool creates_object(std::string_view method, std::string_view op_path,
                     const nlohmann::ordered_json* body);

@@ -1,7 +1,9 @@
 // The stages that decide who calls what: before the body authenticate, classify_target,
-// authorize_target; after it classify, list_models, route, authorize.
+// authorize_target; after it classify, list_models, route, check_operation, authorize.
 
 #include "server/pipeline/stages.hpp"
+
+#include <algorithm>
 
 namespace tollgate::pipeline {
 
@@ -26,12 +28,12 @@ Reply unknown_deployment() {
                                       "The API deployment for this resource does not exist."));
 }
 
-StageResult check_deployment(const config::ClientConfig& caller, const std::string& name) {
+StageResult deployment_allowed(const config::ClientConfig& caller, const std::string& name) {
   if (auth::allows_deployment(caller, name)) return std::nullopt;
   return forbidden("This client may not use deployment '" + name + "'.");
 }
 
-StageResult check_operation(const config::ClientConfig& caller, const core::ApiCall& call) {
+StageResult operation_allowed(const config::ClientConfig& caller, const core::ApiCall& call) {
   auto op = auth::operation_name(call);
   if (auth::allows_operation(caller, op)) return std::nullopt;
   return forbidden("This client may not call the '" + std::string(op) + "' operation.");
@@ -83,9 +85,9 @@ StageResult authorize_target(Exchange& x) {
   if (named && x.config().find_deployment(call.deployment) == nullptr) return unknown_deployment();
   if (x.caller == nullptr) return std::nullopt;
   if (named) {
-    if (auto refused = check_deployment(*x.caller, call.deployment)) return refused;
+    if (auto refused = deployment_allowed(*x.caller, call.deployment)) return refused;
   }
-  return check_operation(*x.caller, call);
+  return operation_allowed(*x.caller, call);
 }
 
 StageResult classify(Exchange& x) {
@@ -124,12 +126,40 @@ StageResult route(Exchange& x) {
   return std::nullopt;
 }
 
+// The deployment is known only here (the v1 surfaces name it in the body), so the check follows
+// route rather than living in core::classify.
+StageResult check_operation(Exchange& x) {
+  auto& ctx = x.ctx;
+  const auto& call = ctx.call;  // written below only when the operation is listed
+  bool known = call.op != core::Operation::kOther || call.stateful;
+  if (known || call.surface == core::Surface::kAzureOther) return std::nullopt;
+  std::string op(call.op_path);  // canonical; the list is lower case
+  std::transform(op.begin(), op.end(), op.begin(), [](unsigned char c) {
+    return static_cast<char>(c >= 'A' && c <= 'Z' ? c - 'A' + 'a' : c);
+  });
+  const auto& listed = ctx.deployment->passthrough;
+  auto entry = std::find(listed.begin(), listed.end(), op);
+  if (entry == listed.end()) {
+    return Reply::error(
+        "unsupported_operation",
+        core::HttpError{404, "OperationNotSupported",
+                        "The operation '" + call.op_path + "' is not supported on deployment '" +
+                            ctx.deployment->name +
+                            "' by this gateway (list it in the deployment's passthrough to "
+                            "forward it).",
+                        {}, {}});
+  }
+  ctx.call.op_path = *entry;  // the backend receives the configured (lower-case) spelling
+  ctx.passthrough = true;
+  return std::nullopt;
+}
+
 StageResult authorize(Exchange& x) {
   if (x.caller == nullptr) return std::nullopt;  // anonymous callers may use everything
   const auto& caller = *x.caller;
   const auto& name = x.ctx.deployment->name;
-  if (auto refused = check_deployment(caller, name)) return refused;
-  if (auto refused = check_operation(caller, x.ctx.call)) return refused;
+  if (auto refused = deployment_allowed(caller, name)) return refused;
+  if (auto refused = operation_allowed(caller, x.ctx.call)) return refused;
   if (caller.regions.empty()) return std::nullopt;
   auto mask = routing::BackendMask::none(x.snap.backends.size());
   bool any = false;

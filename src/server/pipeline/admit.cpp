@@ -148,7 +148,8 @@ StageResult admit(Exchange& x) {
   auto a = applicable_limits(x);
   bool inference = x.inference();
   bool policy = inference && (x.caller != nullptr || cfg.policy.max_n > 0 || cfg.policy.max_best_of > 0);
-  x.accounted = !a.limits.empty() || policy || a.budgets != nullptr || (inference && x.ledger);
+  bool billed = inference || ctx.passthrough;  // passthrough: from its answer, no estimate
+  x.accounted = !a.limits.empty() || policy || a.budgets != nullptr || (billed && x.ledger);
   if (x.accounted) {
     ratelimit::Estimate estimate;
     if (inference) {
@@ -159,7 +160,8 @@ StageResult admit(Exchange& x) {
     ctx.prompt_estimate = estimate.prompt;
     ctx.tokenizers = x.snap.tokenizers.get();
     ctx.model = ctx.deployment->model;
-    ctx.count_output = inference && ctx.call.stream;
+    // A passthrough answer's text is counted when it streams (the capture sees only SSE).
+    ctx.count_output = inference ? ctx.call.stream : ctx.passthrough;
     if (auto refused = reserve(x, a, estimate)) return refused;
   }
   x.need_tokens = routing_need(x);

@@ -15,7 +15,9 @@ core::Usage billed_usage(RequestContext& ctx) {
     return u;
   }
   u = {};
-  if (!core::is_inference(ctx.call.op) || ctx.status / 100 != 2 || ctx.ttfb_us < 0 ||
+  // A passthrough answer without usage costs the text it streamed, if any.
+  bool billed = core::is_inference(ctx.call.op) || (ctx.passthrough && !ctx.output_text.empty());
+  if (!billed || ctx.status / 100 != 2 || ctx.ttfb_us < 0 ||
       ctx.tokenizers == nullptr) {
     return u;  // a request that failed before producing tokens costs nothing
   }

@@ -68,6 +68,8 @@ struct RequestContext {
   std::string tenant = "none";
   std::uint32_t client_series = 0;  // per-client metrics id (0: unauthenticated)
   bool usage_expected = false;  // a successful inference response should carry usage
+  bool passthrough = false;     // an operation the deployment lists in `passthrough`: billed
+                                // from its answer (usage, else streamed text) like inference
   std::vector<AttemptLog> attempts;
   std::string_view drop_header;  // one more request header kept from backends (the pin header)
   bool count_output = false;     // keep a stream's generated text (usage may not come)

@@ -35,6 +35,10 @@ StageResult classify(Exchange& x);
 StageResult list_models(Exchange& x);
 /// Which deployment (stateful calls without a model: routing.affinity.deployment). 404.
 StageResult route(Exchange& x);
+/// Under /openai/deployments/{d}/, /openai/v1/ and /v1/: an operation the gateway does not know
+/// (not inference, models or a stateful API) only when the deployment lists it in
+/// `passthrough`; such a call is billed from its answer. 404 OperationNotSupported.
+StageResult check_operation(Exchange& x);
 /// May the caller use the deployment, the operation, and which backends (regions). 403.
 StageResult authorize(Exchange& x);
 /// The priority class (the header may lower it), its tiers and how long it may wait. 400.
@@ -61,6 +65,7 @@ inline constexpr std::array kHeaderStages = {
 inline constexpr std::array kRequestStages = {
     Stage{"classify", classify},
     Stage{"list_models", list_models},   Stage{"route", route},
+    Stage{"check_operation", check_operation},
     Stage{"authorize", authorize},       Stage{"prioritize", prioritize},
     Stage{"locate_objects", locate_objects}, Stage{"pin", pin},
     Stage{"admit", admit},
