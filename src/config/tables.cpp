@@ -136,6 +136,7 @@ const Table<ServerConfig>& server_table() {
   static const Table<ServerLimits> limits{
       .fields = {value("max_request_body", &ServerLimits::max_request_body, Size{}),
                  value("max_header_size", &ServerLimits::max_header_size, Size{}),
+                 value("max_json_depth", &ServerLimits::max_json_depth, UInt{1, 1024}),
                  value("header_timeout", &ServerLimits::header_timeout, Duration{}),
                  value("idle_timeout", &ServerLimits::idle_timeout, Duration{})}};
   static const Table<ServerConfig> t{

@@ -52,8 +52,10 @@ StageResult authenticate(Exchange& x) {
 
 // Classified only after authentication: an unauthenticated caller costs no JSON parsing.
 StageResult classify(Exchange& x) {
-  auto classified =
-      core::classify(x.req.method, x.req.target, x.req.headers["content-type"], x.req.body);
+  core::ClassifyOptions options;
+  options.json.max_depth = x.config().server.limits.max_json_depth;
+  auto classified = core::classify(x.req.method, x.req.target, x.req.headers["content-type"],
+                                   x.req.body, options);
   x.ctx.call = std::move(classified.call);
   if (classified.error) return Reply::error("bad_request", *classified.error);
   // Streams carry usage only when asked for (stream_options.include_usage).

@@ -4,6 +4,8 @@
 
 #include <gtest/gtest.h>
 
+#include <nlohmann/json.hpp>
+
 namespace tollgate::ratelimit {
 namespace {
 
@@ -16,7 +18,13 @@ const tokenize::Tokenizers& tokenizers() {
   return t;
 }
 
-core::ApiCall chat(const std::string& body) {
+// The body the backend receives after admission's edits.
+nlohmann::json edited(const core::ApiCall& call) {
+  return nlohmann::json::parse(call.edits.apply(call.body));
+}
+
+// The call keeps a view of its body: the bodies here are literals.
+core::ApiCall chat(std::string_view body) {
   auto c = core::classify("POST", "/openai/deployments/d/chat/completions?api-version=2024-10-21",
                           "application/json", body);
   return c.call;
@@ -30,7 +38,7 @@ TEST(Admission, PromptIsExactAndAllowanceIsMaxTokensTimesN) {
   EXPECT_EQ(e.prompt, 9);  // 3 + (1 role + 2 content) + 3
   EXPECT_EQ(e.allowance, 300);
   EXPECT_TRUE(e.exact);
-  EXPECT_FALSE(call.body_modified);
+  EXPECT_TRUE(call.edits.empty());
 }
 
 TEST(Admission, ClientCapClampsOrRejectsAndDefaultFillsIn) {
@@ -41,8 +49,8 @@ TEST(Admission, ClientCapClampsOrRejectsAndDefaultFillsIn) {
   auto call = chat(R"({"messages":[{"role":"user","content":"x"}],"max_completion_tokens":400})");
   auto e = admit(call, 60, &client, policy, tokenizers(), "gpt-4o");
   EXPECT_EQ(e.allowance, 50);
-  EXPECT_TRUE(call.body_modified);
-  EXPECT_EQ((*call.json)["max_completion_tokens"], 50);
+  EXPECT_FALSE(call.edits.empty());
+  EXPECT_EQ(edited(call)["max_completion_tokens"], 50);
   policy.reject_over_cap = true;
   call = chat(R"({"messages":[{"role":"user","content":"x"}],"max_tokens":400})");
   e = admit(call, 60, &client, policy, tokenizers(), "gpt-4o");
@@ -52,7 +60,7 @@ TEST(Admission, ClientCapClampsOrRejectsAndDefaultFillsIn) {
   call = chat(R"({"messages":[{"role":"user","content":"x"}]})");
   e = admit(call, 60, &client, policy, tokenizers(), "gpt-4o");
   EXPECT_EQ(e.allowance, 20);
-  EXPECT_EQ((*call.json)["max_completion_tokens"], 20);  // api-version 2024-10-21 knows it
+  EXPECT_EQ(edited(call)["max_completion_tokens"], 20);  // api-version 2024-10-21 knows it
 }
 
 TEST(Admission, PolicyLimitsNAndBestOf) {
