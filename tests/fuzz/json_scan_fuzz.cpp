@@ -34,7 +34,9 @@ void check_fields(std::string_view body, const BodyFields& f, const Json& j) {
     if (want.is_number_integer() && !want.is_number_unsigned()) {
       check(as_int(body, v) == want.get<std::int64_t>());
     }
-    if (want.is_array() || want.is_object()) check(v.items == want.size());
+    if (want.is_array()) check(v.items == want.size());
+    // An object's members as written; nlohmann keeps one of a repeated key.
+    if (want.is_object()) check((v.items == 0) == want.empty() && v.items >= want.size());
   }
   const auto* so = j.contains("stream_options") ? &j["stream_options"] : nullptr;
   bool has_usage = so != nullptr && so->is_object() && so->contains("include_usage");
@@ -75,7 +77,9 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     check(!clean.is_discarded());
     if (!scan.error && !raw.is_discarded()) check_fields(in, scan.fields, raw);
     if (!scan.error) check_splice(in, scan.fields);
-  } else if (scan.error->kind == ScanErrorKind::kSyntax) {
+  } else if (scan.error->kind == ScanErrorKind::kSyntax && in.find('\0') == std::string_view::npos) {
+    // nlohmann takes a NUL byte for the end of its input (and ignores what follows): the scan
+    // refuses a NUL outside strings, as RFC 8259 does.
     check(raw.is_discarded());
   }
   return 0;
