@@ -212,6 +212,30 @@ TEST_F(RequestUsageTest, AnAccountedStreamAsksForItsUsageAndStripsIt) {
   EXPECT_TRUE(call.ctx().strip_usage);
 }
 
+TEST_F(RequestUsageTest, TheClientsStreamOptionsGetIncludeUsageSplicedIn) {
+  auto env = StageEnv::from_yaml(
+      with("clients: [{name: app, keys: [env:APP_KEY], deployments: [\"*\"]}]\n"));
+  for (auto [sent, forwarded] : std::initializer_list<std::pair<std::string_view, std::string_view>>{
+           {R"({"messages":[],"stream":true,"stream_options":{"include_usage":false}})",
+            R"({"messages":[],"stream":true,"stream_options":{"include_usage":true}})"},
+           {R"({"messages":[],"stream":true,"stream_options":{ }})",
+            R"({"messages":[],"stream":true,"stream_options":{"include_usage":true }})"},
+           {R"({"messages":[],"stream":true,"stream_options":{"x":1}})",
+            R"({"messages":[],"stream":true,"stream_options":{"include_usage":true,"x":1}})"},
+           {R"({"messages":[],"stream":true,"stream_options":null})",
+            R"({"messages":[],"stream":true,"stream_options":{"include_usage":true}})"}}) {
+    auto body = std::string(sent);
+    body.replace(body.find("[]"), 2, R"([{"role":"user","content":"hi"}])");
+    auto want = std::string(forwarded);
+    want.replace(want.find("[]"), 2, R"([{"role":"user","content":"hi"}])");
+    auto& call = env.request("POST", kChatPath, {{"api-key", "sk-app"}}, body);
+    call.filter(request_usage);
+    const auto& c = call.ctx().call;
+    EXPECT_EQ(c.edits.apply(c.body), want);
+    EXPECT_TRUE(call.ctx().strip_usage);
+  }
+}
+
 TEST_F(RequestUsageTest, AStreamThatAskedForUsageKeepsIt) {
   auto env = StageEnv::from_yaml(
       with("clients: [{name: app, keys: [env:APP_KEY], deployments: [\"*\"]}]\n"));

@@ -6,6 +6,8 @@
 
 #include <nlohmann/json.hpp>
 
+#include "tollgate/tokenize/estimate.hpp"
+
 namespace tollgate::ratelimit {
 namespace {
 
@@ -85,6 +87,46 @@ TEST(Admission, EmbeddingsHaveNoAllowance) {
   EXPECT_EQ(e.allowance, 0);
   EXPECT_EQ(e.prompt, 3);
   EXPECT_EQ(count_output(tokenizers(), "gpt-4o", "This is a mock reply"), 5);
+}
+
+TEST(Admission, TheChatPromptCountedPerMessageEqualsTheWholeBodyCount) {
+  std::string_view body = R"({"model":"gpt-4o","messages":[{"role":"system","content":"Be brief."},
+      {"role":"user","name":"ann","content":"What is 2+2?"},
+      {"role":"assistant","content":null,"tool_calls":[{"id":"c1","type":"function",
+        "function":{"name":"add","arguments":"{\"a\":2}"}}]},
+      {"role":"tool","tool_call_id":"c1","content":"4"}],
+    "tools":[{"type":"function","function":{"name":"add","description":"Adds",
+      "parameters":{"type":"object","properties":{"a":{"type":"number","description":"x"}}}}}],
+    "response_format":{"type":"json_schema","json_schema":{"name":"s","schema":{"type":"object"}}}})";
+  auto call = chat(body);
+  config::PolicyConfig policy;
+  auto e = admit(call, body.size(), nullptr, policy, tokenizers(), "gpt-4o");
+  ASSERT_FALSE(e.error);
+  const auto& enc = tokenizers().for_model("gpt-4o");
+  auto whole = tokenize::estimate_chat_prompt(enc, nlohmann::ordered_json::parse(body), "gpt-4o");
+  ASSERT_TRUE(whole);
+  EXPECT_EQ(e.prompt, static_cast<std::int64_t>(whole->tokens));
+  EXPECT_FALSE(e.exact);  // tool calls: an estimate, as before
+}
+
+TEST(Admission, ALoneSurrogateIsCountedNotRefused) {
+  auto call = chat(R"({"messages":[{"role":"user","content":"\ud800"}],"max_tokens":1})");
+  config::PolicyConfig policy;
+  auto e = admit(call, 60, nullptr, policy, tokenizers(), "gpt-4o");
+  ASSERT_FALSE(e.error);
+  EXPECT_TRUE(e.exact);
+  EXPECT_EQ(e.prompt, 3 + 1 + 1 + 3);  // the U+FFFD counted in its place: one token
+}
+
+TEST(Admission, AnAbsurdMaxTokensIsClampedNotWrapped) {
+  config::ClientConfig client;
+  client.limits.max_tokens_cap = 50;
+  config::PolicyConfig policy;
+  auto call = chat(R"({"messages":[{"role":"user","content":"x"}],"max_tokens": 18446744073709551615 })");
+  auto e = admit(call, 60, &client, policy, tokenizers(), "gpt-4o");
+  ASSERT_FALSE(e.error);
+  EXPECT_EQ(e.allowance, 50);
+  EXPECT_EQ(call.edits.apply(call.body), R"({"messages":[{"role":"user","content":"x"}],"max_tokens": 50 })");
 }
 
 }  // namespace
