@@ -9,22 +9,43 @@ namespace tollgate::core {
 
 namespace {
 
-constexpr std::array<std::string_view, kBodyFieldCount> kFieldNames = {
-    "model",           "stream",           "stream_options",  "max_tokens",
-    "max_completion_tokens", "max_output_tokens", "n",       "best_of",
-    "messages",        "input",            "store",           "tools",
-    "functions",       "response_format",  "previous_response_id",
-    "thread_id",       "assistant_id",     "file_id",         "input_file_id",
-    "vector_store_id", "training_file",    "validation_file", "conversation",
-    "file_ids",        "vector_store_ids"};
+constexpr std::array<std::string_view, kBodyFieldCount> kFieldNames = {"model",
+                                                                       "stream",
+                                                                       "stream_options",
+                                                                       "max_tokens",
+                                                                       "max_completion_tokens",
+                                                                       "max_output_tokens",
+                                                                       "n",
+                                                                       "best_of",
+                                                                       "messages",
+                                                                       "input",
+                                                                       "store",
+                                                                       "tools",
+                                                                       "functions",
+                                                                       "response_format",
+                                                                       "previous_response_id",
+                                                                       "thread_id",
+                                                                       "assistant_id",
+                                                                       "file_id",
+                                                                       "input_file_id",
+                                                                       "vector_store_id",
+                                                                       "training_file",
+                                                                       "validation_file",
+                                                                       "conversation",
+                                                                       "file_ids",
+                                                                       "vector_store_ids"};
 
 constexpr std::string_view kIncludeUsage = "include_usage";
 
 // Which members of an object are recorded: the top level's, stream_options', or none.
 enum class Level : std::uint8_t { kTop, kStreamOptions, kOther };
 
-bool is_ws(char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r'; }
-bool is_digit(char c) { return c >= '0' && c <= '9'; }
+bool is_ws(char c) {
+  return c == ' ' || c == '\t' || c == '\n' || c == '\r';
+}
+bool is_digit(char c) {
+  return c >= '0' && c <= '9';
+}
 
 int hex_value(char c) {
   if (c >= '0' && c <= '9') return c - '0';
@@ -64,8 +85,12 @@ unsigned hex4(std::string_view s, std::size_t i) {
   return v;
 }
 
-bool is_high_surrogate(unsigned cp) { return cp >= 0xD800 && cp <= 0xDBFF; }
-bool is_low_surrogate(unsigned cp) { return cp >= 0xDC00 && cp <= 0xDFFF; }
+bool is_high_surrogate(unsigned cp) {
+  return cp >= 0xD800 && cp <= 0xDBFF;
+}
+bool is_low_surrogate(unsigned cp) {
+  return cp >= 0xDC00 && cp <= 0xDFFF;
+}
 
 // A low surrogate escape at s[i] ("\uDC00".."\uDFFF")?
 bool low_escape_at(std::string_view s, std::size_t i) {
@@ -92,12 +117,18 @@ void append_utf8(std::string& out, unsigned cp) {
 
 char simple_escape(char c) {
   switch (c) {
-    case 'b': return '\b';
-    case 'f': return '\f';
-    case 'n': return '\n';
-    case 'r': return '\r';
-    case 't': return '\t';
-    default: return c;  // '"', '\\', '/'
+    case 'b':
+      return '\b';
+    case 'f':
+      return '\f';
+    case 'n':
+      return '\n';
+    case 'r':
+      return '\r';
+    case 't':
+      return '\t';
+    default:
+      return c;  // '"', '\\', '/'
   }
 }
 
@@ -183,11 +214,25 @@ class Scanner {
         if (ok && slot != nullptr) slot->items = *items;
         break;
       }
-      case '"': kind = JsonKind::kString; ok = string(); break;
-      case 't': kind = JsonKind::kBool; ok = literal("true"); break;
-      case 'f': kind = JsonKind::kBool; ok = literal("false"); break;
-      case 'n': kind = JsonKind::kNull; ok = literal("null"); break;
-      default: ok = number(); break;
+      case '"':
+        kind = JsonKind::kString;
+        ok = string();
+        break;
+      case 't':
+        kind = JsonKind::kBool;
+        ok = literal("true");
+        break;
+      case 'f':
+        kind = JsonKind::kBool;
+        ok = literal("false");
+        break;
+      case 'n':
+        kind = JsonKind::kNull;
+        ok = literal("null");
+        break;
+      default:
+        ok = number();
+        break;
     }
     if (!ok) return false;
     if (slot != nullptr) {
@@ -322,7 +367,8 @@ class Scanner {
       i_ += 5;
       return true;
     }
-    if (c == '\0' || std::string_view("\"\\/bfnrt").find(c) == std::string_view::npos) return fail();
+    if (c == '\0' || std::string_view("\"\\/bfnrt").find(c) == std::string_view::npos)
+      return fail();
     ++i_;
     return true;
   }
@@ -366,7 +412,8 @@ class Scanner {
 
 // The number token at s[i] of a validated text ends where its characters end.
 std::size_t number_end(std::string_view s, std::size_t i) {
-  while (i < s.size() && std::string_view("0123456789+-.eE").find(s[i]) != std::string_view::npos) ++i;
+  while (i < s.size() && std::string_view("0123456789+-.eE").find(s[i]) != std::string_view::npos)
+    ++i;
   return i;
 }
 
@@ -377,7 +424,9 @@ bool overflows_double(std::string_view token) {
 
 }  // namespace
 
-std::string_view field_name(BodyField f) { return kFieldNames[static_cast<std::size_t>(f)]; }
+std::string_view field_name(BodyField f) {
+  return kFieldNames[static_cast<std::size_t>(f)];
+}
 
 BodyScan scan_body(std::string_view body, ScanLimits limits) {
   BodyScan out;
@@ -522,7 +571,8 @@ std::string BodyEdits::apply(std::string_view body) const {
     }
     // Members inserted at one place are joined by commas, and one separates them from the
     // object's own members.
-    for (bool first = true; k < order.size() && order[k]->member && order[k]->span.offset == e.span.offset;
+    for (bool first = true;
+         k < order.size() && order[k]->member && order[k]->span.offset == e.span.offset;
          ++k, first = false) {
       if (!first) out += ',';
       out += order[k]->text;

@@ -77,7 +77,8 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     check(!clean.is_discarded());
     if (!scan.error && !raw.is_discarded()) check_fields(in, scan.fields, raw);
     if (!scan.error) check_splice(in, scan.fields);
-  } else if (scan.error->kind == ScanErrorKind::kSyntax && in.find('\0') == std::string_view::npos) {
+  } else if (scan.error->kind == ScanErrorKind::kSyntax &&
+             in.find('\0') == std::string_view::npos) {
     // nlohmann takes a NUL byte for the end of its input (and ignores what follows): the scan
     // refuses a NUL outside strings, as RFC 8259 does.
     check(raw.is_discarded());

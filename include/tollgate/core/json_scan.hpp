@@ -63,7 +63,7 @@ enum class BodyField : std::uint8_t {
   kMessages,
   kInput,
   kStore,
-  kTools,           // counted into the prompt estimate
+  kTools,  // counted into the prompt estimate
   kFunctions,
   kResponseFormat,
   // Object ids (core/objects.hpp): strings ...
@@ -80,7 +80,8 @@ enum class BodyField : std::uint8_t {
   kFileIds,
   kVectorStoreIds,
 };
-inline constexpr std::size_t kBodyFieldCount = static_cast<std::size_t>(BodyField::kVectorStoreIds) + 1;
+inline constexpr std::size_t kBodyFieldCount =
+    static_cast<std::size_t>(BodyField::kVectorStoreIds) + 1;
 
 /// The member name of `f` ("max_tokens").
 std::string_view field_name(BodyField f);
@@ -105,8 +106,8 @@ enum class ScanErrorKind : std::uint8_t { kSyntax, kTooDeep, kDuplicateKey, kNot
 
 struct ScanError {
   ScanErrorKind kind = ScanErrorKind::kSyntax;
-  std::size_t offset = 0;    // where the scan stopped
-  std::string_view key;      // kDuplicateKey: the member's name (static storage)
+  std::size_t offset = 0;  // where the scan stopped
+  std::string_view key;    // kDuplicateKey: the member's name (static storage)
 };
 
 struct BodyScan {

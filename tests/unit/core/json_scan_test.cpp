@@ -11,7 +11,9 @@ using namespace tollgate::core;
 
 namespace {
 
-bool accepts(std::string_view body) { return !scan_body(body).error; }
+bool accepts(std::string_view body) {
+  return !scan_body(body).error;
+}
 
 ScanErrorKind refusal(std::string_view body, ScanLimits limits = {}) {
   auto s = scan_body(body, limits);
@@ -28,11 +30,12 @@ std::string nested(std::size_t depth) {
 }
 
 TEST(JsonScan, AcceptsValidJson) {
-  for (std::string_view body : {
-           R"({})", R"( { } )", "\xEF\xBB\xBF{}", R"({"a":[1,-0,0.5,-1.5e+10,2E-3,true,false,null]})",
-           R"({"s":"\"\\\/\b\f\n\r\t\u00e9\uD83D\uDE00"})", "{\"u\":\"h\xC3\xA9 \xE2\x82\xAC \xF0\x9F\x98\x80\"}",
-           R"({"lone":"\ud800","low":"\udc00x","pair_then_lone":"\ud83d\ude00\ud83d"})",
-           "\t{\r\n\"a\" : { \"b\" : [ ] } }\n", R"({"a":{},"a":{}})"}) {
+  for (std::string_view body :
+       {R"({})", R"( { } )", "\xEF\xBB\xBF{}", R"({"a":[1,-0,0.5,-1.5e+10,2E-3,true,false,null]})",
+        R"({"s":"\"\\\/\b\f\n\r\t\u00e9\uD83D\uDE00"})",
+        "{\"u\":\"h\xC3\xA9 \xE2\x82\xAC \xF0\x9F\x98\x80\"}",
+        R"({"lone":"\ud800","low":"\udc00x","pair_then_lone":"\ud83d\ude00\ud83d"})",
+        "\t{\r\n\"a\" : { \"b\" : [ ] } }\n", R"({"a":{},"a":{}})"}) {
     EXPECT_TRUE(accepts(body)) << body;
   }
   EXPECT_TRUE(accepts("{\"n\":" + std::string(5000, '9') + "}"));
@@ -40,14 +43,42 @@ TEST(JsonScan, AcceptsValidJson) {
 }
 
 TEST(JsonScan, RefusesInvalidJson) {
-  for (std::string_view body : {
-           "", " ", "{", "}", R"({"a"})", R"({"a":})", R"({"a":1,})", R"({,"a":1})", R"({"a":1}x)",
-           R"({"a":1}{})", R"({'a':1})", R"({a:1})", R"({"a":01})", R"({"a":1.})", R"({"a":.5})",
-           R"({"a":-})", R"({"a":1e})", R"({"a":+1})", R"({"a":NaN})", R"({"a":tru})", R"({"a":nul})",
-           R"({"a":[1,]})", R"({"a":[1 2]})", R"({"a":"\x"})", R"({"a":"\u12"})", R"({"a":"\u12G4"})",
-           "{\"a\":\"\x01\"}", "{\"a\":\"tab\there\"}", R"({"a":"open)", "{\"a\":\"\xC0\xAF\"}",
-           "{\"a\":\"\xED\xA0\x80\"}", "{\"a\":\"\xF4\x90\x80\x80\"}", "{\"a\":\"\xE2\x82\"}",
-           "{\"a\":\"\x80\"}", "{\"a\":\"\xFF\"}", "\xEF\xBB{}"}) {
+  for (std::string_view body : {"",
+                                " ",
+                                "{",
+                                "}",
+                                R"({"a"})",
+                                R"({"a":})",
+                                R"({"a":1,})",
+                                R"({,"a":1})",
+                                R"({"a":1}x)",
+                                R"({"a":1}{})",
+                                R"({'a':1})",
+                                R"({a:1})",
+                                R"({"a":01})",
+                                R"({"a":1.})",
+                                R"({"a":.5})",
+                                R"({"a":-})",
+                                R"({"a":1e})",
+                                R"({"a":+1})",
+                                R"({"a":NaN})",
+                                R"({"a":tru})",
+                                R"({"a":nul})",
+                                R"({"a":[1,]})",
+                                R"({"a":[1 2]})",
+                                R"({"a":"\x"})",
+                                R"({"a":"\u12"})",
+                                R"({"a":"\u12G4"})",
+                                "{\"a\":\"\x01\"}",
+                                "{\"a\":\"tab\there\"}",
+                                R"({"a":"open)",
+                                "{\"a\":\"\xC0\xAF\"}",
+                                "{\"a\":\"\xED\xA0\x80\"}",
+                                "{\"a\":\"\xF4\x90\x80\x80\"}",
+                                "{\"a\":\"\xE2\x82\"}",
+                                "{\"a\":\"\x80\"}",
+                                "{\"a\":\"\xFF\"}",
+                                "\xEF\xBB{}"}) {
     EXPECT_EQ(refusal(body), ScanErrorKind::kSyntax) << body;
   }
   EXPECT_EQ(refusal(std::string_view("{\"a\":1}\0", 8)), ScanErrorKind::kSyntax);
@@ -66,9 +97,9 @@ TEST(JsonScan, DepthIsBounded) {
 }
 
 TEST(JsonScan, ReadMembersTwiceAreRefusedOthersAreNot) {
-  for (std::string_view key : {"model", "stream", "max_tokens", "max_completion_tokens",
-                               "max_output_tokens", "n", "best_of", "stream_options", "messages",
-                               "previous_response_id", "file_ids"}) {
+  for (std::string_view key :
+       {"model", "stream", "max_tokens", "max_completion_tokens", "max_output_tokens", "n",
+        "best_of", "stream_options", "messages", "previous_response_id", "file_ids"}) {
     std::string body = "{\"" + std::string(key) + "\":1,\"x\":2,\"" + std::string(key) + "\":3}";
     auto s = scan_body(body);
     ASSERT_TRUE(s.error) << body;
@@ -139,10 +170,11 @@ TEST(JsonScan, DecodedValues) {
 
 // On bodies both accept, the scanner reads what nlohmann reads.
 TEST(JsonScan, AgreesWithNlohmann) {
-  for (std::string_view body : {
-           R"({"model":"m","stream":false,"max_tokens":7,"n":2,"best_of":3,"stream_options":{"include_usage":true}})",
-           R"({"messages":[],"input":"x","max_output_tokens":-5,"model":"caf\u00e9"})",
-           R"({"stream_options":null,"stream":"yes","model":5})"}) {
+  for (
+      std::string_view body :
+      {R"({"model":"m","stream":false,"max_tokens":7,"n":2,"best_of":3,"stream_options":{"include_usage":true}})",
+       R"({"messages":[],"input":"x","max_output_tokens":-5,"model":"caf\u00e9"})",
+       R"({"stream_options":null,"stream":"yes","model":5})"}) {
     auto s = scan_body(body);
     ASSERT_FALSE(s.error) << body;
     auto j = nlohmann::ordered_json::parse(body);
