@@ -149,6 +149,7 @@ const Table<ServerConfig>& server_table() {
       .fields = {value("max_request_body", &ServerLimits::max_request_body, Size{}),
                  value("max_header_size", &ServerLimits::max_header_size, Size{}),
                  value("max_buffered_bytes", &ServerLimits::max_buffered_bytes, Size{}),
+                 value("max_json_depth", &ServerLimits::max_json_depth, UInt{1, 1024}),
                  value("header_timeout", &ServerLimits::header_timeout, Duration{}),
                  value("idle_timeout", &ServerLimits::idle_timeout, Duration{}),
                  value("max_connections_per_ip", &ServerLimits::max_connections_per_ip,

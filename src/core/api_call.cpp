@@ -189,42 +189,58 @@ std::optional<HttpError> classify_path(std::string_view method, const Segments& 
 }
 
 // The parameters an operation cannot do without.
-std::optional<HttpError> check_required(const nlohmann::ordered_json& j, Operation op) {
+std::optional<HttpError> check_required(const BodyFields& f, Operation op) {
   if (op == Operation::kChatCompletions) {
-    auto m = j.find("messages");
-    if (m == j.end()) return bad_request("missing required parameter: 'messages'", "messages");
-    if (!m->is_array() || m->empty()) return bad_request("'messages' must be a non-empty array", "messages");
-  } else if (op == Operation::kEmbeddings && j.find("input") == j.end()) {
+    const auto& m = f[BodyField::kMessages];
+    if (!m.present()) return bad_request("missing required parameter: 'messages'", "messages");
+    if (m.kind != JsonKind::kArray || m.items == 0) {
+      return bad_request("'messages' must be a non-empty array", "messages");
+    }
+  } else if (op == Operation::kEmbeddings && !f[BodyField::kInput].present()) {
     return bad_request("missing required parameter: 'input'", "input");
   }
   return std::nullopt;
 }
 
-// Parses a JSON body and reads the fields the gateway needs: stream flags, model.
-std::optional<HttpError> read_json_body(std::string_view body, bool model_from_body, ApiCall& call) {
-  auto j = nlohmann::ordered_json::parse(body, nullptr, /*allow_exceptions=*/false);
-  if (j.is_discarded()) return bad_request("the request body is not valid JSON");
-  if (!j.is_object()) return bad_request("the request body must be a JSON object");
-  if (auto it = j.find("stream"); it != j.end() && it->is_boolean()) call.stream = it->get<bool>();
-  if (auto so = j.find("stream_options"); so != j.end() && so->is_object()) {
-    if (auto iu = so->find("include_usage"); iu != so->end() && iu->is_boolean()) {
-      call.include_usage = iu->get<bool>();
-    }
+HttpError scan_error(const ScanError& e, const ScanLimits& limits) {
+  switch (e.kind) {
+    case ScanErrorKind::kNotObject: return bad_request("the request body must be a JSON object");
+    case ScanErrorKind::kTooDeep:
+      return bad_request("the request body nests JSON deeper than " + std::to_string(limits.max_depth) +
+                         " levels (server.limits.max_json_depth)");
+    case ScanErrorKind::kDuplicateKey:
+      return HttpError{400, "duplicate_key",
+                       "the request body has the member '" + std::string(e.key) +
+                           "' more than once",
+                       {}, std::string(e.key)};
+    case ScanErrorKind::kSyntax: break;
   }
-  if (auto e = check_required(j, call.op)) return e;
+  return bad_request("the request body is not valid JSON");
+}
+
+// Scans a JSON body and reads the fields the gateway needs: stream flags, model.
+std::optional<HttpError> read_json_body(std::string_view body, bool model_from_body,
+                                        const ClassifyOptions& options, ApiCall& call) {
+  auto scan = scan_body(body, options.json);
+  if (scan.error) return scan_error(*scan.error, options.json);
+  const auto& f = scan.fields;
+  if (auto stream = as_bool(body, f[BodyField::kStream])) call.stream = *stream;
+  if (auto usage = as_bool(body, f.include_usage)) call.include_usage = *usage;
+  if (auto e = check_required(f, call.op)) return e;
   if (model_from_body) {
-    auto m = j.find("model");
-    if (m != j.end() && m->is_string()) {
-      call.deployment = m->get<std::string>();
+    if (auto model = as_string(body, f[BodyField::kModel])) {
+      call.deployment = std::move(*model);
       call.model_in_body = true;
     }
   }
-  call.json = std::move(j);
+  call.body = body;
+  call.fields = f;
   return std::nullopt;
 }
 
 std::optional<HttpError> classify_body(std::string_view method, std::string_view content_type,
-                                       std::string_view body, bool model_from_body, ApiCall& call) {
+                                       std::string_view body, bool model_from_body,
+                                       const ClassifyOptions& options, ApiCall& call) {
   bool inference = is_inference(call.op);
   if (inference && method != "POST") return method_not_allowed(method);
   // Fine-tuning's "model" is the base model to train, not a deployment: such calls go to the
@@ -233,7 +249,7 @@ std::optional<HttpError> classify_body(std::string_view method, std::string_view
   bool json_body = !body.empty() && (is_json(content_type) || (content_type.empty() && inference));
   if (inference && body.empty()) return bad_request("the request body must be a JSON object");
   if (json_body) {
-    if (auto e = read_json_body(body, model_from_body, call)) return e;
+    if (auto e = read_json_body(body, model_from_body, options, call)) return e;
   } else if (inference) {
     return bad_request("the request body must be JSON (Content-Type: application/json)");
   }
@@ -258,15 +274,16 @@ Classified classify_target(std::string_view method, std::string_view target) {
 }
 
 std::optional<HttpError> classify_content(ApiCall& call, std::string_view method,
-                                          std::string_view content_type, std::string_view body) {
+                                          std::string_view content_type, std::string_view body,
+                                          ClassifyOptions options) {
   if (call.op == Operation::kModels) return std::nullopt;
-  return classify_body(method, content_type, body, call.model_from_body, call);
+  return classify_body(method, content_type, body, call.model_from_body, options, call);
 }
 
 Classified classify(std::string_view method, std::string_view target,
-                    std::string_view content_type, std::string_view body) {
+                    std::string_view content_type, std::string_view body, ClassifyOptions options) {
   auto out = classify_target(method, target);
-  if (!out.error) out.error = classify_content(out.call, method, content_type, body);
+  if (!out.error) out.error = classify_content(out.call, method, content_type, body, options);
   return out;
 }
 
@@ -295,13 +312,28 @@ std::string upstream_target(const ApiCall& call, const config::BackendConfig& ba
 }
 
 std::optional<std::string> rewrite_body(const ApiCall& call, const config::BackendConfig& backend) {
-  if (!call.json) return std::nullopt;
+  if (!call.fields) return std::nullopt;
   bool model = call.model_in_body && call.deployment != backend.deployment;
-  if (!model && !call.body_modified) return std::nullopt;
-  if (!model) return call.json->dump(-1, ' ', false, nlohmann::ordered_json::error_handler_t::replace);
-  auto copy = *call.json;
-  copy["model"] = backend.deployment;
-  return copy.dump(-1, ' ', false, nlohmann::ordered_json::error_handler_t::replace);
+  if (!model && call.edits.empty()) return std::nullopt;
+  if (!model) return call.edits.apply(call.body);
+  auto edits = call.edits;
+  edits.replace((*call.fields)[BodyField::kModel].span, json_quote(backend.deployment));
+  return edits.apply(call.body);
+}
+
+nlohmann::ordered_json dom_of(std::string_view text) {
+  auto j = nlohmann::ordered_json::parse(text, nullptr, /*allow_exceptions=*/false);
+  if (j.is_discarded()) {
+    j = nlohmann::ordered_json::parse(sanitize_for_dom(text), nullptr, /*allow_exceptions=*/false);
+  }
+  return j;
+}
+
+std::optional<nlohmann::ordered_json> body_dom(const ApiCall& call) {
+  if (!call.fields) return std::nullopt;
+  auto j = dom_of(call.body);
+  if (j.is_discarded()) return std::nullopt;  // not for a scanned body (the fuzz target checks)
+  return j;
 }
 
 std::string models_list(const config::Config& config,

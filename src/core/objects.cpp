@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <array>
 #include <functional>
+#include <nlohmann/json.hpp>
 
 namespace tollgate::core {
 
@@ -44,18 +45,19 @@ bool is_path_word(std::string_view lower_segment) {
          std::find(kCollections.begin(), kCollections.end(), lower_segment) != kCollections.end();
 }
 
-bool creates_object(std::string_view method, std::string_view op_path,
-                    const nlohmann::ordered_json* body) {
+bool creates_object(std::string_view method, std::string_view op_path, std::string_view body,
+                    const BodyFields* fields) {
   if (method != "POST" || !is_stateful_path(op_path)) return false;
   auto segs = split(op_path);
-  if (segs[0] == "responses" && segs.size() == 1 && body != nullptr && body->is_object()) {
-    auto store = body->find("store");
-    if (store != body->end() && store->is_boolean() && !store->get<bool>()) return false;
+  if (segs[0] == "responses" && segs.size() == 1 && fields != nullptr) {
+    auto store = as_bool(body, (*fields)[BodyField::kStore]);
+    if (store && !*store) return false;
   }
   return true;
 }
 
-std::vector<std::string> referenced_ids(std::string_view op_path, const nlohmann::ordered_json* body) {
+std::vector<std::string> referenced_ids(std::string_view op_path, std::string_view body,
+                                        const BodyFields* fields) {
   std::vector<std::string> out;
   auto segs = split(op_path);
   if (!segs.empty() && std::find(kCollections.begin(), kCollections.end(), segs[0]) != kCollections.end()) {
@@ -66,23 +68,17 @@ std::vector<std::string> referenced_ids(std::string_view op_path, const nlohmann
       if (!is_word(segs[i])) out.emplace_back(segs[i]);
     }
   }
-  if (body == nullptr || !body->is_object()) return out;
-  static constexpr std::array<std::string_view, 9> kFields = {
-      "previous_response_id", "thread_id",       "assistant_id",       "file_id",        "input_file_id",
-      "vector_store_id",      "training_file",   "validation_file",    "conversation"};
-  static constexpr std::array<std::string_view, 2> kLists = {"file_ids", "vector_store_ids"};
-  for (auto f : kFields) {
-    auto it = body->find(std::string(f));
-    if (it != body->end() && it->is_string() && !it->get_ref<const std::string&>().empty()) {
-      out.push_back(it->get<std::string>());
-    }
+  if (fields == nullptr) return out;
+  static constexpr std::array<BodyField, 9> kIds = {
+      BodyField::kPreviousResponseId, BodyField::kThreadId,     BodyField::kAssistantId,
+      BodyField::kFileId,             BodyField::kInputFileId,  BodyField::kVectorStoreId,
+      BodyField::kTrainingFile,       BodyField::kValidationFile, BodyField::kConversation};
+  for (auto f : kIds) {
+    auto id = as_string(body, (*fields)[f]);
+    if (id && !id->empty()) out.push_back(std::move(*id));
   }
-  for (auto f : kLists) {
-    auto it = body->find(std::string(f));
-    if (it == body->end() || !it->is_array()) continue;
-    for (const auto& v : *it) {
-      if (v.is_string()) out.push_back(v.get<std::string>());
-    }
+  for (auto f : {BodyField::kFileIds, BodyField::kVectorStoreIds}) {
+    for (auto& id : string_elements(body, (*fields)[f])) out.push_back(std::move(id));
   }
   return out;
 }

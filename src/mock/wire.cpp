@@ -3,6 +3,7 @@
 #include <array>
 #include <charconv>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 #include <nlohmann/json.hpp>
 
@@ -513,6 +514,54 @@ bool json_too_deep(std::string_view body, unsigned limit) {
   return false;
 }
 
+namespace {
+
+unsigned hex4_at(std::string_view s, std::size_t i) {
+  unsigned v = 0;
+  for (std::size_t k = i; k < i + 4 && k < s.size(); ++k) {
+    char c = s[k];
+    v = v * 16 + static_cast<unsigned>(c <= '9' ? c - '0' : (c | 0x20) - 'a' + 10);
+  }
+  return v;
+}
+
+// Azure's service takes JSON that nlohmann refuses: lone surrogate escapes ("\ud800") and numbers
+// beyond a double. A copy nlohmann can parse: those become "\ufffd" and 0.
+std::string lenient_json_copy(std::string_view body) {
+  std::string out;
+  out.reserve(body.size());
+  bool in_string = false;
+  for (std::size_t i = 0; i < body.size();) {
+    char c = body[i];
+    if (in_string && c == '\\' && i + 6 <= body.size() && body[i + 1] == 'u') {
+      unsigned cp = hex4_at(body, i + 2);
+      bool high = cp >= 0xD800 && cp <= 0xDBFF;
+      bool pair = high && i + 12 <= body.size() && body[i + 6] == '\\' && body[i + 7] == 'u' &&
+                  hex4_at(body, i + 8) >= 0xDC00 && hex4_at(body, i + 8) <= 0xDFFF;
+      bool lone = !pair && cp >= 0xD800 && cp <= 0xDFFF;
+      std::size_t n = pair ? 12 : 6;
+      out.append(lone ? std::string_view("\\ufffd") : body.substr(i, n));
+      i += n;
+    } else if (in_string && c == '\\') {
+      out.append(body.substr(i, 2));
+      i += 2;
+    } else if (!in_string && (c == '-' || (c >= '0' && c <= '9'))) {
+      auto end = body.find_first_not_of("0123456789+-.eE", i);
+      if (end == std::string_view::npos) end = body.size();
+      std::string token(body.substr(i, end - i));
+      out += std::isinf(std::strtod(token.c_str(), nullptr)) ? std::string("0") : token;
+      i = end;
+    } else {
+      if (c == '"') in_string = !in_string;
+      out += c;
+      ++i;
+    }
+  }
+  return out;
+}
+
+}  // namespace
+
 void append_json_string(std::string& out, std::string_view s) {
   static constexpr char kHex[] = "0123456789abcdef";
   out += '"';
@@ -595,6 +644,7 @@ InspectResult inspect_body(Operation op, std::string_view body) {
     return r;
   }
   json j = json::parse(body, nullptr, /*allow_exceptions=*/false);
+  if (j.is_discarded()) j = json::parse(lenient_json_copy(body), nullptr, /*allow_exceptions=*/false);
   if (j.is_discarded()) {
     r.error = bad_request(kUnparsable);
     return r;

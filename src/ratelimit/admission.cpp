@@ -9,27 +9,118 @@ namespace tollgate::ratelimit {
 
 namespace {
 
-std::int64_t int_field(const nlohmann::ordered_json& j, const char* key) {
-  auto it = j.find(key);
-  return it != j.end() && it->is_number_integer() ? it->get<std::int64_t>() : 0;
+using core::BodyField;
+
+std::int64_t int_field(const core::ApiCall& call, BodyField f) {
+  return core::as_int(call.body, (*call.fields)[f]).value_or(0);
 }
 
-// The body field that limits the output of `call`, and whether the request set it.
-const char* output_field(const core::ApiCall& call, const nlohmann::ordered_json& j) {
+// The body field that limits the output of `call` (whether or not the request set it).
+std::optional<BodyField> output_field(const core::ApiCall& call) {
+  const auto& f = *call.fields;
   switch (call.op) {
     case core::Operation::kChatCompletions:
-      if (j.contains("max_completion_tokens")) return "max_completion_tokens";
-      if (j.contains("max_tokens")) return "max_tokens";
+      if (f[BodyField::kMaxCompletionTokens].present()) return BodyField::kMaxCompletionTokens;
+      if (f[BodyField::kMaxTokens].present()) return BodyField::kMaxTokens;
       // Neither set: max_completion_tokens where the API knows it (v1 surfaces, and the
       // deployment surface from 2024-09-01-preview on), else max_tokens.
       if (call.surface != core::Surface::kDeployment || call.api_version >= "2024-09-01") {
-        return "max_completion_tokens";
+        return BodyField::kMaxCompletionTokens;
       }
-      return "max_tokens";
-    case core::Operation::kCompletions: return "max_tokens";
-    case core::Operation::kResponses: return "max_output_tokens";
-    default: return nullptr;
+      return BodyField::kMaxTokens;
+    case core::Operation::kCompletions: return BodyField::kMaxTokens;
+    case core::Operation::kResponses: return BodyField::kMaxOutputTokens;
+    default: return std::nullopt;
   }
+}
+
+// Sets the body's `field` to `value`: its value's bytes replaced, or the member added.
+void set_int(core::ApiCall& call, BodyField field, std::int64_t value) {
+  const auto& v = (*call.fields)[field];
+  if (v.present()) {
+    call.edits.replace(v.span, std::to_string(value));
+  } else {
+    call.edits.insert_member(call.fields->object, core::field_name(field), std::to_string(value));
+  }
+}
+
+// The output allowance (what the request may generate, times its choices); clamps or defaults
+// the body's output limit per `client`. Sets e.error when the policy refuses the request.
+void output_allowance(core::ApiCall& call, const config::ClientConfig* client,
+                      const config::PolicyConfig& policy, std::int64_t choices, Estimate& e) {
+  auto field = output_field(call);
+  if (!field) return;
+  auto name = std::string(core::field_name(*field));
+  std::int64_t asked = int_field(call, *field);
+  std::int64_t cap = client != nullptr ? client->limits.max_tokens_cap : 0;
+  std::int64_t dflt = client != nullptr ? client->limits.default_max_tokens : 0;
+  if (asked > 0 && cap > 0 && asked > cap) {
+    if (policy.reject_over_cap) {
+      e.error = core::bad_request(name + " " + std::to_string(asked) +
+                                      " exceeds this client's limit of " + std::to_string(cap),
+                                  name);
+      return;
+    }
+    set_int(call, *field, cap);
+    asked = cap;
+  } else if (asked <= 0 && dflt > 0) {
+    set_int(call, *field, dflt);
+    asked = dflt;
+  }
+  bool in_body = asked > 0;  // the limit the backend will see
+  if (asked <= 0) asked = call.op == core::Operation::kCompletions ? 16 : kDefaultAllowance;
+  // Saturated: a request asking absurd amounts must fail the limits, not overflow them.
+  constexpr std::int64_t kMaxAllowance = 1'000'000'000'000'000;
+  e.allowance = asked > kMaxAllowance / choices ? kMaxAllowance : asked * choices;
+  if (call.op != core::Operation::kCompletions && !in_body) e.exact = false;
+}
+
+// A chat prompt, counted one message at a time: each message (and the tools and response_format)
+// a small DOM of its own, so a body of many messages never becomes one big DOM.
+std::optional<tokenize::TokenEstimate> chat_prompt(const core::ApiCall& call, const tokenize::Encoding& enc,
+                                                   std::string_view model) {
+  const auto& f = *call.fields;
+  if (f[BodyField::kMessages].kind != core::JsonKind::kArray) return std::nullopt;
+  // Like estimate_chat_prompt: the body's model when the deployment names none.
+  auto body_model = model.empty() ? core::as_string(call.body, f[BodyField::kModel]) : std::nullopt;
+  tokenize::ChatPromptCount count(enc, body_model ? std::string_view(*body_model) : model);
+  bool ok = true;
+  core::each_element(call.body, f[BodyField::kMessages], [&](const core::JsonValue& m) {
+    ok = !count.add_message(core::dom_of(m.span.of(call.body)));
+    return ok;
+  });
+  if (!ok) return std::nullopt;
+  auto rest = nlohmann::ordered_json::object();
+  for (auto field : {BodyField::kTools, BodyField::kFunctions, BodyField::kResponseFormat}) {
+    const auto& v = f[field];
+    if (v.present()) rest[std::string(core::field_name(field))] = core::dom_of(v.span.of(call.body));
+  }
+  auto r = count.finish(rest);
+  if (!r) return std::nullopt;
+  return *r;
+}
+
+// The prompt: exact with the tokenizer for chat, completions and embeddings. Completions and
+// embeddings from a DOM of the body built here and freed on return.
+void prompt_estimate(const core::ApiCall& call, std::size_t body_bytes,
+                     const tokenize::Tokenizers& tokenizers, std::string_view model, Estimate& e) {
+  std::optional<tokenize::RequestKind> kind;
+  if (call.op == core::Operation::kChatCompletions) kind = tokenize::RequestKind::kChat;
+  if (call.op == core::Operation::kCompletions) kind = tokenize::RequestKind::kCompletions;
+  if (call.op == core::Operation::kEmbeddings) kind = tokenize::RequestKind::kEmbeddings;
+  std::optional<tokenize::TokenEstimate> r;
+  if (kind == tokenize::RequestKind::kChat) {
+    r = chat_prompt(call, tokenizers.for_model(model), model);
+  } else if (auto dom = kind ? core::body_dom(call) : std::nullopt) {
+    if (auto counted = tokenize::estimate_prompt(*kind, tokenizers.for_model(model), *dom, model)) r = *counted;
+  }
+  if (r) {
+    e.prompt = static_cast<std::int64_t>(r->tokens);
+    e.exact = e.exact && r->exact;
+    return;
+  }
+  e.prompt = static_cast<std::int64_t>((body_bytes + 3) / 4);  // no tokenizer rule: ~4 bytes/token
+  e.exact = false;
 }
 
 }  // namespace
@@ -38,10 +129,9 @@ Estimate admit(core::ApiCall& call, std::size_t body_bytes, const config::Client
                const config::PolicyConfig& policy, const tokenize::Tokenizers& tokenizers,
                std::string_view model) {
   Estimate e;
-  if (!call.json) return e;
-  auto& j = *call.json;
-  auto n = std::max<std::int64_t>(1, int_field(j, "n"));
-  auto best_of = int_field(j, "best_of");
+  if (!call.fields) return e;
+  auto n = std::max<std::int64_t>(1, int_field(call, BodyField::kN));
+  auto best_of = int_field(call, BodyField::kBestOf);
   if (policy.max_n > 0 && n > policy.max_n) {
     e.error = core::bad_request("n may be at most " + std::to_string(policy.max_n) + " on this gateway", "n");
     return e;
@@ -51,51 +141,9 @@ Estimate admit(core::ApiCall& call, std::size_t body_bytes, const config::Client
         "best_of may be at most " + std::to_string(policy.max_best_of) + " on this gateway", "best_of");
     return e;
   }
-  auto choices = std::max(n, best_of);
-
-  // The output allowance: what the request asks, capped and defaulted by its client.
-  if (const char* field = output_field(call, j)) {
-    std::int64_t asked = int_field(j, field);
-    std::int64_t cap = client != nullptr ? client->limits.max_tokens_cap : 0;
-    std::int64_t dflt = client != nullptr ? client->limits.default_max_tokens : 0;
-    if (asked > 0 && cap > 0 && asked > cap) {
-      if (policy.reject_over_cap) {
-        e.error = core::bad_request(std::string(field) + " " + std::to_string(asked) +
-                                        " exceeds this client's limit of " + std::to_string(cap),
-                                    field);
-        return e;
-      }
-      j[field] = cap;
-      call.body_modified = true;
-      asked = cap;
-    } else if (asked <= 0 && dflt > 0) {
-      j[field] = dflt;
-      call.body_modified = true;
-      asked = dflt;
-    }
-    if (asked <= 0) asked = call.op == core::Operation::kCompletions ? 16 : kDefaultAllowance;
-    // Saturated: a request asking absurd amounts must fail the limits, not overflow them.
-    constexpr std::int64_t kMaxAllowance = 1'000'000'000'000'000;
-    e.allowance = asked > kMaxAllowance / choices ? kMaxAllowance : asked * choices;
-    if (call.op != core::Operation::kCompletions && int_field(j, field) <= 0) e.exact = false;
-  }
-
-  // The prompt: exact with the tokenizer for chat, completions and embeddings.
-  std::optional<tokenize::RequestKind> kind;
-  if (call.op == core::Operation::kChatCompletions) kind = tokenize::RequestKind::kChat;
-  if (call.op == core::Operation::kCompletions) kind = tokenize::RequestKind::kCompletions;
-  if (call.op == core::Operation::kEmbeddings) kind = tokenize::RequestKind::kEmbeddings;
-  if (kind) {
-    const auto& enc = tokenizers.for_model(model);
-    auto r = tokenize::estimate_prompt(*kind, enc, j, model);
-    if (r) {
-      e.prompt = static_cast<std::int64_t>(r->tokens);
-      e.exact = e.exact && r->exact;
-      return e;
-    }
-  }
-  e.prompt = static_cast<std::int64_t>((body_bytes + 3) / 4);  // no tokenizer rule: ~4 bytes/token
-  e.exact = false;
+  output_allowance(call, client, policy, std::max(n, best_of), e);
+  if (e.error) return e;
+  prompt_estimate(call, body_bytes, tokenizers, model, e);
   return e;
 }
 

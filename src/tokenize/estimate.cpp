@@ -248,6 +248,31 @@ std::optional<RequestKind> parse_request_kind(std::string_view name) noexcept {
   return std::nullopt;
 }
 
+ChatPromptCount::ChatPromptCount(const Encoding& enc, std::string_view model)
+    : enc_(enc), model_(model), total_{kReplyPriming, true} {}
+
+std::optional<Error> ChatPromptCount::add_message(const json& message) {
+  auto e = estimate_message(enc_, message, model_, "messages[" + std::to_string(index_++) + "]");
+  if (!e) return e.error();
+  total_ += *e;
+  return std::nullopt;
+}
+
+Result<TokenEstimate> ChatPromptCount::finish(const json& body) const {
+  if (!body.is_object()) return type_error("body", "a JSON object");
+  TokenEstimate total = total_;
+  auto tools = estimate_tools(enc_, body);
+  if (!tools) return tools.error();
+  total += *tools;
+  // Structured output schemas are part of the prompt; no published rule: count their text.
+  if (const json* rf = find(body, "response_format"); rf != nullptr && rf->is_object()) {
+    if (const json* schema = find(*rf, "json_schema"); schema != nullptr && !schema->is_null()) {
+      total += TokenEstimate{enc_.count(dump(*schema)), false};
+    }
+  }
+  return total;
+}
+
 Result<TokenEstimate> estimate_chat_prompt(const Encoding& enc, const json& body,
                                            std::string_view model) {
   if (!body.is_object()) return type_error("body", "a JSON object");
@@ -258,23 +283,11 @@ Result<TokenEstimate> estimate_chat_prompt(const Encoding& enc, const json& body
   }
   const json* messages = find(body, "messages");
   if (messages == nullptr || !messages->is_array()) return type_error("messages", "an array");
-  TokenEstimate total{kReplyPriming, true};
-  std::size_t i = 0;
+  ChatPromptCount count(enc, model);
   for (const auto& m : *messages) {
-    auto e = estimate_message(enc, m, model, "messages[" + std::to_string(i++) + "]");
-    if (!e) return e.error();
-    total += *e;
+    if (auto error = count.add_message(m)) return *error;
   }
-  auto tools = estimate_tools(enc, body);
-  if (!tools) return tools.error();
-  total += *tools;
-  // Structured output schemas are part of the prompt; no published rule: count their text.
-  if (const json* rf = find(body, "response_format"); rf != nullptr && rf->is_object()) {
-    if (const json* schema = find(*rf, "json_schema"); schema != nullptr && !schema->is_null()) {
-      total += TokenEstimate{enc.count(dump(*schema)), false};
-    }
-  }
-  return total;
+  return count.finish(body);
 }
 
 Result<TokenEstimate> estimate_completions_prompt(const Encoding& enc, const json& body) {

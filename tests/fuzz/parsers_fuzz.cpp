@@ -148,7 +148,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
       (void)routing::parse_utilization(in);
       (void)routing::parse_body_retry_after(in);
       (void)core::created_id(in);
-      (void)core::referenced_ids(in, nullptr);
+      (void)core::referenced_ids(in, {}, nullptr);
       break;
     }
     case 6:

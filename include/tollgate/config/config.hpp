@@ -48,6 +48,7 @@ struct ServerLimits {
   std::size_t max_request_body = 8u << 20;
   std::size_t max_header_size = 64u << 10;
   std::size_t max_buffered_bytes = std::size_t{256} << 20;  // request bodies held, all connections
+  unsigned max_json_depth = 64;  // containers nested in a JSON request body
   Millis header_timeout{10'000};  // whole request (header and body) must arrive within this
   Millis idle_timeout{60'000};    // keep-alive wait for the next request; stalled client writes
   std::uint32_t max_connections_per_ip = 0;  // open client connections per source address; 0: no cap

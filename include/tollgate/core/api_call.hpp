@@ -10,6 +10,7 @@
 
 #include "tollgate/config/config.hpp"
 #include "tollgate/core/errors.hpp"
+#include "tollgate/core/json_scan.hpp"
 
 namespace tollgate::core {
 
@@ -47,31 +48,51 @@ struct ApiCall {
   bool model_from_body = false;  // the surface names the deployment in the body's "model"
   bool model_in_body = false;    // routing used the body's "model"
   bool stateful = false;       // a stateful API (responses, files, threads, ...): affinity applies
-  bool body_modified = false;  // `json` was changed by the gateway (admission policy): re-serialize
-  std::optional<nlohmann::ordered_json> json;  // parsed body when it is JSON
+  // The client's body bytes: a view of the request's body, which outlives the call.
+  std::string_view body;
+  std::optional<BodyFields> fields;  // the members the gateway reads, when the body is JSON
+  BodyEdits edits;                   // the gateway's changes (admission policy, include_usage)
 };
+
+/// The body as a DOM, for the consumers that need one (the prompt token estimate). Built on
+/// demand, never stored: a body the scanner accepted but nlohmann refuses (a lone surrogate
+/// escape, a number beyond a double) is parsed from sanitize_for_dom's copy. nullopt when the
+/// body is not JSON. Never throws but std::bad_alloc.
+std::optional<nlohmann::ordered_json> body_dom(const ApiCall& call);
+
+/// `text` (JSON the scanner accepted: the body or a value's span) as a DOM, through
+/// sanitize_for_dom's copy when nlohmann refuses it. Discarded only if `text` was not scanned.
+nlohmann::ordered_json dom_of(std::string_view text);
 
 struct Classified {
   ApiCall call;
   std::optional<HttpError> error;
 };
 
+struct ClassifyOptions {
+  ScanLimits json;  // server.limits.max_json_depth
+};
+
 /// Classifies a request from its method and target alone (surface, operation, the deployment
 /// a path names): what authorization needs before any body byte is read. Never throws.
 Classified classify_target(std::string_view method, std::string_view target);
 /// Completes `call` (from classify_target) with its body: stream flags, the model of the v1
-/// surfaces, required parameters. `content_type` decides whether the body is parsed as JSON.
+/// surfaces, required parameters. `content_type` decides whether the body is scanned as JSON.
+/// The call keeps a view of `body`: it must outlive the call.
 std::optional<HttpError> classify_content(ApiCall& call, std::string_view method,
-                                          std::string_view content_type, std::string_view body);
+                                          std::string_view content_type, std::string_view body,
+                                          ClassifyOptions options = {});
 /// Both steps at once. Never throws.
 Classified classify(std::string_view method, std::string_view target,
-                    std::string_view content_type, std::string_view body);
+                    std::string_view content_type, std::string_view body,
+                    ClassifyOptions options = {});
 
 /// The origin-form target to send to `backend` for `call`.
 std::string upstream_target(const ApiCall& call, const config::BackendConfig& backend);
 
-/// The body to send upstream: the client's bytes, or a re-serialization when the v1 surface
-/// needs `model` rewritten to the backend's deployment name. Returns nullopt when unchanged.
+/// The body to send upstream: nullopt when the client's bytes go unchanged, else those bytes
+/// with call.edits spliced in and, when the v1 surface routed by the body's "model", its value
+/// replaced by the backend's deployment name. Every other byte stays as the client sent it.
 std::optional<std::string> rewrite_body(const ApiCall& call, const config::BackendConfig& backend);
 
 /// The OpenAI-shaped model list for GET /v1/models: the configured deployments, or those of

@@ -3,10 +3,11 @@
 // ids a request names or an answer carries. Plain parsing, no state; the affinity table
 // (tollgate/routing/affinity.hpp) remembers where each object lives. Thread: any.
 
-#include <nlohmann/json.hpp>
 #include <string>
 #include <string_view>
 #include <vector>
+
+#include "tollgate/core/json_scan.hpp"
 
 namespace tollgate::core {
 
@@ -21,13 +22,15 @@ bool is_stateful_path(std::string_view op_path);
 bool is_path_word(std::string_view lower_segment);
 
 /// True when a successful answer to this request creates an object whose id must be remembered.
-bool creates_object(std::string_view method, std::string_view op_path,
-                    const nlohmann::ordered_json* body);
+/// `fields`: the scan of `body` (null when the body is not JSON).
+bool creates_object(std::string_view method, std::string_view op_path, std::string_view body,
+                    const BodyFields* fields);
 
 /// The object ids a request names: id segments of the path (`files/{id}`,
 /// `threads/{id}/runs/{id}`) and body fields (previous_response_id, thread_id, assistant_id,
-/// file_id, input_file_id, vector_store_id(s), file_ids ...).
-std::vector<std::string> referenced_ids(std::string_view op_path, const nlohmann::ordered_json* body);
+/// file_id, input_file_id, vector_store_id(s), file_ids ...) of the top-level object.
+std::vector<std::string> referenced_ids(std::string_view op_path, std::string_view body,
+                                        const BodyFields* fields);
 
 /// The id of the created object in a JSON response body (top-level "id", or "response.id" of a
 /// Responses stream event). Empty when absent.

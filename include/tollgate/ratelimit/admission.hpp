@@ -27,7 +27,7 @@ struct Estimate {
 };
 
 /// Checks and, where the policy says so, rewrites `call`'s body (clamping or defaulting the
-/// output limit: call.body_modified is then set), then estimates its tokens. `client` may be
+/// output limit: an edit in call.edits), then estimates its tokens. `client` may be
 /// null (anonymous). `model` is the deployment's model (tokenizer choice).
 Estimate admit(core::ApiCall& call, std::size_t body_bytes, const config::ClientConfig* client,
                const config::PolicyConfig& policy, const tokenize::Tokenizers& tokenizers,

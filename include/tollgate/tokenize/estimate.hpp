@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <nlohmann/json_fwd.hpp>  // bodies are ordered_json: as the gateway parses them
 #include <optional>
+#include <string>
 #include <string_view>
 
 #include "tollgate/tokenize/encoding.hpp"
@@ -43,6 +44,25 @@ std::optional<RequestKind> parse_request_kind(std::string_view name) noexcept;
 /// empty the body's "model" field is used.
 Result<TokenEstimate> estimate_chat_prompt(const Encoding& enc, const nlohmann::ordered_json& body,
                                            std::string_view model = {});
+
+/// The chat prompt estimate of estimate_chat_prompt, its messages given one at a time, so that a
+/// big body need not be one DOM (a DOM costs ~20x the bytes of a tiny message). `model`
+/// selects the image cost table.
+class ChatPromptCount {
+ public:
+  ChatPromptCount(const Encoding& enc, std::string_view model);
+  /// Counts the next element of `messages`.
+  std::optional<Error> add_message(const nlohmann::ordered_json& message);
+  /// The total: the messages added, plus the tool definitions and response_format schema of
+  /// `body` (an object; its "messages" are not read).
+  Result<TokenEstimate> finish(const nlohmann::ordered_json& body) const;
+
+ private:
+  const Encoding& enc_;
+  std::string model_;
+  TokenEstimate total_;
+  std::size_t index_ = 0;
+};
 
 /// Completions prompt: string, array of strings, token array, or array of token arrays
 /// (+ `suffix`). An absent prompt is the API's default "<|endoftext|>": 1 token.

@@ -92,7 +92,10 @@ StageResult authorize_target(Exchange& x) {
 
 StageResult classify(Exchange& x) {
   auto& call = x.ctx.call;
-  if (auto e = core::classify_content(call, x.req.method, x.req.headers["content-type"], x.req.body)) {
+  core::ClassifyOptions options;
+  options.json.max_depth = x.config().server.limits.max_json_depth;
+  if (auto e = core::classify_content(call, x.req.method, x.req.headers["content-type"],
+                                      x.req.body, options)) {
     return Reply::error("bad_request", *e);
   }
   // Streams carry usage only when asked for (stream_options.include_usage).

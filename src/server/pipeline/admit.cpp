@@ -94,14 +94,16 @@ std::string remaining_headers(const std::vector<ratelimit::Limit>& limits, ratel
 // What the balancer looks for room for (a backend whose remaining tokens cover it is preferred):
 // the body's size / 4 plus the requested output, like Azure's own rough count.
 std::int64_t routing_need(const Exchange& x) {
-  if (!x.inference() || !x.ctx.call.json) return 0;
-  const auto& j = *x.ctx.call.json;
-  auto number = [&j](const char* key) -> std::int64_t {
-    auto it = j.find(key);
-    return it != j.end() && it->is_number_integer() ? it->get<std::int64_t>() : 0;
+  const auto& call = x.ctx.call;
+  if (!x.inference() || !call.fields) return 0;
+  auto number = [&call](core::BodyField f) -> std::int64_t {
+    return core::as_int(call.body, (*call.fields)[f]).value_or(0);
   };
-  auto max_out = std::max({number("max_completion_tokens"), number("max_tokens"), number("max_output_tokens")});
-  return routing::expected_tokens(x.req.body.size(), max_out, std::max(number("n"), number("best_of")));
+  using core::BodyField;
+  auto max_out = std::max({number(BodyField::kMaxCompletionTokens), number(BodyField::kMaxTokens),
+                           number(BodyField::kMaxOutputTokens)});
+  return routing::expected_tokens(x.req.body.size(), max_out,
+                                  std::max(number(BodyField::kN), number(BodyField::kBestOf)));
 }
 
 struct Applicable {
@@ -175,13 +177,20 @@ void request_usage(Exchange& x) {
   auto& ctx = x.ctx;
   bool streamed_text = ctx.call.op == core::Operation::kChatCompletions ||
                        ctx.call.op == core::Operation::kCompletions;
-  if (!x.accounted || !ctx.call.stream || !streamed_text || ctx.call.include_usage || !ctx.call.json) {
-    return;
+  auto& call = ctx.call;
+  if (!x.accounted || !call.stream || !streamed_text || call.include_usage || !call.fields) return;
+  // Spliced into the client's bytes: include_usage's value, else a member of stream_options,
+  // else a new stream_options.
+  const auto& so = (*call.fields)[core::BodyField::kStreamOptions];
+  if (call.fields->include_usage.present()) {
+    call.edits.replace(call.fields->include_usage.span, "true");
+  } else if (so.kind == core::JsonKind::kObject) {
+    call.edits.insert_member(so, "include_usage", "true");
+  } else if (so.present()) {
+    call.edits.replace(so.span, R"({"include_usage":true})");
+  } else {
+    call.edits.insert_member(call.fields->object, "stream_options", R"({"include_usage":true})");
   }
-  auto& so = (*ctx.call.json)["stream_options"];
-  if (!so.is_object()) so = nlohmann::ordered_json::object();
-  so["include_usage"] = true;
-  ctx.call.body_modified = true;
   ctx.strip_usage = true;
 }
 

@@ -10,9 +10,9 @@ namespace tollgate::pipeline {
 StageResult locate_objects(Exchange& x) {
   auto& ctx = x.ctx;
   if (!ctx.call.stateful) return std::nullopt;
-  const nlohmann::ordered_json* json = ctx.call.json ? &*ctx.call.json : nullptr;
-  x.creates = core::creates_object(x.req.method, ctx.call.op_path, json);
-  auto ids = core::referenced_ids(ctx.call.op_path, json);
+  const core::BodyFields* fields = ctx.call.fields ? &*ctx.call.fields : nullptr;
+  x.creates = core::creates_object(x.req.method, ctx.call.op_path, ctx.call.body, fields);
+  auto ids = core::referenced_ids(ctx.call.op_path, ctx.call.body, fields);
   auto now = x.clock.steady_ms();
   const auto& route = x.route->route;
   for (const auto& id : ids) {

@@ -126,3 +126,54 @@ TEST(ApiCallTest, ErrorBodiesAreOpenAIShaped) {
 }
 
 }  // namespace
+
+namespace {
+
+constexpr std::string_view kChatPath = "/openai/deployments/d/chat/completions?api-version=2024-10-21";
+
+TEST(ApiCallBodyTest, ReadMembersGivenTwiceAre400DuplicateKey) {
+  auto c = classify("POST", kChatPath, kJson,
+                    R"({"messages":[{"role":"user","content":"hi"}],"max_tokens":1,"max_tokens":9})");
+  ASSERT_TRUE(c.error);
+  EXPECT_EQ(c.error->status, 400);
+  EXPECT_EQ(c.error->code, "duplicate_key");
+  EXPECT_EQ(c.error->param, "max_tokens");
+}
+
+TEST(ApiCallBodyTest, DepthComesFromTheOptions) {
+  std::string_view body = R"({"messages":[{"role":"user","content":"hi","x":[1]}]})";  // depth 4
+  EXPECT_FALSE(classify("POST", kChatPath, kJson, body, ClassifyOptions{ScanLimits{4}}).error);
+  auto c = classify("POST", kChatPath, kJson, body, ClassifyOptions{ScanLimits{3}});
+  ASSERT_TRUE(c.error);
+  EXPECT_EQ(c.error->status, 400);
+  EXPECT_NE(c.error->message.find("deeper than 3 levels (server.limits.max_json_depth)"),
+            std::string::npos);
+}
+
+TEST(ApiCallBodyTest, ValidJsonNlohmannRefusesIsAcceptedAndItsDomIsSanitized) {
+  std::string body = R"({"messages":[{"role":"user","content":"a\ud800b"}],"x":)" +
+                     std::string(5000, '9') + "}";
+  auto c = classify("POST", kChatPath, kJson, body);
+  ASSERT_FALSE(c.error);
+  auto dom = body_dom(c.call);
+  ASSERT_TRUE(dom);
+  EXPECT_EQ((*dom)["messages"][0]["content"], "a\xEF\xBF\xBD" "b");
+  EXPECT_EQ((*dom)["x"], 0);
+}
+
+TEST(ApiCallBodyTest, TheModelRewriteIsSplicedAndKeepsEveryOtherByte) {
+  std::string_view body =
+      R"({ "model" :"gpt-4o" , "messages":[{"role":"user","content":"\udfff"}], "n" : 1.0E0 })";
+  auto c = classify("POST", "/v1/chat/completions", kJson, body);
+  ASSERT_FALSE(c.error);
+  auto out = rewrite_body(c.call, backend("prod \"1\""));
+  ASSERT_TRUE(out);
+  EXPECT_EQ(*out,
+            R"({ "model" :"prod \"1\"" , "messages":[{"role":"user","content":"\udfff"}], "n" : 1.0E0 })");
+  // Edits of the gateway and the rewrite, in one pass.
+  c.call.edits.replace((*c.call.fields)[BodyField::kMessages].span, "[]");
+  EXPECT_EQ(*rewrite_body(c.call, backend("p")), R"({ "model" :"p" , "messages":[], "n" : 1.0E0 })");
+  EXPECT_EQ(*rewrite_body(c.call, backend("gpt-4o")), R"({ "model" :"gpt-4o" , "messages":[], "n" : 1.0E0 })");
+}
+
+}  // namespace

@@ -206,10 +206,34 @@ TEST_F(RequestUsageTest, AnAccountedStreamAsksForItsUsageAndStripsIt) {
       with("clients: [{name: app, keys: [env:APP_KEY], deployments: [\"*\"]}]\n"));
   auto& call = env.request("POST", kChatPath, {{"api-key", "sk-app"}}, kStream);
   call.filter(request_usage);
-  EXPECT_EQ((*call.ctx().call.json)["stream_options"],
+  const auto& c = call.ctx().call;
+  EXPECT_EQ(nlohmann::ordered_json::parse(c.edits.apply(c.body))["stream_options"],
             nlohmann::ordered_json({{"include_usage", true}}));
-  EXPECT_TRUE(call.ctx().call.body_modified);
   EXPECT_TRUE(call.ctx().strip_usage);
+}
+
+TEST_F(RequestUsageTest, TheClientsStreamOptionsGetIncludeUsageSplicedIn) {
+  auto env = StageEnv::from_yaml(
+      with("clients: [{name: app, keys: [env:APP_KEY], deployments: [\"*\"]}]\n"));
+  for (auto [sent, forwarded] : std::initializer_list<std::pair<std::string_view, std::string_view>>{
+           {R"({"messages":[],"stream":true,"stream_options":{"include_usage":false}})",
+            R"({"messages":[],"stream":true,"stream_options":{"include_usage":true}})"},
+           {R"({"messages":[],"stream":true,"stream_options":{ }})",
+            R"({"messages":[],"stream":true,"stream_options":{"include_usage":true }})"},
+           {R"({"messages":[],"stream":true,"stream_options":{"x":1}})",
+            R"({"messages":[],"stream":true,"stream_options":{"include_usage":true,"x":1}})"},
+           {R"({"messages":[],"stream":true,"stream_options":null})",
+            R"({"messages":[],"stream":true,"stream_options":{"include_usage":true}})"}}) {
+    auto body = std::string(sent);
+    body.replace(body.find("[]"), 2, R"([{"role":"user","content":"hi"}])");
+    auto want = std::string(forwarded);
+    want.replace(want.find("[]"), 2, R"([{"role":"user","content":"hi"}])");
+    auto& call = env.request("POST", kChatPath, {{"api-key", "sk-app"}}, body);
+    call.filter(request_usage);
+    const auto& c = call.ctx().call;
+    EXPECT_EQ(c.edits.apply(c.body), want);
+    EXPECT_TRUE(call.ctx().strip_usage);
+  }
 }
 
 TEST_F(RequestUsageTest, AStreamThatAskedForUsageKeepsIt) {
@@ -219,7 +243,7 @@ TEST_F(RequestUsageTest, AStreamThatAskedForUsageKeepsIt) {
       "POST", kChatPath, {{"api-key", "sk-app"}},
       R"({"messages":[{"role":"user","content":"hi"}],"stream":true,"stream_options":{"include_usage":true}})");
   call.filter(request_usage);
-  EXPECT_FALSE(call.ctx().call.body_modified);
+  EXPECT_TRUE(call.ctx().call.edits.empty());
   EXPECT_FALSE(call.ctx().strip_usage);
 }
 
@@ -227,7 +251,7 @@ TEST_F(RequestUsageTest, AnUnaccountedStreamIsLeftAlone) {
   auto env = StageEnv::from_yaml(with("auth: {allow_anonymous: true}\n"));
   auto& call = env.request("POST", kChatPath, {}, kStream);
   call.filter(request_usage);
-  EXPECT_FALSE(call.ctx().call.json->contains("stream_options"));
+  EXPECT_TRUE(call.ctx().call.edits.empty());
   EXPECT_FALSE(call.ctx().strip_usage);
 }
 
@@ -236,7 +260,7 @@ TEST_F(RequestUsageTest, AnAnswerThatIsNotStreamedIsLeftAlone) {
       with("clients: [{name: app, keys: [env:APP_KEY], deployments: [\"*\"]}]\n"));
   auto& call = env.request("POST", kChatPath, {{"api-key", "sk-app"}}, kChat600);
   call.filter(request_usage);
-  EXPECT_FALSE(call.ctx().call.json->contains("stream_options"));
+  EXPECT_TRUE(call.ctx().call.edits.empty());
   EXPECT_FALSE(call.ctx().strip_usage);
 }
 

@@ -4,6 +4,10 @@
 
 #include <gtest/gtest.h>
 
+#include <nlohmann/json.hpp>
+
+#include "tollgate/tokenize/estimate.hpp"
+
 namespace tollgate::ratelimit {
 namespace {
 
@@ -16,7 +20,13 @@ const tokenize::Tokenizers& tokenizers() {
   return t;
 }
 
-core::ApiCall chat(const std::string& body) {
+// The body the backend receives after admission's edits.
+nlohmann::json edited(const core::ApiCall& call) {
+  return nlohmann::json::parse(call.edits.apply(call.body));
+}
+
+// The call keeps a view of its body: the bodies here are literals.
+core::ApiCall chat(std::string_view body) {
   auto c = core::classify("POST", "/openai/deployments/d/chat/completions?api-version=2024-10-21",
                           "application/json", body);
   return c.call;
@@ -30,7 +40,7 @@ TEST(Admission, PromptIsExactAndAllowanceIsMaxTokensTimesN) {
   EXPECT_EQ(e.prompt, 9);  // 3 + (1 role + 2 content) + 3
   EXPECT_EQ(e.allowance, 300);
   EXPECT_TRUE(e.exact);
-  EXPECT_FALSE(call.body_modified);
+  EXPECT_TRUE(call.edits.empty());
 }
 
 TEST(Admission, ClientCapClampsOrRejectsAndDefaultFillsIn) {
@@ -41,8 +51,8 @@ TEST(Admission, ClientCapClampsOrRejectsAndDefaultFillsIn) {
   auto call = chat(R"({"messages":[{"role":"user","content":"x"}],"max_completion_tokens":400})");
   auto e = admit(call, 60, &client, policy, tokenizers(), "gpt-4o");
   EXPECT_EQ(e.allowance, 50);
-  EXPECT_TRUE(call.body_modified);
-  EXPECT_EQ((*call.json)["max_completion_tokens"], 50);
+  EXPECT_FALSE(call.edits.empty());
+  EXPECT_EQ(edited(call)["max_completion_tokens"], 50);
   policy.reject_over_cap = true;
   call = chat(R"({"messages":[{"role":"user","content":"x"}],"max_tokens":400})");
   e = admit(call, 60, &client, policy, tokenizers(), "gpt-4o");
@@ -52,7 +62,7 @@ TEST(Admission, ClientCapClampsOrRejectsAndDefaultFillsIn) {
   call = chat(R"({"messages":[{"role":"user","content":"x"}]})");
   e = admit(call, 60, &client, policy, tokenizers(), "gpt-4o");
   EXPECT_EQ(e.allowance, 20);
-  EXPECT_EQ((*call.json)["max_completion_tokens"], 20);  // api-version 2024-10-21 knows it
+  EXPECT_EQ(edited(call)["max_completion_tokens"], 20);  // api-version 2024-10-21 knows it
 }
 
 TEST(Admission, PolicyLimitsNAndBestOf) {
@@ -77,6 +87,46 @@ TEST(Admission, EmbeddingsHaveNoAllowance) {
   EXPECT_EQ(e.allowance, 0);
   EXPECT_EQ(e.prompt, 3);
   EXPECT_EQ(count_output(tokenizers(), "gpt-4o", "This is a mock reply"), 5);
+}
+
+TEST(Admission, TheChatPromptCountedPerMessageEqualsTheWholeBodyCount) {
+  std::string_view body = R"({"model":"gpt-4o","messages":[{"role":"system","content":"Be brief."},
+      {"role":"user","name":"ann","content":"What is 2+2?"},
+      {"role":"assistant","content":null,"tool_calls":[{"id":"c1","type":"function",
+        "function":{"name":"add","arguments":"{\"a\":2}"}}]},
+      {"role":"tool","tool_call_id":"c1","content":"4"}],
+    "tools":[{"type":"function","function":{"name":"add","description":"Adds",
+      "parameters":{"type":"object","properties":{"a":{"type":"number","description":"x"}}}}}],
+    "response_format":{"type":"json_schema","json_schema":{"name":"s","schema":{"type":"object"}}}})";
+  auto call = chat(body);
+  config::PolicyConfig policy;
+  auto e = admit(call, body.size(), nullptr, policy, tokenizers(), "gpt-4o");
+  ASSERT_FALSE(e.error);
+  const auto& enc = tokenizers().for_model("gpt-4o");
+  auto whole = tokenize::estimate_chat_prompt(enc, nlohmann::ordered_json::parse(body), "gpt-4o");
+  ASSERT_TRUE(whole);
+  EXPECT_EQ(e.prompt, static_cast<std::int64_t>(whole->tokens));
+  EXPECT_FALSE(e.exact);  // tool calls: an estimate, as before
+}
+
+TEST(Admission, ALoneSurrogateIsCountedNotRefused) {
+  auto call = chat(R"({"messages":[{"role":"user","content":"\ud800"}],"max_tokens":1})");
+  config::PolicyConfig policy;
+  auto e = admit(call, 60, nullptr, policy, tokenizers(), "gpt-4o");
+  ASSERT_FALSE(e.error);
+  EXPECT_TRUE(e.exact);
+  EXPECT_EQ(e.prompt, 3 + 1 + 1 + 3);  // the U+FFFD counted in its place: one token
+}
+
+TEST(Admission, AnAbsurdMaxTokensIsClampedNotWrapped) {
+  config::ClientConfig client;
+  client.limits.max_tokens_cap = 50;
+  config::PolicyConfig policy;
+  auto call = chat(R"({"messages":[{"role":"user","content":"x"}],"max_tokens": 18446744073709551615 })");
+  auto e = admit(call, 60, &client, policy, tokenizers(), "gpt-4o");
+  ASSERT_FALSE(e.error);
+  EXPECT_EQ(e.allowance, 50);
+  EXPECT_EQ(call.edits.apply(call.body), R"({"messages":[{"role":"user","content":"x"}],"max_tokens": 50 })");
 }
 
 }  // namespace

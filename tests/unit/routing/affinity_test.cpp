@@ -39,32 +39,36 @@ TEST(Stateful, PathsAndCreations) {
   EXPECT_TRUE(is_stateful_path("threads/thread_1/runs"));
   EXPECT_FALSE(is_stateful_path("chat/completions"));
   EXPECT_FALSE(is_stateful_path("embeddings"));
-  auto body = nlohmann::ordered_json::parse(R"({"model":"m","input":"x","store":false})");
-  EXPECT_FALSE(creates_object("POST", "responses", &body));
-  body["store"] = true;
-  EXPECT_TRUE(creates_object("POST", "responses", &body));
-  EXPECT_TRUE(creates_object("POST", "files", nullptr));
-  EXPECT_FALSE(creates_object("GET", "files/file-1", nullptr));
-  EXPECT_FALSE(creates_object("POST", "chat/completions", &body));
+  std::string_view no_store = R"({"model":"m","input":"x","store":false})";
+  auto scan = core::scan_body(no_store);
+  EXPECT_FALSE(creates_object("POST", "responses", no_store, &scan.fields));
+  std::string_view store = R"({"model":"m","input":"x","store":true})";
+  auto stored = core::scan_body(store);
+  EXPECT_TRUE(creates_object("POST", "responses", store, &stored.fields));
+  EXPECT_TRUE(creates_object("POST", "files", {}, nullptr));
+  EXPECT_FALSE(creates_object("GET", "files/file-1", {}, nullptr));
+  EXPECT_FALSE(creates_object("POST", "chat/completions", store, &stored.fields));
 }
 
 TEST(Stateful, IdsFromThePath) {
-  EXPECT_EQ(referenced_ids("responses/resp_1", nullptr), Ids{"resp_1"});
-  EXPECT_EQ(referenced_ids("responses/resp_1/input_items", nullptr), Ids{"resp_1"});
-  EXPECT_EQ(referenced_ids("files/file-abc/content", nullptr), Ids{"file-abc"});
-  EXPECT_EQ(referenced_ids("threads/thread_1/runs/run_2/steps/step_3", nullptr),
+  EXPECT_EQ(referenced_ids("responses/resp_1", {}, nullptr), Ids{"resp_1"});
+  EXPECT_EQ(referenced_ids("responses/resp_1/input_items", {}, nullptr), Ids{"resp_1"});
+  EXPECT_EQ(referenced_ids("files/file-abc/content", {}, nullptr), Ids{"file-abc"});
+  EXPECT_EQ(referenced_ids("threads/thread_1/runs/run_2/steps/step_3", {}, nullptr),
             (Ids{"thread_1", "run_2", "step_3"}));
-  EXPECT_EQ(referenced_ids("threads/runs", nullptr), Ids{});
-  EXPECT_EQ(referenced_ids("fine_tuning/jobs/ftjob-1/cancel", nullptr), Ids{"ftjob-1"});
-  EXPECT_EQ(referenced_ids("batches/batch_1/cancel", nullptr), Ids{"batch_1"});
-  EXPECT_EQ(referenced_ids("files", nullptr), Ids{});
+  EXPECT_EQ(referenced_ids("threads/runs", {}, nullptr), Ids{});
+  EXPECT_EQ(referenced_ids("fine_tuning/jobs/ftjob-1/cancel", {}, nullptr), Ids{"ftjob-1"});
+  EXPECT_EQ(referenced_ids("batches/batch_1/cancel", {}, nullptr), Ids{"batch_1"});
+  EXPECT_EQ(referenced_ids("files", {}, nullptr), Ids{});
 }
 
 TEST(Stateful, IdsFromTheBody) {
-  auto body = nlohmann::ordered_json::parse(
+  std::string_view body =
       R"({"model":"m","previous_response_id":"resp_9","input_file_id":"file-1",
-          "file_ids":["file-2",3],"vector_store_ids":["vs_1"],"thread_id":""})");
-  EXPECT_EQ(referenced_ids("responses", &body), (Ids{"resp_9", "file-1", "file-2", "vs_1"}));
+          "file_ids":["file-2",3,["x"]],"vector_store_ids":["vs_1"],"thread_id":""})";
+  auto scan = core::scan_body(body);
+  EXPECT_EQ(referenced_ids("responses", body, &scan.fields),
+            (Ids{"resp_9", "file-1", "file-2", "vs_1"}));
 }
 
 TEST(Stateful, CreatedIdFromBodiesAndStreamEvents) {
