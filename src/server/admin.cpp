@@ -9,6 +9,7 @@
 
 #include "proxy/net.hpp"
 #include "server/framing.hpp"
+#include "server/refuse_io.hpp"
 #include "tollgate/core/errors.hpp"
 #include "tollgate/metrics/logging.hpp"
 
@@ -33,27 +34,6 @@ Unparsed unparsed(boost::system::error_code ec, const beast::flat_buffer& buffer
           !parser.get().target().empty()};  // Beast stores the request line once it is whole
 }
 
-// Answers a request refused while it was read (server/framing.hpp), then closes lingering.
-template <class Stream>
-net::awaitable<void> refuse(Stream& stream, const Refusal& r) {
-  http::response<http::string_body> res{static_cast<http::status>(r.status), 11};
-  res.set(http::field::content_type, "application/json");
-  res.keep_alive(false);
-  res.body() = core::HttpError{r.status, std::string(r.code), r.message, {}, {}}.body();
-  res.prepare_payload();
-  auto& tcp_stream = beast::get_lowest_layer(stream);
-  tcp_stream.expires_after(kLingerTime);
-  auto [ec, n] = co_await http::async_write(stream, res, use_tuple);
-  if (ec) co_return;
-  tcp_stream.socket().shutdown(tcp::socket::shutdown_send, ec);
-  std::array<char, 4096> sink;
-  for (std::size_t total = 0; total < kLingerBytes;) {
-    auto [rec, rn] = co_await tcp_stream.async_read_some(net::buffer(sink), use_tuple);
-    if (rec) break;
-    total += rn;
-  }
-}
-
 // Reads one request into `parser`. False when the connection ended or the request was refused
 // (answered; the connection is closed).
 template <class Stream>
@@ -74,7 +54,7 @@ net::awaitable<bool> read_admin_request(Stream& stream, beast::flat_buffer& buff
       refusal = refuse_unparsed(unparsed(bec, buffer, parser), kBodyLimit);
     }
   }
-  if (refusal) co_await refuse(stream, *refusal);
+  if (refusal) co_await answer_and_linger(stream, *refusal);
   co_return false;
 }
 

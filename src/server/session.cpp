@@ -1,7 +1,9 @@
 // Client connections, read top-down: the accept loop hands each connection to run_session, which
-// reads requests (with size and time limits) and gives each to handle(): the request stages
-// (src/server/pipeline), the request filters, then forward() — the balancer, waiting for
-// capacity, and attempts on backends with failover. Every request ends in pipeline::finish().
+// reads each request's header (size and time limits, strict framing) and gives it to serve():
+// the header stages (who calls what, before any body byte is read), the body within the
+// gateway's body budget, then handle(): the request stages (src/server/pipeline), the request
+// filters, then forward() — the balancer, waiting for capacity, and attempts on backends with
+// failover. Every request ends in pipeline::finish().
 
 #include "server/session.hpp"
 
@@ -62,10 +64,6 @@ enum class ReadResult : std::uint8_t {
   kClosed,   // the connection ended between requests (close, timeout, drain): no answer
   kRefused,  // malformed or too large: answered, finished; the connection closes
 };
-
-template <class Stream>
-net::awaitable<bool> handle(Worker& w, Client<Stream> client, Request& req, RequestContext& ctx,
-                            const Snapshot& snap, const AuthState& auth);
 
 net::awaitable<void> run_tls_session(Worker& w, tcp::socket sock,
                                      std::shared_ptr<net::ssl::context> tls, std::string remote) {

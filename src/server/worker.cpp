@@ -9,6 +9,7 @@
 #include "proxy/net.hpp"
 #include "proxy/upstream_pool.hpp"
 #include "server/framing.hpp"
+#include "server/refuse_io.hpp"
 #include "server/session.hpp"
 #include "tollgate/core/errors.hpp"
 
@@ -114,41 +115,23 @@ void accept_failed(Worker& w, const boost::system::error_code& ec) {
                          .add("worker", static_cast<std::uint64_t>(w.index())));
 }
 
-// The answer to a connection over server.limits.max_connections_per_ip, then a lingering close
-// (the client may have sent its request: closing on unread bytes would reset the answer).
-template <class Stream>
-net::awaitable<void> answer_and_close(Stream& stream) {
-  core::HttpError e{429, "too_many_connections",
-                    "too many open connections from this address; retry when one has closed",
-                    {}, {}};
-  http::response<http::string_body> res{http::status::too_many_requests, 11};
-  res.set(http::field::content_type, "application/json");
-  res.keep_alive(false);
-  res.body() = e.body();
-  res.prepare_payload();
-  auto& lowest = beast::get_lowest_layer(stream);
-  lowest.expires_after(kLingerTime);
-  auto [ec, n] = co_await http::async_write(stream, res, use_tuple);
-  if (ec) co_return;
-  lowest.socket().shutdown(tcp::socket::shutdown_send, ec);
-  std::array<char, 4096> sink;
-  for (std::size_t total = 0; total < kLingerBytes;) {
-    auto [rec, rn] = co_await lowest.async_read_some(net::buffer(sink), use_tuple);
-    if (rec) break;
-    total += rn;
-  }
+// The answer to a connection over server.limits.max_connections_per_ip (closed lingering: the
+// client may have sent its request already).
+Refusal too_many_connections() {
+  return {429, "too_many_connections", "too_many_connections",
+          "too many open connections from this address; retry when one has closed"};
 }
 
 net::awaitable<void> refuse_connection(tcp::socket sock, std::shared_ptr<net::ssl::context> tls) {
   if (!tls) {
     PlainStream stream(std::move(sock));
-    co_await answer_and_close(stream);
+    co_await answer_and_linger(stream, too_many_connections());
     co_return;
   }
   TlsStream stream(std::move(sock), *tls);
   beast::get_lowest_layer(stream).expires_after(kLingerTime);
   auto [ec] = co_await stream.async_handshake(net::ssl::stream_base::server, use_tuple);
-  if (!ec) co_await answer_and_close(stream);
+  if (!ec) co_await answer_and_linger(stream, too_many_connections());
 }
 
 // A slot under the connection's source address (an empty one when no cap is set or the peer is

@@ -1,7 +1,7 @@
 // Test harness: starts the real tollgate and tollgate-mock binaries on 127.0.0.1 with ephemeral
 // ports, reads their "listening" log lines, and cleans every process up. Every wait is bounded.
 import { spawn, spawnSync } from 'node:child_process';
-import { mkdtempSync, writeFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, writeFileSync, rmSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -264,6 +264,15 @@ ${retry ? `retry: ${retry}` : ''}
 ${routing ? `routing: ${routing}` : ''}
 ${auth}
 ${extra}`;
+}
+
+/**
+ * Whether process `pid` runs a sanitizer build (ASan is linked in). Memory bounds measured on
+ * the release build do not hold there: ASan keeps freed memory in quarantine (256 MiB) and
+ * pads every allocation with redzones.
+ */
+export function sanitized(pid) {
+  return readFileSync(`/proc/${pid}/maps`, 'utf8').includes('libasan');
 }
 
 /** Polls `fn` until it returns a truthy value; fails after `timeoutMs`. */
