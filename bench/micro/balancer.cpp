@@ -66,7 +66,7 @@ BENCHMARK(BM_PickWithTier1Throttled);
 
 void BM_AffinityFind(benchmark::State& st) {
   AffinityTable t(100'000, 3'600'000);
-  for (int i = 0; i < 100'000; ++i) t.remember("resp_" + std::to_string(i), "east", 0);
+  for (int i = 0; i < 100'000; ++i) t.remember("resp_" + std::to_string(i), ObjectOwner{"east", "gpt-4o", "app", ""}, 0);
   int i = 0;
   for (auto _ : st) {
     auto b = t.find("resp_" + std::to_string(i++ % 100'000), 1);

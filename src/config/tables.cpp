@@ -605,7 +605,8 @@ const Table<TokenizerConfig>& tokenizer_table() {
 const Table<TenantConfig>& tenant_table() {
   static const Table<TenantConfig> t{
       .fields = {value("name", &TenantConfig::name, Name{"tenant name", {"none"}}).need(),
-                 nested("limits", &TenantConfig::limits, tenant_limits_table())}};
+                 nested("limits", &TenantConfig::limits, tenant_limits_table()),
+                 value("share_objects", &TenantConfig::share_objects, Bool{})}};
   return t;
 }
 

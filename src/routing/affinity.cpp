@@ -24,23 +24,23 @@ void AffinityTable::evict(Shard& s, TimeMs now) {
   }
 }
 
-void AffinityTable::remember(std::string_view id, std::string_view backend, TimeMs now) {
+void AffinityTable::remember(std::string_view id, ObjectOwner owner, TimeMs now) {
   if (id.empty() || id.size() > 256) return;
   auto& s = shard(id);
   std::lock_guard lock(s.mu);
   auto expires = now + ttl_ms_.load(std::memory_order_relaxed);
   if (auto it = s.index.find(id); it != s.index.end()) {
-    it->second->backend = std::string(backend);
+    it->second->owner = std::move(owner);
     it->second->expires = expires;
     s.lru.splice(s.lru.begin(), s.lru, it->second);
   } else {
-    s.lru.push_front(Entry{std::string(id), std::string(backend), expires});
+    s.lru.push_front(Entry{std::string(id), std::move(owner), expires});
     s.index.emplace(s.lru.front().id, s.lru.begin());
   }
   evict(s, now);
 }
 
-std::optional<std::string> AffinityTable::find(std::string_view id, TimeMs now) {
+std::optional<ObjectOwner> AffinityTable::find(std::string_view id, TimeMs now) {
   auto& s = shard(id);
   std::lock_guard lock(s.mu);
   auto it = s.index.find(id);
@@ -52,7 +52,7 @@ std::optional<std::string> AffinityTable::find(std::string_view id, TimeMs now) 
   }
   it->second->expires = now + ttl_ms_.load(std::memory_order_relaxed);
   s.lru.splice(s.lru.begin(), s.lru, it->second);
-  return it->second->backend;
+  return it->second->owner;
 }
 
 void AffinityTable::forget(std::string_view id) {

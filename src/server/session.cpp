@@ -697,7 +697,9 @@ net::awaitable<Step> attempt_on(Worker& w, Client<Stream> client, const Request&
   lease.report(verdict.outcome, done);
   ctx.attempts.push_back(pipeline::AttemptLog{ctx.backend, r.status, verdict.reason, core::micros_since(t0)});
   if (r.kind == AttemptResult::Kind::kRelayed) {
-    if (!r.created_id.empty()) x.snap.affinity->remember(r.created_id, ctx.backend, done);
+    if (!r.created_id.empty()) {
+      x.snap.affinity->remember(r.created_id, pipeline::object_owner(x, ctx.backend), done);
+    }
     co_return Step::kRelayed;
   }
   using Mark = routing::TriedBackends::Mark;

@@ -234,3 +234,70 @@ describe('affinity and pinning', { timeout: 120000 }, () => {
     }
   });
 });
+
+// Stored objects are private to the client that made them (issue 13): another client gets the
+// answer of an unknown id and no backend is asked; a tenant with share_objects lets its clients
+// use each other's objects; another tenant never.
+describe('stored objects are private', { timeout: 120000 }, () => {
+  const KEYS = { app: 'sk-contoso-app', bot: 'sk-contoso-bot', ext1: 'sk-fabrikam-1', ext2: 'sk-fabrikam-2' };
+  const mocks = {};
+  let gw;
+  const client = (name) => new OpenAI({ baseURL: `${gw.url}/openai/v1`, apiKey: KEYS[name], maxRetries: 0 });
+
+  before(async () => {
+    for (const name of ['a', 'b']) mocks[name] = await startMock(['--name', name]);
+    gw = await startGateway(poolsConfig({
+      backends: ['a', 'b'].map((name) => ({ name, url: mocks[name].url })),
+      deployments: [{ name: 'gpt-4o', pools: [['a', 'b']] }],
+      routing: '{affinity: {max_entries: 1000, ttl: 1h, deployment: gpt-4o}}',
+      auth: '',
+      extra: `tenants:
+  - {name: contoso, share_objects: true}
+  - {name: fabrikam}
+clients:
+  - {name: app, keys: [env:KEY_APP], deployments: ["*"], tenant: contoso}
+  - {name: bot, keys: [env:KEY_BOT], deployments: ["*"], tenant: contoso}
+  - {name: ext1, keys: [env:KEY_EXT1], deployments: ["*"], tenant: fabrikam}
+  - {name: ext2, keys: [env:KEY_EXT2], deployments: ["*"], tenant: fabrikam}
+`,
+    }), { env: { KEY_APP: KEYS.app, KEY_BOT: KEYS.bot, KEY_EXT1: KEYS.ext1, KEY_EXT2: KEYS.ext2 } });
+  });
+
+  after(async () => {
+    await gw?.stop();
+    for (const m of Object.values(mocks)) await m?.stop();
+  });
+
+  const totals = async () => Object.fromEntries(
+    await Promise.all(Object.entries(mocks).map(async ([n, m]) => [n, (await m.stats()).requests_total])));
+
+  async function refused(name, id) {
+    const before = await totals();
+    await assert.rejects(client(name).responses.retrieve(id), (err) => err.status === 404 && err.message.includes(id));
+    await assert.rejects(client(name).responses.delete(id), (err) => err.status === 404);
+    assert.deepEqual(await totals(), before, `${name}: no backend was asked`);
+  }
+
+  test("another tenant's response is a 404 like an unknown id; a sharing tenant's clients may use it", async () => {
+    const made = await client('app').responses.create({ model: 'gpt-4o', input: 'hi' });
+    assert.equal((await client('app').responses.retrieve(made.id)).id, made.id);
+    assert.equal((await client('bot').responses.retrieve(made.id)).id, made.id, 'contoso shares objects');
+    await refused('ext1', made.id);
+  });
+
+  test("without share_objects, even a client of the same tenant gets 404", async () => {
+    const made = await client('ext1').responses.create({ model: 'gpt-4o', input: 'hi' });
+    await refused('ext2', made.id);
+    await refused('app', made.id);
+    assert.equal((await client('ext1').responses.retrieve(made.id)).id, made.id);
+  });
+
+  test("a file is private to its uploader's tenant too", async () => {
+    const file = await client('ext1').files.create({ file: await toFile(Buffer.from('{"a":1}\n'), 'a.jsonl'), purpose: 'batch' });
+    const before = await totals();
+    await assert.rejects(client('app').files.retrieve(file.id), (err) => err.status === 404);
+    await assert.rejects(client("ext2").files.delete(file.id), (err) => err.status === 404);
+    assert.deepEqual(await totals(), before);
+    assert.equal((await client('ext1').files.retrieve(file.id)).id, file.id);
+  });
+});

@@ -237,6 +237,7 @@ struct RoutingConfig {
 struct TenantConfig {
   std::string name;
   LimitsConfig limits;
+  bool share_objects = false;  // any client of the tenant may use the objects of the others
 };
 
 /// A key as configured: its SHA-256 digest and optional expiry.

@@ -1,8 +1,8 @@
 #pragma once
 // Affinity for stateful APIs: server-side objects (responses, files, threads, runs, batches,
 // vector stores, assistants, fine-tuning jobs) exist only on the backend that created them. The
-// table maps each id the gateway saw created to that backend's name; later requests naming the
-// id go there. Shared by all workers: a sharded, mutex-guarded LRU with a sliding TTL, touched
+// table maps each id the gateway saw created to its owner (the client and tenant that made it)
+// and that backend; later requests naming the id go there, and only its owner may name it. Shared by all workers: a sharded, mutex-guarded LRU with a sliding TTL, touched
 // only by stateful calls (never by chat/completions/embeddings). See docs/design/routing.md.
 
 #include <array>
@@ -21,22 +21,31 @@
 
 namespace tollgate::routing {
 
+/// Who made a stored object, and where it lives. `client` and `tenant` are empty for anonymous
+/// callers (and `tenant` for a client without one).
+struct ObjectOwner {
+  std::string backend;
+  std::string deployment;  // the deployment it was created through
+  std::string client;
+  std::string tenant;
+};
+
 class AffinityTable {
  public:
   AffinityTable(std::size_t max_entries, TimeMs ttl_ms);
   /// New bounds (a reload); entries over the bound leave at their next touch. Thread: any.
   void configure(std::size_t max_entries, TimeMs ttl_ms);
-  /// Remembers that `id` lives on `backend`. Thread: any.
-  void remember(std::string_view id, std::string_view backend, TimeMs now);
-  /// The backend that created `id`, refreshing its TTL; nullopt when unknown or expired.
-  std::optional<std::string> find(std::string_view id, TimeMs now);
+  /// Remembers that `id` was made by `owner`. Thread: any.
+  void remember(std::string_view id, ObjectOwner owner, TimeMs now);
+  /// Who made `id` and where it lives, refreshing its TTL; nullopt when unknown or expired.
+  std::optional<ObjectOwner> find(std::string_view id, TimeMs now);
   void forget(std::string_view id);
   std::size_t size() const;
 
  private:
   struct Entry {
     std::string id;
-    std::string backend;
+    ObjectOwner owner;
     TimeMs expires = 0;
   };
   struct Shard {

@@ -7,6 +7,41 @@
 
 namespace tollgate::pipeline {
 
+namespace {
+
+// The same answer for an id nobody made through the gateway and for another caller's object:
+// a caller learns nothing about objects that are not its own.
+Reply unknown_object(const std::string& id) {
+  return Reply::error("unknown_object",
+                      core::not_found("404", "No object '" + id +
+                                                 "' is known to this gateway: it was not "
+                                                 "created through it, or it expired from its "
+                                                 "affinity table."));
+}
+
+// Whether the caller may use an object `owner` made: its own, or one of its tenant's when the
+// tenant sets share_objects. Anonymous callers use the objects anonymous callers made.
+bool may_use(const Exchange& x, const routing::ObjectOwner& owner) {
+  auto me = object_owner(x, {});
+  if (owner.client == me.client && owner.tenant == me.tenant) return true;
+  if (me.tenant.empty() || owner.tenant != me.tenant) return false;
+  return x.config().tenants[x.caller->tenant].share_objects;
+}
+
+}  // namespace
+
+routing::ObjectOwner object_owner(const Exchange& x, std::string_view backend) {
+  routing::ObjectOwner o;
+  o.backend = std::string(backend);
+  if (x.ctx.deployment != nullptr) o.deployment = x.ctx.deployment->name;
+  if (x.caller == nullptr) return o;  // anonymous
+  o.client = x.caller->name;
+  if (x.caller->tenant != config::ClientConfig::kNoTenant) {
+    o.tenant = x.config().tenants[x.caller->tenant].name;
+  }
+  return o;
+}
+
 StageResult locate_objects(Exchange& x) {
   auto& ctx = x.ctx;
   if (!ctx.call.stateful) return std::nullopt;
@@ -18,7 +53,8 @@ StageResult locate_objects(Exchange& x) {
   for (const auto& id : ids) {
     auto owner = x.snap.affinity->find(id, now);
     if (!owner) continue;
-    auto it = x.snap.backend_index.find(*owner);
+    if (!may_use(x, *owner)) return unknown_object(id);
+    auto it = x.snap.backend_index.find(owner->backend);
     if (it == x.snap.backend_index.end() || !route.contains(it->second)) {
       return Reply::error("object_backend_gone",
                           core::not_found("404", "The object '" + id +
@@ -28,13 +64,7 @@ StageResult locate_objects(Exchange& x) {
     x.only = it->second;
     return std::nullopt;
   }
-  if (!ids.empty() && route.size() > 1) {
-    return Reply::error("unknown_object",
-                        core::not_found("404", "No object '" + ids.front() +
-                                                   "' is known to this gateway: it was not "
-                                                   "created through it, or it expired from its "
-                                                   "affinity table."));
-  }
+  if (!ids.empty() && route.size() > 1) return unknown_object(ids.front());
   return std::nullopt;
 }
 

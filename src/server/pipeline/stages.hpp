@@ -11,6 +11,7 @@
 
 #include "server/pipeline/exchange.hpp"
 #include "server/pipeline/reply.hpp"
+#include "tollgate/routing/affinity.hpp"
 
 namespace tollgate::pipeline {
 
@@ -45,6 +46,10 @@ StageResult authorize(Exchange& x);
 StageResult prioritize(Exchange& x);
 /// Stored objects: a call naming an object goes to the backend that holds it. 404.
 StageResult locate_objects(Exchange& x);
+/// The owner record of an object this request creates on `backend`: the caller (client and
+/// tenant; empty for anonymous callers) and the deployment. The session remembers it in the
+/// affinity table; locate_objects lets only its owner (or its tenant, with share_objects) use it.
+routing::ObjectOwner object_owner(const Exchange& x, std::string_view backend);
 /// The pin header (clients with may_pin): this backend or nothing. 400 / 403.
 StageResult pin(Exchange& x);
 /// Policy (n, best_of, max_tokens), the token estimate, budgets and rate limits, reserved all

@@ -30,11 +30,14 @@ constexpr const char* kChat = R"({"messages":[{"role":"user","content":"hi"}]})"
 constexpr const char* kChatPath =
     "/openai/deployments/gpt-4o/chat/completions?api-version=2024-10-21";
 
+// An object client `app` (no tenant) made on `backend` through gpt-4o.
+routing::ObjectOwner made_by_app(std::string backend) { return {std::move(backend), "gpt-4o", "app", ""}; }
+
 using LocateObjectsTest = StageTest;
 
 TEST_F(LocateObjectsTest, AKnownObjectGoesToItsBackendOnly) {
   auto env = StageEnv::from_yaml(objects());
-  env.snapshot().affinity->remember("file-abc123", "west", env.clock().steady_ms());
+  env.snapshot().affinity->remember("file-abc123", made_by_app("west"), env.clock().steady_ms());
   auto& call = env.request("GET", "/openai/v1/files/file-abc123", {{"api-key", "sk-app"}});
   EXPECT_FALSE(call.run(locate_objects));
   EXPECT_EQ(call.x().only, 1u);
@@ -65,7 +68,7 @@ TEST_F(LocateObjectsTest, AnUnknownObjectOfADeploymentWithOneBackendGoesOn) {
 
 TEST_F(LocateObjectsTest, AnObjectWhoseBackendNoLongerServesTheDeploymentIs404) {
   auto env = StageEnv::from_yaml(objects());
-  env.snapshot().affinity->remember("file-abc123", "other", env.clock().steady_ms());
+  env.snapshot().affinity->remember("file-abc123", made_by_app("other"), env.clock().steady_ms());
   auto reply = env.request("GET", "/openai/v1/files/file-abc123", {{"api-key", "sk-app"}})
                    .run(locate_objects);
   EXPECT_EQ(status(reply), 404);
@@ -77,7 +80,7 @@ TEST_F(LocateObjectsTest, AnObjectWhoseBackendNoLongerServesTheDeploymentIs404) 
 
 TEST_F(LocateObjectsTest, AnObjectWhoseBackendIsGoneIs404) {
   auto env = StageEnv::from_yaml(objects());
-  env.snapshot().affinity->remember("file-abc123", "removed", env.clock().steady_ms());
+  env.snapshot().affinity->remember("file-abc123", made_by_app("removed"), env.clock().steady_ms());
   auto reply = env.request("GET", "/openai/v1/files/file-abc123", {{"api-key", "sk-app"}})
                    .run(locate_objects);
   EXPECT_EQ(status(reply), 404);
@@ -86,11 +89,80 @@ TEST_F(LocateObjectsTest, AnObjectWhoseBackendIsGoneIs404) {
 
 TEST_F(LocateObjectsTest, AnExpiredObjectIsUnknown) {
   auto env = StageEnv::from_yaml(objects("{affinity: {ttl: 1h}}"));
-  env.snapshot().affinity->remember("file-abc123", "west", env.clock().steady_ms());
+  env.snapshot().affinity->remember("file-abc123", made_by_app("west"), env.clock().steady_ms());
   env.clock().advance(std::chrono::hours(2));
   auto reply = env.request("GET", "/openai/v1/files/file-abc123", {{"api-key", "sk-app"}})
                    .run(locate_objects);
   EXPECT_EQ(reply->reason, "unknown_object");
+}
+
+// Objects are private to the client that made them (issue 13): another client gets the answer
+// of an unknown id.
+TEST_F(LocateObjectsTest, AnotherClientsObjectIsAnswered404LikeAnUnknownOne) {
+  auto env = StageEnv::from_yaml(objects());
+  env.snapshot().affinity->remember("file-abc123", made_by_app("west"), env.clock().steady_ms());
+  auto mine = env.request("GET", "/openai/v1/files/file-abc123", {{"api-key", "sk-app"}}).run(locate_objects);
+  EXPECT_FALSE(mine);
+  auto theirs = env.request("GET", "/openai/v1/files/file-abc123", {{"api-key", "sk-other"}}).run(locate_objects);
+  auto& unknown = env.request("GET", "/openai/v1/files/file-abc123", {{"api-key", "sk-app"}});
+  env.snapshot().affinity->forget("file-abc123");
+  auto none = unknown.run(locate_objects);
+  EXPECT_EQ(status(theirs), 404);
+  EXPECT_EQ(theirs->reason, "unknown_object");
+  ASSERT_TRUE(none);
+  EXPECT_EQ(theirs->body, none->body) << "the same body as an unknown id";
+}
+
+// Two tenants; contoso's clients `app` and `bot`, fabrikam's `ext`.
+std::string tenants(bool share) {
+  return std::string(R"(
+backends:
+  - {name: east, endpoint: "http://127.0.0.1:1", deployment: gpt-4o, api_key: env:AOAI_KEY}
+  - {name: west, endpoint: "http://127.0.0.1:2", deployment: gpt-4o, api_key: env:AOAI_KEY}
+deployments:
+  - {name: gpt-4o, pools: [{backends: [east, west]}]}
+tenants:
+  - {name: contoso, share_objects: )") + (share ? "true" : "false") + R"(}
+  - {name: fabrikam, share_objects: true}
+clients:
+  - {name: app, keys: [env:APP_KEY], deployments: ["*"], tenant: contoso}
+  - {name: bot, keys: [env:OTHER_KEY], deployments: ["*"], tenant: contoso}
+  - {name: ext, keys: [env:THIRD_KEY], deployments: ["*"], tenant: fabrikam}
+)";
+}
+
+StageResult fetch_as(StageEnv& env, const char* key) {
+  return env.request("GET", "/openai/v1/files/file-abc123", {{"api-key", key}}).run(locate_objects);
+}
+
+TEST_F(LocateObjectsTest, ATenantThatSharesObjectsLetsItsClientsUseThem) {
+  ::setenv("THIRD_KEY", "sk-third", 1);
+  for (bool share : {false, true}) {
+    auto env = StageEnv::from_yaml(tenants(share));
+    env.snapshot().affinity->remember("file-abc123", {"west", "gpt-4o", "app", "contoso"},
+                                      env.clock().steady_ms());
+    EXPECT_FALSE(fetch_as(env, "sk-app"));
+    auto same_tenant = fetch_as(env, "sk-other");
+    if (share) {
+      EXPECT_FALSE(same_tenant) << "share_objects: true";
+    } else {
+      EXPECT_EQ(status(same_tenant), 404) << "share_objects: false";
+    }
+    EXPECT_EQ(status(fetch_as(env, "sk-third")), 404) << "another tenant: never";
+  }
+}
+
+TEST_F(LocateObjectsTest, AnonymousCallersOwnOnlyAnonymousObjects) {
+  auto env = StageEnv::from_yaml(std::string(kBackends) + "auth: {allow_anonymous: true}\n");
+  env.snapshot().affinity->remember("file-anon", {"west", "gpt-4o", "", ""}, env.clock().steady_ms());
+  env.snapshot().affinity->remember("file-abc123", made_by_app("west"), env.clock().steady_ms());
+  auto anon = [&](const char* id) {
+    return env.request("GET", std::string("/openai/v1/files/") + id, {}).run(locate_objects);
+  };
+  EXPECT_FALSE(anon("file-anon"));
+  EXPECT_EQ(status(anon("file-abc123")), 404) << "a client's object";
+  auto app = env.request("GET", "/openai/v1/files/file-anon", {{"api-key", "sk-app"}}).run(locate_objects);
+  EXPECT_EQ(status(app), 404) << "an anonymous object for a client";
 }
 
 using PinTest = StageTest;
@@ -134,7 +206,7 @@ TEST_F(PinTest, AnUnknownBackendIs400) {
 
 TEST_F(PinTest, ABackendOtherThanTheObjectsOwnerIs400) {
   auto env = StageEnv::from_yaml(objects());
-  env.snapshot().affinity->remember("file-abc123", "west", env.clock().steady_ms());
+  env.snapshot().affinity->remember("file-abc123", made_by_app("west"), env.clock().steady_ms());
   auto reply = env.request("GET", "/openai/v1/files/file-abc123",
                            {{"api-key", "sk-app"}, {"x-tollgate-backend", "east"}})
                    .run(pin);

@@ -13,11 +13,23 @@ using core::creates_object;
 using core::is_stateful_path;
 using core::referenced_ids;
 
+ObjectOwner on(std::string backend) { return {std::move(backend), "gpt-4o", "app", "contoso"}; }
+
+std::optional<std::string> backend_of(AffinityTable& t, std::string_view id, TimeMs now) {
+  auto o = t.find(id, now);
+  return o ? std::optional(o->backend) : std::nullopt;
+}
+
 TEST(AffinityTable, RemembersUntilTheTtlPassesUnused) {
   AffinityTable t(1000, 1'000);
-  t.remember("resp_1", "east", 0);
-  EXPECT_EQ(t.find("resp_1", 900), "east");
-  EXPECT_EQ(t.find("resp_1", 1'800), "east");  // the lookup at 900 extended it
+  t.remember("resp_1", on("east"), 0);
+  auto owner = t.find("resp_1", 900);
+  ASSERT_TRUE(owner);
+  EXPECT_EQ(owner->backend, "east");
+  EXPECT_EQ(owner->deployment, "gpt-4o");
+  EXPECT_EQ(owner->client, "app");
+  EXPECT_EQ(owner->tenant, "contoso");
+  EXPECT_EQ(backend_of(t, "resp_1", 1'800), "east");  // the lookup at 900 extended it
   EXPECT_FALSE(t.find("resp_1", 2'900));
   EXPECT_FALSE(t.find("resp_2", 0));
   EXPECT_EQ(t.size(), 0u);
@@ -25,9 +37,9 @@ TEST(AffinityTable, RemembersUntilTheTtlPassesUnused) {
 
 TEST(AffinityTable, BoundedLeastRecentlyUsedFirst) {
   AffinityTable t(16 * 4, 1'000'000);  // 4 per shard
-  for (int i = 0; i < 10'000; ++i) t.remember("file-" + std::to_string(i), "b", i);
+  for (int i = 0; i < 10'000; ++i) t.remember("file-" + std::to_string(i), on("b"), i);
   EXPECT_LE(t.size(), 64u);
-  EXPECT_EQ(t.find("file-9999", 10'000), "b");
+  EXPECT_EQ(backend_of(t, "file-9999", 10'000), "b");
   EXPECT_FALSE(t.find("file-0", 10'000));
   t.forget("file-9999");
   EXPECT_FALSE(t.find("file-9999", 10'000));
