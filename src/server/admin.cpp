@@ -24,8 +24,6 @@ using Handler = AdminHandler;
 constexpr std::uint32_t kHeaderLimit = 16 * 1024;  // larger headers get 431
 constexpr std::size_t kBodyLimit = 64 * 1024;       // larger bodies get 413
 constexpr std::chrono::seconds kReadTimeout{30};
-// A failed accept (out of descriptors) is retried after this long, not at once (no spinning).
-constexpr std::chrono::milliseconds kAcceptBackoff{50};
 
 // What server/framing.hpp needs to answer a request that could not be read.
 Unparsed unparsed(boost::system::error_code ec, const beast::flat_buffer& buffer,

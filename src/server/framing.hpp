@@ -22,6 +22,8 @@
 #include <string_view>
 #include <vector>
 
+#include "tollgate/core/errors.hpp"
+
 namespace tollgate::server {
 
 /// Why and how a request is refused while it is read.
@@ -31,6 +33,11 @@ struct Refusal {
   std::string_view reason;  // the access log's `error`
   std::string message;      // for the client
 };
+
+/// The OpenAI-style error body of `r`.
+inline core::HttpError http_error(const Refusal& r) {
+  return {r.status, std::string(r.code), r.message, {}, {}};
+}
 
 /// What the framing check reads of a parsed request header.
 struct FramingView {
@@ -87,5 +94,8 @@ Refusal refuse_body_too_large(std::size_t limit);
 /// still sends for at most this long and this many bytes, so the answer is not lost to a reset.
 inline constexpr std::chrono::seconds kLingerTime{2};
 inline constexpr std::size_t kLingerBytes = 8u << 20;
+/// After a failed accept (out of descriptors), both listeners wait this long before the next: no
+/// spinning.
+inline constexpr std::chrono::milliseconds kAcceptBackoff{50};
 
 }  // namespace tollgate::server

@@ -10,7 +10,6 @@
 
 #include "proxy/net.hpp"
 #include "server/framing.hpp"
-#include "tollgate/core/errors.hpp"
 
 namespace tollgate::server {
 
@@ -20,7 +19,7 @@ boost::asio::awaitable<void> answer_and_linger(Stream& stream, const Refusal& r)
   http::response<http::string_body> res{static_cast<http::status>(r.status), 11};
   res.set(http::field::content_type, "application/json");
   res.keep_alive(false);
-  res.body() = core::HttpError{r.status, std::string(r.code), r.message, {}, {}}.body();
+  res.body() = http_error(r).body();
   res.prepare_payload();
   auto& lowest = proxy::beast::get_lowest_layer(stream);
   lowest.expires_after(kLingerTime);

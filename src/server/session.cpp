@@ -172,10 +172,6 @@ net::awaitable<void> linger_close(Stream& stream, Deadline& deadline) {
   }
 }
 
-core::HttpError http_error(const Refusal& r) {
-  return {r.status, std::string(r.code), r.message, {}, {}};
-}
-
 core::HttpError body_too_large(std::size_t limit) {
   return http_error(refuse_body_too_large(limit));
 }
@@ -242,8 +238,8 @@ net::awaitable<ReadResult> bad_header(Worker& w, Client<Stream> client, RequestC
 }
 
 template <class Stream>
-net::awaitable<bool> send_reply(Client<Stream> client, const Request& req, RequestContext& ctx,
-                                const Reply& reply, bool keep_alive);
+net::awaitable<bool> refuse_before_body(Worker& w, Client<Stream> client, const Parser& parser,
+                                        RequestContext& ctx, const Reply& reply);
 
 // How long a client refused for want of body budget is told to wait.
 constexpr std::int64_t kBuffersFullRetryMs = 1000;
@@ -295,9 +291,8 @@ net::awaitable<ReadResult> read_body(Worker& w, Client<Stream> client, beast::fl
   bool full = false;
   auto ec = co_await read_body_bytes(w, client, buffer, parser, hold, n, full);
   ctx.bytes_in += n;
-  if (full) {
-    co_await send_reply(client, parser.get(), ctx, pipeline::buffers_full(kBuffersFullRetryMs), false);
-    co_await linger_close(client.stream, client.deadline);
+  if (full) {  // the rest of the body is not read
+    co_await refuse_before_body(w, client, parser, ctx, pipeline::buffers_full(kBuffersFullRetryMs));
     co_return ReadResult::kRefused;
   }
   if (!ec) co_return ReadResult::kRequest;
@@ -356,8 +351,8 @@ template <class Stream>
 net::awaitable<bool> forward(Worker& w, Client<Stream> client, const Request& req, Exchange& x,
                              bool keep_alive);
 
-/// A request refused from its header alone: answered at once. When a body follows, the
-/// connection closes without reading it (a lingering close discards what is in flight, so the
+/// A request refused before its body was read (from its header alone, or as the body budget
+/// ran out): answered at once. When a body follows, the connection closes without reading it (a lingering close discards what is in flight, so the
 /// client sees the answer) and no `100 Continue` is sent.
 template <class Stream>
 net::awaitable<bool> refuse_before_body(Worker& w, Client<Stream> client, const Parser& parser,

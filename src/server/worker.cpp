@@ -88,9 +88,6 @@ namespace {
 namespace net = boost::asio;
 using namespace proxy;  // net, beast, http, streams, use_tuple
 
-// Out of descriptors or similar: the loop waits this long before accepting again (no spinning).
-constexpr std::chrono::milliseconds kAcceptBackoff{50};
-
 metrics::AcceptError accept_error(const boost::system::error_code& ec) {
   using boost::system::errc::errc_t;
   using metrics::AcceptError;
