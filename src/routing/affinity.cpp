@@ -24,7 +24,7 @@ void AffinityTable::evict(Shard& s, TimeMs now) {
   }
 }
 
-void AffinityTable::remember(std::string_view id, ObjectOwner owner, TimeMs now) {
+void AffinityTable::remember(std::string_view id, ObjectOwner owner, TimeMs now, Billing billing) {
   if (id.empty() || id.size() > 256) return;
   auto& s = shard(id);
   std::lock_guard lock(s.mu);
@@ -32,9 +32,10 @@ void AffinityTable::remember(std::string_view id, ObjectOwner owner, TimeMs now)
   if (auto it = s.index.find(id); it != s.index.end()) {
     it->second->owner = std::move(owner);
     it->second->expires = expires;
+    it->second->billing = billing;
     s.lru.splice(s.lru.begin(), s.lru, it->second);
   } else {
-    s.lru.push_front(Entry{std::string(id), std::move(owner), expires});
+    s.lru.push_front(Entry{std::string(id), std::move(owner), expires, billing});
     s.index.emplace(s.lru.front().id, s.lru.begin());
   }
   evict(s, now);
@@ -62,6 +63,16 @@ void AffinityTable::forget(std::string_view id) {
     s.lru.erase(it->second);
     s.index.erase(it);
   }
+}
+
+bool AffinityTable::claim_billing(std::string_view id, TimeMs now) {
+  auto& s = shard(id);
+  std::lock_guard lock(s.mu);
+  auto it = s.index.find(id);
+  if (it == s.index.end() || it->second->expires <= now) return false;
+  if (it->second->billing != Billing::kPending) return false;
+  it->second->billing = Billing::kSettled;
+  return true;
 }
 
 std::size_t AffinityTable::size() const {

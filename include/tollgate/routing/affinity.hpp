@@ -30,16 +30,28 @@ struct ObjectOwner {
   std::string tenant;
 };
 
+/// Whether an object's tokens are still to be charged: a background response
+/// (`background: true`) is answered before it has run, and is billed once, by the first answer
+/// that carries its usage.
+enum class Billing : std::uint8_t {
+  kSettled,  // nothing left to charge (billed at creation, or not inference)
+  kPending,  // a background response whose usage no answer has carried yet
+};
+
 class AffinityTable {
  public:
   AffinityTable(std::size_t max_entries, TimeMs ttl_ms);
   /// New bounds (a reload); entries over the bound leave at their next touch. Thread: any.
   void configure(std::size_t max_entries, TimeMs ttl_ms);
   /// Remembers that `id` was made by `owner`. Thread: any.
-  void remember(std::string_view id, ObjectOwner owner, TimeMs now);
+  void remember(std::string_view id, ObjectOwner owner, TimeMs now,
+                Billing billing = Billing::kSettled);
   /// Who made `id` and where it lives, refreshing its TTL; nullopt when unknown or expired.
   std::optional<ObjectOwner> find(std::string_view id, TimeMs now);
   void forget(std::string_view id);
+  /// True for exactly one caller once `id` is pending (it then becomes settled): that caller
+  /// bills the usage its answer carries. False when unknown, expired or settled. Thread: any.
+  bool claim_billing(std::string_view id, TimeMs now);
   std::size_t size() const;
 
  private:
@@ -47,6 +59,7 @@ class AffinityTable {
     std::string id;
     ObjectOwner owner;
     TimeMs expires = 0;
+    Billing billing = Billing::kSettled;
   };
   struct Shard {
     mutable std::mutex mu;

@@ -19,16 +19,14 @@ Reply unknown_object(const std::string& id) {
                                                  "affinity table."));
 }
 
-// Whether the caller may use an object `owner` made: its own, or one of its tenant's when the
-// tenant sets share_objects. Anonymous callers use the objects anonymous callers made.
+}  // namespace
+
 bool may_use(const Exchange& x, const routing::ObjectOwner& owner) {
   auto me = object_owner(x, {});
   if (owner.client == me.client && owner.tenant == me.tenant) return true;
   if (me.tenant.empty() || owner.tenant != me.tenant) return false;
   return x.config().tenants[x.caller->tenant].share_objects;
 }
-
-}  // namespace
 
 routing::ObjectOwner object_owner(const Exchange& x, std::string_view backend) {
   routing::ObjectOwner o;

@@ -50,6 +50,9 @@ StageResult locate_objects(Exchange& x);
 /// tenant; empty for anonymous callers) and the deployment. The session remembers it in the
 /// affinity table; locate_objects lets only its owner (or its tenant, with share_objects) use it.
 routing::ObjectOwner object_owner(const Exchange& x, std::string_view backend);
+/// Whether the caller may use an object `owner` made: its own, or one of its tenant's when the
+/// tenant sets share_objects. Anonymous callers use the objects anonymous callers made.
+bool may_use(const Exchange& x, const routing::ObjectOwner& owner);
 /// The pin header (clients with may_pin): this backend or nothing. 400 / 403.
 StageResult pin(Exchange& x);
 /// Policy (n, best_of, max_tokens), the token estimate, budgets and rate limits, reserved all

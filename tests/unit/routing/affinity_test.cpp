@@ -35,6 +35,18 @@ TEST(AffinityTable, RemembersUntilTheTtlPassesUnused) {
   EXPECT_EQ(t.size(), 0u);
 }
 
+TEST(AffinityTable, APendingObjectIsBilledByExactlyOneClaim) {
+  AffinityTable t(1000, 1'000);
+  t.remember("resp_bg", on("east"), 0, Billing::kPending);
+  t.remember("resp_fg", on("east"), 0);
+  EXPECT_FALSE(t.claim_billing("resp_fg", 10));  // billed when it was created
+  EXPECT_FALSE(t.claim_billing("resp_none", 10));
+  EXPECT_TRUE(t.claim_billing("resp_bg", 10));
+  EXPECT_FALSE(t.claim_billing("resp_bg", 20));  // never twice
+  t.remember("resp_late", on("east"), 0, Billing::kPending);
+  EXPECT_FALSE(t.claim_billing("resp_late", 5'000));  // expired: nobody bills it
+}
+
 TEST(AffinityTable, BoundedLeastRecentlyUsedFirst) {
   AffinityTable t(16 * 4, 1'000'000);  // 4 per shard
   for (int i = 0; i < 10'000; ++i) t.remember("file-" + std::to_string(i), on("b"), i);
