@@ -61,12 +61,11 @@ std::vector<std::string> referenced_ids(std::string_view op_path, std::string_vi
   std::vector<std::string> out;
   auto segs = split(op_path);
   if (!segs.empty() && std::find(kCollections.begin(), kCollections.end(), segs[0]) != kCollections.end()) {
-    // Collections and ids alternate: responses/{id}/input_items, threads/{t}/runs/{r}/steps/{s};
-    // fine_tuning/jobs/{id} has a two-word collection.
+    // The top-level object: responses/{id}/input_items, threads/{t}/runs/{r}; fine_tuning/jobs/{id}
+    // has a two-word collection. Ids under it (runs, messages, steps) are its children: the
+    // backend made some of them (a run's messages), and they are reached through their parent.
     std::size_t first = segs[0] == "fine_tuning" ? 2 : 1;
-    for (std::size_t i = first; i < segs.size(); i += 2) {
-      if (!is_word(segs[i])) out.emplace_back(segs[i]);
-    }
+    if (first < segs.size() && !is_word(segs[first])) out.emplace_back(segs[first]);
   }
   if (fields == nullptr) return out;
   static constexpr std::array<BodyField, 9> kIds = {
@@ -83,17 +82,27 @@ std::vector<std::string> referenced_ids(std::string_view op_path, std::string_vi
   return out;
 }
 
-std::string created_id(std::string_view json) {
+AnswerIds answer_ids(std::string_view json) {
+  AnswerIds out;
   auto j = nlohmann::json::parse(json, nullptr, /*allow_exceptions=*/false);
-  if (!j.is_object()) return {};
-  auto it = j.find("id");
-  if (it != j.end() && it->is_string()) return it->get<std::string>();
+  if (!j.is_object()) return out;
+  auto string_member = [](const nlohmann::json& o, const char* name) -> std::string {
+    auto it = o.find(name);
+    return it != o.end() && it->is_string() ? it->get<std::string>() : std::string();
+  };
+  out.id = string_member(j, "id");
   auto r = j.find("response");  // Responses streaming: {"type":"response.created","response":{...}}
-  if (r != j.end() && r->is_object()) {
-    auto id = r->find("id");
-    if (id != r->end() && id->is_string()) return id->get<std::string>();
+  if (out.id.empty() && r != j.end() && r->is_object()) out.id = string_member(*r, "id");
+  for (const char* name : {"output_file_id", "error_file_id"}) {
+    auto id = string_member(j, name);
+    if (!id.empty()) out.derived.push_back(std::move(id));
   }
-  return {};
+  return out;
+}
+
+bool reveals_objects(std::string_view op_path) {
+  auto segs = split(op_path);
+  return segs.size() >= 2 && segs[0] == "batches";
 }
 
 }  // namespace tollgate::core

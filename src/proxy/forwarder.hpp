@@ -6,6 +6,7 @@
 #include "proxy/net.hpp"
 #include "proxy/upstream_pool.hpp"
 #include "server/pipeline/snapshot.hpp"
+#include "tollgate/core/objects.hpp"
 #include "tollgate/metrics/stats.hpp"
 #include "server/pipeline/request_context.hpp"
 #include "tollgate/routing/signals.hpp"
@@ -24,7 +25,7 @@ struct Client {
 struct AttemptOptions {
   bool hold_retryable = false;  // keep a 408/5xx answer back (the request may be retried); a
                                 // 429 is always kept back
-  bool capture_id = false;      // read the created object's id from a 2xx answer (affinity)
+  bool capture_id = false;      // read the ids a 2xx answer carries (affinity)
 };
 
 /// How one attempt on one backend ended.
@@ -41,7 +42,7 @@ struct AttemptResult {
   routing::Signals signals;                // capacity headers of the backend's answer
   http::response<http::string_body> held;  // kHeld: ready to send (headers already filtered)
   std::string body_head;                   // kHeld: the body's first bytes (for retry hints)
-  std::string created_id;                  // capture_id: the id in a 2xx answer, if any
+  core::AnswerIds created_id;              // capture_id: the ids in a 2xx answer, if any
 };
 
 /// One attempt: sends `req` (body: `body`) to `backend` and, unless it holds the answer back or

@@ -22,7 +22,7 @@ void CreatedIdCapture::on_head(const ResponseHead& head) {
 void CreatedIdCapture::take(std::string_view bytes) {
   if (sse_) {
     events_.feed(bytes, [this](std::string_view data) {
-      if (sink_.empty()) sink_ = core::created_id(data);
+      if (sink_.empty()) sink_ = core::answer_ids(data);
     });
     active_ = sink_.empty();
   } else if (body_.size() + bytes.size() <= kMaxBody) {
@@ -36,7 +36,7 @@ void CreatedIdCapture::take(std::string_view bytes) {
 void CreatedIdCapture::on_end(BodyEnd end) {
   // A JSON body is read for its id only when complete (a cut one may not parse, or lie).
   if (active_ && !sse_ && end == BodyEnd::kComplete && !body_.empty()) {
-    sink_ = core::created_id(body_);
+    sink_ = core::answer_ids(body_);
   }
 }
 

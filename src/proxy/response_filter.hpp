@@ -28,6 +28,7 @@
 #include <string_view>
 
 #include "server/pipeline/request_context.hpp"
+#include "tollgate/core/objects.hpp"
 #include "tollgate/core/usage.hpp"
 
 namespace tollgate::proxy {
@@ -99,13 +100,14 @@ class OutputTextCapture {
   core::StreamObserver& parse_;
 };
 
-/// Affinity: the id of the object a stateful call created, from a 2xx answer. JSON: the body is
-/// kept (up to kMaxBody; a larger one gives no id) and read once it is complete; SSE: the first
-/// event naming an id. Writes `sink` only when it found an id.
+/// Affinity: the ids a 2xx answer to a stateful call carries (the object it created, the files a
+/// batch wrote: core::answer_ids). JSON: the body is kept (up to kMaxBody; a larger one gives no
+/// id) and read once it is complete; SSE: the first event naming an id. Writes `sink` only when
+/// it found an id.
 class CreatedIdCapture {
  public:
   static constexpr std::size_t kMaxBody = 4u << 20;
-  CreatedIdCapture(bool wanted, std::string& sink) : wanted_(wanted), sink_(sink) {}
+  CreatedIdCapture(bool wanted, core::AnswerIds& sink) : wanted_(wanted), sink_(sink) {}
   void on_head(const ResponseHead& head);
   void on_chunk(BodyChunk& chunk) {
     if (active_) take(chunk.bytes);
@@ -115,7 +117,7 @@ class CreatedIdCapture {
  private:
   void take(std::string_view bytes);
   bool wanted_;
-  std::string& sink_;
+  core::AnswerIds& sink_;
   bool active_ = false;
   bool sse_ = false;
   std::string body_;
@@ -149,7 +151,7 @@ static_assert(ResponseFilter<UsageStripFilter>);
 /// `created_id` (when `capture_id`).
 class ResponseFilters {
  public:
-  ResponseFilters(pipeline::RequestContext& ctx, bool capture_id, std::string& created_id)
+  ResponseFilters(pipeline::RequestContext& ctx, bool capture_id, core::AnswerIds& created_id)
       : usage_(ctx.usage),
         text_(ctx.count_output ? &ctx.output_text : nullptr, usage_.stream()),
         id_(capture_id, created_id),

@@ -685,16 +685,14 @@ net::awaitable<Step> attempt_on(Worker& w, Client<Stream> client, const Request&
   auto rewritten = core::rewrite_body(ctx.call, *backend.config);
   std::string_view body = rewritten ? std::string_view(*rewritten) : std::string_view(req.body());
   auto t0 = core::SteadyClock::now();
-  auto r = co_await attempt(client, req, body, ctx, w.upstream_env(), backend, keep_alive, AttemptOptions{may_retry, x.creates});
+  auto r = co_await attempt(client, req, body, ctx, w.upstream_env(), backend, keep_alive, AttemptOptions{may_retry, x.capture_ids});
   auto verdict = judge(r, ctx, x.creates);
   auto done = x.clock.steady_ms();
   if (r.status == 429) lease.state().throttle(done + cooldown(r.signals, r.body_head, x.config().routing));
   lease.report(verdict.outcome, done);
   ctx.attempts.push_back(pipeline::AttemptLog{ctx.backend, r.status, verdict.reason, core::micros_since(t0)});
   if (r.kind == AttemptResult::Kind::kRelayed) {
-    if (!r.created_id.empty()) {
-      x.snap.affinity->remember(r.created_id, pipeline::object_owner(x, ctx.backend), done);
-    }
+    pipeline::note_answer(x, r.created_id, done);
     co_return Step::kRelayed;
   }
   using Mark = routing::TriedBackends::Mark;

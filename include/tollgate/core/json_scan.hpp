@@ -63,6 +63,7 @@ enum class BodyField : std::uint8_t {
   kMessages,
   kInput,
   kStore,
+  kBackground,  // Responses: answered before it runs; billed when its usage is seen
   kTools,  // counted into the prompt estimate
   kFunctions,
   kResponseFormat,

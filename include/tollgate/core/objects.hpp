@@ -26,14 +26,24 @@ bool is_path_word(std::string_view lower_segment);
 bool creates_object(std::string_view method, std::string_view op_path, std::string_view body,
                     const BodyFields* fields);
 
-/// The object ids a request names: id segments of the path (`files/{id}`,
+/// The object ids a request names: the top-level object of the path (`files/{id}`, the thread of
 /// `threads/{id}/runs/{id}`) and body fields (previous_response_id, thread_id, assistant_id,
 /// file_id, input_file_id, vector_store_id(s), file_ids ...) of the top-level object.
 std::vector<std::string> referenced_ids(std::string_view op_path, std::string_view body,
                                         const BodyFields* fields);
 
-/// The id of the created object in a JSON response body (top-level "id", or "response.id" of a
-/// Responses stream event). Empty when absent.
-std::string created_id(std::string_view json);
+/// The ids a successful answer carries: the object's own (top-level "id", or "response.id" of a
+/// Responses stream event) and the objects the backend made on its behalf (a batch's
+/// output_file_id and error_file_id, once it has run).
+struct AnswerIds {
+  std::string id;                    // empty when absent
+  std::vector<std::string> derived;  // made by the backend for the object: owned by its owner
+  bool empty() const { return id.empty() && derived.empty(); }
+};
+AnswerIds answer_ids(std::string_view json);
+
+/// True when answers to this call may name objects the backend made on the named object's
+/// behalf (reading or cancelling a batch): the gateway remembers them for the object's owner.
+bool reveals_objects(std::string_view op_path);
 
 }  // namespace tollgate::core

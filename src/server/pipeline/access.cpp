@@ -22,12 +22,6 @@ Reply unauthenticated(const auth::Identity& id) {
   return Reply::error(id.reason, e, std::move(headers));
 }
 
-Reply unknown_deployment() {
-  return Reply::error("unknown_deployment",
-                      core::not_found("DeploymentNotFound",
-                                      "The API deployment for this resource does not exist."));
-}
-
 StageResult deployment_allowed(const config::ClientConfig& caller, const std::string& name) {
   if (auth::allows_deployment(caller, name)) return std::nullopt;
   return forbidden("This client may not use deployment '" + name + "'.");
@@ -40,6 +34,12 @@ StageResult operation_allowed(const config::ClientConfig& caller, const core::Ap
 }
 
 }  // namespace
+
+Reply unknown_deployment() {
+  return Reply::error("unknown_deployment",
+                      core::not_found("DeploymentNotFound",
+                                      "The API deployment for this resource does not exist."));
+}
 
 StageResult authenticate(Exchange& x) {
   const auto& acfg = *x.auth.config;
@@ -98,8 +98,12 @@ StageResult classify(Exchange& x) {
                                       x.req.body, options)) {
     return Reply::error("bad_request", *e);
   }
-  // Streams carry usage only when asked for (stream_options.include_usage).
-  x.ctx.usage_expected = x.inference() && (!call.stream || call.include_usage);
+  bool background = call.op == core::Operation::kResponses && call.fields &&
+                    core::as_bool(call.body, (*call.fields)[core::BodyField::kBackground]).value_or(false);
+  if (x.inference()) x.ctx.charge = background ? Charge::kDeferred : Charge::kTokens;
+  // Streams carry usage only when asked for (stream_options.include_usage); a background
+  // response's create answer has none yet.
+  x.ctx.usage_expected = x.ctx.charge == Charge::kTokens && (!call.stream || call.include_usage);
   return std::nullopt;
 }
 
@@ -116,6 +120,7 @@ StageResult list_models(Exchange& x) {
 }
 
 StageResult route(Exchange& x) {
+  if (x.owner) return route_to_owner(x);
   const auto& cfg = x.config();
   auto& ctx = x.ctx;
   if (ctx.call.stateful && ctx.call.deployment.empty()) {
@@ -154,6 +159,7 @@ StageResult check_operation(Exchange& x) {
   }
   ctx.call.op_path = *entry;  // the backend receives the configured (lower-case) spelling
   ctx.passthrough = true;
+  ctx.charge = Charge::kTokens;
   return std::nullopt;
 }
 
@@ -161,7 +167,9 @@ StageResult authorize(Exchange& x) {
   if (x.caller == nullptr) return std::nullopt;  // anonymous callers may use everything
   const auto& caller = *x.caller;
   const auto& name = x.ctx.deployment->name;
-  if (auto refused = deployment_allowed(caller, name)) return refused;
+  // An object on a deployment or in a region the caller may no longer use is not told apart
+  // from an unknown one.
+  if (auto refused = deployment_allowed(caller, name)) return x.owner ? unknown_object(x.object) : refused;
   if (auto refused = operation_allowed(caller, x.ctx.call)) return refused;
   if (caller.regions.empty()) return std::nullopt;
   auto mask = routing::BackendMask::none(x.snap.backends.size());
@@ -173,6 +181,7 @@ StageResult authorize(Exchange& x) {
       any = true;
     }
   }
+  if (x.only && !mask.allows(*x.only)) return unknown_object(x.object);
   if (!any) {
     return forbidden("No backend of deployment '" + name + "' is in a region this client may use.");
   }

@@ -150,7 +150,9 @@ StageResult admit(Exchange& x) {
   auto a = applicable_limits(x);
   bool inference = x.inference();
   bool policy = inference && (x.caller != nullptr || cfg.policy.max_n > 0 || cfg.policy.max_best_of > 0);
-  bool billed = inference || ctx.passthrough;  // passthrough: from its answer, no estimate
+  // Passthrough: from its answer, no estimate. Object calls (a background response's usage may
+  // come with a read) need the ledger row only.
+  bool billed = ctx.charge != Charge::kNone;
   x.accounted = !a.limits.empty() || policy || a.budgets != nullptr || (billed && x.ledger);
   if (x.accounted) {
     ratelimit::Estimate estimate;

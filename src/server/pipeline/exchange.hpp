@@ -15,6 +15,7 @@
 #include "tollgate/core/clock.hpp"
 #include "server/pipeline/request_context.hpp"
 #include "tollgate/metrics/stats.hpp"
+#include "tollgate/routing/affinity.hpp"
 #include "tollgate/routing/balancer.hpp"
 
 namespace tollgate::pipeline {
@@ -69,8 +70,11 @@ struct Exchange {
   const pipeline::DeploymentRuntime* route = nullptr;  // route
   routing::BackendMask allowed;                  // authorize (regions), prioritize (tiers)
   QueuePlan plan;                                // prioritize
-  std::optional<std::uint32_t> only;             // objects (owner), pin
-  bool creates = false;                          // objects: the call creates a stored object
+  std::optional<std::uint32_t> only;             // route (the object's backend), pin
+  bool creates = false;                          // locate_objects: the call creates a stored object
+  bool capture_ids = false;                      // locate_objects: read the ids its answer carries
+  std::optional<routing::ObjectOwner> owner;     // locate_objects: of the object the call names
+  std::string object;                            // locate_objects: that object's id
   std::int64_t need_tokens = 0;                  // admit: what the balancer looks for room for
   bool accounted = false;  // admit: usage is settled or recorded (limits, budgets, policy, ledger)
 

@@ -9,6 +9,12 @@ namespace tollgate::pipeline {
 using pipeline::RequestContext;
 
 core::Usage billed_usage(RequestContext& ctx) {
+  if (ctx.charge != Charge::kTokens) {
+    // An object read shows a stored response's usage, a background create has none yet:
+    // neither is charged, counted in the token metrics or logged as this request's tokens.
+    ctx.usage = {};
+    return {};
+  }
   auto u = ctx.usage;
   if (u.present) {
     if (u.total == 0) u.total = u.prompt + u.completion;
@@ -16,7 +22,7 @@ core::Usage billed_usage(RequestContext& ctx) {
   }
   u = {};
   // A passthrough answer without usage costs the text it streamed, if any.
-  bool billed = core::is_inference(ctx.call.op) || (ctx.passthrough && !ctx.output_text.empty());
+  bool billed = !ctx.passthrough || !ctx.output_text.empty();
   if (!billed || ctx.status / 100 != 2 || ctx.ttfb_us < 0 ||
       ctx.tokenizers == nullptr) {
     return u;  // a request that failed before producing tokens costs nothing

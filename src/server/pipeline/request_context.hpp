@@ -45,6 +45,13 @@ struct AttemptLog {
   std::int64_t duration_us = 0;
 };
 
+/// What a request's answer is charged (finish: limits, budgets, ledger tokens, token metrics).
+enum class Charge : std::uint8_t {
+  kNone,      // reading, listing, cancelling or deleting an object: a ledger row with 0 tokens
+  kTokens,    // inference and passthrough calls: their usage, else the gateway's count
+  kDeferred,  // creating a background response: charged by the first answer carrying its usage
+};
+
 struct RequestContext {
   std::string request_id;
   std::string method;
@@ -70,6 +77,7 @@ struct RequestContext {
   bool usage_expected = false;  // a successful inference response should carry usage
   bool passthrough = false;     // an operation the deployment lists in `passthrough`: billed
                                 // from its answer (usage, else streamed text) like inference
+  Charge charge = Charge::kNone;  // classify, check_operation; the answer may settle a deferral
   std::vector<AttemptLog> attempts;
   std::string_view drop_header;  // one more request header kept from backends (the pin header)
   bool count_output = false;     // keep a stream's generated text (usage may not come)

@@ -11,6 +11,7 @@
 
 #include "server/pipeline/exchange.hpp"
 #include "server/pipeline/reply.hpp"
+#include "tollgate/core/objects.hpp"
 #include "tollgate/routing/affinity.hpp"
 
 namespace tollgate::pipeline {
@@ -34,8 +35,13 @@ StageResult authorize_target(Exchange& x);
 StageResult classify(Exchange& x);
 /// GET /v1/models: answered by the gateway with the deployments the caller may use.
 StageResult list_models(Exchange& x);
-/// Which deployment (stateful calls without a model: routing.affinity.deployment). 404.
+/// Which deployment: a call naming a stored object goes where the object lives (route_to_owner);
+/// other stateful calls without a model go to routing.affinity.deployment. 404.
 StageResult route(Exchange& x);
+/// The object's backend (x.only) and a deployment that uses it: the one the call names when
+/// that deployment uses the object's backend or another backend on the same Azure resource
+/// (objects live on the resource), else the deployment it was created through. 404.
+StageResult route_to_owner(Exchange& x);
 /// Under /openai/deployments/{d}/, /openai/v1/ and /v1/: an operation the gateway does not know
 /// (not inference, models or a stateful API) only when the deployment lists it in
 /// `passthrough`; such a call is billed from its answer. 404 OperationNotSupported.
@@ -44,8 +50,20 @@ StageResult check_operation(Exchange& x);
 StageResult authorize(Exchange& x);
 /// The priority class (the header may lower it), its tiers and how long it may wait. 400.
 StageResult prioritize(Exchange& x);
-/// Stored objects: a call naming an object goes to the backend that holds it. 404.
+/// Stored objects: every object the call names must be known and usable by the caller (404 as
+/// for an unknown id otherwise) and live on one backend (400); records its owner for route. A
+/// call that creates an object or may reveal ones (a batch's output files) reads its answer.
 StageResult locate_objects(Exchange& x);
+/// 404 DeploymentNotFound, as Azure words it.
+Reply unknown_deployment();
+/// The answer to a call naming `id` that does not exist for this caller (unknown, another
+/// caller's, or out of its reach): one body for all, so a caller learns nothing of others' objects.
+Reply unknown_object(std::string_view id);
+/// After a relayed answer to a stateful call: remembers the object it created (a background
+/// response as pending billing unless its usage came) and the objects the backend made for the
+/// named one, forgets a deleted object, and charges the first answer that carries a pending
+/// background response's usage (ctx.charge). `ids`: what the answer carried.
+void note_answer(Exchange& x, const core::AnswerIds& ids, core::TimeMs now);
 /// The owner record of an object this request creates on `backend`: the caller (client and
 /// tenant; empty for anonymous callers) and the deployment. The session remembers it in the
 /// affinity table; locate_objects lets only its owner (or its tenant, with share_objects) use it.
@@ -72,10 +90,13 @@ inline constexpr std::array kHeaderStages = {
 
 inline constexpr std::array kRequestStages = {
     Stage{"classify", classify},
-    Stage{"list_models", list_models},   Stage{"route", route},
+    Stage{"list_models", list_models},
+    Stage{"locate_objects", locate_objects},
+    Stage{"route", route},
     Stage{"check_operation", check_operation},
-    Stage{"authorize", authorize},       Stage{"prioritize", prioritize},
-    Stage{"locate_objects", locate_objects}, Stage{"pin", pin},
+    Stage{"authorize", authorize},
+    Stage{"prioritize", prioritize},
+    Stage{"pin", pin},
     Stage{"admit", admit},
 };
 

@@ -180,7 +180,7 @@ TEST_F(RouteTest, TheModelInTheBodyPicksTheDeployment) {
 TEST_F(RouteTest, AStatefulCallWithoutModelGoesToTheAffinityDeployment) {
   auto env = StageEnv::from_yaml(std::string(kTwoDeployments) +
                                  "routing: {affinity: {deployment: mini}}\n");
-  auto& call = env.request("GET", "/openai/v1/files/file-abc123", {{"api-key", "sk-other"}});
+  auto& call = env.request("POST", "/openai/v1/files", {{"api-key", "sk-other"}});
   EXPECT_FALSE(call.run(route));
   ASSERT_NE(call.ctx().deployment, nullptr);
   EXPECT_EQ(call.ctx().deployment->name, "mini");

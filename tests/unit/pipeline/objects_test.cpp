@@ -2,6 +2,7 @@
 
 #include <gtest/gtest.h>
 
+#include "server/pipeline/finish.hpp"
 #include "stage_env.hpp"
 
 namespace tollgate::pipeline::testing {
@@ -39,50 +40,95 @@ TEST_F(LocateObjectsTest, AKnownObjectGoesToItsBackendOnly) {
   auto env = StageEnv::from_yaml(objects());
   env.snapshot().affinity->remember("file-abc123", made_by_app("west"), env.clock().steady_ms());
   auto& call = env.request("GET", "/openai/v1/files/file-abc123", {{"api-key", "sk-app"}});
-  EXPECT_FALSE(call.run(locate_objects));
+  EXPECT_FALSE(call.run(route));
+  EXPECT_EQ(call.x().object, "file-abc123");
   EXPECT_EQ(call.x().only, 1u);
+  EXPECT_EQ(call.ctx().deployment->name, "gpt-4o");
   EXPECT_FALSE(call.x().creates);
 }
 
-TEST_F(LocateObjectsTest, AnUnknownObjectOfADeploymentWithTwoBackendsIs404) {
-  auto env = StageEnv::from_yaml(objects());
-  auto reply = env.request("GET", "/openai/v1/files/file-abc123", {{"api-key", "sk-app"}})
+// Issue 13: a call naming no deployment goes to the deployment the object was made through,
+// not routing.affinity.deployment.
+TEST_F(LocateObjectsTest, AnObjectIsReachedFromADeploymentlessCallWhateverTheAffinityDeployment) {
+  auto env = StageEnv::from_yaml(objects("{affinity: {deployment: gpt-4o}}"));
+  env.snapshot().affinity->remember("resp_1", {"other", "mini", "app", ""}, env.clock().steady_ms());
+  auto& call = env.request("GET", "/openai/v1/responses/resp_1", {{"api-key", "sk-app"}});
+  EXPECT_FALSE(call.run_all());
+  EXPECT_EQ(call.ctx().deployment->name, "mini");
+  EXPECT_EQ(call.x().only, 2u);
+}
+
+TEST_F(LocateObjectsTest, AnUnknownObjectIs404OnEveryDeployment) {
+  auto env = StageEnv::from_yaml(objects("{affinity: {deployment: mini}}"));
+  auto reply = env.request("POST", "/openai/v1/threads/thread_1/runs", {{"api-key", "sk-app"}},
+                           R"({"assistant_id":"asst_1"})")
                    .run(locate_objects);
   EXPECT_EQ(status(reply), 404);
   EXPECT_EQ(reply->reason, "unknown_object");
-  EXPECT_EQ(
-      error_message(reply),
-      "No object 'file-abc123' is known to this gateway: it was not created through it, or it "
-      "expired from its affinity table.");
 }
 
-TEST_F(LocateObjectsTest, AnUnknownObjectOfADeploymentWithOneBackendGoesOn) {
-  auto env = StageEnv::from_yaml(objects("{affinity: {deployment: mini}}"));
-  auto& call = env.request("POST", "/openai/v1/threads/thread_1/runs", {{"api-key", "sk-app"}},
-                           R"({"assistant_id":"asst_1"})");
-  EXPECT_FALSE(call.run(locate_objects));
-  EXPECT_EQ(call.ctx().deployment->name, "mini");
-  EXPECT_FALSE(call.x().only);
-  EXPECT_TRUE(call.x().creates);
-}
-
-TEST_F(LocateObjectsTest, AnObjectWhoseBackendNoLongerServesTheDeploymentIs404) {
+TEST_F(LocateObjectsTest, ACallNamingADeploymentThatCannotReachTheObjectIs404) {
   auto env = StageEnv::from_yaml(objects());
-  env.snapshot().affinity->remember("file-abc123", made_by_app("other"), env.clock().steady_ms());
-  auto reply = env.request("GET", "/openai/v1/files/file-abc123", {{"api-key", "sk-app"}})
-                   .run(locate_objects);
+  env.snapshot().affinity->remember("resp_1", made_by_app("west"), env.clock().steady_ms());
+  auto reply = env.request("POST", "/openai/v1/responses", {{"api-key", "sk-app"}},
+                           R"({"model":"mini","input":"hi","previous_response_id":"resp_1"})")
+                   .run(route);
   EXPECT_EQ(status(reply), 404);
   EXPECT_EQ(reply->reason, "object_backend_gone");
-  EXPECT_EQ(
-      error_message(reply),
-      "The object 'file-abc123' lives on a backend that no longer serves deployment 'gpt-4o'.");
+  EXPECT_EQ(error_message(reply),
+            "The object 'resp_1' lives on a backend that deployment 'mini' does not use.");
+}
+
+// Objects live on an Azure resource: another deployment on the same resource reaches them.
+TEST_F(LocateObjectsTest, ADeploymentOnTheObjectsResourceReachesIt) {
+  auto env = StageEnv::from_yaml(R"(
+backends:
+  - {name: east, endpoint: "http://127.0.0.1:1", deployment: gpt-4o, api_key: env:AOAI_KEY}
+  - {name: east-mini, endpoint: "http://127.0.0.1:1", deployment: mini, api_key: env:AOAI_KEY}
+  - {name: west-mini, endpoint: "http://127.0.0.1:2", deployment: mini, api_key: env:AOAI_KEY}
+deployments:
+  - {name: gpt-4o, pools: [{backends: [east]}]}
+  - {name: mini, pools: [{backends: [west-mini, east-mini]}]}
+clients: [{name: app, keys: [env:APP_KEY], deployments: ["*"]}]
+)");
+  env.snapshot().affinity->remember("resp_1", made_by_app("east"), env.clock().steady_ms());
+  auto& call = env.request("POST", "/openai/v1/responses", {{"api-key", "sk-app"}},
+                           R"({"model":"mini","input":"hi","previous_response_id":"resp_1"})");
+  EXPECT_FALSE(call.run_all());
+  EXPECT_EQ(call.ctx().deployment->name, "mini");
+  EXPECT_EQ(call.x().only, 1u);  // east-mini
+}
+
+TEST_F(LocateObjectsTest, ObjectsOnTwoBackendsCannotBeCombined) {
+  auto env = StageEnv::from_yaml(objects());
+  env.snapshot().affinity->remember("file-1", made_by_app("west"), env.clock().steady_ms());
+  env.snapshot().affinity->remember("vs_1", made_by_app("east"), env.clock().steady_ms());
+  auto reply = env.request("POST", "/openai/v1/vector_stores/vs_1/files", {{"api-key", "sk-app"}},
+                           R"({"file_id":"file-1"})")
+                   .run(locate_objects);
+  EXPECT_EQ(status(reply), 400);
+  EXPECT_EQ(reply->reason, "objects_apart");
+}
+
+TEST_F(LocateObjectsTest, AnObjectOnADeploymentTheCallerMayNoLongerUseIsUnknown) {
+  ::setenv("THIRD_KEY", "sk-third", 1);
+  auto env = StageEnv::from_yaml(objects() +
+                                 "  - {name: mini-only, keys: [env:THIRD_KEY], deployments: [mini]}\n");
+  env.snapshot().affinity->remember("resp_1", {"west", "gpt-4o", "mini-only", ""}, env.clock().steady_ms());
+  auto reply = env.request("GET", "/openai/v1/responses/resp_1", {{"api-key", "sk-third"}}).run_all();
+  auto unknown = env.request("GET", "/openai/v1/responses/resp_2", {{"api-key", "sk-third"}}).run_all();
+  EXPECT_EQ(status(reply), 404);
+  ASSERT_TRUE(unknown);
+  EXPECT_EQ(error_message(reply),
+            "No object 'resp_1' is known to this gateway: it was not created through it, or it "
+            "expired from its affinity table.");
 }
 
 TEST_F(LocateObjectsTest, AnObjectWhoseBackendIsGoneIs404) {
   auto env = StageEnv::from_yaml(objects());
   env.snapshot().affinity->remember("file-abc123", made_by_app("removed"), env.clock().steady_ms());
   auto reply = env.request("GET", "/openai/v1/files/file-abc123", {{"api-key", "sk-app"}})
-                   .run(locate_objects);
+                   .run(route);
   EXPECT_EQ(status(reply), 404);
   EXPECT_EQ(reply->reason, "object_backend_gone");
 }
@@ -163,6 +209,108 @@ TEST_F(LocateObjectsTest, AnonymousCallersOwnOnlyAnonymousObjects) {
   EXPECT_EQ(status(anon("file-abc123")), 404) << "a client's object";
   auto app = env.request("GET", "/openai/v1/files/file-anon", {{"api-key", "sk-app"}}).run(locate_objects);
   EXPECT_EQ(status(app), 404) << "an anonymous object for a client";
+}
+
+using NoteAnswerTest = StageTest;
+
+core::AnswerIds ids(std::string id, std::vector<std::string> derived = {}) {
+  return core::AnswerIds{std::move(id), std::move(derived)};
+}
+
+TEST_F(NoteAnswerTest, ACreatedObjectBelongsToItsCallerOnTheBackendThatAnswered) {
+  auto env = StageEnv::from_yaml(objects());
+  auto& call = env.request("POST", "/openai/v1/files", {{"api-key", "sk-app"}});
+  ASSERT_FALSE(call.run_all());
+  call.ctx().status = 200;
+  call.ctx().backend = "west";
+  note_answer(call.x(), ids("file-new"), env.clock().steady_ms());
+  auto owner = env.snapshot().affinity->find("file-new", env.clock().steady_ms());
+  ASSERT_TRUE(owner);
+  EXPECT_EQ(owner->backend, "west");
+  EXPECT_EQ(owner->client, "app");
+  EXPECT_EQ(owner->deployment, "gpt-4o");
+}
+
+TEST_F(NoteAnswerTest, AFailedCreateRemembersNothing) {
+  auto env = StageEnv::from_yaml(objects());
+  auto& call = env.request("POST", "/openai/v1/files", {{"api-key", "sk-app"}});
+  ASSERT_FALSE(call.run_all());
+  call.ctx().status = 400;
+  note_answer(call.x(), ids("file-new"), env.clock().steady_ms());
+  EXPECT_FALSE(env.snapshot().affinity->find("file-new", env.clock().steady_ms()));
+}
+
+// Issue 13: a background response is billed once, by the first answer that carries its usage.
+TEST_F(NoteAnswerTest, ABackgroundResponseIsChargedByTheFirstReadThatShowsItsUsage) {
+  auto env = StageEnv::from_yaml(objects());
+  auto& create = env.request("POST", "/openai/v1/responses", {{"api-key", "sk-app"}},
+                             R"({"model":"gpt-4o","input":"hi","background":true})");
+  ASSERT_FALSE(create.run_all());
+  EXPECT_EQ(create.ctx().charge, Charge::kDeferred);
+  EXPECT_FALSE(create.ctx().usage_expected);
+  create.ctx().status = 200;
+  create.ctx().backend = "east";
+  note_answer(create.x(), ids("resp_bg"), env.clock().steady_ms());
+  EXPECT_EQ(billed_usage(create.ctx()).total, 0u) << "not charged at creation";
+  auto read = [&](bool with_usage) -> Charge {
+    auto& call = env.request("GET", "/openai/v1/responses/resp_bg", {{"api-key", "sk-app"}});
+    EXPECT_FALSE(call.run_all());
+    EXPECT_EQ(call.ctx().charge, Charge::kNone);
+    call.ctx().status = 200;
+    call.ctx().usage.present = with_usage;
+    call.ctx().usage.prompt = 10;
+    note_answer(call.x(), ids("resp_bg"), env.clock().steady_ms());
+    return call.ctx().charge;
+  };
+  EXPECT_EQ(read(false), Charge::kNone) << "still running";
+  EXPECT_EQ(read(true), Charge::kTokens) << "the first answer with usage";
+  EXPECT_EQ(read(true), Charge::kNone) << "never twice";
+}
+
+TEST_F(NoteAnswerTest, AResponseCreatedInTheForegroundIsNeverChargedAgainByAReadOrItsUsageCounted) {
+  auto env = StageEnv::from_yaml(objects());
+  env.snapshot().affinity->remember("resp_1", made_by_app("east"), env.clock().steady_ms());
+  auto& call = env.request("GET", "/openai/v1/responses/resp_1", {{"api-key", "sk-app"}});
+  ASSERT_FALSE(call.run_all());
+  call.ctx().status = 200;
+  call.ctx().ttfb_us = 100;
+  call.ctx().usage.present = true;
+  call.ctx().usage.prompt = 10;
+  note_answer(call.x(), ids("resp_1"), env.clock().steady_ms());
+  EXPECT_EQ(billed_usage(call.ctx()).total, 0u);
+  EXPECT_FALSE(call.ctx().usage.present) << "neither logged nor counted as this request's tokens";
+}
+
+TEST_F(NoteAnswerTest, ABatchsOutputFilesBelongToTheBatchsOwner) {
+  auto env = StageEnv::from_yaml(objects());
+  env.snapshot().affinity->remember("batch_1", made_by_app("west"), env.clock().steady_ms());
+  auto& call = env.request("GET", "/openai/v1/batches/batch_1", {{"api-key", "sk-app"}});
+  ASSERT_FALSE(call.run_all());
+  EXPECT_TRUE(call.x().capture_ids);
+  call.ctx().status = 200;
+  call.ctx().backend = "west";
+  note_answer(call.x(), ids("batch_1", {"file-out"}), env.clock().steady_ms());
+  auto owner = env.snapshot().affinity->find("file-out", env.clock().steady_ms());
+  ASSERT_TRUE(owner);
+  EXPECT_EQ(owner->backend, "west");
+  EXPECT_EQ(owner->client, "app");
+}
+
+TEST_F(NoteAnswerTest, ADeletedObjectIsForgottenAChildDeleteKeepsItsParent) {
+  auto env = StageEnv::from_yaml(objects());
+  auto now = env.clock().steady_ms();
+  env.snapshot().affinity->remember("vs_1", made_by_app("west"), now);
+  env.snapshot().affinity->remember("file-1", made_by_app("west"), now);
+  auto del = [&](const char* target) {
+    auto& call = env.request("DELETE", target, {{"api-key", "sk-app"}});
+    EXPECT_FALSE(call.run_all());
+    call.ctx().status = 200;
+    note_answer(call.x(), {}, now);
+  };
+  del("/openai/v1/vector_stores/vs_1/files/file-1");
+  EXPECT_TRUE(env.snapshot().affinity->find("vs_1", now));
+  del("/openai/v1/files/file-1");
+  EXPECT_FALSE(env.snapshot().affinity->find("file-1", now));
 }
 
 using PinTest = StageTest;

@@ -67,8 +67,8 @@ TEST_F(CheckOperationTest, KnownOperationsAndTheAzureOtherSurfaceAreNotChecked) 
                       R"({"messages":[{"role":"user","content":"hi"}]})"},
                  Case{"POST", "/v1/embeddings", R"({"model":"mini","input":"x"})"},
                  Case{"POST", "/openai/v1/responses", R"({"model":"mini","input":"x"})"},
-                 Case{"GET", "/openai/v1/files/file-abc", ""},
-                 Case{"POST", "/openai/v1/threads/thread_1/runs", R"({"assistant_id":"a"})"},
+                 Case{"GET", "/openai/v1/files", ""},
+                 Case{"POST", "/openai/v1/threads", R"({})"},
                  Case{"POST", "/openai/v1/fine_tuning/jobs", R"({"model":"base"})"},
                  Case{"POST", "/openai/images/generations?api-version=1", R"({"model":"mini"})"}}) {
     auto& call = env.request(c.method, c.target, {{"api-key", kKey}}, c.body);
@@ -102,7 +102,7 @@ TEST_F(CheckOperationTest, APassthroughAnswerIsBilledFromItsUsageElseItsStreamed
 
 TEST_F(CheckOperationTest, AnUnknownOperationAnswerWithoutPassthroughIsNotCounted) {
   auto env = StageEnv::from_yaml(kPassthrough);
-  auto& call = env.request("GET", "/openai/files/file-1?api-version=1", {{"api-key", kKey}});
+  auto& call = env.request("GET", "/openai/files?api-version=1", {{"api-key", kKey}});
   ASSERT_FALSE(call.run_all());
   auto& ctx = call.ctx();
   ctx.status = 200;

@@ -127,18 +127,18 @@ TEST(OutputTextCaptureTest, LeavesJsonAnswersAndDisabledRequestsAlone) {
 
 TEST(CreatedIdCaptureTest, ReadsTheIdOfACompleteJsonAnswer) {
   const std::string body = R"({"id":"file-abc123","object":"file","bytes":120,"purpose":"batch"})";
-  std::string id;
+  tollgate::core::AnswerIds id;
   CreatedIdCapture f(true, id);
   f.on_head(kJson);
   EXPECT_EQ(feed(f, body, 7), body);
-  EXPECT_EQ(id, "") << "a JSON answer is read only once complete";
+  EXPECT_TRUE(id.empty()) << "a JSON answer is read only once complete";
   f.on_end(BodyEnd::kComplete);
-  EXPECT_EQ(id, "file-abc123");
+  EXPECT_EQ(id.id, "file-abc123");
 }
 
 TEST(CreatedIdCaptureTest, IgnoresCutErrorAndUnwantedAnswers) {
   const std::string body = R"({"id":"file-abc123","object":"file"})";
-  std::string cut_id, error_id, unwanted_id;
+  tollgate::core::AnswerIds cut_id, error_id, unwanted_id;
   CreatedIdCapture cut(true, cut_id), error(true, error_id), unwanted(false, unwanted_id);
   cut.on_head(kJson);
   error.on_head(ResponseHead{400, false});
@@ -150,20 +150,20 @@ TEST(CreatedIdCaptureTest, IgnoresCutErrorAndUnwantedAnswers) {
   cut.on_end(BodyEnd::kClientGone);
   error.on_end(BodyEnd::kComplete);
   unwanted.on_end(BodyEnd::kComplete);
-  EXPECT_EQ(cut_id, "");
-  EXPECT_EQ(error_id, "");
-  EXPECT_EQ(unwanted_id, "");
+  EXPECT_TRUE(cut_id.empty());
+  EXPECT_TRUE(error_id.empty());
+  EXPECT_TRUE(unwanted_id.empty());
 }
 
 TEST(CreatedIdCaptureTest, ABodyOverTheBoundGivesNoId) {
   std::string body =
       R"({"id":"file-big","data":")" + std::string(CreatedIdCapture::kMaxBody, 'x') + "\"}";
-  std::string id;
+  tollgate::core::AnswerIds id;
   CreatedIdCapture f(true, id);
   f.on_head(kJson);
   feed(f, body, 1u << 16);
   f.on_end(BodyEnd::kComplete);
-  EXPECT_EQ(id, "");
+  EXPECT_TRUE(id.empty());
 }
 
 TEST(CreatedIdCaptureTest, TakesAStreamsFirstIdAsItPasses) {
@@ -173,14 +173,14 @@ TEST(CreatedIdCaptureTest, TakesAStreamsFirstIdAsItPasses) {
       "{\"type\":\"response.created\",\"response\":{\"id\":\"resp_1\",\"status\":\"in_progress\"}}"
       "\n\n"
       "data: {\"type\":\"response.completed\",\"response\":{\"id\":\"resp_2\"}}\n\n";
-  std::string id;
+  tollgate::core::AnswerIds id;
   CreatedIdCapture f(true, id);
   f.on_head(kSse);
   feed(f, sse.substr(0, sse.find("data: {\"type\":\"response.completed")), 3);
-  EXPECT_EQ(id, "resp_1") << "known before the stream ends";
+  EXPECT_EQ(id.id, "resp_1") << "known before the stream ends";
   feed(f, sse.substr(sse.find("data: {\"type\":\"response.completed")), 3);
   f.on_end(BodyEnd::kClientGone);
-  EXPECT_EQ(id, "resp_1");
+  EXPECT_EQ(id.id, "resp_1");
 }
 
 TEST(UsageStripFilterTest, GivesBackTheStreamTheClientAskedFor) {
@@ -212,7 +212,7 @@ TEST(ResponseFiltersTest, ObserversSeeTheBackendsBytesBeforeTheStripperRewritesT
   ctx.strip_usage = true;
   ctx.count_output = true;
   ctx.output_text = "stale";
-  std::string id;
+  tollgate::core::AnswerIds id;
   ResponseFilters filters(ctx, false, id);
   filters.on_head(kSse);
   std::string out;
@@ -229,7 +229,7 @@ TEST(ResponseFiltersTest, ObserversSeeTheBackendsBytesBeforeTheStripperRewritesT
 
 TEST(ResponseFiltersTest, APlainAnswerPassesUntouched) {
   RequestContext ctx;
-  std::string id;
+  tollgate::core::AnswerIds id;
   ResponseFilters filters(ctx, false, id);
   filters.on_head(kJson);
   auto body = fixture("chat-completion.json");

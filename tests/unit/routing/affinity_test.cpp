@@ -8,7 +8,7 @@ namespace tollgate::routing {
 namespace {
 
 using Ids = std::vector<std::string>;
-using core::created_id;
+using core::answer_ids;
 using core::creates_object;
 using core::is_stateful_path;
 using core::referenced_ids;
@@ -78,8 +78,10 @@ TEST(Stateful, IdsFromThePath) {
   EXPECT_EQ(referenced_ids("responses/resp_1", {}, nullptr), Ids{"resp_1"});
   EXPECT_EQ(referenced_ids("responses/resp_1/input_items", {}, nullptr), Ids{"resp_1"});
   EXPECT_EQ(referenced_ids("files/file-abc/content", {}, nullptr), Ids{"file-abc"});
+  // Children are reached through their parent: only the thread is looked up.
   EXPECT_EQ(referenced_ids("threads/thread_1/runs/run_2/steps/step_3", {}, nullptr),
-            (Ids{"thread_1", "run_2", "step_3"}));
+            (Ids{"thread_1"}));
+  EXPECT_EQ(referenced_ids("vector_stores/vs_1/files/file-2", {}, nullptr), Ids{"vs_1"});
   EXPECT_EQ(referenced_ids("threads/runs", {}, nullptr), Ids{});
   EXPECT_EQ(referenced_ids("fine_tuning/jobs/ftjob-1/cancel", {}, nullptr), Ids{"ftjob-1"});
   EXPECT_EQ(referenced_ids("batches/batch_1/cancel", {}, nullptr), Ids{"batch_1"});
@@ -96,11 +98,20 @@ TEST(Stateful, IdsFromTheBody) {
 }
 
 TEST(Stateful, CreatedIdFromBodiesAndStreamEvents) {
+  auto created_id = [](std::string_view json) { return answer_ids(json).id; };
   EXPECT_EQ(created_id(R"({"id":"resp_1","object":"response"})"), "resp_1");
   EXPECT_EQ(created_id(R"({"type":"response.created","response":{"id":"resp_2"}})"), "resp_2");
   EXPECT_EQ(created_id(R"({"object":"list"})"), "");
   EXPECT_EQ(created_id("not json"), "");
   EXPECT_EQ(created_id(R"({"id":5})"), "");
+  // A batch that has run names the files the backend wrote for it.
+  auto batch = answer_ids(R"({"id":"batch_1","output_file_id":"file-out","error_file_id":null})");
+  EXPECT_EQ(batch.id, "batch_1");
+  EXPECT_EQ(batch.derived, (Ids{"file-out"}));
+  EXPECT_TRUE(core::reveals_objects("batches/batch_1"));
+  EXPECT_TRUE(core::reveals_objects("batches/batch_1/cancel"));
+  EXPECT_FALSE(core::reveals_objects("batches"));
+  EXPECT_FALSE(core::reveals_objects("files/file-1"));
 }
 
 }  // namespace
