@@ -168,7 +168,82 @@ std::string multipart_filename(std::string_view body) {
   return std::string(body.substr(at, std::min<std::size_t>(stop - at, 256)));
 }
 
+// The bytes of the multipart part named "file" (up to the next boundary line).
+std::string multipart_file(std::string_view body) {
+  auto at = body.find("name=\"file\"");
+  if (at == std::string_view::npos) return {};
+  auto start = body.find("\r\n\r\n", at);
+  if (start == std::string_view::npos) return {};
+  start += 4;
+  auto stop = body.find("\r\n--", start);
+  return std::string(body.substr(start, stop == std::string_view::npos ? stop : stop - start));
+}
+
+// A stored object's body with another status; without its result (output, usage, output file)
+// unless `keep_result`.
+std::string with_status(std::string_view body, std::string_view status, bool keep_result) {
+  auto j = nlohmann::ordered_json::parse(body, nullptr, false);
+  if (!j.is_object()) return std::string(body);
+  j["status"] = status;
+  if (!keep_result) {
+    if (j.contains("output")) j["output"] = nlohmann::ordered_json::array();
+    if (j.contains("usage")) j["usage"] = nullptr;
+    if (j.contains("output_file_id")) j["output_file_id"] = nullptr;
+  }
+  return j.dump(-1, ' ', false, nlohmann::ordered_json::error_handler_t::replace);
+}
+
 }  // namespace
+
+std::optional<std::string> Handler::create_batch(std::string_view body, std::int64_t created) {
+  using ojson = nlohmann::ordered_json;
+  auto req = json::parse(body, nullptr, false);
+  if (!req.is_object() || !req.contains("input_file_id") || !req["input_file_id"].is_string()) {
+    return std::nullopt;
+  }
+  std::string input = req["input_file_id"].get<std::string>();
+  auto lines = input.starts_with("file-") ? state_.objects.get(input + "/content") : std::nullopt;
+  if (!lines) return std::nullopt;
+  // What the batch writes: one answer line per request line, keeping its custom_id.
+  std::string output;
+  std::uint64_t count = 0;
+  for (std::size_t at = 0; at < lines->size();) {
+    auto stop = std::min(lines->find('\n', at), lines->size());
+    auto line = json::parse(lines->substr(at, stop - at), nullptr, false);
+    at = stop + 1;
+    if (!line.is_object()) continue;
+    ++count;
+    ojson answer = {{"id", "batch_req_" + std::to_string(count)},
+                    {"custom_id", line.value("custom_id", "")},
+                    {"response", {{"status_code", 200}, {"body", ojson::object()}}},
+                    {"error", nullptr}};
+    output += answer.dump() + "\n";
+  }
+  std::string out_id = state_.objects.new_file_id();
+  ojson file = {{"bytes", output.size()}, {"created_at", created}, {"filename", "batch_output.jsonl"},
+                {"id", out_id},           {"object", "file"},       {"purpose", "batch_output"},
+                {"status", "processed"}};
+  state_.objects.put(out_id, file.dump());
+  state_.objects.put(out_id + "/content", output);
+  std::string id = state_.objects.new_batch_id();
+  ojson batch = {{"id", id},
+                 {"object", "batch"},
+                 {"endpoint", req.value("endpoint", "/chat/completions")},
+                 {"errors", nullptr},
+                 {"input_file_id", input},
+                 {"completion_window", req.value("completion_window", "24h")},
+                 {"status", "completed"},
+                 {"output_file_id", out_id},
+                 {"error_file_id", nullptr},
+                 {"created_at", created},
+                 {"request_counts", {{"total", count}, {"completed", count}, {"failed", 0}}},
+                 {"metadata", nullptr}};
+  auto done = batch.dump();
+  auto queued = with_status(done, "validating", /*keep_result=*/false);
+  state_.objects.defer(id, done, 2);  // completed at its second read
+  state_.objects.put(id, queued);
+  return queued;
+}
 
 std::string percent_decode(std::string_view s) {
   auto hex = [](char c) -> int {
@@ -419,6 +494,34 @@ Reply Handler::inference(const RequestView& req, std::string_view path, std::str
     }
     return false;
   };
+  // files/{id}/content, responses/{id}/cancel, batches[/{id}[/cancel]].
+  auto nested_ops = [&](std::string_view rest) {
+    std::vector<std::string_view> seg;
+    for (std::size_t at = 0; at <= rest.size();) {
+      auto slash = std::min(rest.find('/', at), rest.size());
+      seg.push_back(rest.substr(at, slash - at));
+      at = slash + 1;
+    }
+    if (seg.size() >= 2) route.id = percent_decode(seg[1]);
+    if (seg.size() == 3 && seg[0] == "files" && seg[2] == "content") {
+      route.op = Operation::FilesContent;
+      route.allow = "GET";
+      route.kind = method_is("GET") ? Route::Kind::Ok : Route::Kind::MethodNotAllowed;
+    } else if (seg.size() == 3 && seg[0] == "responses" && seg[2] == "cancel") {
+      post_only(Operation::ResponsesCancel);
+    } else if (seg.size() == 1 && seg[0] == "batches") {
+      post_only(Operation::BatchesCreate);
+    } else if (seg.size() == 2 && seg[0] == "batches") {
+      route.op = Operation::BatchesGet;
+      route.allow = "GET";
+      route.kind = method_is("GET") ? Route::Kind::Ok : Route::Kind::MethodNotAllowed;
+    } else if (seg.size() == 3 && seg[0] == "batches" && seg[2] == "cancel") {
+      post_only(Operation::BatchesCancel);
+    } else {
+      return false;
+    }
+    return true;
+  };
   auto inference_ops = [&](std::string_view rest) {
     if (rest == "chat/completions") {
       post_only(Operation::ChatCompletions);
@@ -441,7 +544,8 @@ Reply Handler::inference(const RequestView& req, std::string_view path, std::str
   } else if (path.starts_with("/openai/v1/")) {
     std::string_view rest = path.substr(11);
     route.surface = Surface::V1;
-    if (!inference_ops(rest) && !object_ops(rest, "responses", Operation::ResponsesCreate,
+    if (!inference_ops(rest) && !nested_ops(rest) &&
+        !object_ops(rest, "responses", Operation::ResponsesCreate,
                                             Operation::ResponsesGet, Operation::ResponsesDelete)) {
       object_ops(rest, "files", Operation::FilesCreate, Operation::FilesGet,
                  Operation::FilesDelete);
@@ -449,7 +553,8 @@ Reply Handler::inference(const RequestView& req, std::string_view path, std::str
   } else if (path.starts_with("/openai/")) {
     std::string_view rest = path.substr(8);
     route.surface = Surface::Classic;
-    if (!object_ops(rest, "responses", Operation::ResponsesCreate, Operation::ResponsesGet,
+    if (!nested_ops(rest) &&
+        !object_ops(rest, "responses", Operation::ResponsesCreate, Operation::ResponsesGet,
                     Operation::ResponsesDelete)) {
       object_ops(rest, "files", Operation::FilesCreate, Operation::FilesGet,
                  Operation::FilesDelete);
@@ -638,6 +743,10 @@ Reply Handler::inference(const RequestView& req, std::string_view path, std::str
       std::string id = state_.objects.new_response_id();
       std::string msg_id = "msg_" + options_.name + "_" + std::to_string(c.seq);
       r.body = response_object(id, msg_id, created, c.model, p, tokens, truncated);
+      if (p.store && p.background) {  // queued now, completed at its second read
+        state_.objects.defer(id, r.body, 2);
+        r.body = with_status(r.body, "queued", /*keep_result=*/false);
+      }
       if (p.store) state_.objects.put(id, r.body);
       render(r, "application/json", {});
       return r;
@@ -692,10 +801,13 @@ Reply Handler::inference(const RequestView& req, std::string_view path, std::str
   if (f) r.delay = f->delay;
   switch (route.op) {
     case Operation::ResponsesGet:
-    case Operation::FilesGet: {
-      std::string_view prefix = route.op == Operation::ResponsesGet ? "resp_" : "file-";
+    case Operation::FilesGet:
+    case Operation::BatchesGet: {
+      std::string_view prefix = route.op == Operation::ResponsesGet ? "resp_"
+                                : route.op == Operation::FilesGet   ? "file-"
+                                                                    : "batch_";
       std::optional<std::string> body;
-      if (route.id.starts_with(prefix)) body = state_.objects.get(route.id);
+      if (route.id.starts_with(prefix)) body = state_.objects.read(route.id);
       if (!body) return with_fault_delay(json_reply(404, error_resource_not_found()));
       r.body = std::move(*body);
       break;
@@ -724,6 +836,34 @@ Reply Handler::inference(const RequestView& req, std::string_view path, std::str
                                   {"status_details", nullptr}};
       r.body = j.dump(-1, ' ', false, nlohmann::ordered_json::error_handler_t::replace);
       state_.objects.put(id, r.body);
+      state_.objects.put(id + "/content", multipart_file(req.body));
+      break;
+    }
+    case Operation::FilesContent: {
+      auto content = route.id.starts_with("file-") ? state_.objects.get(route.id + "/content")
+                                                   : std::nullopt;
+      if (!content) return with_fault_delay(json_reply(404, error_resource_not_found()));
+      r.body = std::move(*content);
+      render(r, "application/octet-stream", {});
+      return r;
+    }
+    case Operation::ResponsesCancel:
+    case Operation::BatchesCancel: {
+      auto body = state_.objects.get(route.id);
+      if (!body) return with_fault_delay(json_reply(404, error_resource_not_found()));
+      if (!state_.objects.cancel(route.id)) {
+        return with_fault_delay(json_reply(
+            400, error_invalid_request("Cannot cancel an object that is not running.", "", "")));
+      }
+      r.body = with_status(*body, "cancelled", /*keep_result=*/false);
+      state_.objects.put(route.id, r.body);
+      break;
+    }
+    case Operation::BatchesCreate: {
+      auto batch = create_batch(req.body, c.unix_ms / 1000);
+      if (!batch) return with_fault_delay(json_reply(400, error_invalid_request(
+                                              "input_file_id names no file.", "input_file_id", "")));
+      r.body = std::move(*batch);
       break;
     }
     default:

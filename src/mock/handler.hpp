@@ -91,6 +91,9 @@ class Handler {
   const Options& options() const { return options_; }
 
  private:
+  /// POST batches: a batch over a file of this instance, completed at its second read (its
+  /// output file is written at once). nullopt when the body names no file of this instance.
+  std::optional<std::string> create_batch(std::string_view body, std::int64_t created);
   struct Route;
   struct Ctx;
   Reply inference(const RequestView& req, std::string_view path, std::string_view query,

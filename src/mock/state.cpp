@@ -300,6 +300,32 @@ std::string ObjectStore::new_file_id() {
   return "file-" + instance_ + "-" + std::to_string(++next_file_);
 }
 
+std::string ObjectStore::new_batch_id() {
+  std::lock_guard lock(mu_);
+  return "batch_" + instance_ + "_" + std::to_string(++next_batch_);
+}
+
+void ObjectStore::defer(std::string id, std::string final_body, unsigned reads) {
+  std::lock_guard lock(mu_);
+  deferred_[std::move(id)] = Deferred{std::move(final_body), reads};
+}
+
+std::optional<std::string> ObjectStore::read(std::string_view id) {
+  std::lock_guard lock(mu_);
+  auto it = objects_.find(std::string(id));
+  if (it == objects_.end()) return std::nullopt;
+  if (auto d = deferred_.find(it->first); d != deferred_.end() && --d->second.reads == 0) {
+    it->second = std::move(d->second.final_body);
+    deferred_.erase(d);
+  }
+  return it->second;
+}
+
+bool ObjectStore::cancel(std::string_view id) {
+  std::lock_guard lock(mu_);
+  return deferred_.erase(std::string(id)) != 0;
+}
+
 void ObjectStore::put(std::string id, std::string body) {
   std::lock_guard lock(mu_);
   objects_[std::move(id)] = std::move(body);

@@ -124,8 +124,16 @@ class ObjectStore {
   explicit ObjectStore(std::string instance) : instance_(std::move(instance)) {}
   std::string new_response_id();
   std::string new_file_id();
+  std::string new_batch_id();
   void put(std::string id, std::string body);
   std::optional<std::string> get(std::string_view id) const;
+  /// An object that runs in the background: its stored body becomes `final_body` at its
+  /// `reads`-th read(); cancel() ends it early.
+  void defer(std::string id, std::string final_body, unsigned reads);
+  /// get(), advancing a deferred object by one read.
+  std::optional<std::string> read(std::string_view id);
+  /// Drops a deferred object's final body; false when it is not (or no longer) running.
+  bool cancel(std::string_view id);
   bool erase(std::string_view id);
   std::size_t size() const;
   void clear();
@@ -136,6 +144,12 @@ class ObjectStore {
   std::unordered_map<std::string, std::string> objects_;  // guarded by mu_
   std::uint64_t next_response_ = 0;                       // guarded by mu_
   std::uint64_t next_file_ = 0;                           // guarded by mu_
+  std::uint64_t next_batch_ = 0;                          // guarded by mu_
+  struct Deferred {
+    std::string final_body;
+    unsigned reads = 0;
+  };
+  std::unordered_map<std::string, Deferred> deferred_;  // guarded by mu_
 };
 
 // ---------------------------------------------------------------------------------------------

@@ -449,6 +449,7 @@ void inspect_responses(Inspector& in, InferenceParams& p) {
   if (!in.get_opt_uint("max_output_tokens", p.max_tokens, 1)) return;
   if (!in.get_string("previous_response_id", p.previous_response_id)) return;
   if (!in.get_bool("store", p.store)) return;
+  if (!in.get_bool("background", p.background)) return;
   if (p.stream) {
     in.fail("tollgate-mock does not implement streaming for the Responses API.", "stream");
   }
@@ -482,6 +483,16 @@ std::string_view operation_id(Operation op) {
       return "Files_Get";
     case Operation::FilesDelete:
       return "Files_Delete";
+    case Operation::FilesContent:
+      return "Files_GetContent";
+    case Operation::ResponsesCancel:
+      return "Responses_Cancel";
+    case Operation::BatchesCreate:
+      return "Batch_Create";
+    case Operation::BatchesGet:
+      return "Batch_Get";
+    case Operation::BatchesCancel:
+      return "Batch_Cancel";
   }
   return "Unknown";
 }

@@ -22,6 +22,11 @@ enum class Operation : std::uint8_t {
   FilesCreate,
   FilesGet,
   FilesDelete,
+  FilesContent,     // GET files/{id}/content
+  ResponsesCancel,  // POST responses/{id}/cancel (background responses)
+  BatchesCreate,
+  BatchesGet,
+  BatchesCancel,
 };
 
 /// Azure's operation id, as quoted in 429 messages ("ChatCompletions_Create").
@@ -53,6 +58,7 @@ struct InferenceParams {
   // responses
   std::string previous_response_id;
   bool store = true;
+  bool background = false;  // answered "queued"; completed at the second read
 };
 
 /// A rendered error: status and Azure-shaped JSON body.
