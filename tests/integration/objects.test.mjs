@@ -9,6 +9,8 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { AzureOpenAI, OpenAI, toFile } from 'openai';
+import { createAzure } from '@ai-sdk/azure';
+import { generateText } from 'ai';
 import { startMock, startGateway, poolsConfig, eventually } from './harness.mjs';
 
 const API_VERSION = '2025-04-01-preview';
@@ -116,6 +118,25 @@ clients:
     // One that names a deployment that cannot reach it is a 404 that says so.
     await assert.rejects(v1('a1').responses.create({ model: 'other', input: 'x', previous_response_id: made[0].id }),
       (e) => e.status === 404 && /does not use/.test(e.message));
+  });
+
+  test('Vercel AI SDK (@ai-sdk/azure): a follow-up naming previousResponseId reaches the creator', async () => {
+    const provider = createAzure({ baseURL: `${gw.url}/openai/v1`, apiKey: KEYS.a1 });
+    const seen = new Set();
+    for (let i = 0; i < 6; i++) {
+      const first = await generateText({ model: provider.responses('resp'), prompt: 'hi', maxRetries: 0 });
+      const id = first.providerMetadata?.openai?.responseId ?? first.response.id;
+      const creator = first.response.headers['x-tollgate-backend'];
+      assert.ok(['a', 'b'].includes(creator), `created on ${creator}`);
+      seen.add(creator);
+      const next = await generateText({
+        model: provider.responses('resp'), prompt: 'and then?', maxRetries: 0,
+        providerOptions: { openai: { previousResponseId: id } },
+      });
+      assert.equal(next.response.headers['x-tollgate-backend'], creator, `follow-up of ${id}`);
+      assert.ok(next.text.length > 0);
+    }
+    assert.ok(seen.size >= 1);
   });
 
   test('files: upload, retrieve, content and delete go to the uploader; a deleted file is gone', async () => {
