@@ -127,7 +127,7 @@ void prompt_estimate(const core::ApiCall& call, std::size_t body_bytes,
 
 Estimate admit(core::ApiCall& call, std::size_t body_bytes, const config::ClientConfig* client,
                const config::PolicyConfig& policy, const tokenize::Tokenizers& tokenizers,
-               std::string_view model) {
+               std::string_view model, PromptCount count) {
   Estimate e;
   if (!call.fields) return e;
   auto n = std::max<std::int64_t>(1, int_field(call, BodyField::kN));
@@ -143,8 +143,20 @@ Estimate admit(core::ApiCall& call, std::size_t body_bytes, const config::Client
   }
   output_allowance(call, client, policy, std::max(n, best_of), e);
   if (e.error) return e;
-  prompt_estimate(call, body_bytes, tokenizers, model, e);
+  if (count == PromptCount::kCount) {
+    prompt_estimate(call, body_bytes, tokenizers, model, e);
+  } else {
+    e.exact = false;
+  }
   return e;
+}
+
+std::int64_t prompt_tokens(const core::ApiCall& call, std::size_t body_bytes,
+                           const tokenize::Tokenizers& tokenizers, std::string_view model) {
+  if (!call.fields || !core::is_inference(call.op)) return 0;
+  Estimate e;
+  prompt_estimate(call, body_bytes, tokenizers, model, e);
+  return e.prompt;
 }
 
 std::int64_t count_output(const tokenize::Tokenizers& tokenizers, std::string_view model,

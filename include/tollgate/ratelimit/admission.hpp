@@ -26,12 +26,24 @@ struct Estimate {
   std::int64_t total() const { return prompt + allowance; }
 };
 
+/// Whether admission counts the prompt: only a token limit or a budget reserves it, and an
+/// exact count is the costliest step of admission (BPE over the whole prompt).
+enum class PromptCount : std::uint8_t {
+  kCount,  // Estimate::prompt is the prompt's tokens
+  kSkip,   // Estimate::prompt is 0 (count later with prompt_tokens() if an answer lacks usage)
+};
+
 /// Checks and, where the policy says so, rewrites `call`'s body (clamping or defaulting the
 /// output limit: an edit in call.edits), then estimates its tokens. `client` may be
 /// null (anonymous). `model` is the deployment's model (tokenizer choice).
 Estimate admit(core::ApiCall& call, std::size_t body_bytes, const config::ClientConfig* client,
                const config::PolicyConfig& policy, const tokenize::Tokenizers& tokenizers,
-               std::string_view model);
+               std::string_view model, PromptCount count = PromptCount::kCount);
+
+/// The prompt's tokens as admit() counts them (exact where the tokenizer can be, else ~4
+/// bytes per token). 0 for calls that are not inference.
+std::int64_t prompt_tokens(const core::ApiCall& call, std::size_t body_bytes,
+                           const tokenize::Tokenizers& tokenizers, std::string_view model);
 
 /// Tokens of `text` (a stream's generated output) for `model`.
 std::int64_t count_output(const tokenize::Tokenizers& tokenizers, std::string_view model,

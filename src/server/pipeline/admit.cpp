@@ -3,6 +3,8 @@
 // or nothing; settled in finish(). With a usage ledger, every inference call is accounted (exact
 // stream usage, counted output when a stream ends early). And the request_usage filter.
 
+#include <algorithm>
+
 #include "server/pipeline/stages.hpp"
 #include "tollgate/crypto/crypto.hpp"
 #include "tollgate/core/json_fields.hpp"
@@ -122,6 +124,11 @@ Applicable applicable_limits(const Exchange& x) {
   return a;
 }
 
+bool reserves_tokens(const std::vector<ratelimit::Limit>& limits) {
+  return std::any_of(limits.begin(), limits.end(),
+                     [](const ratelimit::Limit& l) { return l.unit == ratelimit::Unit::kTokens; });
+}
+
 StageResult reserve(Exchange& x, const Applicable& a, const ratelimit::Estimate& estimate) {
   auto& ctx = x.ctx;
   if (a.budgets != nullptr) {
@@ -157,8 +164,12 @@ StageResult admit(Exchange& x) {
   if (x.accounted) {
     ratelimit::Estimate estimate;
     if (inference) {
+      // Only what is reserved needs the prompt's tokens now; a ledger or a price needs them
+      // only for an answer without usage, counted then (finish: billed_usage).
+      ctx.prompt_counted = a.budgets != nullptr || reserves_tokens(a.limits);
+      auto count = ctx.prompt_counted ? ratelimit::PromptCount::kCount : ratelimit::PromptCount::kSkip;
       estimate = ratelimit::admit(ctx.call, x.req.body.size(), x.caller, cfg.policy,
-                                  *x.snap.tokenizers, ctx.deployment->model);
+                                  *x.snap.tokenizers, ctx.deployment->model, count);
       if (estimate.error) return Reply::error("over_policy", *estimate.error);
     }
     ctx.prompt_estimate = estimate.prompt;

@@ -28,6 +28,10 @@ core::Usage billed_usage(RequestContext& ctx) {
     return u;  // a request that failed before producing tokens costs nothing
   }
   ctx.usage_estimated = true;
+  if (!ctx.prompt_counted && !ctx.passthrough) {  // admitted without the count: count it now
+    ctx.prompt_estimate = ratelimit::prompt_tokens(ctx.call, ctx.call.body.size(), *ctx.tokenizers, ctx.model);
+    ctx.prompt_counted = true;
+  }
   u.prompt = static_cast<std::uint64_t>(ctx.prompt_estimate);
   u.completion = static_cast<std::uint64_t>(ratelimit::count_output(*ctx.tokenizers, ctx.model, ctx.output_text));
   u.total = u.prompt + u.completion;

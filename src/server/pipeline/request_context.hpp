@@ -88,6 +88,7 @@ struct RequestContext {
   ratelimit::Reservation reservation;
   ratelimit::BudgetHold budget_hold;  // calendar budgets, settled with the reservation
   std::int64_t prompt_estimate = 0;
+  bool prompt_counted = false;  // admit counted it (a token limit or budget needed it)
   const tokenize::Tokenizers* tokenizers = nullptr;  // for counting a stream's output
   std::string_view model;                            // the deployment's model (tokenizer)
   std::int64_t charged_tokens = 0;                   // what the settle charged

@@ -59,6 +59,37 @@ TEST_F(BilledUsageTest, AnAnswerWithoutUsageIsCountedByTheGateway) {
   EXPECT_EQ(billed.total, billed.prompt + 2);
 }
 
+// Issue 14: with only a ledger (no token limit, no budget) admission does not count the prompt;
+// an answer without usage gets it counted then, to the same exact figure.
+TEST_F(BilledUsageTest, APromptNoLimitNeededIsCountedOnlyWhenTheAnswerLacksUsage) {
+  auto limited = StageEnv::from_yaml(kPriced);
+  auto& counted = limited.request("POST", kChatPath, {{"api-key", "sk-app"}}, kChat);
+  ASSERT_FALSE(counted.run_all());
+  ASSERT_TRUE(counted.ctx().prompt_counted);
+  auto env = StageEnv::from_yaml(R"(
+backends: [{name: east, endpoint: "http://127.0.0.1:1", deployment: gpt-4o, api_key: env:AOAI_KEY}]
+deployments: [{name: gpt-4o, pools: [{backends: [east]}]}]
+clients: [{name: app, keys: [env:APP_KEY], deployments: ["*"]}]
+)");
+  auto& call = env.request("POST", kChatPath, {{"api-key", "sk-app"}}, kChat);
+  call.x().ledger = true;
+  ASSERT_FALSE(call.run_all());
+  auto& ctx = call.ctx();
+  EXPECT_TRUE(call.x().accounted);
+  EXPECT_FALSE(ctx.prompt_counted);
+  EXPECT_EQ(ctx.prompt_estimate, 0);
+  ctx.usage = reported(12, 30);
+  ctx.status = 200;
+  ctx.ttfb_us = 1000;
+  EXPECT_EQ(billed_usage(ctx).total, 42u);
+  EXPECT_FALSE(ctx.prompt_counted) << "the answer's usage needs no count";
+  ctx.usage = {};
+  auto billed = billed_usage(ctx);
+  EXPECT_TRUE(ctx.prompt_counted);
+  EXPECT_GT(billed.prompt, 0u);
+  EXPECT_EQ(static_cast<std::int64_t>(billed.prompt), counted.ctx().prompt_estimate);
+}
+
 TEST_F(BilledUsageTest, AFailureBeforeAnyTokenCostsNothing) {
   auto env = StageEnv::from_yaml(kPriced);
   auto& call = env.request("POST", kChatPath, {{"api-key", "sk-app"}}, kChat);
