@@ -317,6 +317,15 @@ bool ObjectStore::erase(std::string_view id) {
   return objects_.erase(std::string(id)) != 0;
 }
 
+std::vector<std::string> ObjectStore::bodies_with_prefix(std::string_view prefix) const {
+  std::lock_guard lock(mu_);
+  std::vector<std::string> out;
+  for (const auto& [id, body] : objects_) {
+    if (id.starts_with(prefix)) out.push_back(body);
+  }
+  return out;
+}
+
 std::size_t ObjectStore::size() const {
   std::lock_guard lock(mu_);
   return objects_.size();

@@ -127,6 +127,8 @@ class ObjectStore {
   void put(std::string id, std::string body);
   std::optional<std::string> get(std::string_view id) const;
   bool erase(std::string_view id);
+  /// The bodies of the objects whose id starts with `prefix` (any order).
+  std::vector<std::string> bodies_with_prefix(std::string_view prefix) const;
   std::size_t size() const;
   void clear();
 

@@ -482,6 +482,8 @@ std::string_view operation_id(Operation op) {
       return "Files_Get";
     case Operation::FilesDelete:
       return "Files_Delete";
+    case Operation::FilesList:
+      return "Files_List";
   }
   return "Unknown";
 }

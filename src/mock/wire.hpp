@@ -22,6 +22,7 @@ enum class Operation : std::uint8_t {
   FilesCreate,
   FilesGet,
   FilesDelete,
+  FilesList,
 };
 
 /// Azure's operation id, as quoted in 429 messages ("ChatCompletions_Create").
