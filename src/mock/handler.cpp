@@ -180,12 +180,15 @@ std::string files_list(const std::vector<std::string>& bodies, std::string_view 
     auto id = f["id"].get<std::string>();
     return std::tuple(f["created_at"].get<std::int64_t>(), id.size(), id);
   };
-  std::sort(files.begin(), files.end(), [&](const ojson& a, const ojson& b) { return key(a) < key(b); });
-  if (query_param(query, "order").value_or("desc") != "asc") std::reverse(files.begin(), files.end());
+  std::sort(files.begin(), files.end(),
+            [&](const ojson& a, const ojson& b) { return key(a) < key(b); });
+  if (query_param(query, "order").value_or("desc") != "asc")
+    std::reverse(files.begin(), files.end());
   std::size_t start = 0;
   if (auto after = query_param(query, "after")) {
     auto id = percent_decode(*after);
-    auto it = std::find_if(files.begin(), files.end(), [&](const ojson& f) { return f["id"] == id; });
+    auto it =
+        std::find_if(files.begin(), files.end(), [&](const ojson& f) { return f["id"] == id; });
     start = it == files.end() ? files.size() : static_cast<std::size_t>(it - files.begin()) + 1;
   }
   std::size_t limit = 10'000;
@@ -485,16 +488,16 @@ Reply Handler::inference(const RequestView& req, std::string_view path, std::str
     route.surface = Surface::V1;
     if (!inference_ops(rest) && !object_ops(rest, "responses", Operation::ResponsesCreate,
                                             Operation::ResponsesGet, Operation::ResponsesDelete)) {
-      object_ops(rest, "files", Operation::FilesCreate, Operation::FilesGet,
-                 Operation::FilesDelete, Operation::FilesList);
+      object_ops(rest, "files", Operation::FilesCreate, Operation::FilesGet, Operation::FilesDelete,
+                 Operation::FilesList);
     }
   } else if (path.starts_with("/openai/")) {
     std::string_view rest = path.substr(8);
     route.surface = Surface::Classic;
     if (!object_ops(rest, "responses", Operation::ResponsesCreate, Operation::ResponsesGet,
                     Operation::ResponsesDelete)) {
-      object_ops(rest, "files", Operation::FilesCreate, Operation::FilesGet,
-                 Operation::FilesDelete, Operation::FilesList);
+      object_ops(rest, "files", Operation::FilesCreate, Operation::FilesGet, Operation::FilesDelete,
+                 Operation::FilesList);
     }
   }
   const bool json_op =

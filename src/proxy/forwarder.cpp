@@ -157,7 +157,8 @@ std::optional<Credential> backend_credential(const pipeline::BackendRuntime& bac
   if (!backend.token) return c;
   c.bearer = backend.token->token.load();
   auto now = core::unix_now_seconds();
-  if (!c.bearer || now >= backend.token->expires_unix.load(std::memory_order_relaxed)) return std::nullopt;
+  if (!c.bearer || now >= backend.token->expires_unix.load(std::memory_order_relaxed))
+    return std::nullopt;
   return c;
 }
 

@@ -67,9 +67,9 @@ std::optional<Credential> backend_credential(const pipeline::BackendRuntime& bac
 void append_credential(std::string& head, const config::BackendConfig& cfg, const Credential& c);
 /// Opens a new connection to `backend` (its endpoint, TLS context and connect timeouts),
 /// counted in upstream_connects, with its request Deadline set up. Null (and `err`) on failure.
-net::awaitable<std::unique_ptr<UpstreamConn>> connect_backend(const UpstreamEnv& env,
-                                                              const pipeline::BackendRuntime& backend,
-                                                              std::optional<metrics::UpstreamError>& err);
+net::awaitable<std::unique_ptr<UpstreamConn>> connect_backend(
+    const UpstreamEnv& env, const pipeline::BackendRuntime& backend,
+    std::optional<metrics::UpstreamError>& err);
 
 /// Sends an answer held back by attempt(). Returns whether the connection may be kept alive.
 template <class Down>

@@ -44,9 +44,11 @@ struct Exchanged {
   std::size_t bytes = 0;
 };
 
-UpstreamError read_error(boost::system::error_code ec, const Deadline& deadline, UpstreamError timeout) {
+UpstreamError read_error(boost::system::error_code ec, const Deadline& deadline,
+                         UpstreamError timeout) {
   if (deadline.expired()) return timeout;
-  if (ec == http::error::end_of_stream || ec == net::error::eof || ec == net::error::connection_reset) {
+  if (ec == http::error::end_of_stream || ec == net::error::eof ||
+      ec == net::error::connection_reset) {
     return UpstreamError::kReset;
   }
   return UpstreamError::kProtocol;
@@ -137,13 +139,15 @@ net::awaitable<PageResult> fetch_page(UpstreamEnv env, const pipeline::BackendRu
     }
     if (ex.error && pooled && !ex.answered) continue;
     if (!ex.error && ex.reusable &&
-        pool.put(std::move(conn), PoolLimits{cfg.max_idle_connections, cfg.keepalive_idle}, SteadyClock::now())) {
+        pool.put(std::move(conn), PoolLimits{cfg.max_idle_connections, cfg.keepalive_idle},
+                 SteadyClock::now())) {
       env.stats.upstream_idle.add(1);
     }
     out = read_page(std::move(ex));
     break;
   }
-  if (out.error && series != pipeline::kNoSeries) env.stats.route(series).upstream_errors[*out.error].add();
+  if (out.error && series != pipeline::kNoSeries)
+    env.stats.route(series).upstream_errors[*out.error].add();
   out.duration_us = core::micros_since(t0);
   co_return out;
 }
@@ -202,13 +206,15 @@ net::awaitable<std::vector<PageResult>> ask_round(Worker& w, const Request& req,
       continue;
     }
     auto head = page_head(req, x, f.lists[round[k]], *backend.config, *credential);
-    ops.push_back(net::co_spawn(w.io(), fetch_page(w.upstream_env(), backend, std::move(head), x.route->series[b]),
-                                net::deferred));
+    ops.push_back(net::co_spawn(
+        w.io(), fetch_page(w.upstream_env(), backend, std::move(head), x.route->series[b]),
+        net::deferred));
     asked.push_back(k);
   }
   if (ops.empty()) co_return refused;
-  auto [order, errors, pages] = co_await net::experimental::make_parallel_group(std::move(ops)).async_wait(
-      net::experimental::wait_for_all(), net::use_awaitable);
+  auto [order, errors, pages] =
+      co_await net::experimental::make_parallel_group(std::move(ops))
+          .async_wait(net::experimental::wait_for_all(), net::use_awaitable);
   for (std::size_t i = 0; i < asked.size(); ++i) {
     if (errors[i]) std::rethrow_exception(errors[i]);  // a bug (or bad_alloc): the request fails
     refused[asked[i]] = std::move(pages[i]);
@@ -265,7 +271,8 @@ net::awaitable<bool> answer_failed(Client<Stream> client, const Request& req, pi
       co_return co_await respond(client, ctx, r->status, r->body, keep_alive, req.version());
     }
   }
-  co_return co_await respond_failure(client, ctx, *f.failed.front()->error, keep_alive, req.version());
+  co_return co_await respond_failure(client, ctx, *f.failed.front()->error, keep_alive,
+                                     req.version());
 }
 
 }  // namespace

@@ -26,13 +26,14 @@ struct Collection {
 
 // Files list all at once by default (up to 10,000); the other collections 20 (up to 100).
 constexpr std::array kListed = {
-    Collection{"files", 10'000, 10'000},  Collection{"batches", 20, 100},
-    Collection{"vector_stores", 20, 100}, Collection{"assistants", 20, 100},
+    Collection{"files", 10'000, 10'000},     Collection{"batches", 20, 100},
+    Collection{"vector_stores", 20, 100},    Collection{"assistants", 20, 100},
     Collection{"fine_tuning/jobs", 20, 100},
 };
 
 const Collection* listed_collection(std::string_view method, const core::ApiCall& call) {
-  if (method != "GET" || !call.stateful || call.surface == core::Surface::kDeployment) return nullptr;
+  if (method != "GET" || !call.stateful || call.surface == core::Surface::kDeployment)
+    return nullptr;
   for (const auto& c : kListed) {
     if (call.op_path == c.path) return &c;
   }
@@ -52,26 +53,30 @@ std::optional<std::size_t> parse_limit(std::string_view v, std::size_t max) {
 }
 
 /// Reads one of the parameters the merge answers (limit, order, after, before) into `plan`;
-/// false when `key` is another one (it goes to the backends).
+/// `consumed` is false for any other one (it goes to the backends).
 StageResult read_param(ListPlan& plan, const Collection& c, std::string_view key,
                        std::string_view raw, bool& consumed) {
   consumed = key == "limit" || key == "order" || key == "after" || key == "before";
   if (!consumed) return std::nullopt;
   auto encoded = boost::urls::make_pct_string_view(raw);
-  if (!encoded) return bad_list_query("malformed query parameter '" + std::string(key) + "'", std::string(key));
+  if (!encoded)
+    return bad_list_query("malformed query parameter '" + std::string(key) + "'", std::string(key));
   auto value = encoded->decode();
   if (key == "before") {
-    return bad_list_query("'before' is not supported for lists across backends: page with 'after'", "before");
+    return bad_list_query("'before' is not supported for lists across backends: page with 'after'",
+                          "before");
   }
   if (key == "after") {
     plan.query.after = std::move(value);
   } else if (key == "order") {
-    if (value != "asc" && value != "desc") return bad_list_query("order must be 'asc' or 'desc'", "order");
+    if (value != "asc" && value != "desc")
+      return bad_list_query("order must be 'asc' or 'desc'", "order");
     plan.query.ascending = value == "asc";
   } else if (auto limit = parse_limit(value, c.max_limit)) {
     plan.query.limit = *limit;
   } else {
-    return bad_list_query("limit must be an integer from 1 to " + std::to_string(c.max_limit), "limit");
+    return bad_list_query("limit must be an integer from 1 to " + std::to_string(c.max_limit),
+                          "limit");
   }
   return std::nullopt;
 }
@@ -134,7 +139,8 @@ StageResult fan_out_lists(Exchange& x) {
   for (const auto& tier : x.route->route.tiers) {
     for (const auto& m : tier) {
       auto& asked = plan.backends;
-      if (x.allowed.allows(m.backend) && std::find(asked.begin(), asked.end(), m.backend) == asked.end()) {
+      if (x.allowed.allows(m.backend) &&
+          std::find(asked.begin(), asked.end(), m.backend) == asked.end()) {
         asked.push_back(m.backend);
       }
     }
@@ -160,8 +166,9 @@ std::optional<ListPage> parse_list_page(std::string_view body) {
         !created->is_number_integer()) {
       return std::nullopt;
     }
-    page.items.push_back(ListItem{id->get<std::string>(), created->get<std::int64_t>(),
-                                  item.dump(-1, ' ', false, nlohmann::ordered_json::error_handler_t::replace)});
+    page.items.push_back(
+        ListItem{id->get<std::string>(), created->get<std::int64_t>(),
+                 item.dump(-1, ' ', false, nlohmann::ordered_json::error_handler_t::replace)});
   }
   return page;
 }
@@ -192,7 +199,8 @@ bool wants_more(std::span<const BackendList> lists, std::size_t b, const ListQue
   // order, so they do not count). limit + 1 such objects past the cursor fill the page and
   // settle has_more.
   auto settled = std::count_if(list.kept.begin(), list.kept.end(), [&](const ListItem& item) {
-    bool ahead = q.ascending ? item.created_at < list.last_created : item.created_at > list.last_created;
+    bool ahead =
+        q.ascending ? item.created_at < list.last_created : item.created_at > list.last_created;
     return ahead && (cursor == nullptr || comes_first(*cursor, item, q.ascending));
   });
   return static_cast<std::size_t>(settled) <= q.limit;
@@ -221,11 +229,13 @@ std::string merge_lists(std::span<const BackendList> lists, const ListQuery& q) 
     cut = cut || l.more;
     for (const auto& item : l.kept) all.push_back(&item);
   }
-  std::sort(all.begin(), all.end(),
-            [&q](const ListItem* a, const ListItem* b) { return comes_first(*a, *b, q.ascending); });
+  std::sort(all.begin(), all.end(), [&q](const ListItem* a, const ListItem* b) {
+    return comes_first(*a, *b, q.ascending);
+  });
   std::size_t start = 0;
   if (!q.after.empty()) {
-    auto it = std::find_if(all.begin(), all.end(), [&q](const ListItem* i) { return i->id == q.after; });
+    auto it =
+        std::find_if(all.begin(), all.end(), [&q](const ListItem* i) { return i->id == q.after; });
     if (it == all.end()) return render_list({}, false);
     start = static_cast<std::size_t>(it - all.begin()) + 1;
   }

@@ -155,10 +155,10 @@ std::optional<ListPage> parse_list_page(std::string_view body);
 /// What has been read of one backend's list: the caller's objects on it, where its next page
 /// starts, and whether it has one. Owner: the list call.
 struct BackendList {
-  std::vector<ListItem> kept;    // the caller's objects, in the backend's order
-  std::string cursor;            // the last id of its last page (the next page's `after`)
-  std::int64_t last_created = 0; // created_at of that last object
-  bool more = true;              // it has more (or was not asked yet)
+  std::vector<ListItem> kept;     // the caller's objects, in the backend's order
+  std::string cursor;             // the last id of its last page (the next page's `after`)
+  std::int64_t last_created = 0;  // created_at of that last object
+  bool more = true;               // it has more (or was not asked yet)
   unsigned pages = 0;
 };
 

@@ -35,8 +35,9 @@ const std::optional<ListPlan>& plan_of(StageEnv& env, std::string method, std::s
 
 TEST_F(FanOutListsTest, GetOnACollectionOfTheV1AndOpenAISurfacesIsAList) {
   auto env = StageEnv::from_yaml(kConfig);
-  for (const char* target : {"/v1/files", "/openai/v1/batches", "/openai/files?api-version=2024-10-21",
-                             "/v1/vector_stores", "/v1/assistants", "/openai/v1/fine_tuning/jobs"}) {
+  for (const char* target :
+       {"/v1/files", "/openai/v1/batches", "/openai/files?api-version=2024-10-21",
+        "/v1/vector_stores", "/v1/assistants", "/openai/v1/fine_tuning/jobs"}) {
     const auto& plan = plan_of(env, "GET", target);
     ASSERT_TRUE(plan) << target;
     EXPECT_EQ(plan->backends, (std::vector<std::uint32_t>{0, 1})) << target;
@@ -50,8 +51,9 @@ TEST_F(FanOutListsTest, OtherCallsOnStoredObjectsAreNot) {
   EXPECT_FALSE(plan_of(env, "GET", "/v1/fine_tuning/jobs/ftjob-1/events"));
   EXPECT_FALSE(plan_of(env, "GET", "/v1/threads/thread_1/messages"));
   EXPECT_FALSE(plan_of(env, "GET", "/v1/responses/resp_1"));
-  auto& upload = env.request("POST", "/v1/files", {{"api-key", "sk-app"}, {"content-type", "multipart/form-data; boundary=b"}},
-                             "--b--\r\n");
+  auto& upload = env.request(
+      "POST", "/v1/files",
+      {{"api-key", "sk-app"}, {"content-type", "multipart/form-data; boundary=b"}}, "--b--\r\n");
   EXPECT_FALSE(upload.run(fan_out_lists));
   EXPECT_FALSE(upload.x().list);
 }
@@ -67,8 +69,9 @@ TEST_F(FanOutListsTest, DefaultsAreOpenAIsFilesAllAtOnceOthersTwenty) {
 
 TEST_F(FanOutListsTest, ReadsLimitOrderAfterAndKeepsTheOtherParametersForTheBackends) {
   auto env = StageEnv::from_yaml(kConfig);
-  const auto& plan =
-      plan_of(env, "GET", "/openai/files?api-version=2024-10-21&limit=2&order=asc&after=file%2Dab&purpose=batch");
+  const auto& plan = plan_of(
+      env, "GET",
+      "/openai/files?api-version=2024-10-21&limit=2&order=asc&after=file%2Dab&purpose=batch");
   EXPECT_EQ(plan->query.limit, 2u);
   EXPECT_TRUE(plan->query.ascending);
   EXPECT_EQ(plan->query.after, "file-ab");
@@ -90,14 +93,16 @@ TEST_F(FanOutListsTest, ABadLimitOrOrderAndBeforeAre400) {
     EXPECT_EQ(status(reply), 400) << target;
     EXPECT_EQ(reply->reason, "bad_list_query") << target;
   }
-  auto reply = env.request("GET", "/v1/batches?limit=0", {{"api-key", "sk-app"}}).run(fan_out_lists);
+  auto reply =
+      env.request("GET", "/v1/batches?limit=0", {{"api-key", "sk-app"}}).run(fan_out_lists);
   EXPECT_EQ(error_message(reply), "limit must be an integer from 1 to 100");
   EXPECT_EQ(error_field(reply, "param"), "limit");
 }
 
 TEST_F(FanOutListsTest, OnlyTheBackendsInTheCallersRegionsAreAsked) {
   auto env = StageEnv::from_yaml(kConfig);
-  EXPECT_EQ(plan_of(env, "GET", "/v1/files", "sk-other")->backends, (std::vector<std::uint32_t>{1}));
+  EXPECT_EQ(plan_of(env, "GET", "/v1/files", "sk-other")->backends,
+            (std::vector<std::uint32_t>{1}));
 }
 
 // --- the plain part: pages, next pages, merge
@@ -107,7 +112,9 @@ ListItem item(std::string id, std::int64_t created) {
   return ListItem{std::move(id), created, std::move(json)};
 }
 
-ListPage page(std::vector<ListItem> items, bool has_more = false) { return ListPage{std::move(items), has_more}; }
+ListPage page(std::vector<ListItem> items, bool has_more = false) {
+  return ListPage{std::move(items), has_more};
+}
 
 const KeepObject kKeepAll = [](std::string_view) { return true; };
 
@@ -138,7 +145,8 @@ Merged merged(const std::vector<BackendList>& lists, const ListQuery& q) {
 using Ids = std::vector<std::string>;
 
 TEST(MergeListsTest, NewestFirstAcrossBackendsTiesById) {
-  std::vector<BackendList> lists{listed({item("a1", 30), item("a2", 10)}), listed({item("b1", 20), item("b0", 10)})};
+  std::vector<BackendList> lists{listed({item("a1", 30), item("a2", 10)}),
+                                 listed({item("b1", 20), item("b0", 10)})};
   auto m = merged(lists, query(20));
   EXPECT_EQ(m.ids, (Ids{"a1", "b1", "b0", "a2"}));
   EXPECT_FALSE(m.has_more);
@@ -147,7 +155,8 @@ TEST(MergeListsTest, NewestFirstAcrossBackendsTiesById) {
 }
 
 TEST(MergeListsTest, AscendingIsTheExactReverse) {
-  std::vector<BackendList> lists{listed({item("a2", 10), item("a1", 30)}), listed({item("b0", 10), item("b1", 20)})};
+  std::vector<BackendList> lists{listed({item("a2", 10), item("a1", 30)}),
+                                 listed({item("b0", 10), item("b1", 20)})};
   EXPECT_EQ(merged(lists, query(20, {}, true)).ids, (Ids{"a2", "b0", "b1", "a1"}));
 }
 
@@ -209,9 +218,10 @@ TEST(ParseListPageTest, ReadsTheItemsAndHasMore) {
 }
 
 TEST(ParseListPageTest, AnythingElseIsNoPage) {
-  for (const char* body : {"", "not json", "[]", R"({"object":"list"})", R"({"data":{}})",
-                           R"({"data":[1]})", R"({"data":[{"created_at":1}]})",
-                           R"({"data":[{"id":"x","created_at":"1"}]})", R"({"data":[{"id":7,"created_at":1}]})"}) {
+  for (const char* body :
+       {"", "not json", "[]", R"({"object":"list"})", R"({"data":{}})", R"({"data":[1]})",
+        R"({"data":[{"created_at":1}]})", R"({"data":[{"id":"x","created_at":"1"}]})",
+        R"({"data":[{"id":7,"created_at":1}]})"}) {
     EXPECT_FALSE(parse_list_page(body)) << body;
   }
 }
