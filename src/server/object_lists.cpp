@@ -109,8 +109,8 @@ PageResult read_page(Exchanged ex) {
 }
 
 /// Asks `backend` for one page (`head`: the whole request), on a pooled connection or a new
-/// one. A pooled connection that fails before the backend answered is followed by one new
-/// connection (a list is safe to ask again).
+/// one. A pooled connection found closed is followed by one new connection (a list is safe to
+/// ask again).
 net::awaitable<PageResult> fetch_page(UpstreamEnv env, const pipeline::BackendRuntime& backend,
                                       std::string head, std::uint32_t series) {
   const auto& cfg = *backend.config;
@@ -137,7 +137,10 @@ net::awaitable<PageResult> fetch_page(UpstreamEnv env, const pipeline::BackendRu
     } else {
       ex = co_await exchange(std::get<TlsStream>(conn->stream), *conn, head, cfg.timeouts);
     }
-    if (ex.error && pooled && !ex.answered) continue;
+    // A pooled connection the backend closed while idle fails the write, or ends before any
+    // answer: ask again on a new one. A timeout is the backend's failure, not the connection's.
+    bool stale = ex.error == UpstreamError::kWrite || ex.error == UpstreamError::kReset;
+    if (pooled && !ex.answered && stale) continue;
     if (!ex.error && ex.reusable &&
         pool.put(std::move(conn), PoolLimits{cfg.max_idle_connections, cfg.keepalive_idle},
                  SteadyClock::now())) {

@@ -97,6 +97,32 @@ clients:
     await assert.rejects(client('alice').files.list({ limit: 0 }), (e) => e.status === 400 && e.param === 'limit');
   });
 
+  test('a backend that times out, fails or answers no list is left out and named', async () => {
+    const aliceOnA = newestFirst(uploaded.alice.filter((f) => f.id.startsWith('file-a-')));
+    const cases = [
+      [{ delay_ms: 3000, count: 1 }, 'first_byte_timeout'],  // the backend's first_byte is 2s
+      [{ status: 500, count: 1 }, 'bad_status'],
+      [{ body: 'not a list', count: 1 }, 'protocol'],
+    ];
+    for (const [fault, reason] of cases) {
+      await mocks.b.fault(fault);
+      const { data: page, response } = await client('alice').files.list().withResponse();
+      assert.equal(response.status, 200, reason);
+      assert.equal(response.headers.get('x-tollgate-partial'), 'b', reason);
+      assert.deepEqual(page.data.map((f) => f.id), aliceOnA, reason);
+      const id = response.headers.get('x-request-id');
+      const line = await eventually(() => gw.accessLog().find((l) => l.request_id === id), { what: 'access-log line' });
+      assert.ok(line.attempts.some((a) => a.backend === 'b' && a.reason === reason), JSON.stringify(line.attempts));
+    }
+    // Once the backend answers again, the whole list is back.
+    assert.deepEqual(await allIds(client('alice').files.list()), newestFirst(uploaded.alice));
+  });
+
+  test("when every backend refuses the list, a backend's answer is relayed", async () => {
+    for (const m of [mocks.a, mocks.b]) await m.fault({ status: 403, count: 1 });
+    await assert.rejects(client('alice').files.list(), (e) => e.status === 403);
+  });
+
   test('a stopped backend is left out and named in x-tollgate-partial', async () => {
     await mocks.b.stop();
     delete mocks.b;
