@@ -198,14 +198,14 @@ net::awaitable<std::vector<PageResult>> ask_round(Worker& w, const Request& req,
                                                   const pipeline::Exchange& x, const Fanout& f,
                                                   const std::vector<std::size_t>& round) {
   std::vector<PageOp> ops;
-  std::vector<PageResult> refused(round.size());  // no credential: never asked
+  std::vector<PageResult> results(round.size());  // no credential: never asked
   std::vector<std::size_t> asked;
   for (std::size_t k = 0; k < round.size(); ++k) {
     auto b = f.backends[round[k]];
     const auto& backend = x.snap.backends[b];
     auto credential = backend_credential(backend);
     if (!credential) {
-      refused[k].error = UpstreamError::kCredential;
+      results[k].error = UpstreamError::kCredential;
       continue;
     }
     auto head = page_head(req, x, f.lists[round[k]], *backend.config, *credential);
@@ -214,15 +214,15 @@ net::awaitable<std::vector<PageResult>> ask_round(Worker& w, const Request& req,
         net::deferred));
     asked.push_back(k);
   }
-  if (ops.empty()) co_return refused;
+  if (ops.empty()) co_return results;
   auto [order, errors, pages] =
       co_await net::experimental::make_parallel_group(std::move(ops))
           .async_wait(net::experimental::wait_for_all(), net::use_awaitable);
   for (std::size_t i = 0; i < asked.size(); ++i) {
     if (errors[i]) std::rethrow_exception(errors[i]);  // a bug (or bad_alloc): the request fails
-    refused[asked[i]] = std::move(pages[i]);
+    results[asked[i]] = std::move(pages[i]);
   }
-  co_return refused;
+  co_return results;
 }
 
 std::string_view page_reason(const PageResult& r) {
@@ -238,14 +238,17 @@ pipeline::KeepObject keep_for(pipeline::Exchange& x, std::string_view backend) {
   };
 }
 
-/// Asks round after round until no backend's next page matters or the byte bound is reached.
+/// Asks round after round until no backend's next page matters, or a bound is reached: the
+/// bytes read, or the deployment's retry deadline (after the first round: the time a request
+/// may spend on backends).
 net::awaitable<void> collect(Worker& w, const Request& req, pipeline::Exchange& x, Fanout& f) {
-  for (;;) {
+  for (bool first = true;; first = false) {
     std::vector<std::size_t> round;
     for (std::size_t i = 0; i < f.backends.size(); ++i) {
       if (!f.failed[i] && pipeline::wants_more(f.lists, i, x.list->query)) round.push_back(i);
     }
-    if (round.empty() || f.bytes >= kMaxListBytes) co_return;
+    bool late = core::SteadyClock::now() - x.ctx.start >= x.ctx.deployment->retry.deadline;
+    if (round.empty() || f.bytes >= kMaxListBytes || (late && !first)) co_return;
     auto pages = co_await ask_round(w, req, x, f, round);
     for (std::size_t k = 0; k < round.size(); ++k) {
       auto i = round[k];
