@@ -193,6 +193,46 @@ std::string with_status(std::string_view body, std::string_view status, bool kee
   return j.dump(-1, ' ', false, nlohmann::ordered_json::error_handler_t::replace);
 }
 
+// GET files, as OpenAI lists them: newest first by created_at (`order=asc`: oldest first), from
+// the object after the `after` id (none when no file has it), at most `limit` (default and
+// most 10,000), with has_more, first_id and last_id. `bodies`: the instance's stored files.
+std::string files_list(const std::vector<std::string>& bodies, std::string_view query) {
+  using ojson = nlohmann::ordered_json;
+  std::vector<ojson> files;
+  for (const auto& b : bodies) files.push_back(ojson::parse(b, nullptr, false));
+  // Ties within a second in creation order: this instance's ids differ only in their counter.
+  auto key = [](const ojson& f) {
+    auto id = f["id"].get<std::string>();
+    return std::tuple(f["created_at"].get<std::int64_t>(), id.size(), id);
+  };
+  std::sort(files.begin(), files.end(),
+            [&](const ojson& a, const ojson& b) { return key(a) < key(b); });
+  if (query_param(query, "order").value_or("desc") != "asc")
+    std::reverse(files.begin(), files.end());
+  std::size_t start = 0;
+  if (auto after = query_param(query, "after")) {
+    auto id = percent_decode(*after);
+    auto it =
+        std::find_if(files.begin(), files.end(), [&](const ojson& f) { return f["id"] == id; });
+    start = it == files.end() ? files.size() : static_cast<std::size_t>(it - files.begin()) + 1;
+  }
+  std::size_t limit = 10'000;
+  if (auto v = query_param(query, "limit")) {
+    std::size_t n = 0;
+    auto [p, ec] = std::from_chars(v->data(), v->data() + v->size(), n);
+    if (ec == std::errc{} && n > 0) limit = std::min<std::size_t>(n, 10'000);
+  }
+  auto end = std::min(files.size(), start + limit);
+  ojson page = ojson::array();
+  for (auto i = start; i < end; ++i) page.push_back(files[i]);
+  ojson out = {{"object", "list"},
+               {"data", page},
+               {"first_id", page.empty() ? ojson() : page.front()["id"]},
+               {"last_id", page.empty() ? ojson() : page.back()["id"]},
+               {"has_more", end < files.size()}};
+  return out.dump(-1, ' ', false, ojson::error_handler_t::replace);
+}
+
 }  // namespace
 
 std::optional<std::string> Handler::create_batch(std::string_view body, std::int64_t created) {
@@ -470,9 +510,14 @@ Reply Handler::inference(const RequestView& req, std::string_view path, std::str
     route.kind = method_is("POST") ? Route::Kind::Ok : Route::Kind::MethodNotAllowed;
   };
   auto object_ops = [&](std::string_view rest, std::string_view collection, Operation create,
-                        Operation get, Operation del) {
+                        Operation get, Operation del, std::optional<Operation> list = {}) {
     if (rest == collection) {
       post_only(create);
+      if (list && method_is("GET")) {
+        route.op = *list;
+        route.kind = Route::Kind::Ok;
+      }
+      if (list) route.allow = "GET, POST";
       return true;
     }
     if (rest.size() > collection.size() + 1 && rest.starts_with(collection) &&
@@ -547,8 +592,8 @@ Reply Handler::inference(const RequestView& req, std::string_view path, std::str
     if (!inference_ops(rest) && !nested_ops(rest) &&
         !object_ops(rest, "responses", Operation::ResponsesCreate,
                                             Operation::ResponsesGet, Operation::ResponsesDelete)) {
-      object_ops(rest, "files", Operation::FilesCreate, Operation::FilesGet,
-                 Operation::FilesDelete);
+      object_ops(rest, "files", Operation::FilesCreate, Operation::FilesGet, Operation::FilesDelete,
+                 Operation::FilesList);
     }
   } else if (path.starts_with("/openai/")) {
     std::string_view rest = path.substr(8);
@@ -556,8 +601,8 @@ Reply Handler::inference(const RequestView& req, std::string_view path, std::str
     if (!nested_ops(rest) &&
         !object_ops(rest, "responses", Operation::ResponsesCreate, Operation::ResponsesGet,
                     Operation::ResponsesDelete)) {
-      object_ops(rest, "files", Operation::FilesCreate, Operation::FilesGet,
-                 Operation::FilesDelete);
+      object_ops(rest, "files", Operation::FilesCreate, Operation::FilesGet, Operation::FilesDelete,
+                 Operation::FilesList);
     }
   }
   const bool json_op =
@@ -823,6 +868,9 @@ Reply Handler::inference(const RequestView& req, std::string_view path, std::str
       r.body = j.dump(-1, ' ', false, json::error_handler_t::replace);
       break;
     }
+    case Operation::FilesList:
+      r.body = files_list(state_.objects.bodies_with_prefix("file-"), query);
+      break;
     case Operation::FilesCreate: {
       std::string id = state_.objects.new_file_id();
       std::string purpose = multipart_field(req.body, "purpose");

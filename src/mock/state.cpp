@@ -343,6 +343,16 @@ bool ObjectStore::erase(std::string_view id) {
   return objects_.erase(std::string(id)) != 0;
 }
 
+std::vector<std::string> ObjectStore::bodies_with_prefix(std::string_view prefix) const {
+  std::lock_guard lock(mu_);
+  std::vector<std::string> out;
+  for (const auto& [id, body] : objects_) {
+    // "file-…/content" holds a file's bytes, not an object.
+    if (id.starts_with(prefix) && id.find('/') == std::string::npos) out.push_back(body);
+  }
+  return out;
+}
+
 std::size_t ObjectStore::size() const {
   std::lock_guard lock(mu_);
   return objects_.size();

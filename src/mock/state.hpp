@@ -135,6 +135,8 @@ class ObjectStore {
   /// Drops a deferred object's final body; false when it is not (or no longer) running.
   bool cancel(std::string_view id);
   bool erase(std::string_view id);
+  /// The bodies of the objects whose id starts with `prefix` (any order).
+  std::vector<std::string> bodies_with_prefix(std::string_view prefix) const;
   std::size_t size() const;
   void clear();
 

@@ -493,6 +493,8 @@ std::string_view operation_id(Operation op) {
       return "Batch_Get";
     case Operation::BatchesCancel:
       return "Batch_Cancel";
+    case Operation::FilesList:
+      return "Files_List";
   }
   return "Unknown";
 }

@@ -27,6 +27,7 @@ enum class Operation : std::uint8_t {
   BatchesCreate,
   BatchesGet,
   BatchesCancel,
+  FilesList,
 };
 
 /// Azure's operation id, as quoted in 429 messages ("ChatCompletions_Create").

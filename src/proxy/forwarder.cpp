@@ -86,10 +86,12 @@ Failure failure(UpstreamError reason) {
   }
 }
 
+}  // namespace
+
 // Opens a new connection (TCP, then TLS with SNI and host name verification).
-net::awaitable<std::unique_ptr<UpstreamConn>> connect(const UpstreamEnv& env,
-                                                      const pipeline::BackendRuntime& b,
-                                                      std::optional<UpstreamError>& err) {
+net::awaitable<std::unique_ptr<UpstreamConn>> connect_backend(const UpstreamEnv& env,
+                                                              const pipeline::BackendRuntime& b,
+                                                              std::optional<UpstreamError>& err) {
   const auto& cfg = *b.config;
   auto stream = co_await connect_upstream(
       UpstreamTarget{.host = cfg.endpoint.host,
@@ -109,25 +111,21 @@ net::awaitable<std::unique_ptr<UpstreamConn>> connect(const UpstreamEnv& env,
   co_return conn;
 }
 
+namespace {
+
 UpRequest build_upstream_request(const Request& req, std::string_view body,
                                  const pipeline::RequestContext& ctx,
-                                 const config::BackendConfig& cfg, const std::string* bearer) {
+                                 const config::BackendConfig& cfg, const Credential& credential) {
   UpRequest up;
   auto& h = up.head;
-  h.reserve(1024 + cfg.api_key.size() + (bearer ? bearer->size() : 0));
+  h.reserve(1024 + cfg.api_key.size() + (credential.bearer ? credential.bearer->size() : 0));
   auto method = req.method_string();
   h.append(method.data(), method.size());
   h += ' ';
   h += core::upstream_target(ctx.call, cfg);
   h += " HTTP/1.1\r\nHost: ";
   h += cfg.endpoint.host_header;
-  if (bearer != nullptr) {  // an Entra ID token the gateway obtained for this backend
-    h += "\r\nAuthorization: Bearer ";
-    h += *bearer;
-  } else {
-    h += "\r\napi-key: ";
-    h += cfg.api_key;
-  }
+  append_credential(h, cfg, credential);
   h += "\r\nx-request-id: ";
   h += ctx.request_id;
   h += "\r\n";
@@ -153,6 +151,26 @@ UpRequest build_upstream_request(const Request& req, std::string_view body,
 }
 
 }  // namespace
+
+std::optional<Credential> backend_credential(const pipeline::BackendRuntime& backend) {
+  Credential c;
+  if (!backend.token) return c;
+  c.bearer = backend.token->token.load();
+  auto now = core::unix_now_seconds();
+  if (!c.bearer || now >= backend.token->expires_unix.load(std::memory_order_relaxed))
+    return std::nullopt;
+  return c;
+}
+
+void append_credential(std::string& head, const config::BackendConfig& cfg, const Credential& c) {
+  if (c.bearer) {  // an Entra ID token the gateway obtained for this backend
+    head += "\r\nAuthorization: Bearer ";
+    head += *c.bearer;
+  } else {
+    head += "\r\napi-key: ";
+    head += cfg.api_key;
+  }
+}
 
 template <class Down>
 net::awaitable<bool> respond(Client<Down> down, pipeline::RequestContext& ctx, int status, std::string body,
@@ -221,15 +239,9 @@ net::awaitable<AttemptResult> attempt(Client<Down> down, const Request& req, std
     return std::move(out);
   };
 
-  std::shared_ptr<const std::string> bearer;
-  if (backend.token) {
-    bearer = backend.token->token.load();
-    auto now = core::unix_now_seconds();
-    if (!bearer || now >= backend.token->expires_unix.load(std::memory_order_relaxed)) {
-      co_return failed(UpstreamError::kCredential);
-    }
-  }
-  auto upreq = build_upstream_request(req, body, ctx, cfg, bearer.get());
+  auto credential = backend_credential(backend);
+  if (!credential) co_return failed(UpstreamError::kCredential);
+  auto upreq = build_upstream_request(req, body, ctx, cfg, *credential);
   const RelaySettings settings{cfg.timeouts.first_byte, cfg.timeouts.idle_between_chunks,
                                env.client_write_timeout, cfg.name};
 
@@ -243,7 +255,7 @@ net::awaitable<AttemptResult> attempt(Client<Down> down, const Request& req, std
     bool pooled = conn != nullptr;
     if (!conn) {
       std::optional<UpstreamError> err;
-      conn = co_await connect(env, backend, err);
+      conn = co_await connect_backend(env, backend, err);
       if (!conn) co_return failed(*err);
     }
     ++conn->uses;

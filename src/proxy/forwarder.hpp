@@ -55,6 +55,23 @@ net::awaitable<AttemptResult> attempt(Client<Down> down, const Request& req, std
                                       const pipeline::BackendRuntime& backend, bool& keep_alive,
                                       AttemptOptions options);
 
+/// The credential a request to a backend carries: its api-key, or the Entra ID token the
+/// control thread keeps fresh (`bearer`, held for the request).
+struct Credential {
+  std::shared_ptr<const std::string> bearer;  // null: the backend's api-key
+};
+/// `backend`'s credential now; nullopt when its token is missing or expired
+/// (UpstreamError::kCredential).
+std::optional<Credential> backend_credential(const pipeline::BackendRuntime& backend);
+/// Appends the credential's header line to a request head ("\r\napi-key: ..." or
+/// "\r\nAuthorization: Bearer ...", without the final CRLF).
+void append_credential(std::string& head, const config::BackendConfig& cfg, const Credential& c);
+/// Opens a new connection to `backend` (its endpoint, TLS context and connect timeouts),
+/// counted in upstream_connects, with its request Deadline set up. Null (and `err`) on failure.
+net::awaitable<std::unique_ptr<UpstreamConn>> connect_backend(
+    const UpstreamEnv& env, const pipeline::BackendRuntime& backend,
+    std::optional<metrics::UpstreamError>& err);
+
 /// Sends an answer held back by attempt(). Returns whether the connection may be kept alive.
 template <class Down>
 net::awaitable<bool> send_held(Client<Down> down, pipeline::RequestContext& ctx,

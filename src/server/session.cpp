@@ -14,6 +14,7 @@
 #include "proxy/net.hpp"
 #include "server/body_budget.hpp"
 #include "server/framing.hpp"
+#include "server/object_lists.hpp"
 #include "server/pipeline/finish.hpp"
 #include "server/pipeline/stages.hpp"
 #include "tollgate/core/request_id.hpp"
@@ -365,8 +366,8 @@ net::awaitable<bool> refuse_before_body(Worker& w, Client<Stream> client, const 
   co_return keep;
 }
 
-/// The request once its body is read: the request stages, the filters, forward. Returns
-/// whether to keep the connection.
+/// The request once its body is read: the request stages, the filters, forward (a list call:
+/// answer_list, which asks every backend). Returns whether to keep the connection.
 template <class Stream>
 net::awaitable<bool> handle(Worker& w, Client<Stream> client, const Request& req, Exchange& x) {
   bool keep_alive = req.keep_alive() && !w.draining();
@@ -375,6 +376,7 @@ net::awaitable<bool> handle(Worker& w, Client<Stream> client, const Request& req
     co_return co_await send_reply(client, req, x.ctx, *reply, keep_alive);
   }
   pipeline::run_request_filters(x);
+  if (x.list) co_return co_await answer_list(w, client, req, x, keep_alive);  // every backend's
   co_return co_await forward(w, client, req, x, keep_alive);
 }
 

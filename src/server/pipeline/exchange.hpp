@@ -8,7 +8,9 @@
 
 #include <cstdint>
 #include <optional>
+#include <string>
 #include <string_view>
+#include <vector>
 
 #include "server/pipeline/snapshot.hpp"
 #include "tollgate/auth/authenticator.hpp"
@@ -54,6 +56,22 @@ struct QueuePlan {
   core::TimeMs deadline = 0;    // dispatched by then, or shed
 };
 
+/// What a list call asks for, in the merged list (OpenAI's cursor pagination): how many, which
+/// order by created_at, and the id after which to start ("": from the start).
+struct ListQuery {
+  std::size_t limit = 20;
+  bool ascending = false;
+  std::string after;
+};
+
+/// A list call (GET on a collection of stored objects): answered with one list merged from
+/// every backend of `backends` (fan_out_lists), not forwarded to one.
+struct ListPlan {
+  ListQuery query;
+  std::string upstream_query;           // the client's query without limit, order and after
+  std::vector<std::uint32_t> backends;  // the deployment's backends the caller may use
+};
+
 struct Exchange {
   // --- inputs, set by the session ---
   const pipeline::Snapshot& snap;
@@ -71,6 +89,7 @@ struct Exchange {
   routing::BackendMask allowed;                  // authorize (regions), prioritize (tiers)
   QueuePlan plan;                                // prioritize
   std::optional<std::uint32_t> only;             // route (the object's backend), pin
+  std::optional<ListPlan> list;                  // fan_out_lists: a list call
   bool creates = false;                          // locate_objects: the call creates a stored object
   bool capture_ids = false;                      // locate_objects: read the ids its answer carries
   std::optional<routing::ObjectOwner> owner;     // locate_objects: of the object the call names

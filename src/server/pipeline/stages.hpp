@@ -6,8 +6,13 @@
 // Who writes what: see exchange.hpp and docs/architecture.md.
 
 #include <array>
+#include <cstdint>
+#include <functional>
 #include <optional>
+#include <span>
+#include <string>
 #include <string_view>
+#include <vector>
 
 #include "server/pipeline/exchange.hpp"
 #include "server/pipeline/reply.hpp"
@@ -48,6 +53,12 @@ StageResult route_to_owner(Exchange& x);
 StageResult check_operation(Exchange& x);
 /// May the caller use the deployment, the operation, and which backends (regions). 403.
 StageResult authorize(Exchange& x);
+/// A list call (GET files, batches, vector_stores, assistants or fine_tuning/jobs under
+/// /openai/, /openai/v1/ or /v1/) is not forwarded to one backend: the session asks every
+/// backend of the deployment in the caller's regions and answers one list of the caller's own
+/// objects (x.list; see server/object_lists.hpp). Reads limit, order and after. 400 for a bad
+/// limit or order, and for `before` (not supported across backends).
+StageResult fan_out_lists(Exchange& x);
 /// The priority class (the header may lower it), its tiers and how long it may wait. 400.
 StageResult prioritize(Exchange& x);
 /// Stored objects: every object the call names must be known and usable by the caller (404 as
@@ -95,6 +106,7 @@ inline constexpr std::array kRequestStages = {
     Stage{"route", route},
     Stage{"check_operation", check_operation},
     Stage{"authorize", authorize},
+    Stage{"fan_out_lists", fan_out_lists},
     Stage{"prioritize", prioritize},
     Stage{"pin", pin},
     Stage{"admit", admit},
@@ -132,5 +144,66 @@ Reply no_backend(Exchange& x, core::TimeMs now);
 /// The request could have waited but did not get capacity (queue full, deadline): 429 with a
 /// wait estimated from the queue's drain rate (503 + x-should-retry: false beyond a minute).
 Reply shed(Exchange& x, metrics::ShedReason reason, core::TimeMs now);
+
+}  // namespace tollgate::pipeline
+
+// --- Lists across backends: the plain part of a list call (fan_out_lists decides; the session's
+// server/object_lists asks the backends page by page and answers merge_lists()). See
+// docs/design/routing.md ("Lists across backends").
+namespace tollgate::pipeline {
+
+/// Pages asked of one backend for one list call, at most, and the objects asked per page.
+inline constexpr unsigned kMaxListPages = 20;
+inline constexpr std::size_t kListPageSize = 100;
+
+/// One object of a backend's list page: its id, created_at (seconds) and JSON text.
+struct ListItem {
+  std::string id;
+  std::int64_t created_at = 0;
+  std::string json;
+};
+
+/// A backend's list page, as it answered.
+struct ListPage {
+  std::vector<ListItem> items;
+  bool has_more = false;
+};
+
+/// The list page in `body` (`{"data":[...],"has_more":...}`); nullopt when it is not one (not
+/// JSON, no data array, an item without a string id or an integer created_at).
+std::optional<ListPage> parse_list_page(std::string_view body);
+
+/// What has been read of one backend's list: the caller's objects on it, where its next page
+/// starts, and whether it has one. Owner: the list call.
+struct BackendList {
+  std::vector<ListItem> kept;     // the caller's objects, in the backend's order
+  std::string cursor;             // the last id of its last page (the next page's `after`)
+  std::int64_t last_created = 0;  // created_at of that last object
+  bool more = true;               // it has more (or was not asked yet)
+  unsigned pages = 0;
+};
+
+/// Whose object an id is: true for the caller's own (see may_use).
+using KeepObject = std::function<bool(std::string_view id)>;
+
+/// Adds a backend's next `page` to `list`, keeping the objects `keep` accepts.
+void absorb(BackendList& list, ListPage page, const KeepObject& keep);
+
+/// Whether `lists[b]`'s next page can change the answer to `q`: the backend has more, it was
+/// asked fewer than kMaxListPages pages, and fewer than limit + 1 of the caller's objects it
+/// listed follow the cursor `q.after` (the cursor's place is known once some backend listed it).
+bool wants_more(std::span<const BackendList> lists, std::size_t b, const ListQuery& q);
+
+/// The query string (no '?') for the next page of `list`: the client's other parameters, then
+/// limit, order and, after the first page, after.
+std::string page_query(const ListPlan& plan, const BackendList& list);
+
+/// The one list the client gets, in OpenAI's shape ({"object":"list","data":[...],
+/// "first_id","last_id","has_more"}): the kept objects of every list, newest first by
+/// created_at (ties: id; `q.ascending`: the reverse), those after `q.after` (none when no list
+/// holds it), at most `q.limit`. has_more: more of the caller's objects follow; also true for a
+/// non-empty page when a backend still had more as paging stopped (a bound: the next page may
+/// then be empty).
+std::string merge_lists(std::span<const BackendList> lists, const ListQuery& q);
 
 }  // namespace tollgate::pipeline

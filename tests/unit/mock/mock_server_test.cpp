@@ -633,6 +633,47 @@ TEST_F(MockServerTest, ResponsesAndFilesArePerInstance) {
   b.stop();
 }
 
+TEST_F(MockServerTest, FilesListIsNewestFirstWithLimitAfterAndOrder) {
+  start();
+  std::vector<std::string> ids;
+  for (int i = 0; i < 12; ++i) {  // ten and more: the counter's digits must not break the order
+    Response r = post("/openai/v1/files", "--b--\r\n", {{"content-type", "multipart/form-data; boundary=b"}});
+    ASSERT_EQ(r.status, 200) << r.body;
+    ids.push_back(json::parse(r.body)["id"]);
+  }
+  auto list = [&](const std::string& query) {
+    Response r = get("/openai/v1/files" + query);
+    EXPECT_EQ(r.status, 200) << r.body;
+    return json::parse(r.body);
+  };
+  auto ids_of = [](const json& page) {
+    std::vector<std::string> out;
+    for (const auto& f : page["data"]) out.push_back(f["id"]);
+    return out;
+  };
+  std::vector<std::string> newest_first(ids.rbegin(), ids.rend());
+  json all = list("");
+  EXPECT_EQ(all["object"], "list");
+  EXPECT_EQ(ids_of(all), newest_first);
+  EXPECT_FALSE(all["has_more"]);
+  json first = list("?limit=2");
+  EXPECT_EQ(ids_of(first), (std::vector<std::string>{ids[11], ids[10]}));
+  EXPECT_TRUE(first["has_more"]);
+  EXPECT_EQ(first["first_id"], ids[11]);
+  EXPECT_EQ(first["last_id"], ids[10]);
+  json last = list("?limit=5&after=" + ids[2]);
+  EXPECT_EQ(ids_of(last), (std::vector<std::string>{ids[1], ids[0]}));
+  EXPECT_FALSE(last["has_more"]);
+  EXPECT_EQ(ids_of(list("?order=asc&limit=3&after=" + ids[0])), (std::vector<std::string>{ids[1], ids[2], ids[3]}));
+  json unknown = list("?after=file-elsewhere");
+  EXPECT_TRUE(unknown["data"].empty());
+  EXPECT_TRUE(unknown["first_id"].is_null());
+  EXPECT_EQ(get("/openai/files?api-version=2024-10-21").status, 200);
+  Response wrong = del("/openai/v1/files");
+  EXPECT_EQ(wrong.status, 405);
+  EXPECT_EQ(wrong.header("allow"), "GET, POST");
+}
+
 TEST_F(MockServerTest, TpmLimitReturnsAzure429WithRetryHeaders) {
   Options o = base_options();
   o.tpm = 100;
