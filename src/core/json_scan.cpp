@@ -187,6 +187,29 @@ class Scanner {
     }
   }
 
+  // Calls f(raw key, value) for each member of the (validated) object at `open` while it returns
+  // true.
+  void each_member(std::size_t open,
+                   const std::function<bool(std::string_view, const JsonValue&)>& f) {
+    i_ = open + 1;
+    skip_ws();
+    if (peek() == '}') return;
+    while (true) {
+      skip_ws();
+      auto key_start = i_ + 1;
+      if (!string()) return;
+      auto key = s_.substr(key_start, i_ - 1 - key_start);
+      skip_ws();
+      ++i_;  // ':'
+      skip_ws();
+      JsonValue v;
+      if (!value(0, Level::kOther, &v) || !f(key, v)) return;
+      skip_ws();
+      if (peek() != ',') return;
+      ++i_;
+    }
+  }
+
   std::optional<ScanError> error;
 
  private:
@@ -490,6 +513,20 @@ void each_element(std::string_view body, const JsonValue& v,
   // Validated already: no depth bound needed again.
   Scanner scanner(body, ScanLimits{std::numeric_limits<std::uint32_t>::max()}, nullptr);
   scanner.each_element(v.span.offset, f);
+}
+
+void each_member(std::string_view body, const JsonValue& v,
+                 const std::function<bool(std::string_view, const JsonValue&)>& f) {
+  if (v.kind != JsonKind::kObject) return;
+  Scanner scanner(body, ScanLimits{std::numeric_limits<std::uint32_t>::max()}, nullptr);
+  scanner.each_member(v.span.offset, f);
+}
+
+std::optional<std::string_view> plain_string(std::string_view body, const JsonValue& v) {
+  if (v.kind != JsonKind::kString) return std::nullopt;
+  auto raw = body.substr(v.span.offset + 1, v.span.length - 2);
+  if (raw.find('\\') != std::string_view::npos) return std::nullopt;
+  return raw;
 }
 
 std::string sanitize_for_dom(std::string_view body) {

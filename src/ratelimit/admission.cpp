@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <nlohmann/json.hpp>
 
+#include "tollgate/tokenize/count_cache.hpp"
 #include "tollgate/tokenize/estimate.hpp"
 
 namespace tollgate::ratelimit {
@@ -75,18 +76,60 @@ void output_allowance(core::ApiCall& call, const config::ClientConfig* client,
   if (call.op != core::Operation::kCompletions && !in_body) e.exact = false;
 }
 
-// A chat prompt, counted one message at a time: each message (and the tools and response_format)
-// a small DOM of its own, so a body of many messages never becomes one big DOM.
-std::optional<tokenize::TokenEstimate> chat_prompt(const core::ApiCall& call, const tokenize::Encoding& enc,
+using PlainMembers = std::vector<std::pair<std::string_view, std::string_view>>;
+
+// The members of a message when all are strings without escapes (null ones left out, as the
+// count skips them) and no name comes twice: counted straight from the body's bytes.
+std::optional<PlainMembers> plain_members(std::string_view body, const core::JsonValue& message) {
+  PlainMembers out;
+  bool plain = message.kind == core::JsonKind::kObject;
+  core::each_member(body, message, [&](std::string_view key, const core::JsonValue& v) {
+    if (v.kind == core::JsonKind::kNull) return true;
+    auto text = core::plain_string(body, v);
+    bool repeated = std::any_of(out.begin(), out.end(), [&](const auto& m) { return m.first == key; });
+    plain = text && key.find('\\') == std::string_view::npos && !repeated;
+    if (plain) out.emplace_back(key, *text);
+    return plain;
+  });
+  if (!plain) return std::nullopt;
+  return out;
+}
+
+// One message: memoized, else from its bytes when plain, else from a small DOM of its own.
+tokenize::Result<tokenize::TokenEstimate> count_message(const tokenize::ChatPromptCount& count,
+                                                        tokenize::CountCache* cache,
+                                                        std::string_view model, std::string_view body,
+                                                        const core::JsonValue& message) {
+  auto bytes = message.span.of(body);
+  bool memo = cache != nullptr && bytes.size() >= tokenize::CountCache::kMinMessageBytes;
+  if (memo) {
+    if (auto hit = cache->find(model, bytes)) return *hit;
+  }
+  tokenize::Result<tokenize::TokenEstimate> r = tokenize::TokenEstimate{};
+  if (auto plain = plain_members(body, message)) {
+    r = count.count_plain(*plain);
+  } else {
+    r = count.count_message(core::dom_of(bytes));
+  }
+  if (r && memo) cache->put(model, bytes, *r);
+  return r;
+}
+
+// A chat prompt, counted one message at a time (see count_message), then the tools and
+// response_format from a DOM of their own.
+std::optional<tokenize::TokenEstimate> chat_prompt(const core::ApiCall& call, const tokenize::Tokenizers& tokenizers,
                                                    std::string_view model) {
   const auto& f = *call.fields;
   if (f[BodyField::kMessages].kind != core::JsonKind::kArray) return std::nullopt;
   // Like estimate_chat_prompt: the body's model when the deployment names none.
   auto body_model = model.empty() ? core::as_string(call.body, f[BodyField::kModel]) : std::nullopt;
-  tokenize::ChatPromptCount count(enc, body_model ? std::string_view(*body_model) : model);
+  std::string_view chosen = body_model ? std::string_view(*body_model) : model;
+  tokenize::ChatPromptCount count(tokenizers.for_model(model), chosen);
   bool ok = true;
   core::each_element(call.body, f[BodyField::kMessages], [&](const core::JsonValue& m) {
-    ok = !count.add_message(core::dom_of(m.span.of(call.body)));
+    auto e = count_message(count, tokenizers.count_cache(), chosen, call.body, m);
+    ok = e.ok();
+    if (ok) count.add(*e);
     return ok;
   });
   if (!ok) return std::nullopt;
@@ -110,7 +153,7 @@ void prompt_estimate(const core::ApiCall& call, std::size_t body_bytes,
   if (call.op == core::Operation::kEmbeddings) kind = tokenize::RequestKind::kEmbeddings;
   std::optional<tokenize::TokenEstimate> r;
   if (kind == tokenize::RequestKind::kChat) {
-    r = chat_prompt(call, tokenizers.for_model(model), model);
+    r = chat_prompt(call, tokenizers, model);
   } else if (auto dom = kind ? core::body_dom(call) : std::nullopt) {
     if (auto counted = tokenize::estimate_prompt(*kind, tokenizers.for_model(model), *dom, model)) r = *counted;
   }

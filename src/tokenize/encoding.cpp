@@ -1,4 +1,5 @@
 #include "tollgate/tokenize/encoding.hpp"
+#include "tollgate/tokenize/count_cache.hpp"
 
 #include <openssl/evp.h>
 
@@ -230,6 +231,10 @@ std::optional<TokenId> Encoding::token_of(std::string_view bytes) const noexcept
 
 std::size_t Encoding::memory_bytes() const noexcept {
   return impl_->table.memory_bytes();
+}
+
+void Tokenizers::set_count_cache(std::size_t max_bytes) {
+  count_cache_ = max_bytes > 0 ? std::make_shared<CountCache>(max_bytes) : nullptr;
 }
 
 Result<Tokenizers> Tokenizers::load(std::string_view explicit_dir) {

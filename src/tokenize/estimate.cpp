@@ -252,10 +252,25 @@ ChatPromptCount::ChatPromptCount(const Encoding& enc, std::string_view model)
     : enc_(enc), model_(model), total_{kReplyPriming, true} {}
 
 std::optional<Error> ChatPromptCount::add_message(const json& message) {
-  auto e = estimate_message(enc_, message, model_, "messages[" + std::to_string(index_++) + "]");
+  auto e = count_message(message);
   if (!e) return e.error();
-  total_ += *e;
+  add(*e);
   return std::nullopt;
+}
+
+Result<TokenEstimate> ChatPromptCount::count_message(const json& message) const {
+  return estimate_message(enc_, message, model_, "messages[" + std::to_string(index_) + "]");
+}
+
+// estimate_message for a message of string members: 3, each value's tokens, 1 for a name.
+TokenEstimate ChatPromptCount::count_plain(
+    std::span<const std::pair<std::string_view, std::string_view>> members) const {
+  TokenEstimate e{kTokensPerMessage, true};
+  for (const auto& [key, value] : members) {
+    e.tokens += enc_.count(value);
+    if (key == "name") e.tokens += kTokensPerName;
+  }
+  return e;
 }
 
 Result<TokenEstimate> ChatPromptCount::finish(const json& body) const {

@@ -133,6 +133,14 @@ std::vector<std::string> string_elements(std::string_view body, const JsonValue&
 void each_element(std::string_view body, const JsonValue& v,
                   const std::function<bool(const JsonValue&)>& f);
 
+/// Calls `f` with the raw name (the bytes between its quotes, escapes not decoded) and the value
+/// of each member of the object `v` (of a scan of `body`) until it returns false.
+void each_member(std::string_view body, const JsonValue& v,
+                 const std::function<bool(std::string_view, const JsonValue&)>& f);
+/// A string's text as a view of `body` when it has no escape (nothing to decode); nullopt for an
+/// escaped string (use as_string) or another kind.
+std::optional<std::string_view> plain_string(std::string_view body, const JsonValue& v);
+
 /// A copy of a body the scanner accepted that nlohmann::json also accepts: lone surrogate
 /// escapes become \ufffd and numbers beyond a double's range become 0 (same length or shorter;
 /// nothing else changes). For the token estimate only, never for forwarding.

@@ -120,6 +120,8 @@ class Encoding {
 
 /// Both encodings, loaded once at startup and shared read-only by all workers.
 /// Thread: const access from any thread. Lifetime: keep it alive while workers use it.
+class CountCache;
+
 class Tokenizers {
  public:
   /// Loads every encoding from resolve_data_dir(explicit_dir). Fails on the first bad file,
@@ -133,8 +135,14 @@ class Tokenizers {
   const Encoding& for_model(std::string_view model,
                             EncodingKind fallback = EncodingKind::kO200kBase) const noexcept;
 
+  /// Memoize chat message counts in `max_bytes` (0: none). Before the Tokenizers are shared.
+  void set_count_cache(std::size_t max_bytes);
+  /// The memo of message counts (thread-safe), or null.
+  CountCache* count_cache() const noexcept { return count_cache_.get(); }
+
  private:
   std::shared_ptr<const Encoding> encodings_[2];  // indexed by EncodingKind; immutable
+  std::shared_ptr<CountCache> count_cache_;       // internally synchronized
 };
 
 }  // namespace tollgate::tokenize

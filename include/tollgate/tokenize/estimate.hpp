@@ -9,8 +9,10 @@
 #include <cstdint>
 #include <nlohmann/json_fwd.hpp>  // bodies are ordered_json: as the gateway parses them
 #include <optional>
+#include <span>
 #include <string>
 #include <string_view>
+#include <utility>
 
 #include "tollgate/tokenize/encoding.hpp"
 #include "tollgate/tokenize/result.hpp"
@@ -53,6 +55,17 @@ class ChatPromptCount {
   ChatPromptCount(const Encoding& enc, std::string_view model);
   /// Counts the next element of `messages`.
   std::optional<Error> add_message(const nlohmann::ordered_json& message);
+  /// Counts the next element of `messages` without adding it (add() does; errors name it by
+  /// its index).
+  Result<TokenEstimate> count_message(const nlohmann::ordered_json& message) const;
+  /// A message whose members are all strings, as (name, text) pairs with their JSON escapes
+  /// decoded and no name twice: what count_message gives for it, without a DOM.
+  TokenEstimate count_plain(std::span<const std::pair<std::string_view, std::string_view>> members) const;
+  /// Adds the next message, counted already (count_message, count_plain or memoized).
+  void add(const TokenEstimate& message) {
+    total_ += message;
+    ++index_;
+  }
   /// The total: the messages added, plus the tool definitions and response_format schema of
   /// `body` (an object; its "messages" are not read).
   Result<TokenEstimate> finish(const nlohmann::ordered_json& body) const;
