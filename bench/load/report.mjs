@@ -82,8 +82,7 @@ function load_table(summary) {
       if (!r) continue;
       const direct = target === 'direct';
       rows.push([name, target, fmt(r.rps) + (r.errors ? ' !' : ''), direct ? '-' : fmt(r.ratio, 2),
-                 fmt(r.p50), fmt(r.p99), direct ? '-' : fmt(r.added_p50),
-                 direct ? '-' : fmt(r.cpu, 1), direct ? '-' : fmt(r.rss_mb, 1)]);
+                 fmt(r.p50), fmt(r.p99), direct ? '-' : fmt(r.added_p50), fmt(r.cpu, 1), fmt(r.rss_mb, 1)]);
     }
   }
   return table(['case', 'target', 'req/s', '×nginx', 'p50 µs', 'p99 µs', 'added p50 µs',
@@ -112,6 +111,16 @@ function mock_headroom(summary) {
   }
   return `WARNING: direct (mock alone) req/s < ${kMockHeadroom}× the fastest proxy in ` +
          `${tight.join(', ')}: there the mock (or the machine) may set the pace.`;
+}
+
+// The highest peak RSS of each target over all load cases: its peak over the whole load phase
+// (run.sh resets VmHWM before each case, and nothing between cases raises the resident size).
+function peak_per_target(summary) {
+  const parts = TARGETS.map((t) => {
+    const peaks = [...summary.values()].map((s) => s.get(t)?.rss_mb).filter(Number.isFinite);
+    return peaks.length ? `${t} ${fmt(Math.max(...peaks), 1)} MB` : null;
+  }).filter(Boolean);
+  return `Peak RSS over all load cases: ${parts.join(', ')}.`;
 }
 
 function summarize_stream(stream, chunks) {
@@ -197,7 +206,7 @@ function main() {
   const summary = summarize_load(results.load);
   if (summary.size) {
     out.push('Load (median over rounds; peak RSS = highest VmHWM of the case over rounds; ! = errors, see below)',
-             load_table(summary), mock_headroom(summary), '');
+             load_table(summary), mock_headroom(summary), peak_per_target(summary), '');
   }
   const chunks = Number(results.meta.get('stream_chunks') ?? 50);
   const stream = summarize_stream(results.stream, chunks);

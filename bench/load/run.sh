@@ -47,6 +47,7 @@ done
 BIN=${TOLLGATE_BIN_DIR:-$ROOT/build}
 command -v wrk >/dev/null || apt-get install -y -qq wrk >/dev/null
 command -v nginx >/dev/null || apt-get install -y -qq nginx-light >/dev/null
+command -v curl >/dev/null || apt-get install -y -qq curl >/dev/null
 command -v node >/dev/null || { echo "node is needed (idle connections, report)" >&2; exit 1; }
 if [ ! -x "$BIN/tollgate" ] && [ -z "${TOLLGATE_BIN_DIR:-}" ]; then bash scripts/build.sh; fi
 for b in tollgate tollgate-mock; do
