@@ -203,12 +203,12 @@ to_us() {  # wrk prints 456.00us / 1.23ms / 1.20s
 # One wrk run; appends "load case target req/s p50 p99 cpu_us_per_req peak_rss_kb errors".
 run_load() {  # case target body-file lua-script connections
   local case=$1 target=$2 body=$3 script=$4 conns=$5 procs before after out
-  procs=$(pids_of "$target")
-  reset_peak $procs
-  before=$(cpu_ns $procs)
+  read -ra procs <<<"$(pids_of "$target")"
+  reset_peak "${procs[@]}"
+  before=$(cpu_ns "${procs[@]}")
   out=$(BENCH_BODY=$body BENCH_KEY=$KEY wrk -t1 -c"$conns" -d"${DURATION}s" --timeout 5s --latency \
           -s "$script" "http://127.0.0.1:$(port_of "$target")$PATH_CHAT")
-  after=$(cpu_ns $procs)
+  after=$(cpu_ns "${procs[@]}")
   local rps reqs p50 p99 errors
   rps=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
   reqs=$(awk '/requests in/ {print $1}' <<<"$out")
@@ -218,7 +218,7 @@ run_load() {  # case target body-file lua-script connections
                 END {print n + 0}' <<<"$out")
   printf 'load\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$case" "$target" "$rps" "$p50" "$p99" \
     "$(awk -v ns=$((after - before)) -v n="$reqs" 'BEGIN {printf "%.2f", n ? ns / 1000 / n : 0}')" \
-    "$(peak_kb $procs)" "$errors" >>"$RESULTS"
+    "$(peak_kb "${procs[@]}")" "$errors" >>"$RESULTS"
 }
 
 load_cases() {  # prints "case body-file script connections" for every selected load case
@@ -260,8 +260,8 @@ run_stream() {
   sed 's/"stream":false/"stream":true/' bench/bodies/chat-1k.json >"$work/stream.json"
   grep -q '"stream":true' "$work/stream.json" || { echo "stream body: no \"stream\" key" >&2; exit 1; }
   echo "streaming: $STREAM_REQUESTS requests x ${#TARGETS[@]} targets" >&2
-  local i target
-  for i in $(seq 1 "$STREAM_REQUESTS"); do
+  local target
+  for _ in $(seq 1 "$STREAM_REQUESTS"); do
     for target in "${TARGETS[@]}"; do
       curl -s -o /dev/null --max-time 10 -w "stream\t$target\t%{http_code}\t%{time_starttransfer}\t%{time_total}\n" \
         -H 'content-type: application/json' -H "api-key: $KEY" --data-binary @"$work/stream.json" \
@@ -284,14 +284,19 @@ run_idle() {
   done
 }
 
+write_meta() {
+  local cpu_model
+  cpu_model=$(awk -F: '/model name/ {print $2; exit}' /proc/cpuinfo | sed 's/^ //')
+  printf 'meta\tmachine\t%s cores, %s\n' "$(nproc)" "$cpu_model"
+  printf 'meta\trun\tworkers=%s, mock threads=%s, wrk -t1 -d%ss, %s interleaved round(s) (medians), nginx %s\n' \
+    "$WORKERS" "$MOCK_THREADS" "$DURATION" "$ROUNDS" "$(nginx -v 2>&1 | sed 's/.*nginx\///')"
+  printf 'meta\tstream_chunks\t%s\n' "$STREAM_CHUNKS"
+  printf 'meta\tfull_access_log_lines\t%s\n' "$(wc -l <"$work/full-access.log" 2>/dev/null || echo 0)"
+}
+
 start_all
 run_rounds
 run_stream
 run_idle
-cpu_model=$(awk -F: '/model name/ {print $2; exit}' /proc/cpuinfo | sed 's/^ //')
-printf 'meta\tmachine\t%s cores, %s\n' "$(nproc)" "$cpu_model" >>"$RESULTS"
-printf 'meta\trun\tworkers=%s, mock threads=%s, wrk -t1 -d%ss, %s interleaved round(s) (medians), nginx %s\n' \
-  "$WORKERS" "$MOCK_THREADS" "$DURATION" "$ROUNDS" "$(nginx -v 2>&1 | sed 's/.*nginx\///')" >>"$RESULTS"
-printf 'meta\tstream_chunks\t%s\n' "$STREAM_CHUNKS" >>"$RESULTS"
-printf 'meta\tfull_access_log_lines\t%s\n' "$(wc -l <"$work/full-access.log" 2>/dev/null || echo 0)" >>"$RESULTS"
+write_meta >>"$RESULTS"
 node bench/load/report.mjs "$RESULTS"
