@@ -1,49 +1,112 @@
 #!/usr/bin/env bash
-# Load benchmark: wrk against (a) the mock directly, (b) nginx proxy_pass (upstream keep-alive,
-# proxy_buffering off), (c) Tollgate — same worker count, same mock, interleaved rounds in one
-# run. Prints req/s, p50/p99, added latency vs direct, CPU per request and peak RSS, plus a
-# streaming case (added time to first byte and per-chunk delay). Not part of CI.
+# Load benchmark (issue 14): nginx and two Tollgate pipelines in front of the same mock, one run,
+# interleaved rounds. Not part of CI. See docs/performance.md ("Load benchmark").
 #
-#   bash bench/load/run.sh [--duration 10] [--connections 32] [--rounds 3] [--workers 1] [--accounting]
+#   bash bench/load/run.sh [--duration S] [--rounds N] [--workers N] [--quick] [--cases REGEX]
+#                          [--idle N] [--stream-requests N] [--mock-threads N]
 #
-# --accounting: the client gets a (never reached) token limit and daily budget, the deployment a
-# price, and the gateway a usage ledger: the cost of admission, settlement and one ledger record
-# per request.
+# Targets, each a process (group) of its own, 1 worker by default:
+#   direct  the mock itself (the floor every proxy adds to)
+#   nginx   proxy_pass with upstream keep-alive, buffering off, access log off
+#   proxy   Tollgate "proxy pipeline": client key, routing, metrics; no limits, no access log
+#   full    Tollgate "full pipeline": client key, TPM limit (exact prompt count), daily budget,
+#           deployment price, SQLite usage ledger, access log to a file
+# Cases: body {1k, 8k, 30k} x {rep: the same body every time, nonce: a per-request nonce in the
+# last message} x {16, 64} connections, named like "8k/nonce/c64"; then "stream" (50 chunks) and
+# "idle" (N idle keep-alive connections per proxy). --cases keeps the cases whose name matches.
+# Binaries: $TOLLGATE_BIN_DIR (default ./build): tollgate and tollgate-mock.
+# BENCH_KEEP=1 keeps the work directory (configs, logs, ledger, raw results) for a look after.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-DURATION=10 CONNECTIONS=32 ROUNDS=3 WORKERS=1 ACCOUNTING=0
+ROOT=$PWD
+
+DURATION=5 ROUNDS=3 WORKERS=1 CASES='.' IDLE=10000 STREAM_REQUESTS=20 MOCK_THREADS=2
+CONNECTIONS=(16 64)
+BODIES=(1k:chat-1k.json 8k:chat-8k.json 30k:rag-30k.json)
+VARIANTS=(rep nonce)
+TARGETS=(direct nginx proxy full)
+STREAM_CHUNKS=50 STREAM_PACE_MS=10
+PORT_BASE=${BENCH_PORT_BASE:-28080}
+
+usage() { sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'; }
 while [ $# -gt 0 ]; do
   case "$1" in
     --duration) DURATION=$2; shift 2 ;;
-    --connections) CONNECTIONS=$2; shift 2 ;;
     --rounds) ROUNDS=$2; shift 2 ;;
     --workers) WORKERS=$2; shift 2 ;;
-    --accounting) ACCOUNTING=1; shift ;;
-    *) echo "unknown argument $1" >&2; exit 2 ;;
+    --cases) CASES=$2; shift 2 ;;
+    --idle) IDLE=$2; shift 2 ;;
+    --stream-requests) STREAM_REQUESTS=$2; shift 2 ;;
+    --mock-threads) MOCK_THREADS=$2; shift 2 ;;
+    --quick) DURATION=1 ROUNDS=1 STREAM_REQUESTS=5; shift ;;
+    -h|--help) usage; exit 0 ;;
+    *) echo "unknown argument $1" >&2; usage >&2; exit 2 ;;
   esac
 done
+
+BIN=${TOLLGATE_BIN_DIR:-$ROOT/build}
 command -v wrk >/dev/null || apt-get install -y -qq wrk >/dev/null
 command -v nginx >/dev/null || apt-get install -y -qq nginx-light >/dev/null
-[ -x build/tollgate ] || bash scripts/build.sh
+command -v curl >/dev/null || apt-get install -y -qq curl >/dev/null
+command -v node >/dev/null || { echo "node is needed (idle connections, report)" >&2; exit 1; }
+if [ ! -x "$BIN/tollgate" ] && [ -z "${TOLLGATE_BIN_DIR:-}" ]; then bash scripts/build.sh; fi
+for b in tollgate tollgate-mock; do
+  [ -x "$BIN/$b" ] || { echo "$BIN/$b: not found (set TOLLGATE_BIN_DIR)" >&2; exit 1; }
+done
 
-work=$(mktemp -d)
+# 10,000 idle connections need that many descriptors in the client and in each server.
+ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+if [ "$(ulimit -n)" != unlimited ] && [ "$IDLE" -gt $(( $(ulimit -n) - 1000 )) ]; then
+  echo "ulimit -n is $(ulimit -n): --idle lowered to $(( $(ulimit -n) - 1000 ))" >&2
+  IDLE=$(( $(ulimit -n) - 1000 ))
+fi
+
+work=$(mktemp -d /tmp/tollgate-bench.XXXXXX)
 pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$work"; }
+cleanup() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  if [ -n "${BENCH_KEEP:-}" ]; then echo "kept $work" >&2; else rm -rf "$work"; fi
+}
 trap cleanup EXIT
+trap 'exit 130' INT TERM
 
-MOCK_PORT=28080 NGINX_PORT=28081 TG_PORT=28082 TG_ADMIN=28083
-./build/tollgate-mock --listen 127.0.0.1:$MOCK_PORT --api-key bench-backend-key --threads "$WORKERS" \
-  --pace-ms 20 --chunks 20 --capture 0 >"$work/mock.log" 2>&1 &
-pids+=($!)
+MOCK_PORT=$PORT_BASE NGINX_PORT=$((PORT_BASE + 1))
+PROXY_PORT=$((PORT_BASE + 2)) PROXY_ADMIN=$((PORT_BASE + 3))
+FULL_PORT=$((PORT_BASE + 4)) FULL_ADMIN=$((PORT_BASE + 5))
+KEY=bench-backend-key
+PATH_CHAT="/openai/deployments/gpt-4o/chat/completions?api-version=2024-10-21"
+RESULTS=$work/results.tsv
+: >"$RESULTS"
 
-cat >"$work/nginx.conf" <<NGINX
+wait_port() {  # port: until something accepts on it (10 s at most)
+  for _ in $(seq 1 100); do
+    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
+    sleep 0.1
+  done
+  echo "nothing listens on port $1; logs in $work:" >&2
+  tail -n 20 "$work"/*.log >&2
+  exit 1
+}
+
+start_mock() {
+  "$BIN/tollgate-mock" --listen "127.0.0.1:$MOCK_PORT" --api-key "$KEY" --threads "$MOCK_THREADS" \
+    --pace-ms "$STREAM_PACE_MS" --chunks "$STREAM_CHUNKS" --capture 0 >"$work/mock.log" 2>&1 &
+  pids+=($!)
+  MOCK_PID=$!
+}
+
+start_nginx() {  # keep-alive without a request cap on either side, like Tollgate
+  cat >"$work/nginx.conf" <<NGINX
 worker_processes $WORKERS;
+worker_rlimit_nofile $(( IDLE + 4096 ));
 pid $work/nginx.pid;
 error_log $work/nginx-error.log warn;
-events { worker_connections 4096; }
+events { worker_connections $(( IDLE + 2048 )); }
 http {
   access_log off;
-  upstream backend { server 127.0.0.1:$MOCK_PORT; keepalive 128; }
+  keepalive_requests 1000000;
+  upstream backend { server 127.0.0.1:$MOCK_PORT; keepalive 128; keepalive_requests 1000000; }
   server {
     listen 127.0.0.1:$NGINX_PORT reuseport;
     client_max_body_size 8m;
@@ -51,137 +114,189 @@ http {
       proxy_pass http://backend;
       proxy_http_version 1.1;
       proxy_set_header Connection "";
-      proxy_set_header api-key bench-backend-key;
+      proxy_set_header api-key $KEY;
       proxy_buffering off;
       proxy_request_buffering off;
     }
   }
 }
 NGINX
-nginx -c "$work/nginx.conf" -g 'daemon off;' &
-pids+=($!)
+  nginx -c "$work/nginx.conf" -g 'daemon off;' 2>"$work/nginx.log" &
+  pids+=($!)
+}
 
-accounting_client='' accounting_price='' accounting_usage=''
-if [ "$ACCOUNTING" = 1 ]; then
-  accounting_client=', limits: {tokens_per_minute: 1000000000000, budget: {tokens_per_day: 1000000000000000}}'
-  accounting_price=', price: {prompt_per_1k: 0.0025, completion_per_1k: 0.01}'
-  accounting_usage="usage: {ledger: $work/usage.db}"
-fi
-cat >"$work/tollgate.yaml" <<YAML
+tollgate_yaml() {  # name port admin_port extra-deployment extra-client extra-top-level access_log
+  cat <<YAML
 server:
-  listen: [{address: "127.0.0.1:$TG_PORT"}]
+  listen: [{address: "127.0.0.1:$2"}]
   workers: $WORKERS
-admin: {address: "127.0.0.1:$TG_ADMIN"}
+admin: {address: "127.0.0.1:$3"}
 backends:
   - {name: mock, endpoint: "http://127.0.0.1:$MOCK_PORT", deployment: gpt-4o, api_key: env:BENCH_BACKEND_KEY}
 deployments:
-  - {name: gpt-4o, pools: [{backends: [mock]}]$accounting_price}
+  - {name: gpt-4o, pools: [{backends: [mock]}]$4}
 clients:   # every request is authenticated, as in production (wrk sends this key)
-  - {name: bench, keys: [env:BENCH_CLIENT_KEY], deployments: ["*"]$accounting_client}
-$accounting_usage
-logging: {level: warn, access_log: ${TOLLGATE_ACCESS_LOG:-off}}
+  - {name: bench, keys: [env:BENCH_CLIENT_KEY], deployments: ["*"]$5}
+$6
+logging: {level: warn, access_log: $7}
 YAML
-BENCH_CLIENT_KEY=bench-backend-key BENCH_BACKEND_KEY=bench-backend-key ./build/tollgate --config "$work/tollgate.yaml" >"$work/tollgate.log" 2>&1 &
-TG_PID=$!
-pids+=($TG_PID)
-sleep 1
-NGINX_MASTER=$(cat "$work/nginx.pid")
+}
 
-PATH_CHAT="/openai/deployments/gpt-4o/chat/completions?api-version=2024-10-21"
-cpu_ticks() {  # total utime+stime of a process and its children threads/processes
-  local total=0
+start_tollgate() {  # name port admin_port deployment-extra client-extra top-level access_log
+  local name=$1
+  tollgate_yaml "$@" >"$work/$name.yaml"
+  BENCH_CLIENT_KEY=$KEY BENCH_BACKEND_KEY=$KEY "$BIN/tollgate" --config "$work/$name.yaml" \
+    >"$work/$name.log" 2>&1 &
+  pids+=($!)
+}
+
+start_all() {
+  start_mock
+  start_nginx
+  start_tollgate proxy "$PROXY_PORT" "$PROXY_ADMIN" '' '' '' off
+  PROXY_PID=$!
+  # Limits far above what the run can use: every request is admitted, with its exact prompt
+  # count reserved on the TPM bucket and the daily budgets, then settled, priced and recorded.
+  start_tollgate full "$FULL_PORT" "$FULL_ADMIN" \
+    ', price: {prompt_per_1k: 0.0025, completion_per_1k: 0.01}' \
+    ', limits: {tokens_per_minute: 1000000000000, budget: {tokens_per_day: 1000000000000000, usd_per_day: 1000000000}}' \
+    "usage: {ledger: $work/usage.db}" "$work/full-access.log"
+  FULL_PID=$!
+  for p in "$MOCK_PORT" "$NGINX_PORT" "$PROXY_PORT" "$FULL_PORT"; do wait_port "$p"; done
+  NGINX_PIDS="$(cat "$work/nginx.pid") $(pgrep -P "$(cat "$work/nginx.pid")" | tr '\n' ' ')"
+}
+
+port_of() {
+  case $1 in direct) echo "$MOCK_PORT" ;; nginx) echo "$NGINX_PORT" ;;
+             proxy) echo "$PROXY_PORT" ;; full) echo "$FULL_PORT" ;; esac
+}
+pids_of() {
+  case $1 in direct) echo "$MOCK_PID" ;; nginx) echo "$NGINX_PIDS" ;;
+             proxy) echo "$PROXY_PID" ;; full) echo "$FULL_PID" ;; esac
+}
+
+cpu_ns() {  # CPU time (user + system, all threads) of the processes given, in ns
+  local total=0 p s
   for p in "$@"; do
-    for s in /proc/$p/task/*/stat; do
-      [ -r "$s" ] || continue
-      total=$((total + $(awk '{print $14 + $15}' "$s")))
+    for s in /proc/"$p"/task/*/schedstat; do
+      [ -r "$s" ] && total=$((total + $(cut -d' ' -f1 "$s")))
     done
   done
-  echo $total
+  echo "$total"
 }
-nginx_pids() { echo "$NGINX_MASTER $(pgrep -P "$NGINX_MASTER" | tr '\n' ' ')"; }
-
-declare -A RPS P50 P99 CPU
-run_case() {  # name port pids...
-  local name=$1 port=$2; shift 2
-  local before after out
-  before=$(cpu_ticks "$@")
-  out=$(wrk -t1 -c"$CONNECTIONS" -d"${DURATION}s" --latency -s bench/load/chat.lua "http://127.0.0.1:$port$PATH_CHAT")
-  after=$(cpu_ticks "$@")
-  local rps p50 p99 reqs
-  rps=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
-  reqs=$(awk '/requests in/ {print $1}' <<<"$out")
-  p50=$(awk '$1=="50%" {print $2}' <<<"$out")
-  p99=$(awk '$1=="99%" {print $2}' <<<"$out")
-  local errors
-  errors=$(awk '/Non-2xx|Socket errors/ {print}' <<<"$out")
-  [ -n "$errors" ] && echo "  $name: $errors" >&2
-  RPS[$name]+="$rps "
-  P50[$name]+="$(to_us "$p50") "
-  P99[$name]+="$(to_us "$p99") "
-  if [ "$#" -gt 0 ]; then
-    local ticks=$((after - before)) hz
-    hz=$(getconf CLK_TCK)
-    CPU[$name]+="$(awk -v t="$ticks" -v hz="$hz" -v n="$reqs" 'BEGIN {printf "%.1f", t / hz * 1e6 / n}') "
-  fi
+reset_peak() {  # VmHWM := VmRSS now (Linux >= 4.0), so the next read is this case's peak
+  local p
+  for p in "$@"; do echo 5 >"/proc/$p/clear_refs" 2>/dev/null || true; done
 }
-to_us() {  # wrk prints 1.23ms / 456.00us / 1.2s
+peak_kb() {
+  local total=0 p
+  for p in "$@"; do total=$((total + $(awk '/VmHWM/ {print $2}' "/proc/$p/status"))); done
+  echo "$total"
+}
+to_us() {  # wrk prints 456.00us / 1.23ms / 1.20s
   awk -v v="$1" 'BEGIN {
     if (v ~ /us$/) { sub(/us$/, "", v); printf "%.0f", v }
     else if (v ~ /ms$/) { sub(/ms$/, "", v); printf "%.0f", v * 1000 }
     else if (v ~ /s$/) { sub(/s$/, "", v); printf "%.0f", v * 1e6 } }'
 }
-median() { tr ' ' '\n' <<<"$1" | grep -v '^$' | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 
-echo "warming up..." >&2
-wrk -t1 -c8 -d2s -s bench/load/chat.lua "http://127.0.0.1:$NGINX_PORT$PATH_CHAT" >/dev/null
-wrk -t1 -c8 -d2s -s bench/load/chat.lua "http://127.0.0.1:$TG_PORT$PATH_CHAT" >/dev/null
-for r in $(seq 1 "$ROUNDS"); do
-  echo "round $r/$ROUNDS" >&2
-  run_case direct $MOCK_PORT
-  run_case nginx $NGINX_PORT $(nginx_pids)
-  run_case tollgate $TG_PORT $TG_PID
-done
-
-rss_kb() { awk '/VmHWM/ {print $2}' /proc/$1/status; }
-nginx_rss=0
-for p in $(nginx_pids); do nginx_rss=$((nginx_rss + $(rss_kb "$p"))); done
-
-# Streaming: 20 chunks 20 ms apart; time to first byte and total, sequential requests.
-stream_case() {  # port -> "ttfb_us total_us" medians over 30 requests
-  local port=$1 t
-  for i in $(seq 1 30); do
-    curl -s -o /dev/null -w '%{time_starttransfer} %{time_total}\n' "http://127.0.0.1:$port/openai/deployments/gpt-4o/chat/completions?api-version=2024-10-21" \
-      -H 'content-type: application/json' -H 'api-key: bench-backend-key' \
-      -d '{"stream":true,"messages":[{"role":"user","content":"stream"}]}'
-  done | awk '{print $1*1e6, $2*1e6}' | sort -g | awk '{a[NR]=$1; b[NR]=$2} END {printf "%d %d", a[int((NR+1)/2)], b[int((NR+1)/2)]}'
+# One wrk run; appends "load case target req/s p50 p99 cpu_us_per_req peak_rss_kb errors".
+run_load() {  # case target body-file lua-script connections
+  local case=$1 target=$2 body=$3 script=$4 conns=$5 procs before after out
+  read -ra procs <<<"$(pids_of "$target")"
+  reset_peak "${procs[@]}"
+  before=$(cpu_ns "${procs[@]}")
+  out=$(BENCH_BODY=$body BENCH_KEY=$KEY wrk -t1 -c"$conns" -d"${DURATION}s" --timeout 5s --latency \
+          -s "$script" "http://127.0.0.1:$(port_of "$target")$PATH_CHAT")
+  after=$(cpu_ns "${procs[@]}")
+  local rps reqs p50 p99 errors
+  rps=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
+  reqs=$(awk '/requests in/ {print $1}' <<<"$out")
+  p50=$(to_us "$(awk '$1 == "50%" {print $2}' <<<"$out")")
+  p99=$(to_us "$(awk '$1 == "99%" {print $2}' <<<"$out")")
+  errors=$(awk '/Non-2xx/ {n += $NF} /Socket errors/ {gsub(/[^0-9 ]/, " "); n += $1 + $2 + $3 + $4}
+                END {print n + 0}' <<<"$out")
+  printf 'load\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$case" "$target" "$rps" "$p50" "$p99" \
+    "$(awk -v ns=$((after - before)) -v n="$reqs" 'BEGIN {printf "%.2f", n ? ns / 1000 / n : 0}')" \
+    "$(peak_kb "${procs[@]}")" "$errors" >>"$RESULTS"
 }
-read -r d_ttfb d_total <<<"$(stream_case $MOCK_PORT)"
-read -r n_ttfb n_total <<<"$(stream_case $NGINX_PORT)"
-read -r t_ttfb t_total <<<"$(stream_case $TG_PORT)"
 
-cpu_model=$(awk -F: '/model name/ {print $2; exit}' /proc/cpuinfo | sed 's/^ //')
-echo
-echo "Machine: $(nproc) cores, $cpu_model; workers=$WORKERS, wrk -t1 -c$CONNECTIONS -d${DURATION}s, $ROUNDS interleaved rounds (medians)"
-echo
-printf '| %-9s | %9s | %8s | %8s | %14s | %13s | %9s |\n' target "req/s" "p50 µs" "p99 µs" "added p50 µs" "CPU µs/req" "peak RSS"
-printf '|%s|%s|%s|%s|%s|%s|%s|\n' "-----------" "-----------" "----------" "----------" "----------------" "---------------" "-----------"
-d50=$(median "${P50[direct]}")
-for name in direct nginx tollgate; do
-  rps=$(median "${RPS[$name]}"); p50=$(median "${P50[$name]}"); p99=$(median "${P99[$name]}")
-  cpu="-"; [ -n "${CPU[$name]:-}" ] && cpu=$(median "${CPU[$name]}")
-  rss="-"
-  [ "$name" = nginx ] && rss="$((nginx_rss / 1024)) MiB"
-  [ "$name" = tollgate ] && rss="$(( $(rss_kb $TG_PID) / 1024 )) MiB"
-  printf '| %-9s | %9s | %8s | %8s | %14s | %13s | %9s |\n' "$name" "$rps" "$p50" "$p99" "$((p50 - d50))" "$cpu" "$rss"
-done
-echo
-n_rps=$(median "${RPS[nginx]}"); t_rps=$(median "${RPS[tollgate]}")
-awk -v t="$t_rps" -v n="$n_rps" 'BEGIN {printf "tollgate/nginx req/s: %.2f\n", t / n}'
-echo "tollgate added p50 minus nginx added p50: $(( $(median "${P50[tollgate]}") - $(median "${P50[nginx]}") )) µs"
-echo
-echo "Streaming (20 chunks, 20 ms apart; medians of 30 sequential requests):"
-printf '| %-9s | %12s | %16s | %15s | %18s |\n' target "TTFB µs" "added TTFB µs" "total µs" "added/chunk µs"
-printf '|%s|%s|%s|%s|%s|\n' "-----------" "--------------" "------------------" "-----------------" "--------------------"
-printf '| %-9s | %12s | %16s | %15s | %18s |\n' direct "$d_ttfb" 0 "$d_total" 0
-printf '| %-9s | %12s | %16s | %15s | %18s |\n' nginx "$n_ttfb" "$((n_ttfb - d_ttfb))" "$n_total" "$(( (n_total - d_total) / 20 ))"
-printf '| %-9s | %12s | %16s | %15s | %18s |\n' tollgate "$t_ttfb" "$((t_ttfb - d_ttfb))" "$t_total" "$(( (t_total - d_total) / 20 ))"
+load_cases() {  # prints "case body-file script connections" for every selected load case
+  local b v c name file script
+  for b in "${BODIES[@]}"; do
+    for v in "${VARIANTS[@]}"; do
+      for c in "${CONNECTIONS[@]}"; do
+        name=${b%%:*}/$v/c$c file=$ROOT/bench/bodies/${b#*:}
+        script=$ROOT/bench/load/body.lua
+        [ "$v" = nonce ] && script=$ROOT/bench/load/nonce.lua
+        grep -Eq -- "$CASES" <<<"$name" && echo "$name $file $script $c"
+      done
+    done
+  done
+  return 0
+}
+
+run_rounds() {
+  local r case body script conns target
+  mapfile -t cases < <(load_cases)
+  [ "${#cases[@]}" -gt 0 ] || return 0
+  echo "warming up..." >&2
+  for target in "${TARGETS[@]}"; do
+    BENCH_BODY=$ROOT/bench/bodies/chat-1k.json wrk -t1 -c16 -d1s -s bench/load/body.lua \
+      "http://127.0.0.1:$(port_of "$target")$PATH_CHAT" >/dev/null
+  done
+  for r in $(seq 1 "$ROUNDS"); do
+    echo "round $r/$ROUNDS: ${#cases[@]} cases x ${#TARGETS[@]} targets x ${DURATION}s" >&2
+    for line in "${cases[@]}"; do
+      read -r case body script conns <<<"$line"
+      for target in "${TARGETS[@]}"; do run_load "$case" "$target" "$body" "$script" "$conns"; done
+    done
+  done
+}
+
+# Streaming: sequential streamed requests (50 chunks, 10 ms apart), the targets in turn.
+run_stream() {
+  grep -Eq -- "$CASES" <<<stream || return 0
+  sed 's/"stream":false/"stream":true/' bench/bodies/chat-1k.json >"$work/stream.json"
+  grep -q '"stream":true' "$work/stream.json" || { echo "stream body: no \"stream\" key" >&2; exit 1; }
+  echo "streaming: $STREAM_REQUESTS requests x ${#TARGETS[@]} targets" >&2
+  local target
+  for _ in $(seq 1 "$STREAM_REQUESTS"); do
+    for target in "${TARGETS[@]}"; do
+      curl -s -o /dev/null --max-time 10 -w "stream\t$target\t%{http_code}\t%{time_starttransfer}\t%{time_total}\n" \
+        -H 'content-type: application/json' -H "api-key: $KEY" --data-binary @"$work/stream.json" \
+        "http://127.0.0.1:$(port_of "$target")$PATH_CHAT" >>"$RESULTS" || true
+    done
+  done
+}
+
+# Idle: $IDLE keep-alive connections per proxy, one request each; VmRSS before and after.
+run_idle() {
+  grep -Eq -- "$CASES" <<<idle || return 0
+  local target out
+  for target in nginx proxy full; do
+    echo "idle: $IDLE connections to $target" >&2
+    out=$(node bench/load/idle.mjs --port "$(port_of "$target")" --pids "$(pids_of "$target")" \
+            --count "$IDLE" --body bench/bodies/chat-1k.json --path "$PATH_CHAT" --key "$KEY") || true
+    [ -n "$out" ] || out='{}'
+    printf 'idle\t%s\t%s\n' "$target" "$out" >>"$RESULTS"
+    sleep 1   # let the closes settle before the next target's "before"
+  done
+}
+
+write_meta() {
+  local cpu_model
+  cpu_model=$(awk -F: '/model name/ {print $2; exit}' /proc/cpuinfo | sed 's/^ //')
+  printf 'meta\tmachine\t%s cores, %s\n' "$(nproc)" "$cpu_model"
+  printf 'meta\trun\tworkers=%s, mock threads=%s, wrk -t1 -d%ss, %s interleaved round(s) (medians), nginx %s\n' \
+    "$WORKERS" "$MOCK_THREADS" "$DURATION" "$ROUNDS" "$(nginx -v 2>&1 | sed 's/.*nginx\///')"
+  printf 'meta\tstream_chunks\t%s\n' "$STREAM_CHUNKS"
+  printf 'meta\tfull_access_log_lines\t%s\n' "$(wc -l <"$work/full-access.log" 2>/dev/null || echo 0)"
+}
+
+start_all
+run_rounds
+run_stream
+run_idle
+write_meta >>"$RESULTS"
+node bench/load/report.mjs "$RESULTS"
