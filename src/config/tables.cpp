@@ -596,7 +596,8 @@ const Table<DnsConfig>& dns_table() {
 
 const Table<TokenizerConfig>& tokenizer_table() {
   static const Table<TokenizerConfig> t{
-      .fields = {value("data_dir", &TokenizerConfig::data_dir, Text{}).doc("empty")}};
+      .fields = {value("data_dir", &TokenizerConfig::data_dir, Text{}).doc("empty"),
+                 value("count_cache", &TokenizerConfig::count_cache, Size{.zero_allowed = true})}};
   return t;
 }
 

@@ -166,8 +166,8 @@ Read<Millis> Wait::read(std::string_view text, Ctx&) const {
 }
 
 Read<std::size_t> Size::read(std::string_view text, Ctx&) const {
-  auto s = parse_size(text);
-  if (!s || *s == 0) return Fail{"must be a positive size like 512KiB, 8MiB" + got(text)};
+  auto s = text == "0" ? std::optional<std::size_t>(0) : parse_size(text);
+  if (!s || (*s == 0 && !zero_allowed)) return Fail{"must be a positive size like 512KiB, 8MiB" + got(text)};
   return *s;
 }
 

@@ -33,6 +33,7 @@ struct Wait {
 /// A positive size: 512KiB, 8MiB, 1000.
 struct Size {
   using Value = std::size_t;
+  bool zero_allowed = false;  // 0 means "none" (a cache turned off)
   Read<std::size_t> read(std::string_view text, Ctx&) const;
   std::string canonical(const std::size_t& v) const { return std::to_string(v); }
 };

@@ -23,6 +23,7 @@
 #include "tollgate/metrics/families.hpp"
 #include "tollgate/metrics/logging.hpp"
 #include "tollgate/metrics/stats.hpp"
+#include "tollgate/tokenize/count_cache.hpp"
 #include "tollgate/usage/ledger.hpp"
 #include "usage/report.hpp"
 
@@ -88,7 +89,9 @@ std::string restart_only_changes(const config::Config& running, const config::Co
                                   running.admin.tls->key_file != next.admin.tls->key_file)),
        "admin");
   note(running.logging.access_log != next.logging.access_log, "logging.access_log");
-  note(running.tokenizer.data_dir != next.tokenizer.data_dir, "tokenizer.data_dir");
+  note(running.tokenizer.data_dir != next.tokenizer.data_dir ||
+           running.tokenizer.count_cache != next.tokenizer.count_cache,
+       "tokenizer");
   note(running.usage.ledger != next.usage.ledger ||
            running.usage.flush_interval != next.usage.flush_interval ||
            running.usage.batch_size != next.usage.batch_size ||
@@ -288,6 +291,12 @@ struct Gateway::Impl {
     auto add = [&](const metrics::FamilySpec<0>& spec, auto v) {
       out.push_back(metrics::single(spec, static_cast<double>(v)));
     };
+    if (const auto* cache = current->tokenizers->count_cache()) {
+      auto st = cache->stats();
+      add(fam::kCountCacheHits, st.hits);
+      add(fam::kCountCacheMisses, st.misses);
+      add(fam::kCountCacheBytes, st.bytes);
+    }
     add(fam::kRequestBufferedBytes, body_budget->held());
     add(fam::kRequestBufferFull, body_budget->refused());
     if (ledger) {
@@ -453,6 +462,7 @@ Gateway::Gateway(std::string config_path, std::shared_ptr<const config::Config> 
   // The tokenizer (its files were verified before start): exact prompt counts for admission.
   auto tok = tokenize::Tokenizers::load(cfg.tokenizer.data_dir);
   if (!tok) throw std::runtime_error(tok.error().message);
+  tok->set_count_cache(cfg.tokenizer.count_cache);
   s.builder.emplace(SnapshotSources{
       s.series, s.buckets,
       [&s](const config::BackendConfig& b) { return s.identity->token_slot(b); },

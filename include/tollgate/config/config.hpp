@@ -289,6 +289,7 @@ struct LoggingConfig {
 
 struct TokenizerConfig {
   std::string data_dir;  // empty: TOLLGATE_TOKENIZER_DIR or the compiled-in default
+  std::size_t count_cache = std::size_t{8} << 20;  // memoized chat message counts; 0 = none
 };
 
 /// Name resolution of backends, health probes, JWKS and token endpoints (applied at start-up).

@@ -245,6 +245,21 @@ inline constexpr FamilySpec<1> kBackendThrottled{
     "429 answers that made the backend rest (throttled).",
     MetricType::Counter,
     {"backend"}};
+inline constexpr FamilySpec<0> kCountCacheHits{
+    "tollgate_token_count_cache_hits_total",
+    "Chat messages whose prompt tokens came from the count cache (tokenizer.count_cache).",
+    MetricType::Counter,
+    {}};
+inline constexpr FamilySpec<0> kCountCacheMisses{
+    "tollgate_token_count_cache_misses_total",
+    "Chat messages the count cache did not hold (counted, then memoized).",
+    MetricType::Counter,
+    {}};
+inline constexpr FamilySpec<0> kCountCacheBytes{
+    "tollgate_token_count_cache_bytes",
+    "Bytes the count cache holds (messages and entries), at most tokenizer.count_cache.",
+    MetricType::Gauge,
+    {}};
 inline constexpr FamilySpec<0> kAffinityEntries{
     "tollgate_affinity_entries",
     "Objects (responses, files, threads, ...) the gateway can route to the backend that created "

@@ -6,6 +6,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "tollgate/tokenize/count_cache.hpp"
 #include "tollgate/tokenize/estimate.hpp"
 
 namespace tollgate::ratelimit {
@@ -30,6 +31,36 @@ core::ApiCall chat(std::string_view body) {
   auto c = core::classify("POST", "/openai/deployments/d/chat/completions?api-version=2024-10-21",
                           "application/json", body);
   return c.call;
+}
+
+// Issue 14: chat prompts counted from the body's bytes (plain messages) and from the count
+// cache agree exactly with the DOM count of estimate_chat_prompt, whatever the message shape.
+TEST(Admission, PlainAndMemoizedMessageCountsEqualTheDomCount) {
+  static auto cached = [] {
+    auto r = tokenize::Tokenizers::load(TOLLGATE_TOKENIZER_DIR);
+    if (!r) throw std::runtime_error(r.error().message);
+    auto t = std::move(r).value();
+    t.set_count_cache(1 << 20);
+    return t;
+  }();
+  const std::string system = R"({"role":"system","content":"You are a careful assistant. Answer in full sentences, cite sources."})";
+  for (std::string body : {
+           R"({"messages":[)" + system + R"(,{"role":"user","content":"hi"}]})",
+           R"({"messages":[)" + system + R"(,{"role":"user","name":"ana","content":"with a name and \"escapes\" \u00e9\n"}]})",
+           R"({"messages":[)" + system + R"(,{"role":"assistant","content":null,"tool_calls":[{"id":"c1","type":"function","function":{"name":"f","arguments":"{}"}}]},{"role":"tool","tool_call_id":"c1","content":"42 degrees and sunny in the city today"}]})",
+           R"({"messages":[)" + system + R"(,{"role":"user","content":[{"type":"text","text":"parts, not a string: counted through a DOM"}]}]})",
+           R"({"messages":[)" + system + R"(,{"role":"user","content":"first","content":"a duplicate key: the last one wins in a DOM"}]})",
+           R"({"messages":[)" + system + R"(,{"r\u006fle":"user","content":"an escaped key is not a plain message"}]})",
+       }) {
+    auto call = chat(body);
+    auto dom = tokenize::estimate_chat_prompt(tokenizers().for_model("gpt-4o"), nlohmann::ordered_json::parse(body), "gpt-4o");
+    ASSERT_TRUE(dom) << body;
+    EXPECT_EQ(prompt_tokens(call, body.size(), tokenizers(), "gpt-4o"), static_cast<std::int64_t>(dom->tokens)) << body;
+    for (int round = 0; round < 2; ++round) {  // a miss, then a hit
+      EXPECT_EQ(prompt_tokens(call, body.size(), cached, "gpt-4o"), static_cast<std::int64_t>(dom->tokens)) << body;
+    }
+  }
+  EXPECT_GT(cached.count_cache()->stats().hits, 5u) << "the system prompt repeats";
 }
 
 TEST(Admission, PromptIsExactAndAllowanceIsMaxTokensTimesN) {
