@@ -22,6 +22,6 @@ if [ "${TOLLGATE_SKIP_FUZZ:-0}" != 1 ]; then
   echo "== fuzz smoke runs (libFuzzer, ASan+UBSan) =="
   cmake -S . -B build-fuzz -G Ninja -DCMAKE_CXX_COMPILER=clang++ -DCMAKE_BUILD_TYPE=RelWithDebInfo \
     -DTOLLGATE_FUZZ=ON -DTOLLGATE_BENCH=OFF -DTOLLGATE_TOKENIZER_DIR="$PWD/build/tokenizer-data" >/dev/null
-  ninja -C build-fuzz -j"$(nproc)" fuzz_parsers fuzz_tokenize_encode fuzz_json_scan
+  ninja -C build-fuzz -j"$(nproc)" fuzz_parsers fuzz_tokenize_encode fuzz_json_scan fuzz_prompt_count
   (cd build-fuzz && ctest --output-on-failure --timeout 600 -L fuzz)
 fi

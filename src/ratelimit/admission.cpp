@@ -143,19 +143,89 @@ std::optional<tokenize::TokenEstimate> chat_prompt(const core::ApiCall& call, co
   return *r;
 }
 
-// The prompt: exact with the tokenizer for chat, completions and embeddings. Completions and
-// embeddings from a DOM of the body built here and freed on return.
+// A token id as the API takes it (and nlohmann reads it): a non-negative integer that fits 64
+// bits unsigned.
+bool is_token(std::string_view body, const core::JsonValue& v) {
+  auto n = core::as_int(body, v);
+  if (!n || *n < 0) return false;
+  auto digits = v.span.of(body);
+  return digits.size() < 20 || (digits.size() == 20 && digits <= "18446744073709551615");
+}
+
+std::uint64_t count_text(const tokenize::Encoding& enc, std::string_view body, const core::JsonValue& v) {
+  if (auto plain = core::plain_string(body, v)) return enc.count(*plain);
+  return enc.count(*core::as_string(body, v));
+}
+
+// estimate_text_or_tokens from the scan: a string, an array of strings, a token array or an
+// array of token arrays. nullopt for any other shape (the ~4 bytes per token fallback).
+std::optional<tokenize::TokenEstimate> text_or_tokens(const tokenize::Encoding& enc, std::string_view body,
+                                                      const core::JsonValue& v) {
+  using core::JsonKind;
+  if (v.kind == JsonKind::kString) return tokenize::TokenEstimate{count_text(enc, body, v), true};
+  if (v.kind != JsonKind::kArray) return std::nullopt;
+  tokenize::TokenEstimate e{0, true};
+  std::optional<JsonKind> first;
+  bool tokens = false;
+  bool ok = true;
+  core::each_element(body, v, [&](const core::JsonValue& item) {
+    if (!first) {
+      first = item.kind;
+      tokens = is_token(body, item);
+    }
+    if (*first == JsonKind::kString) {
+      ok = item.kind == JsonKind::kString;
+      if (ok) e.tokens += count_text(enc, body, item);
+    } else if (tokens) {
+      ok = is_token(body, item);
+      e.tokens += 1;
+    } else if (*first == JsonKind::kArray) {
+      ok = item.kind == JsonKind::kArray;
+      core::each_element(body, item, [&](const core::JsonValue& t) { return ok = is_token(body, t); });
+      e.tokens += item.items;
+    } else {
+      ok = false;
+    }
+    return ok;
+  });
+  if (!ok) return std::nullopt;
+  return e;
+}
+
+// estimate_completions_prompt and estimate_embeddings_input from the scan.
+std::optional<tokenize::TokenEstimate> text_prompt(const core::ApiCall& call, const tokenize::Encoding& enc) {
+  const auto& f = *call.fields;
+  if (call.op == core::Operation::kEmbeddings) {
+    const auto& input = f[BodyField::kInput];
+    if (!input.present() || input.kind == core::JsonKind::kNull) return std::nullopt;
+    return text_or_tokens(enc, call.body, input);
+  }
+  tokenize::TokenEstimate total{0, true};
+  const auto& prompt = f[BodyField::kPrompt];
+  if (!prompt.present() || prompt.kind == core::JsonKind::kNull) {
+    total.tokens = 1;  // the API's default prompt is "<|endoftext|>"
+  } else if (auto e = text_or_tokens(enc, call.body, prompt)) {
+    total += *e;
+  } else {
+    return std::nullopt;
+  }
+  const auto& suffix = f[BodyField::kSuffix];
+  if (suffix.present() && suffix.kind != core::JsonKind::kNull) {
+    if (suffix.kind != core::JsonKind::kString) return std::nullopt;
+    total += tokenize::TokenEstimate{count_text(enc, call.body, suffix), false};
+  }
+  return total;
+}
+
+// The prompt: exact with the tokenizer for chat, completions and embeddings, read from the
+// scan of the body (no DOM of the whole body).
 void prompt_estimate(const core::ApiCall& call, std::size_t body_bytes,
                      const tokenize::Tokenizers& tokenizers, std::string_view model, Estimate& e) {
-  std::optional<tokenize::RequestKind> kind;
-  if (call.op == core::Operation::kChatCompletions) kind = tokenize::RequestKind::kChat;
-  if (call.op == core::Operation::kCompletions) kind = tokenize::RequestKind::kCompletions;
-  if (call.op == core::Operation::kEmbeddings) kind = tokenize::RequestKind::kEmbeddings;
   std::optional<tokenize::TokenEstimate> r;
-  if (kind == tokenize::RequestKind::kChat) {
+  if (call.op == core::Operation::kChatCompletions) {
     r = chat_prompt(call, tokenizers, model);
-  } else if (auto dom = kind ? core::body_dom(call) : std::nullopt) {
-    if (auto counted = tokenize::estimate_prompt(*kind, tokenizers.for_model(model), *dom, model)) r = *counted;
+  } else if (call.op == core::Operation::kCompletions || call.op == core::Operation::kEmbeddings) {
+    r = text_prompt(call, tokenizers.for_model(model));
   }
   if (r) {
     e.prompt = static_cast<std::int64_t>(r->tokens);

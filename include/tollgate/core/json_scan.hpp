@@ -67,6 +67,8 @@ enum class BodyField : std::uint8_t {
   kTools,  // counted into the prompt estimate
   kFunctions,
   kResponseFormat,
+  kPrompt,  // completions: counted into the prompt estimate
+  kSuffix,
   // Object ids (core/objects.hpp): strings ...
   kPreviousResponseId,
   kThreadId,
