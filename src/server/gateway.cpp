@@ -373,8 +373,9 @@ struct Gateway::Impl {
     }
     table->set_journal(ledger.get());
     journaled = table;
+    auto entries = static_cast<std::uint64_t>(table->size());
     log_info("affinity table restored",
-             core::JsonFields().add("path", ledger->path()).add("entries", static_cast<std::uint64_t>(table->size())));
+             core::JsonFields().add("path", ledger->path()).add("entries", entries));
   }
 
   // Thread: control, once the workers are gone (nothing touches the table any more).

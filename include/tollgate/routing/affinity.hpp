@@ -109,7 +109,8 @@ class AffinityTable {
   void journal_saved(Entry& e, TimeMs now);  // under the entry's shard mutex
 
   std::array<Shard, kShards> shards_;
-  std::atomic<AffinityJournal*> journal_{nullptr};  // writer: set_journal; readers: under a shard mutex
+  // Writer: set_journal. Readers: callers holding a shard mutex.
+  std::atomic<AffinityJournal*> journal_{nullptr};
   std::atomic<std::size_t> per_shard_;
   std::atomic<TimeMs> ttl_ms_;
 };

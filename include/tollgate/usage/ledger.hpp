@@ -130,18 +130,18 @@ class Ledger final : public routing::AffinityJournal {
   };
   void push_object(ObjectChange change);
   void run();
-  void take(Batch& batch);        // under m_
-  void put_back(Batch& batch);    // under m_: a failed batch goes in front again, bounded
-  bool write(Batch& batch);       // writer thread
-  bool insert(const Record& r);   // writer thread, inside a transaction
+  void take(Batch& batch);            // under m_
+  void put_back(Batch& batch);        // under m_: a failed batch goes in front again, bounded
+  bool write(Batch& batch);           // writer thread
+  bool insert(const Record& r);       // writer thread, inside a transaction
   bool apply(const ObjectChange& c);  // writer thread, inside a transaction
-  std::size_t purged_ = 0;        // rows the last purge deleted (writer thread)
+  std::size_t purged_ = 0;            // rows the last purge deleted (writer thread)
 
   Options options_;
   std::unique_ptr<Db> db_;  // the writer's connection
   std::mutex m_;
   std::condition_variable cv_;
-  std::deque<Record> queue_;  // guarded by m_
+  std::deque<Record> queue_;          // guarded by m_
   std::deque<ObjectChange> objects_;  // guarded by m_
   bool stopping_ = false;     // guarded by m_
   std::chrono::steady_clock::time_point stop_deadline_{};  // guarded by m_
