@@ -4,8 +4,11 @@
 // before the objects table gets it. Unix time comes from a fake clock.
 #include <gtest/gtest.h>
 #include <sqlite3.h>
+#include <sys/resource.h>
 
+#include <algorithm>
 #include <atomic>
+#include <csignal>
 #include <filesystem>
 #include <thread>
 
@@ -29,6 +32,20 @@ struct TempDir {
     path = mkdtemp(tmpl);
   }
   ~TempDir() { fs::remove_all(path); }
+};
+
+// No file of this process may grow while it lives (writes fail with EFBIG, as on a full disk).
+struct NoFileGrowth {
+  rlimit old{};
+  NoFileGrowth() {
+    std::signal(SIGXFSZ, SIG_IGN);
+    getrlimit(RLIMIT_FSIZE, &old);
+    rlimit tight = old;
+    tight.rlim_cur = 0;
+    setrlimit(RLIMIT_FSIZE, &tight);
+  }
+  ~NoFileGrowth() { lift(); }
+  void lift() { setrlimit(RLIMIT_FSIZE, &old); }
 };
 
 struct FakeClock : core::Clock {
@@ -137,6 +154,35 @@ TEST(LedgerObjects, TheWriterPurgesExpiredRecordsPeriodically) {
   }
   EXPECT_EQ(ids(load_objects(path, 0)), (std::vector<std::string>{"resp_keep"}));
   EXPECT_EQ(ledger.close(2s), 0u);
+}
+
+TEST(LedgerObjects, ChangesWaitBoundedWhileTheDiskRefusesThem) {
+  TempDir dir;
+  auto path = (dir.path / "usage.db").string();
+  FakeClock clock;
+  auto opts = options(path, clock);
+  opts.max_buffered = 10;
+  Ledger ledger(opts);
+  NoFileGrowth full_disk;
+  for (int i = 0; i < 30; ++i) ledger.saved(object("file-" + std::to_string(i), "a", 60'000));
+  auto deadline = std::chrono::steady_clock::now() + 5s;
+  auto wait_for = [&](auto done) {
+    while (!done() && std::chrono::steady_clock::now() < deadline) std::this_thread::sleep_for(5ms);
+  };
+  wait_for([&] { return ledger.write_errors() > 0; });
+  ASSERT_GT(ledger.write_errors(), 0u);
+  // A failed batch goes back in front of the queue, still bounded.
+  wait_for([&] { return ledger.objects_dropped() >= 20; });
+  std::this_thread::sleep_for(50ms);
+  EXPECT_EQ(ledger.objects_dropped(), 20u);  // the oldest; the newest 10 wait
+  EXPECT_EQ(ledger.dropped(), 0u);           // records are counted apart
+  full_disk.lift();
+  EXPECT_EQ(ledger.close(5s), 0u);
+  auto loaded = ids(load_objects(path, kT0));
+  std::sort(loaded.begin(), loaded.end());
+  std::vector<std::string> newest;
+  for (int i = 20; i < 30; ++i) newest.push_back("file-" + std::to_string(i));
+  EXPECT_EQ(loaded, newest);
 }
 
 // The schema of a ledger written before owner records were kept (usage table only).
