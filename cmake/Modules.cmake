@@ -11,7 +11,7 @@
 #   auth       keys, JWT/JWKS, authenticate()
 #   ratelimit  buckets, budgets, prices, the admission estimate
 #   metrics    per-worker cells, the metric tables, rendering (the only prometheus-cpp user), logs
-#   usage      the usage ledger (the only SQLite user) and its report
+#   usage      the usage ledger (the only SQLite user), its report, the affinity table's journal
 #   pipeline   the request context, snapshots, and the request stages, filters and finish
 #   proxy      upstream connections, TLS, the forwarder and the relay (Beast)
 #   server     listeners, sessions, workers, the gateway, admin, health, identities (Beast)
@@ -26,7 +26,7 @@ set(TOLLGATE_DEPS_routing core)
 set(TOLLGATE_DEPS_auth core config crypto)
 set(TOLLGATE_DEPS_ratelimit core config tokenize)
 set(TOLLGATE_DEPS_metrics ratelimit core config)  # typed cells use the limits' scopes and units
-set(TOLLGATE_DEPS_usage metrics ratelimit core config crypto)
+set(TOLLGATE_DEPS_usage metrics ratelimit routing core config crypto)  # routing: AffinityJournal
 set(TOLLGATE_DEPS_pipeline auth ratelimit routing metrics usage tokenize core config crypto)
 set(TOLLGATE_DEPS_proxy pipeline metrics routing core config)
 set(TOLLGATE_DEPS_server proxy pipeline auth ratelimit routing metrics usage tokenize core config

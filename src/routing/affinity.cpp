@@ -18,9 +18,19 @@ AffinityTable::Shard& AffinityTable::shard(std::string_view id) {
 
 void AffinityTable::evict(Shard& s, TimeMs now) {
   auto cap = per_shard_.load(std::memory_order_relaxed);
+  auto* journal = journal_.load(std::memory_order_acquire);
   while (!s.lru.empty() && (s.lru.size() > cap || s.lru.back().expires <= now)) {
+    // An expired entry's journaled expiry has passed too; one pushed out by the bound has not.
+    if (journal != nullptr && s.lru.back().expires > now) journal->erased(s.lru.back().id);
     s.index.erase(s.lru.back().id);
     s.lru.pop_back();
+  }
+}
+
+void AffinityTable::journal_saved(Entry& e, TimeMs now) {
+  e.journaled_expires = e.expires;
+  if (auto* journal = journal_.load(std::memory_order_acquire)) {
+    journal->saved(StoredObject{e.id, e.owner, e.billing, e.expires - now});
   }
 }
 
@@ -35,10 +45,35 @@ void AffinityTable::remember(std::string_view id, ObjectOwner owner, TimeMs now,
     it->second->billing = billing;
     s.lru.splice(s.lru.begin(), s.lru, it->second);
   } else {
-    s.lru.push_front(Entry{std::string(id), std::move(owner), expires, billing});
+    s.lru.push_front(Entry{std::string(id), std::move(owner), expires, expires, billing});
     s.index.emplace(s.lru.front().id, s.lru.begin());
   }
+  journal_saved(s.lru.front(), now);
   evict(s, now);
+}
+
+void AffinityTable::restore(const StoredObject& object, TimeMs now) {
+  const auto& id = object.id;
+  if (id.empty() || id.size() > 256 || object.expires_in_ms <= 0) return;
+  auto& s = shard(id);
+  std::lock_guard lock(s.mu);
+  auto expires = now + object.expires_in_ms;
+  if (auto it = s.index.find(id); it != s.index.end()) {
+    s.lru.erase(it->second);
+    s.index.erase(it);
+  }
+  s.lru.push_front(Entry{id, object.owner, expires, expires, object.billing});
+  s.index.emplace(s.lru.front().id, s.lru.begin());
+  evict(s, now);
+}
+
+void AffinityTable::set_journal(AffinityJournal* journal) {
+  journal_.store(journal, std::memory_order_release);
+  // Every call to a journal runs under a shard mutex: once each has been taken after the store,
+  // no call to the previous journal is still running.
+  for (auto& s : shards_) {
+    std::lock_guard lock(s.mu);
+  }
 }
 
 std::optional<ObjectOwner> AffinityTable::find(std::string_view id, TimeMs now) {
@@ -51,9 +86,13 @@ std::optional<ObjectOwner> AffinityTable::find(std::string_view id, TimeMs now) 
     s.index.erase(it);
     return std::nullopt;
   }
-  it->second->expires = now + ttl_ms_.load(std::memory_order_relaxed);
+  auto ttl = ttl_ms_.load(std::memory_order_relaxed);
+  auto& e = *it->second;
+  e.expires = now + ttl;
+  // Bounded writes: the journal hears of a slide only once it is worth ttl/8.
+  if (e.expires - e.journaled_expires > ttl / 8) journal_saved(e, now);
   s.lru.splice(s.lru.begin(), s.lru, it->second);
-  return it->second->owner;
+  return e.owner;
 }
 
 void AffinityTable::forget(std::string_view id) {
@@ -62,6 +101,7 @@ void AffinityTable::forget(std::string_view id) {
   if (auto it = s.index.find(id); it != s.index.end()) {
     s.lru.erase(it->second);
     s.index.erase(it);
+    if (auto* journal = journal_.load(std::memory_order_acquire)) journal->erased(id);
   }
 }
 
@@ -72,6 +112,7 @@ bool AffinityTable::claim_billing(std::string_view id, TimeMs now) {
   if (it == s.index.end() || it->second->expires <= now) return false;
   if (it->second->billing != Billing::kPending) return false;
   it->second->billing = Billing::kSettled;
+  journal_saved(*it->second, now);
   return true;
 }
 

@@ -135,6 +135,8 @@ struct Gateway::Impl {
   ratelimit::BucketRegistry buckets;  // admission buckets, kept across reloads
   ratelimit::BudgetRegistry budget_counters;  // calendar budgets, kept across reloads
   std::shared_ptr<usage::Ledger> ledger;      // null when usage.ledger is not set
+  // The affinity table the ledger journals (null: none); detached before the ledger closes.
+  std::shared_ptr<routing::AffinityTable> journaled;
   std::shared_ptr<BodyBudget> body_budget;    // request bodies held, all workers
   net::thread_pool report_pool{1};            // admin usage reports (SQLite reads)
   // Builds each generation's snapshot; keeps the live routing state across reloads. Created
@@ -370,6 +372,31 @@ struct Gateway::Impl {
              core::JsonFields().add("path", ledger->path()).add("totals", static_cast<std::uint64_t>(seeded)));
   }
 
+  // Stored objects stay reachable across a restart: the owner records the ledger holds go into
+  // the table before the workers serve, and from then on the ledger journals its changes.
+  // Thread: control, before serving.
+  void restore_affinity(const std::shared_ptr<routing::AffinityTable>& table) {
+    auto now = routing::steady_now_ms();
+    for (const auto& o : usage::load_objects(ledger->path(), core::unix_now_ms())) {
+      table->restore(o, now);
+    }
+    table->set_journal(ledger.get());
+    journaled = table;
+    auto entries = static_cast<std::uint64_t>(table->size());
+    log_info("affinity table restored",
+             core::JsonFields().add("path", ledger->path()).add("entries", entries));
+  }
+
+  // Thread: control, once the workers are gone (nothing touches the table any more).
+  void detach_journal() {
+    if (journaled) journaled->set_journal(nullptr);
+    journaled.reset();
+  }
+
+  // On every way out (run() may throw): the table (kept alive by snapshots) never points at a
+  // closed or destroyed ledger.
+  ~Impl() { detach_journal(); }
+
   // GET /admin/usage (usage/report.hpp): the ledger is read on the report thread.
   net::awaitable<AdminResponse> usage_report(const AdminRequest& req) {
     if (req.method != "GET") co_return admin_error(405, "405", "use GET");
@@ -501,6 +528,7 @@ Gateway::~Gateway() = default;
 int Gateway::run() {
   auto& s = *impl_;
   auto snap = s.build(s.config);
+  if (s.ledger) s.restore_affinity(snap->affinity);
   auto auth = s.identity->apply(s.config, *snap);  // throws when the keys file is unusable
   // The JWT issuers' keys and the backends' Entra ID tokens are fetched before the listeners
   // serve (bounded), so the first requests after start-up don't fail for want of them.
@@ -540,6 +568,7 @@ int Gateway::run() {
   // Destroying the workers destroys requests cut off by the drain timeout; they still settle
   // and leave their usage records (FinishGuard), which the ledger then writes.
   s.workers.clear();
+  s.detach_journal();  // the owner records queued so far are written by the close
   if (s.ledger) {
     auto lost = s.ledger->close(std::chrono::seconds(10));
     if (lost == 0) log_info("usage ledger flushed", core::JsonFields().add("records", s.ledger->written()));

@@ -37,6 +37,16 @@ CREATE TABLE IF NOT EXISTS usage (
   outcome TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS usage_time ON usage(time_ms);
+CREATE TABLE IF NOT EXISTS objects (
+  id TEXT PRIMARY KEY,
+  backend TEXT NOT NULL,
+  deployment TEXT NOT NULL,
+  client TEXT NOT NULL,
+  tenant TEXT NOT NULL,
+  billing TEXT NOT NULL,
+  expires_ms INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS objects_expires ON objects(expires_ms);
 )sql";
 
 constexpr const char* kInsert =
@@ -44,6 +54,26 @@ constexpr const char* kInsert =
     "status, prompt_tokens, completion_tokens, cached_tokens, reasoning_tokens, estimated, "
     "cost_nano_usd, latency_ms, ttft_ms, outcome) "
     "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)";
+
+constexpr const char* kUpsertObject =
+    "INSERT OR REPLACE INTO objects (id, backend, deployment, client, tenant, billing, expires_ms) "
+    "VALUES (?,?,?,?,?,?,?)";
+constexpr const char* kEraseObject = "DELETE FROM objects WHERE id = ?";
+constexpr const char* kPurgeAll = "DELETE FROM objects WHERE expires_ms <= ?";
+// Bounded work per transaction: at most kPurgeChunk rows.
+constexpr const char* kPurgeChunkSql =
+    "DELETE FROM objects WHERE rowid IN "
+    "(SELECT rowid FROM objects WHERE expires_ms <= ? LIMIT ?)";
+constexpr std::size_t kPurgeChunk = 1000;
+
+std::string_view billing_text(routing::Billing b) {
+  return b == routing::Billing::kPending ? "pending" : "settled";
+}
+
+// Anything but "pending" is settled: an unreadable state never bills twice.
+routing::Billing billing_from(std::string_view text) {
+  return text == "pending" ? routing::Billing::kPending : routing::Billing::kSettled;
+}
 
 // An sqlite3 connection, closed on destruction.
 struct Connection {
@@ -73,6 +103,19 @@ struct Statement {
   ~Statement() { sqlite3_finalize(st); }
   Statement(const Statement&) = delete;
   Statement& operator=(const Statement&) = delete;
+  void text(int i, std::string_view v) {
+    sqlite3_bind_text(st, i, v.data(), static_cast<int>(v.size()), SQLITE_STATIC);
+  }
+  std::string column(int i) const {
+    auto t = sqlite3_column_text(st, i);
+    return t ? reinterpret_cast<const char*>(t) : "";
+  }
+  // Runs a statement that returns no rows, and resets it (its bindings stay until rebound).
+  bool done() {
+    bool ok = sqlite3_step(st) == SQLITE_DONE;
+    sqlite3_reset(st);
+    return ok;
+  }
 };
 
 }  // namespace
@@ -80,13 +123,33 @@ struct Statement {
 struct Ledger::Db {
   Connection conn;
   Statement insert;
-  explicit Db(const std::string& path)
+  Statement upsert_object;
+  Statement erase_object;
+  Statement purge;
+  Db(const std::string& path, core::UnixMs now_ms)
       : conn(path, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX),
-        insert(conn.db, (setup(path), kInsert)) {
-    if (insert.st == nullptr) {
+        insert(conn.db, (setup(path), kInsert)),
+        upsert_object(conn.db, kUpsertObject),
+        erase_object(conn.db, kEraseObject),
+        purge(conn.db, kPurgeChunkSql) {
+    if (!insert.st || !upsert_object.st || !erase_object.st || !purge.st) {
       throw std::runtime_error("usage ledger " + path + ": not a Tollgate usage ledger (" +
                                conn.error() + ")");
     }
+    // Owner records that expired while the gateway was down (once, before it serves).
+    Statement all(conn.db, kPurgeAll);
+    if (all.st != nullptr) sqlite3_bind_int64(all.st, 1, now_ms);
+    if (all.st == nullptr || !all.done()) {
+      throw std::runtime_error("usage ledger " + path + ": cannot purge expired objects: " +
+                               conn.error());
+    }
+  }
+  // Deletes up to kPurgeChunk expired owner records; the number deleted, or nullopt on failure.
+  std::optional<std::size_t> purge_expired(core::UnixMs now_ms) {
+    sqlite3_bind_int64(purge.st, 1, now_ms);
+    sqlite3_bind_int64(purge.st, 2, static_cast<std::int64_t>(kPurgeChunk));
+    if (!purge.done()) return std::nullopt;
+    return static_cast<std::size_t>(sqlite3_changes(conn.db));
   }
   void setup(const std::string& path) {
     Statement mode(conn.db, "PRAGMA journal_mode=WAL");
@@ -150,8 +213,29 @@ std::vector<Row> totals(const std::string& path, GroupBy group, std::int64_t fro
   return rows;
 }
 
+std::vector<routing::StoredObject> load_objects(const std::string& path, core::UnixMs now_ms) {
+  Connection conn(path, SQLITE_OPEN_READONLY | SQLITE_OPEN_NOMUTEX);
+  Statement q(conn.db,
+              "SELECT id, backend, deployment, client, tenant, billing, expires_ms FROM objects "
+              "WHERE expires_ms > ? ORDER BY expires_ms");
+  if (q.st == nullptr) throw std::runtime_error("usage ledger " + path + ": " + conn.error());
+  sqlite3_bind_int64(q.st, 1, now_ms);
+  std::vector<routing::StoredObject> objects;
+  int rc = 0;
+  while ((rc = sqlite3_step(q.st)) == SQLITE_ROW) {
+    routing::StoredObject o;
+    o.id = q.column(0);
+    o.owner = routing::ObjectOwner{q.column(1), q.column(2), q.column(3), q.column(4)};
+    o.billing = billing_from(q.column(5));
+    o.expires_in_ms = sqlite3_column_int64(q.st, 6) - now_ms;
+    objects.push_back(std::move(o));
+  }
+  if (rc != SQLITE_DONE) throw std::runtime_error("usage ledger " + path + ": " + conn.error());
+  return objects;
+}
+
 Ledger::Ledger(Options options) : options_(std::move(options)) {
-  db_ = std::make_unique<Db>(options_.path);
+  db_ = std::make_unique<Db>(options_.path, options_.clock->unix_ms());
   thread_ = std::thread([this] { run(); });
 }
 
@@ -172,6 +256,29 @@ void Ledger::submit(Record r) {
   cv_.notify_one();
 }
 
+void Ledger::saved(const routing::StoredObject& object) {
+  push_object(ObjectChange{ObjectChange::Kind::kSaved, object,
+                           options_.clock->unix_ms() + object.expires_in_ms});
+}
+
+void Ledger::erased(std::string_view id) {
+  routing::StoredObject gone;
+  gone.id = std::string(id);
+  push_object(ObjectChange{ObjectChange::Kind::kErased, std::move(gone), 0});
+}
+
+void Ledger::push_object(ObjectChange change) {
+  {
+    std::lock_guard lock(m_);
+    objects_.push_back(std::move(change));
+    while (objects_.size() > options_.max_buffered) {
+      objects_.pop_front();
+      objects_dropped_.fetch_add(1, std::memory_order_relaxed);
+    }
+  }
+  cv_.notify_one();
+}
+
 std::size_t Ledger::close(std::chrono::milliseconds timeout) {
   {
     std::lock_guard lock(m_);
@@ -183,80 +290,141 @@ std::size_t Ledger::close(std::chrono::milliseconds timeout) {
   return unwritten_at_close_;
 }
 
-bool Ledger::write(std::vector<Record>& batch) {
-  auto* st = db_->insert.st;
+bool Ledger::insert(const Record& r) {
+  auto& q = db_->insert;
+  auto* st = q.st;
+  sqlite3_bind_int64(st, 1, r.time_ms);
+  q.text(2, r.request_id);
+  q.text(3, r.client);
+  q.text(4, r.tenant);
+  q.text(5, r.deployment);
+  q.text(6, r.backend);
+  q.text(7, r.operation);
+  sqlite3_bind_int(st, 8, r.tier);
+  sqlite3_bind_int(st, 9, r.status);
+  sqlite3_bind_int64(st, 10, r.prompt_tokens);
+  sqlite3_bind_int64(st, 11, r.completion_tokens);
+  sqlite3_bind_int64(st, 12, r.cached_tokens);
+  sqlite3_bind_int64(st, 13, r.reasoning_tokens);
+  sqlite3_bind_int(st, 14, r.estimated ? 1 : 0);
+  sqlite3_bind_int64(st, 15, r.cost_nano_usd);
+  sqlite3_bind_double(st, 16, static_cast<double>(r.latency_us) / 1000.0);
+  if (r.ttft_us >= 0) {
+    sqlite3_bind_double(st, 17, static_cast<double>(r.ttft_us) / 1000.0);
+  } else {
+    sqlite3_bind_null(st, 17);
+  }
+  q.text(18, r.outcome);
+  return q.done();
+}
+
+bool Ledger::apply(const ObjectChange& c) {
+  const auto& o = c.object;
+  if (c.kind == ObjectChange::Kind::kErased) {
+    db_->erase_object.text(1, o.id);
+    return db_->erase_object.done();
+  }
+  auto& q = db_->upsert_object;
+  q.text(1, o.id);
+  q.text(2, o.owner.backend);
+  q.text(3, o.owner.deployment);
+  q.text(4, o.owner.client);
+  q.text(5, o.owner.tenant);
+  q.text(6, billing_text(o.billing));
+  sqlite3_bind_int64(q.st, 7, c.expires_ms);
+  return q.done();
+}
+
+bool Ledger::write(Batch& batch) {
   auto fail = [this] {
     error_ = db_->conn.error();  // before the rollback replaces it
     db_->conn.exec("ROLLBACK");
     return false;
   };
   if (!db_->conn.exec("BEGIN IMMEDIATE")) return fail();
-  for (const auto& r : batch) {
-    sqlite3_reset(st);
-    sqlite3_bind_int64(st, 1, r.time_ms);
-    sqlite3_bind_text(st, 2, r.request_id.data(), static_cast<int>(r.request_id.size()), SQLITE_STATIC);
-    sqlite3_bind_text(st, 3, r.client.data(), static_cast<int>(r.client.size()), SQLITE_STATIC);
-    sqlite3_bind_text(st, 4, r.tenant.data(), static_cast<int>(r.tenant.size()), SQLITE_STATIC);
-    sqlite3_bind_text(st, 5, r.deployment.data(), static_cast<int>(r.deployment.size()), SQLITE_STATIC);
-    sqlite3_bind_text(st, 6, r.backend.data(), static_cast<int>(r.backend.size()), SQLITE_STATIC);
-    sqlite3_bind_text(st, 7, r.operation.data(), static_cast<int>(r.operation.size()), SQLITE_STATIC);
-    sqlite3_bind_int(st, 8, r.tier);
-    sqlite3_bind_int(st, 9, r.status);
-    sqlite3_bind_int64(st, 10, r.prompt_tokens);
-    sqlite3_bind_int64(st, 11, r.completion_tokens);
-    sqlite3_bind_int64(st, 12, r.cached_tokens);
-    sqlite3_bind_int64(st, 13, r.reasoning_tokens);
-    sqlite3_bind_int(st, 14, r.estimated ? 1 : 0);
-    sqlite3_bind_int64(st, 15, r.cost_nano_usd);
-    sqlite3_bind_double(st, 16, static_cast<double>(r.latency_us) / 1000.0);
-    if (r.ttft_us >= 0) {
-      sqlite3_bind_double(st, 17, static_cast<double>(r.ttft_us) / 1000.0);
-    } else {
-      sqlite3_bind_null(st, 17);
-    }
-    sqlite3_bind_text(st, 18, r.outcome.data(), static_cast<int>(r.outcome.size()), SQLITE_STATIC);
-    if (sqlite3_step(st) != SQLITE_DONE) {
-      error_ = db_->conn.error();
-      sqlite3_reset(st);
-      db_->conn.exec("ROLLBACK");
-      return false;
-    }
+  for (const auto& r : batch.records) {
+    if (!insert(r)) return fail();
   }
-  sqlite3_reset(st);
-  sqlite3_clear_bindings(st);
+  for (const auto& c : batch.objects) {
+    if (!apply(c)) return fail();
+  }
+  if (batch.purge) {
+    auto n = db_->purge_expired(options_.clock->unix_ms());
+    if (!n) return fail();
+    purged_ = *n;
+  }
   if (!db_->conn.exec("COMMIT")) return fail();
+  // Bindings point into the batch's strings (SQLITE_STATIC): drop them with the batch.
+  sqlite3_clear_bindings(db_->insert.st);
+  sqlite3_clear_bindings(db_->upsert_object.st);
+  sqlite3_clear_bindings(db_->erase_object.st);
   return true;
+}
+
+void Ledger::take(Batch& batch) {
+  auto n = std::min(queue_.size(), options_.batch_size);
+  batch.records.reserve(n);
+  for (std::size_t i = 0; i < n; ++i) {
+    batch.records.push_back(std::move(queue_.front()));
+    queue_.pop_front();
+  }
+  auto k = std::min(objects_.size(), options_.batch_size);
+  batch.objects.reserve(k);
+  for (std::size_t i = 0; i < k; ++i) {
+    batch.objects.push_back(std::move(objects_.front()));
+    objects_.pop_front();
+  }
+}
+
+void Ledger::put_back(Batch& batch) {
+  auto& r = batch.records;
+  for (auto it = r.rbegin(); it != r.rend(); ++it) queue_.push_front(std::move(*it));
+  while (queue_.size() > options_.max_buffered) {
+    queue_.pop_front();
+    dropped_.fetch_add(1, std::memory_order_relaxed);
+  }
+  auto& o = batch.objects;
+  for (auto it = o.rbegin(); it != o.rend(); ++it) objects_.push_front(std::move(*it));
+  while (objects_.size() > options_.max_buffered) {
+    objects_.pop_front();
+    objects_dropped_.fetch_add(1, std::memory_order_relaxed);
+  }
+  queued_.store(queue_.size(), std::memory_order_relaxed);
 }
 
 void Ledger::run() {
   using namespace std::chrono;
   auto backoff = milliseconds(0);
   auto last_log = steady_clock::time_point{};
-  std::vector<Record> batch;
+  auto next_purge = steady_clock::now() + options_.purge_every;
+  Batch batch;
   for (;;) {
-    batch.clear();
+    batch.records.clear();
+    batch.objects.clear();
     {
       std::unique_lock lock(m_);
-      cv_.wait(lock, [this] { return stopping_ || !queue_.empty(); });
-      if (!stopping_ && queue_.size() < options_.batch_size) {
+      auto waiting = [this] { return queue_.size() + objects_.size(); };
+      cv_.wait_until(lock, next_purge, [&] { return stopping_ || waiting() > 0; });
+      if (!stopping_ && waiting() > 0 && waiting() < options_.batch_size) {
         // Gather a batch: one transaction (and one fsync) for everything that came meanwhile.
         cv_.wait_for(lock, options_.flush_interval,
-                     [this] { return stopping_ || queue_.size() >= options_.batch_size; });
+                     [&] { return stopping_ || waiting() >= options_.batch_size; });
       }
-      if (queue_.empty()) break;  // stopping, everything written
-      auto n = std::min(queue_.size(), options_.batch_size);
-      batch.reserve(n);
-      for (std::size_t i = 0; i < n; ++i) {
-        batch.push_back(std::move(queue_.front()));
-        queue_.pop_front();
-      }
+      if (stopping_ && waiting() == 0) break;  // everything written
+      take(batch);
     }
+    batch.purge = steady_clock::now() >= next_purge;
+    if (batch.empty()) continue;
     if (write(batch)) {
-      written_.fetch_add(batch.size(), std::memory_order_relaxed);
+      written_.fetch_add(batch.records.size(), std::memory_order_relaxed);
       if (!healthy_.exchange(true)) {
         log_info("usage ledger writable again", core::JsonFields().add("path", options_.path));
       }
       backoff = milliseconds(0);
+      if (batch.purge) {
+        auto again = purged_ == kPurgeChunk ? options_.flush_interval : options_.purge_every;
+        next_purge = steady_clock::now() + again;
+      }
       std::lock_guard lock(m_);
       queued_.store(queue_.size(), std::memory_order_relaxed);
       continue;
@@ -272,12 +440,7 @@ void Ledger::run() {
     }
     backoff = std::clamp(backoff * 2, milliseconds(250), milliseconds(5000));
     std::unique_lock lock(m_);
-    for (auto it = batch.rbegin(); it != batch.rend(); ++it) queue_.push_front(std::move(*it));
-    while (queue_.size() > options_.max_buffered) {
-      queue_.pop_front();
-      dropped_.fetch_add(1, std::memory_order_relaxed);
-    }
-    queued_.store(queue_.size(), std::memory_order_relaxed);
+    put_back(batch);
     if (stopping_ && steady_clock::now() >= stop_deadline_) break;
     auto wake = stopping_ ? std::min(steady_clock::now() + backoff, stop_deadline_)
                           : steady_clock::now() + backoff;
@@ -287,9 +450,12 @@ void Ledger::run() {
   }
   std::lock_guard lock(m_);
   unwritten_at_close_ = queue_.size();
-  if (!queue_.empty()) {
+  if (!queue_.empty() || !objects_.empty()) {
     log_error("usage ledger closed with unwritten records",
-              core::JsonFields().add("path", options_.path).add("records", static_cast<std::uint64_t>(queue_.size())));
+              core::JsonFields()
+                  .add("path", options_.path)
+                  .add("records", static_cast<std::uint64_t>(queue_.size()))
+                  .add("objects", static_cast<std::uint64_t>(objects_.size())));
   }
 }
 

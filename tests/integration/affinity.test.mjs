@@ -3,7 +3,8 @@
 import { test, describe, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { AzureOpenAI, OpenAI, toFile } from 'openai';
 import { startMock, startGateway, poolsConfig } from './harness.mjs';
@@ -299,5 +300,89 @@ clients:
     await assert.rejects(client("ext2").files.delete(file.id), (err) => err.status === 404);
     assert.deepEqual(await totals(), before);
     assert.equal((await client('ext1').files.retrieve(file.id)).id, file.id);
+  });
+});
+
+// Stored objects survive a restart (issue 13): with usage.ledger the owner records are written
+// to the ledger's file and loaded at start, so a response made before a restart is retrieved,
+// after it, from the backend that made it (any other backend answers 404 for an id it does not
+// hold, and an unknown id is the gateway's own 404); one whose routing.affinity.ttl has passed
+// is not restored.
+describe('stored objects survive a restart', { timeout: 120000 }, () => {
+  const mocks = {};
+  const dir = mkdtempSync(join(tmpdir(), 'tollgate-objects-'));
+  const gateways = [];
+
+  const config = (ledger, ttl) => poolsConfig({
+    backends: ['a', 'b'].map((name) => ({ name, url: mocks[name].url })),
+    deployments: [{ name: 'gpt-4o', pools: [['a', 'b']] }],
+    routing: `{affinity: {max_entries: 1000, ttl: ${ttl}, deployment: gpt-4o}, pin_header: ${PIN}}`,
+    extra: `usage: {ledger: ${JSON.stringify(ledger)}, flush_interval: 50ms}`,
+  });
+  const start = async (ledger, ttl) => {
+    const gw = await startGateway(config(ledger, ttl));
+    gateways.push(gw);
+    return { gw, openai: new OpenAI({ baseURL: `${gw.url}/openai/v1`, apiKey: 'k', maxRetries: 0 }) };
+  };
+  const restored = (gw) => {
+    const line = gw.out.stderr.find((l) => l.includes('"msg":"affinity table restored"'));
+    assert.ok(line, 'the restore is logged');
+    return JSON.parse(line).entries;
+  };
+  const byPath = async (name, path) => (await mocks[name].stats()).by_path[path] ?? 0;
+
+  before(async () => {
+    for (const name of ['a', 'b']) mocks[name] = await startMock(['--name', name]);
+  });
+
+  after(async () => {
+    for (const gw of gateways) await gw.stop().catch(() => {});
+    for (const m of Object.values(mocks)) await m?.stop();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  test('a response made before a restart is retrieved after it, from its creator', async () => {
+    const ledger = join(dir, 'usage.db');
+    const first = await start(ledger, '1h');
+    assert.equal(restored(first.gw), 0);
+    // One response on each backend (pinned: the owner record must name each of them).
+    const ids = {};
+    for (const name of ['a', 'b']) {
+      const { data, response } = await first.openai.responses
+        .create({ model: 'gpt-4o', input: 'hi' }, { headers: { [PIN]: name } }).withResponse();
+      assert.equal(response.headers.get('x-tollgate-backend'), name);
+      ids[name] = data.id;
+    }
+    await first.gw.stop();  // SIGTERM: the ledger is flushed
+
+    const second = await start(ledger, '1h');
+    assert.equal(restored(second.gw), 2);
+    for (const [creator, id] of Object.entries(ids)) {
+      const other = creator === 'a' ? 'b' : 'a';
+      const path = `/openai/v1/responses/${id}`;
+      const before = { [creator]: await byPath(creator, path), [other]: await byPath(other, path) };
+      const { data, response } = await second.openai.responses.retrieve(id).withResponse();
+      assert.equal(data.id, id);
+      assert.equal(response.headers.get('x-tollgate-backend'), creator, `retrieve ${id}`);
+      assert.equal(await byPath(creator, path) - before[creator], 1, `${path} on ${creator}`);
+      assert.equal(await byPath(other, path) - before[other], 0, `${path} on ${other}`);
+    }
+    await second.gw.stop();
+  });
+
+  test('an entry whose ttl passed while the gateway was down is not restored', async () => {
+    const ledger = join(dir, 'short.db');
+    const first = await start(ledger, '1s');
+    const made = await first.openai.responses.create({ model: 'gpt-4o', input: 'hi' });
+    const madeAt = Date.now();
+    await first.gw.stop();
+    await new Promise((resolve) => setTimeout(resolve, Math.max(0, madeAt + 1500 - Date.now())));
+    const totals = async () => (await mocks.a.stats()).requests_total + (await mocks.b.stats()).requests_total;
+    const second = await start(ledger, '1s');
+    assert.equal(restored(second.gw), 0);
+    const before = await totals();
+    await assert.rejects(second.openai.responses.retrieve(made.id), (err) => err.status === 404);
+    assert.equal(await totals(), before, 'no backend was asked');
+    await second.gw.stop();
   });
 });

@@ -2,8 +2,10 @@
 // Affinity for stateful APIs: server-side objects (responses, files, threads, runs, batches,
 // vector stores, assistants, fine-tuning jobs) exist only on the backend that created them. The
 // table maps each id the gateway saw created to its owner (the client and tenant that made it)
-// and that backend; later requests naming the id go there, and only its owner may name it. Shared by all workers: a sharded, mutex-guarded LRU with a sliding TTL, touched
-// only by stateful calls (never by chat/completions/embeddings). See docs/design/routing.md.
+// and that backend; later requests naming the id go there, and only its owner may name it.
+// Shared by all workers: a sharded, mutex-guarded LRU with a sliding TTL, touched only by stateful
+// calls (never by chat/completions/embeddings). An AffinityJournal (the usage ledger) may record
+// every change so the table survives a restart. See docs/design/routing.md ("Owner records").
 
 #include <array>
 #include <atomic>
@@ -38,6 +40,30 @@ enum class Billing : std::uint8_t {
   kPending,  // a background response whose usage no answer has carried yet
 };
 
+/// One entry as a journal records it. Time: the table keeps steady-clock ms, which mean nothing
+/// to another process, so an entry crosses the boundary as its remaining lifetime: the journal
+/// turns `expires_in_ms` into an absolute (unix) expiry with the clock it owns, and a loader
+/// turns it back (load time minus the stored expiry) for restore().
+struct StoredObject {
+  std::string id;
+  ObjectOwner owner;
+  Billing billing = Billing::kSettled;
+  TimeMs expires_in_ms = 0;  // > 0: remaining lifetime when the call is made
+};
+
+/// Where the table reports its changes (the usage ledger). The table calls it while holding the
+/// entry's shard mutex, so calls for one id arrive in the order the table applied them; an
+/// implementation must therefore never block (the ledger's is a bounded queue push, no I/O).
+/// Thread: any worker. Lifetime: set_journal(nullptr) before the journal is destroyed.
+class AffinityJournal {
+ public:
+  virtual ~AffinityJournal() = default;
+  /// `object` was created, changed (billing settled) or had its expiry moved.
+  virtual void saved(const StoredObject& object) = 0;
+  /// `id` was forgotten, or pushed out by the size bound.
+  virtual void erased(std::string_view id) = 0;
+};
+
 class AffinityTable {
  public:
   AffinityTable(std::size_t max_entries, TimeMs ttl_ms);
@@ -54,11 +80,22 @@ class AffinityTable {
   bool claim_billing(std::string_view id, TimeMs now);
   std::size_t size() const;
 
+  /// Inserts a journaled entry (loading at start), not reporting it back; one with no lifetime
+  /// left is ignored. Thread: any.
+  void restore(const StoredObject& object, TimeMs now);
+  /// Reports every later change to `journal` (null: none). When it returns, no call to the
+  /// previous journal is running or will start, so that one may then be destroyed. Thread: any.
+  /// A find() slides the TTL without reporting it until the journaled expiry lags the new one by
+  /// more than ttl/8: one write per object per ttl/8 at most, and a restored entry may expire up
+  /// to ttl/8 early. Entries that expire are not reported (the journal's own expiry covers them).
+  void set_journal(AffinityJournal* journal);
+
  private:
   struct Entry {
     std::string id;
     ObjectOwner owner;
     TimeMs expires = 0;
+    TimeMs journaled_expires = 0;  // the expiry the journal holds (<= expires)
     Billing billing = Billing::kSettled;
   };
   struct Shard {
@@ -69,8 +106,11 @@ class AffinityTable {
   static constexpr std::size_t kShards = 16;
   Shard& shard(std::string_view id);
   void evict(Shard& s, TimeMs now);
+  void journal_saved(Entry& e, TimeMs now);  // under the entry's shard mutex
 
   std::array<Shard, kShards> shards_;
+  // Writer: set_journal. Readers: callers holding a shard mutex.
+  std::atomic<AffinityJournal*> journal_{nullptr};
   std::atomic<std::size_t> per_shard_;
   std::atomic<TimeMs> ttl_ms_;
 };

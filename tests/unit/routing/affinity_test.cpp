@@ -57,6 +57,96 @@ TEST(AffinityTable, BoundedLeastRecentlyUsedFirst) {
   EXPECT_FALSE(t.find("file-9999", 10'000));
 }
 
+// Records what the table reports: "saved id backend billing expires_in" and "erased id".
+struct RecordingJournal : AffinityJournal {
+  std::vector<std::string> calls;
+  void saved(const StoredObject& o) override {
+    calls.push_back("saved " + o.id + " " + o.owner.backend + " " +
+                    (o.billing == Billing::kPending ? "pending" : "settled") + " " +
+                    std::to_string(o.expires_in_ms));
+  }
+  void erased(std::string_view id) override { calls.push_back("erased " + std::string(id)); }
+};
+
+TEST(AffinityJournal, RememberForgetAndClaimAreReported) {
+  AffinityTable t(1000, 8'000);
+  RecordingJournal j;
+  t.set_journal(&j);
+  t.remember("resp_1", on("east"), 0, Billing::kPending);
+  EXPECT_TRUE(t.claim_billing("resp_1", 500));
+  EXPECT_FALSE(t.claim_billing("resp_1", 600));  // nothing changed: nothing reported
+  t.forget("resp_1");
+  t.forget("resp_unknown");
+  EXPECT_EQ(j.calls, (Ids{"saved resp_1 east pending 8000", "saved resp_1 east settled 7500",
+                          "erased resp_1"}));
+}
+
+TEST(AffinityJournal, AFindReportsTheSlideOnlyWhenItIsWorthAnEighthOfTheTtl) {
+  AffinityTable t(1000, 8'000);
+  RecordingJournal j;
+  t.set_journal(&j);
+  t.remember("resp_1", on("east"), 0);  // journaled expiry 8000
+  for (TimeMs now = 100; now <= 1'000; now += 100) ASSERT_TRUE(t.find("resp_1", now));
+  EXPECT_EQ(j.calls.size(), 1u);  // the expiry moved by 1000 = ttl/8: not yet
+  ASSERT_TRUE(t.find("resp_1", 1'001));
+  EXPECT_EQ(j.calls.back(), "saved resp_1 east settled 8000");  // journaled expiry 9001
+  for (TimeMs now = 1'002; now <= 2'001; ++now) ASSERT_TRUE(t.find("resp_1", now));
+  EXPECT_EQ(j.calls.size(), 2u);  // a thousand finds, no write
+  ASSERT_TRUE(t.find("resp_1", 2'002));
+  EXPECT_EQ(j.calls.size(), 3u);
+}
+
+TEST(AffinityJournal, ThePushedOutAreErasedTheExpiredAreNot) {
+  AffinityTable t(16, 1'000);  // 1 per shard
+  RecordingJournal j;
+  t.set_journal(&j);
+  std::string first = "file-0";
+  // Another id in the same shard pushes the first out.
+  std::string second;
+  for (int i = 1; second.empty(); ++i) {
+    auto id = "file-" + std::to_string(i);
+    AffinityTable probe(16, 1'000);
+    probe.remember(first, on("a"), 0);
+    probe.remember(id, on("a"), 0);
+    if (!probe.find(first, 0)) second = id;
+  }
+  t.remember(first, on("a"), 0);
+  t.remember(second, on("a"), 10);
+  EXPECT_EQ(j.calls.back(), "erased " + first);
+  auto n = j.calls.size();
+  EXPECT_FALSE(t.find(second, 5'000));  // expired: the journal's own expiry covers it
+  t.remember(first, on("a"), 5'000);
+  EXPECT_EQ(j.calls.size(), n + 1);  // only the save
+}
+
+TEST(AffinityJournal, RestoreIsNotReportedAndKeepsOwnerBillingAndLifetime) {
+  AffinityTable t(1000, 8'000);
+  RecordingJournal j;
+  t.set_journal(&j);
+  t.restore(StoredObject{"resp_1", on("west"), Billing::kPending, 3'000}, 100);
+  t.restore(StoredObject{"resp_gone", on("west"), Billing::kSettled, 0}, 100);
+  EXPECT_TRUE(j.calls.empty());
+  EXPECT_FALSE(t.find("resp_gone", 100));
+  EXPECT_EQ(t.size(), 1u);
+  EXPECT_TRUE(t.claim_billing("resp_1", 3'000));  // pending survived
+  EXPECT_EQ(j.calls, (Ids{"saved resp_1 west settled 100"}));
+  auto owner = t.find("resp_1", 3'099);
+  ASSERT_TRUE(owner);
+  EXPECT_EQ(owner->tenant, "contoso");
+  EXPECT_FALSE(t.find("resp_1", 20'000));
+}
+
+TEST(AffinityJournal, DetachedJournalHearsNothingMore) {
+  AffinityTable t(1000, 8'000);
+  RecordingJournal j;
+  t.set_journal(&j);
+  t.remember("resp_1", on("east"), 0);
+  t.set_journal(nullptr);
+  t.remember("resp_2", on("east"), 0);
+  t.forget("resp_1");
+  EXPECT_EQ(j.calls, (Ids{"saved resp_1 east settled 8000"}));
+}
+
 TEST(Stateful, PathsAndCreations) {
   EXPECT_TRUE(is_stateful_path("responses"));
   EXPECT_TRUE(is_stateful_path("files/file-1/content"));
