@@ -353,6 +353,9 @@ describe('stored objects survive a restart', { timeout: 120000 }, () => {
       assert.equal(response.headers.get('x-tollgate-backend'), name);
       ids[name] = data.id;
     }
+    // A deleted object is forgotten, in the ledger too.
+    const gone = await first.openai.responses.create({ model: 'gpt-4o', input: 'bye' });
+    await first.openai.responses.delete(gone.id);
     await first.gw.stop();  // SIGTERM: the ledger is flushed
 
     const second = await start(ledger, '1h');
@@ -367,6 +370,7 @@ describe('stored objects survive a restart', { timeout: 120000 }, () => {
       assert.equal(await byPath(creator, path) - before[creator], 1, `${path} on ${creator}`);
       assert.equal(await byPath(other, path) - before[other], 0, `${path} on ${other}`);
     }
+    await assert.rejects(second.openai.responses.retrieve(gone.id), (err) => err.status === 404);
     await second.gw.stop();
   });
 
