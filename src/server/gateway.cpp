@@ -306,6 +306,7 @@ struct Gateway::Impl {
       add(fam::kLedgerWritten, ledger->written());
       add(fam::kLedgerWriteErrors, ledger->write_errors());
       add(fam::kLedgerDropped, ledger->dropped());
+      add(fam::kLedgerObjectsDropped, ledger->objects_dropped());
       add(fam::kLedgerWritable, ledger->healthy() ? 1 : 0);
     }
     return out;

@@ -375,6 +375,12 @@ inline constexpr FamilySpec<0> kLedgerWriteErrors{
     "queued and are retried.",
     MetricType::Counter,
     {}};
+inline constexpr FamilySpec<0> kLedgerObjectsDropped{
+    "tollgate_ledger_dropped_object_changes_total",
+    "Owner-record changes of the affinity table dropped because usage.max_buffered changes were "
+    "already waiting for an unwritable ledger (those objects may be unknown after a restart).",
+    MetricType::Counter,
+    {}};
 inline constexpr FamilySpec<0> kLedgerDropped{
     "tollgate_ledger_dropped_records_total",
     "Usage records dropped because usage.max_buffered records were already waiting for an "

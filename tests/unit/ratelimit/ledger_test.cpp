@@ -127,7 +127,9 @@ TEST(Ledger, KeepsRecordsWhileTheDiskRefusesThem) {
   ASSERT_EQ(ledger.written(), 20u);
   NoFileGrowth full_disk;
   for (int i = 0; i < 400; ++i) ledger.submit(record("b" + std::to_string(i), "bob", "t", 200 + i));
-  for (int i = 0; i < 300 && ledger.write_errors() == 0; ++i) std::this_thread::sleep_for(10ms);
+  // The writer counts the error before it puts the failed batch back: wait for both (bounded).
+  auto settled = [&] { return ledger.write_errors() > 0 && ledger.queued() == 300u && ledger.dropped() == 100u; };
+  for (int i = 0; i < 300 && !settled(); ++i) std::this_thread::sleep_for(10ms);
   EXPECT_GT(ledger.write_errors(), 0u);
   EXPECT_FALSE(ledger.healthy());
   EXPECT_EQ(ledger.queued(), 300u);   // bounded: the oldest 100 were dropped
