@@ -116,6 +116,37 @@ struct FinishGuard {
 
 using Parser = http::request_parser<http::string_body>;
 
+/// The client read buffer, taken when a request's first bytes arrive: Beast reads at most its
+/// free capacity, and 512-byte steps would cost a syscall each.
+constexpr std::size_t kReadBufferBytes = 8 * 1024;
+
+/// One request's parser and context, allocated once its first bytes arrived.
+struct RequestState {
+  Parser parser;
+  RequestContext ctx;
+};
+
+/// Waits, holding nothing, until the next request's bytes arrive (or some are buffered
+/// already: pipelining). An idle connection gives its read buffer back (like nginx), so 10,000
+/// idle keep-alive clients cost their sockets and this small frame. Under TLS the wait is the
+/// header read itself: the TLS stream may hold a request already read from the socket. False
+/// when the connection closed or timed out (nobody to answer).
+template <class Stream>
+net::awaitable<bool> await_request(Worker& w, Client<Stream> client, beast::flat_buffer& buffer,
+                                   SessionScope& scope, bool first) {
+  auto snap = w.snapshot();
+  const auto& limits = snap->config->server.limits;
+  scope.entry().idle = true;
+  client.deadline.after(first ? limits.header_timeout : limits.idle_timeout);
+  snap.reset();  // a reload may replace it while this connection idles
+  if constexpr (std::is_same_v<Stream, TlsStream>) co_return true;
+  if (buffer.size() > 0) co_return true;
+  buffer.shrink_to_fit();
+  auto [ec] = co_await beast::get_lowest_layer(client.stream).socket().async_wait(
+      tcp::socket::wait_read, use_tuple);
+  co_return !ec;
+}
+
 template <class Stream>
 net::awaitable<ReadResult> read_header(Worker& w, Client<Stream> client, beast::flat_buffer& buffer,
                                        Parser& parser, RequestContext& ctx, SessionScope& scope,
@@ -130,11 +161,14 @@ net::awaitable<void> run_session(Worker& w, Stream stream, std::string remote) {
   SessionScope scope(w, stream);
   Deadline deadline(beast::get_lowest_layer(stream).socket());
   Client<Stream> client{stream, deadline};
-  beast::flat_buffer buffer;
-  buffer.reserve(8 * 1024);  // Beast reads at most the free capacity: 512 B steps cost syscalls
+  beast::flat_buffer buffer;  // taken when a request's bytes arrive (read_header)
   for (bool first = true; !w.draining(); first = false) {
-    Parser parser;
-    RequestContext ctx;
+    if (!co_await await_request(w, client, buffer, scope, first)) co_return;
+    // Per-request state lives on the heap while a request runs, not in this frame: an idle
+    // connection costs no parser and no context (~2 KB).
+    auto request = std::make_unique<RequestState>();
+    auto& parser = request->parser;
+    auto& ctx = request->ctx;
     ctx.remote = remote;
     auto read = co_await read_header(w, client, buffer, parser, ctx, scope, first);
     if (read != ReadResult::kRequest) co_return;
@@ -317,6 +351,7 @@ net::awaitable<ReadResult> read_header(Worker& w, Client<Stream> client, beast::
   parser.body_limit(limits.max_request_body);
   scope.entry().idle = true;
   client.deadline.after(first ? limits.header_timeout : limits.idle_timeout);
+  if (buffer.capacity() == 0) buffer.reserve(kReadBufferBytes);
   auto [ec, hn] = co_await http::async_read_header(client.stream, buffer, parser, use_tuple);
   scope.entry().idle = false;
   ctx.start = core::SteadyClock::now();
