@@ -1,6 +1,9 @@
 #include "tollgate/core/usage.hpp"
 
 #include <nlohmann/json.hpp>
+#include <optional>
+
+#include "tollgate/core/json_scan.hpp"
 
 namespace tollgate::core {
 
@@ -37,12 +40,84 @@ bool usage_from(const nlohmann::json& u, Usage& out) {
   out.present = true;
   return true;
 }
+
+// The members of a usage object read from the scan (the last of a repeated name, as a DOM).
+struct UsageMembers {
+  std::optional<JsonValue> prompt, completion, total, input, output, prompt_details,
+      completion_details, input_details, output_details;
+  std::optional<JsonValue>* slot(std::string_view key) {
+    static constexpr std::pair<std::string_view, std::optional<JsonValue> UsageMembers::*> kNames[] = {
+        {"prompt_tokens", &UsageMembers::prompt},
+        {"completion_tokens", &UsageMembers::completion},
+        {"total_tokens", &UsageMembers::total},
+        {"input_tokens", &UsageMembers::input},
+        {"output_tokens", &UsageMembers::output},
+        {"prompt_tokens_details", &UsageMembers::prompt_details},
+        {"completion_tokens_details", &UsageMembers::completion_details},
+        {"input_tokens_details", &UsageMembers::input_details},
+        {"output_tokens_details", &UsageMembers::output_details}};
+    for (const auto& [name, member] : kNames) {
+      if (key == name) return &(this->*member);
+    }
+    return nullptr;
+  }
+};
+
+// uint_at over the scan: a non-negative integer, else 0.
+std::uint64_t scanned_uint(std::string_view json, const std::optional<JsonValue>& v) {
+  if (!v) return 0;
+  auto n = as_int(json, *v);
+  return n && *n > 0 ? static_cast<std::uint64_t>(*n) : 0;
+}
+
+std::uint64_t scanned_nested(std::string_view json, const std::optional<JsonValue>& obj,
+                             std::string_view key) {
+  std::optional<JsonValue> found;
+  if (obj) {
+    each_member(json, *obj, [&](std::string_view k, const JsonValue& v) {
+      if (k == key) found = v;
+      return true;
+    });
+  }
+  return scanned_uint(json, found);
+}
 }  // namespace
 
-bool parse_usage(std::string_view json, Usage& out) {
+bool parse_usage_dom(std::string_view json, Usage& out) {
   auto j = nlohmann::json::parse(json, nullptr, false);
   if (j.is_discarded()) return false;
   return usage_from(j, out);
+}
+
+// usage_from without a DOM: the usage object is scanned (core/json_scan.hpp). An escaped name
+// or a body the scanner refuses (too deep, a repeated request field) takes the DOM path, so the
+// result is the same either way.
+bool parse_usage(std::string_view json, Usage& out) {
+  auto scan = json.find('\\') == std::string_view::npos ? scan_body(json) : BodyScan{{}, ScanError{}};
+  if (scan.error) return parse_usage_dom(json, out);
+  UsageMembers m;
+  each_member(json, scan.fields.object, [&](std::string_view key, const JsonValue& v) {
+    if (auto* slot = m.slot(key)) *slot = v;
+    return true;
+  });
+  bool chat = m.prompt || m.completion;
+  if (chat) {
+    out.prompt = scanned_uint(json, m.prompt);
+    out.completion = scanned_uint(json, m.completion);
+    out.cached = scanned_nested(json, m.prompt_details, "cached_tokens");
+    out.reasoning = scanned_nested(json, m.completion_details, "reasoning_tokens");
+  } else if (m.input || m.output) {
+    out.prompt = scanned_uint(json, m.input);
+    out.completion = scanned_uint(json, m.output);
+    out.cached = scanned_nested(json, m.input_details, "cached_tokens");
+    out.reasoning = scanned_nested(json, m.output_details, "reasoning_tokens");
+  } else {
+    return false;
+  }
+  out.total = scanned_uint(json, m.total);
+  if (out.total == 0) out.total = out.prompt + out.completion;
+  out.present = true;
+  return true;
 }
 
 void StreamObserver::capture_text(const nlohmann::json& j) {

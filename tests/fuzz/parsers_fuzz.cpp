@@ -119,6 +119,11 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
       whole.feed(in);
       feed_split(in, seed, [&](std::string_view p) { split.feed(p); });
       if (!same(whole.usage(), split.usage())) __builtin_trap();
+      // The usage object read by the scan equals the DOM reading.
+      core::Usage scanned, dom;
+      if (core::parse_usage(in, scanned) != core::parse_usage_dom(in, dom) || !same(scanned, dom)) {
+        __builtin_trap();
+      }
       break;
     }
     case 3: {
@@ -147,7 +152,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
       (void)routing::parse_count(in);
       (void)routing::parse_utilization(in);
       (void)routing::parse_body_retry_after(in);
-      (void)core::created_id(in);
+      (void)core::answer_ids(in);
       (void)core::referenced_ids(in, {}, nullptr);
       break;
     }

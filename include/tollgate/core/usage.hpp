@@ -23,6 +23,8 @@ struct Usage {
 /// Parses a usage object (chat/completions/embeddings names, or the Responses API's
 /// input_tokens/output_tokens). Returns false when `json` is not such an object.
 bool parse_usage(std::string_view json, Usage& out);
+/// parse_usage through an nlohmann DOM: the reference the scan is fuzzed against.
+bool parse_usage_dom(std::string_view json, Usage& out);
 
 /// Splits an SSE byte stream into events (WHATWG rules: LF, CRLF or CR line ends; `data:` lines
 /// joined with '\n'; comments ignored). Memory is bounded by `max_event`: a longer event is
