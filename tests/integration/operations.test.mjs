@@ -37,6 +37,9 @@ describe('access log', () => {
       await eventually(() => lines(path).length === 3, { what: 'three lines in the first file' });
       renameSync(path, `${path}.1`);
       await chat(gw, 'between');  // written to the renamed file (still open)
+      // The line is written as the request finishes, after the client has its answer: wait for
+      // it before the reopen, or it rightly lands in the new file.
+      await eventually(() => lines(`${path}.1`).length === 4, { what: 'the fourth line in the renamed file' });
       gw.signal('SIGUSR1');
       await eventually(() => gw.out.stderr.some((l) => l.includes('"msg":"access log reopened"')), { what: 'the reopen logged' });
       for (let i = 0; i < 2; i++) await chat(gw, `after-${i}`);
