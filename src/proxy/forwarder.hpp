@@ -1,4 +1,5 @@
 #pragma once
+#include <functional>
 // The forwarder: sends one request to one backend and relays the answer to the client as it
 // arrives (event by event for SSE), observing usage on the way. See docs/design/streaming.md.
 
@@ -26,6 +27,9 @@ struct AttemptOptions {
   bool hold_retryable = false;  // keep a 408/5xx answer back (the request may be retried); a
                                 // 429 is always kept back
   bool capture_id = false;      // read the ids a 2xx answer carries (affinity)
+  // Called with those ids as soon as they are known: before the answer's last byte reaches the
+  // client, so a client that uses the object at once finds it known. May be empty.
+  std::function<void(const core::AnswerIds&)> on_ids;
 };
 
 /// How one attempt on one backend ended.

@@ -204,7 +204,7 @@ class Relay {
         up_(up),
         job_(job),
         ctx_(ctx),
-        filters_(ctx, job.options.capture_id, result_.attempt.created_id) {
+        filters_(ctx, job.options.capture_id, result_.attempt.created_id, &job.options.on_ids) {
     result_.keep_alive = job.keep_alive;
     parser_.body_limit(boost::none);
     parser_.header_limit(kMaxHeader);

@@ -22,7 +22,9 @@ void CreatedIdCapture::on_head(const ResponseHead& head) {
 void CreatedIdCapture::take(std::string_view bytes) {
   if (sse_) {
     events_.feed(bytes, [this](std::string_view data) {
-      if (sink_.empty()) sink_ = core::answer_ids(data);
+      if (!sink_.empty()) return;
+      sink_ = core::answer_ids(data);
+      if (!sink_.empty()) found();
     });
     active_ = sink_.empty();
   } else if (body_.size() + bytes.size() <= kMaxBody) {
@@ -33,11 +35,22 @@ void CreatedIdCapture::take(std::string_view bytes) {
   }
 }
 
+void CreatedIdCapture::read_json() {
+  active_ = false;  // read once
+  if (body_.empty()) return;
+  sink_ = core::answer_ids(body_);  // a body cut short does not parse: no id
+  body_.clear();
+  if (!sink_.empty()) found();
+}
+
+void CreatedIdCapture::found() {
+  if (notify_ != nullptr && *notify_) (*notify_)(sink_);
+}
+
 void CreatedIdCapture::on_end(BodyEnd end) {
-  // A JSON body is read for its id only when complete (a cut one may not parse, or lie).
-  if (active_ && !sse_ && end == BodyEnd::kComplete && !body_.empty()) {
-    sink_ = core::answer_ids(body_);
-  }
+  // A JSON body is read for its id only when complete (a cut one may not parse, or lie); the
+  // last chunk normally read it already.
+  if (active_ && !sse_ && end == BodyEnd::kComplete) read_json();
 }
 
 void UsageStripFilter::on_chunk(BodyChunk& chunk) {

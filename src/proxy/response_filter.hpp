@@ -23,6 +23,7 @@
 //   it rewrites bytes.
 
 #include <concepts>
+#include <functional>
 #include <cstdint>
 #include <string>
 #include <string_view>
@@ -103,21 +104,29 @@ class OutputTextCapture {
 /// Affinity: the ids a 2xx answer to a stateful call carries (the object it created, the files a
 /// batch wrote: core::answer_ids). JSON: the body is kept (up to kMaxBody; a larger one gives no
 /// id) and read once it is complete; SSE: the first event naming an id. Writes `sink` only when
-/// it found an id.
+/// it found an id, then calls `notify` (if set) at once: for JSON on the last chunk, before the
+/// relay writes it to the client.
 class CreatedIdCapture {
  public:
+  using Notify = std::function<void(const core::AnswerIds&)>;
   static constexpr std::size_t kMaxBody = 4u << 20;
-  CreatedIdCapture(bool wanted, core::AnswerIds& sink) : wanted_(wanted), sink_(sink) {}
+  CreatedIdCapture(bool wanted, core::AnswerIds& sink, const Notify* notify = nullptr)
+      : wanted_(wanted), sink_(sink), notify_(notify) {}
   void on_head(const ResponseHead& head);
   void on_chunk(BodyChunk& chunk) {
-    if (active_) take(chunk.bytes);
+    if (!active_) return;
+    take(chunk.bytes);
+    if (chunk.last && !sse_) read_json();
   }
   void on_end(BodyEnd end);
 
  private:
   void take(std::string_view bytes);
+  void read_json();
+  void found();
   bool wanted_;
   core::AnswerIds& sink_;
+  const Notify* notify_;
   bool active_ = false;
   bool sse_ = false;
   std::string body_;
@@ -151,10 +160,11 @@ static_assert(ResponseFilter<UsageStripFilter>);
 /// `created_id` (when `capture_id`).
 class ResponseFilters {
  public:
-  ResponseFilters(pipeline::RequestContext& ctx, bool capture_id, core::AnswerIds& created_id)
+  ResponseFilters(pipeline::RequestContext& ctx, bool capture_id, core::AnswerIds& created_id,
+                  const CreatedIdCapture::Notify* on_ids = nullptr)
       : usage_(ctx.usage),
         text_(ctx.count_output ? &ctx.output_text : nullptr, usage_.stream()),
-        id_(capture_id, created_id),
+        id_(capture_id, created_id, on_ids),
         strip_(ctx.strip_usage) {}
   ResponseFilters(const ResponseFilters&) = delete;
   ResponseFilters& operator=(const ResponseFilters&) = delete;

@@ -722,7 +722,11 @@ net::awaitable<Step> attempt_on(Worker& w, Client<Stream> client, const Request&
   auto rewritten = core::rewrite_body(ctx.call, *backend.config);
   std::string_view body = rewritten ? std::string_view(*rewritten) : std::string_view(req.body());
   auto t0 = core::SteadyClock::now();
-  auto r = co_await attempt(client, req, body, ctx, w.upstream_env(), backend, keep_alive, AttemptOptions{may_retry, x.capture_ids});
+  AttemptOptions options{may_retry, x.capture_ids, {}};
+  if (x.capture_ids) {
+    options.on_ids = [&x](const core::AnswerIds& ids) { pipeline::remember_answer(x, ids, x.clock.steady_ms()); };
+  }
+  auto r = co_await attempt(client, req, body, ctx, w.upstream_env(), backend, keep_alive, std::move(options));
   auto verdict = judge(r, ctx, x.creates);
   auto done = x.clock.steady_ms();
   if (r.status == 429) lease.state().throttle(done + cooldown(r.signals, r.body_head, x.config().routing));

@@ -138,28 +138,33 @@ StageResult route_to_owner(Exchange& x) {
   return object_backend_gone(x.object, {});
 }
 
-void note_answer(Exchange& x, const core::AnswerIds& ids, core::TimeMs now) {
-  auto& ctx = x.ctx;
-  if (ctx.status / 100 != 2 || !ctx.call.stateful) return;
+void remember_answer(Exchange& x, const core::AnswerIds& ids, core::TimeMs now) {
+  if (!x.ctx.call.stateful) return;
   auto& table = *x.snap.affinity;
   if (x.creates && !ids.id.empty()) {
-    auto billing = routing::Billing::kSettled;
-    if (ctx.charge == Charge::kDeferred) {
-      if (ctx.usage.present) {
-        ctx.charge = Charge::kTokens;  // it ran to the end within the create (a stream)
-      } else {
-        billing = routing::Billing::kPending;
-      }
-    }
-    table.remember(ids.id, object_owner(x, ctx.backend), now, billing);
+    // A background response is pending until an answer carries its usage (note_answer
+    // settles it at once when its create did).
+    auto billing = x.ctx.charge == Charge::kDeferred ? routing::Billing::kPending : routing::Billing::kSettled;
+    table.remember(ids.id, object_owner(x, x.ctx.backend), now, billing);
   }
   if (!x.owner) return;
   for (const auto& id : ids.derived) {  // a batch's output: its owner's, on its backend
     if (table.find(id, now)) continue;
     auto owner = *x.owner;
-    owner.backend = std::string(ctx.backend);
+    owner.backend = std::string(x.ctx.backend);
     table.remember(id, std::move(owner), now);
   }
+}
+
+void note_answer(Exchange& x, const core::AnswerIds& ids, core::TimeMs now) {
+  auto& ctx = x.ctx;
+  if (ctx.status / 100 != 2 || !ctx.call.stateful) return;
+  auto& table = *x.snap.affinity;
+  if (x.creates && ctx.charge == Charge::kDeferred && ctx.usage.present && !ids.id.empty() &&
+      table.claim_billing(ids.id, now)) {
+    ctx.charge = Charge::kTokens;  // it ran to the end within the create (a stream)
+  }
+  if (!x.owner) return;
   if (ctx.usage.present && ctx.charge == Charge::kNone && table.claim_billing(x.object, now)) {
     ctx.charge = Charge::kTokens;
   }

@@ -70,10 +70,13 @@ Reply unknown_deployment();
 /// The answer to a call naming `id` that does not exist for this caller (unknown, another
 /// caller's, or out of its reach): one body for all, so a caller learns nothing of others' objects.
 Reply unknown_object(std::string_view id);
-/// After a relayed answer to a stateful call: remembers the object it created (a background
-/// response as pending billing unless its usage came) and the objects the backend made for the
-/// named one, forgets a deleted object, and charges the first answer that carries a pending
-/// background response's usage (ctx.charge). `ids`: what the answer carried.
+/// As soon as a 2xx answer to a stateful call shows its ids (before its last byte reaches the
+/// client): remembers the object it created (a background response as pending billing) and the
+/// objects the backend made for the named one (a batch's files).
+void remember_answer(Exchange& x, const core::AnswerIds& ids, core::TimeMs now);
+/// After a relayed answer to a stateful call: settles a background response whose create carried
+/// its usage, charges the first read that carries a pending one's usage (ctx.charge), and
+/// forgets a deleted object. `ids`: what the answer carried.
 void note_answer(Exchange& x, const core::AnswerIds& ids, core::TimeMs now);
 /// The owner record of an object this request creates on `backend`: the caller (client and
 /// tenant; empty for anonymous callers) and the deployment. The session remembers it in the

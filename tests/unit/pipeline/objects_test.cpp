@@ -217,13 +217,20 @@ core::AnswerIds ids(std::string id, std::vector<std::string> derived = {}) {
   return core::AnswerIds{std::move(id), std::move(derived)};
 }
 
+// What the session does with a relayed 2xx answer: the ids as soon as the capture has them,
+// then the rest once the answer ended.
+void answered(Exchange& x, const core::AnswerIds& found, core::TimeMs now) {
+  remember_answer(x, found, now);
+  note_answer(x, found, now);
+}
+
 TEST_F(NoteAnswerTest, ACreatedObjectBelongsToItsCallerOnTheBackendThatAnswered) {
   auto env = StageEnv::from_yaml(objects());
   auto& call = env.request("POST", "/openai/v1/files", {{"api-key", "sk-app"}});
   ASSERT_FALSE(call.run_all());
   call.ctx().status = 200;
   call.ctx().backend = "west";
-  note_answer(call.x(), ids("file-new"), env.clock().steady_ms());
+  answered(call.x(), ids("file-new"), env.clock().steady_ms());
   auto owner = env.snapshot().affinity->find("file-new", env.clock().steady_ms());
   ASSERT_TRUE(owner);
   EXPECT_EQ(owner->backend, "west");
@@ -250,7 +257,7 @@ TEST_F(NoteAnswerTest, ABackgroundResponseIsChargedByTheFirstReadThatShowsItsUsa
   EXPECT_FALSE(create.ctx().usage_expected);
   create.ctx().status = 200;
   create.ctx().backend = "east";
-  note_answer(create.x(), ids("resp_bg"), env.clock().steady_ms());
+  answered(create.x(), ids("resp_bg"), env.clock().steady_ms());
   EXPECT_EQ(billed_usage(create.ctx()).total, 0u) << "not charged at creation";
   auto read = [&](bool with_usage) -> Charge {
     auto& call = env.request("GET", "/openai/v1/responses/resp_bg", {{"api-key", "sk-app"}});
@@ -259,7 +266,7 @@ TEST_F(NoteAnswerTest, ABackgroundResponseIsChargedByTheFirstReadThatShowsItsUsa
     call.ctx().status = 200;
     call.ctx().usage.present = with_usage;
     call.ctx().usage.prompt = 10;
-    note_answer(call.x(), ids("resp_bg"), env.clock().steady_ms());
+    answered(call.x(), ids("resp_bg"), env.clock().steady_ms());
     return call.ctx().charge;
   };
   EXPECT_EQ(read(false), Charge::kNone) << "still running";
@@ -276,7 +283,7 @@ TEST_F(NoteAnswerTest, AResponseCreatedInTheForegroundIsNeverChargedAgainByARead
   call.ctx().ttfb_us = 100;
   call.ctx().usage.present = true;
   call.ctx().usage.prompt = 10;
-  note_answer(call.x(), ids("resp_1"), env.clock().steady_ms());
+  answered(call.x(), ids("resp_1"), env.clock().steady_ms());
   EXPECT_EQ(billed_usage(call.ctx()).total, 0u);
   EXPECT_FALSE(call.ctx().usage.present) << "neither logged nor counted as this request's tokens";
 }
@@ -289,7 +296,7 @@ TEST_F(NoteAnswerTest, ABatchsOutputFilesBelongToTheBatchsOwner) {
   EXPECT_TRUE(call.x().capture_ids);
   call.ctx().status = 200;
   call.ctx().backend = "west";
-  note_answer(call.x(), ids("batch_1", {"file-out"}), env.clock().steady_ms());
+  answered(call.x(), ids("batch_1", {"file-out"}), env.clock().steady_ms());
   auto owner = env.snapshot().affinity->find("file-out", env.clock().steady_ms());
   ASSERT_TRUE(owner);
   EXPECT_EQ(owner->backend, "west");

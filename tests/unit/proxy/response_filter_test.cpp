@@ -125,15 +125,24 @@ TEST(OutputTextCaptureTest, LeavesJsonAnswersAndDisabledRequestsAlone) {
   EXPECT_EQ(text, "kept");
 }
 
-TEST(CreatedIdCaptureTest, ReadsTheIdOfACompleteJsonAnswer) {
+// The id is known on the answer's last chunk, before the relay writes it: a client that uses
+// the object as soon as it has the answer finds it known (issue 13).
+TEST(CreatedIdCaptureTest, ReadsTheIdOfACompleteJsonAnswerOnItsLastChunk) {
   const std::string body = R"({"id":"file-abc123","object":"file","bytes":120,"purpose":"batch"})";
   tollgate::core::AnswerIds id;
-  CreatedIdCapture f(true, id);
+  std::vector<std::string> told;
+  CreatedIdCapture::Notify notify = [&](const tollgate::core::AnswerIds& ids) { told.push_back(ids.id); };
+  CreatedIdCapture f(true, id, &notify);
   f.on_head(kJson);
-  EXPECT_EQ(feed(f, body, 7), body);
+  BodyChunk first{std::string_view(body).substr(0, 20), false};
+  f.on_chunk(first);
   EXPECT_TRUE(id.empty()) << "a JSON answer is read only once complete";
-  f.on_end(BodyEnd::kComplete);
+  BodyChunk last{std::string_view(body).substr(20), true};
+  f.on_chunk(last);
   EXPECT_EQ(id.id, "file-abc123");
+  EXPECT_EQ(told, std::vector<std::string>{"file-abc123"});
+  f.on_end(BodyEnd::kComplete);
+  EXPECT_EQ(told.size(), 1u) << "told once";
 }
 
 TEST(CreatedIdCaptureTest, IgnoresCutErrorAndUnwantedAnswers) {
@@ -143,7 +152,8 @@ TEST(CreatedIdCaptureTest, IgnoresCutErrorAndUnwantedAnswers) {
   cut.on_head(kJson);
   error.on_head(ResponseHead{400, false});
   unwanted.on_head(kJson);
-  feed(cut, body, 5);
+  BodyChunk never_last{body, false};  // a body the backend cut never has its last chunk
+  cut.on_chunk(never_last);
   feed(error, body, 5);
   feed(unwanted, body, 5);
   cut.on_end(BodyEnd::kBackendFailed);
