@@ -5,6 +5,8 @@
 #include "tollgate/usage/ledger.hpp"
 
 #include <gtest/gtest.h>
+
+#include "../disk_faults.hpp"
 #include <sys/resource.h>
 
 #include <csignal>
@@ -18,29 +20,11 @@ namespace {
 namespace fs = std::filesystem;
 using namespace std::chrono_literals;
 
-struct TempDir {
-  fs::path path;
-  TempDir() {
-    char tmpl[] = "/tmp/tollgate-ledger-XXXXXX";
-    path = mkdtemp(tmpl);
-  }
-  ~TempDir() { fs::remove_all(path); }
+// A temporary directory and a disk that refuses writes: tests/unit/disk_faults.hpp.
+struct TempDir : testing::TempDir {
+  TempDir() : testing::TempDir("tollgate-ledger") {}
 };
-
-// No file of this process may grow while it lives (writes fail with EFBIG, as on a full disk);
-// the old limit comes back on every way out, an assertion failure included.
-struct NoFileGrowth {
-  rlimit old{};
-  NoFileGrowth() {
-    std::signal(SIGXFSZ, SIG_IGN);
-    getrlimit(RLIMIT_FSIZE, &old);
-    rlimit tight = old;
-    tight.rlim_cur = 0;
-    setrlimit(RLIMIT_FSIZE, &tight);
-  }
-  ~NoFileGrowth() { lift(); }
-  void lift() { setrlimit(RLIMIT_FSIZE, &old); }
-};
+using testing::NoFileGrowth;
 
 Record record(std::string id, std::string client, std::string tenant, std::int64_t time_ms) {
   Record r;

@@ -3,6 +3,8 @@
 // records are neither loaded nor kept (purged at open and by the writer), and a ledger file from
 // before the objects table gets it. Unix time comes from a fake clock.
 #include <gtest/gtest.h>
+
+#include "../disk_faults.hpp"
 #include <sqlite3.h>
 #include <sys/resource.h>
 
@@ -25,28 +27,11 @@ using routing::StoredObject;
 
 constexpr core::UnixMs kT0 = 1'780'000'000'000;
 
-struct TempDir {
-  fs::path path;
-  TempDir() {
-    char tmpl[] = "/tmp/tollgate-objects-XXXXXX";
-    path = mkdtemp(tmpl);
-  }
-  ~TempDir() { fs::remove_all(path); }
+// A temporary directory and a disk that refuses writes: tests/unit/disk_faults.hpp.
+struct TempDir : testing::TempDir {
+  TempDir() : testing::TempDir("tollgate-objects") {}
 };
-
-// No file of this process may grow while it lives (writes fail with EFBIG, as on a full disk).
-struct NoFileGrowth {
-  rlimit old{};
-  NoFileGrowth() {
-    std::signal(SIGXFSZ, SIG_IGN);
-    getrlimit(RLIMIT_FSIZE, &old);
-    rlimit tight = old;
-    tight.rlim_cur = 0;
-    setrlimit(RLIMIT_FSIZE, &tight);
-  }
-  ~NoFileGrowth() { lift(); }
-  void lift() { setrlimit(RLIMIT_FSIZE, &old); }
-};
+using testing::NoFileGrowth;
 
 struct FakeClock : core::Clock {
   std::atomic<core::UnixMs> unix{kT0};
