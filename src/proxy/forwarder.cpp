@@ -119,10 +119,27 @@ UpRequest build_upstream_request(const Request& req, std::string_view body,
   UpRequest up;
   auto& h = up.head;
   h.reserve(1024 + cfg.api_key.size() + (credential.bearer ? credential.bearer->size() : 0));
-  auto method = req.method_string();
+  append_request_head(h, req.method_string(), core::upstream_target(ctx.call, cfg), req, ctx, cfg,
+                      credential);
+  if (!body.empty() || req.method() == http::verb::post || req.method() == http::verb::put ||
+      req.method() == http::verb::patch) {
+    h += "Content-Length: ";
+    h += std::to_string(body.size());
+    h += "\r\n";
+  }
+  h += "\r\n";
+  up.body = body;
+  return up;
+}
+
+}  // namespace
+
+void append_request_head(std::string& h, std::string_view method, std::string_view target,
+                         const Request& req, const pipeline::RequestContext& ctx,
+                         const config::BackendConfig& cfg, const Credential& credential) {
   h.append(method.data(), method.size());
   h += ' ';
-  h += core::upstream_target(ctx.call, cfg);
+  h.append(target.data(), target.size());
   h += " HTTP/1.1\r\nHost: ";
   h += cfg.endpoint.host_header;
   append_credential(h, cfg, credential);
@@ -139,18 +156,7 @@ UpRequest build_upstream_request(const Request& req, std::string_view body,
     h.append(value.data(), value.size());
     h += "\r\n";
   }
-  if (!body.empty() || req.method() == http::verb::post || req.method() == http::verb::put ||
-      req.method() == http::verb::patch) {
-    h += "Content-Length: ";
-    h += std::to_string(body.size());
-    h += "\r\n";
-  }
-  h += "\r\n";
-  up.body = body;
-  return up;
 }
-
-}  // namespace
 
 std::optional<Credential> backend_credential(const pipeline::BackendRuntime& backend) {
   Credential c;

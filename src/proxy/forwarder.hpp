@@ -70,6 +70,12 @@ std::optional<Credential> backend_credential(const pipeline::BackendRuntime& bac
 /// Appends the credential's header line to a request head ("\r\napi-key: ..." or
 /// "\r\nAuthorization: Bearer ...", without the final CRLF).
 void append_credential(std::string& head, const config::BackendConfig& cfg, const Credential& c);
+/// The request line (`method` `target`), Host, the backend's credential, x-request-id and the
+/// client's headers as they are forwarded (hop-by-hop, credentials, x-tollgate-* and the pin
+/// header left out), each line ended; the caller adds framing and the blank line.
+void append_request_head(std::string& head, std::string_view method, std::string_view target,
+                         const Request& req, const pipeline::RequestContext& ctx,
+                         const config::BackendConfig& cfg, const Credential& credential);
 /// Opens a new connection to `backend` (its endpoint, TLS context and connect timeouts),
 /// counted in upstream_connects, with its request Deadline set up. Null (and `err`) on failure.
 net::awaitable<std::unique_ptr<UpstreamConn>> connect_backend(

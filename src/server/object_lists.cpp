@@ -163,21 +163,8 @@ std::string page_head(const Request& req, const pipeline::Exchange& x, const Bac
   call.surface = x.ctx.call.surface;
   call.op_path = x.ctx.call.op_path;
   call.query = pipeline::page_query(*x.list, list);
-  std::string h = "GET " + core::upstream_target(call, cfg) + " HTTP/1.1\r\nHost: ";
-  h += cfg.endpoint.host_header;
-  append_credential(h, cfg, credential);
-  h += "\r\nx-request-id: ";
-  h += x.ctx.request_id;
-  h += "\r\n";
-  for (const auto& f : req) {
-    auto name = f.name_string();
-    if (drop_request_header(req, name)) continue;
-    if (!x.ctx.drop_header.empty() && beast::iequals(name, x.ctx.drop_header)) continue;
-    h.append(name.data(), name.size());
-    h += ": ";
-    h.append(f.value().data(), f.value().size());
-    h += "\r\n";
-  }
+  std::string h;
+  append_request_head(h, "GET", core::upstream_target(call, cfg), req, x.ctx, cfg, credential);
   h += "\r\n";
   return h;
 }
