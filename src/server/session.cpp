@@ -134,11 +134,9 @@ struct RequestState {
 template <class Stream>
 net::awaitable<bool> await_request(Worker& w, Client<Stream> client, beast::flat_buffer& buffer,
                                    SessionScope& scope, bool first) {
-  auto snap = w.snapshot();
-  const auto& limits = snap->config->server.limits;
+  const auto& limits = w.snapshot()->config->server.limits;  // read before any co_await
   scope.entry().idle = true;
   client.deadline.after(first ? limits.header_timeout : limits.idle_timeout);
-  snap.reset();  // a reload may replace it while this connection idles
   if constexpr (std::is_same_v<Stream, TlsStream>) co_return true;
   if (buffer.size() > 0) co_return true;
   buffer.shrink_to_fit();

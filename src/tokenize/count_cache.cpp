@@ -37,9 +37,9 @@ std::optional<TokenEstimate> CountCache::find(std::string_view model, std::strin
 }
 
 void CountCache::put(std::string_view model, std::string_view message, TokenEstimate count) {
+  if (Entry::cost(model.size(), message.size()) > shard_bytes_ / 8) return;
   auto h = hash(model, message);
   Entry e{h, std::string(model), std::string(message), count};
-  if (e.cost() > shard_bytes_ / 8) return;
   auto& s = shards_[h % kShards];
   std::lock_guard lock(s.mu);
   if (locate(s, h, model, message) != s.lru.end()) return;  // counted twice at once

@@ -49,7 +49,11 @@ class CountCache {
     std::string model;
     std::string message;
     TokenEstimate count;
-    std::size_t cost() const { return message.size() + model.size() + sizeof(Entry) + 32; }
+    /// Bytes an entry holds: its strings, itself and its index node.
+    static constexpr std::size_t cost(std::size_t model_bytes, std::size_t message_bytes) {
+      return model_bytes + message_bytes + sizeof(Entry) + 32;
+    }
+    std::size_t cost() const { return cost(model.size(), message.size()); }
   };
   struct Shard {
     mutable std::mutex mu;
