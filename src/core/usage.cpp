@@ -63,11 +63,16 @@ struct UsageMembers {
   }
 };
 
-// uint_at over the scan: a non-negative integer, else 0.
+// uint_at over the scan: a positive integer that fits int64, else 0 (as the DOM reads it: a
+// larger one is unsigned or a double there, and counts 0; as_int would saturate it).
 std::uint64_t scanned_uint(std::string_view json, const std::optional<JsonValue>& v) {
   if (!v) return 0;
   auto n = as_int(json, *v);
-  return n && *n > 0 ? static_cast<std::uint64_t>(*n) : 0;
+  if (!n || *n <= 0) return 0;
+  auto digits = v->span.of(json);
+  constexpr std::string_view kMax = "9223372036854775807";
+  if (digits.size() > kMax.size() || (digits.size() == kMax.size() && digits > kMax)) return 0;
+  return static_cast<std::uint64_t>(*n);
 }
 
 std::uint64_t scanned_nested(std::string_view json, const std::optional<JsonValue>& obj,

@@ -158,6 +158,31 @@ std::string strip_all(const std::string& stream, std::size_t piece) {
 
 }  // namespace
 
+// The usage object is read from the scan (no DOM); the DOM reading is the reference, and the two
+// agree on the odd cases too: integers beyond int64 and fractions count 0, the last of a
+// repeated name wins, escaped names take the DOM path. (fuzz_parsers checks any input.)
+TEST(ParseUsageTest, TheScanReadsWhatTheDomReads) {
+  for (std::string json : {
+           std::string(R"({"prompt_tokens":12,"completion_tokens":30,"total_tokens":42,"prompt_tokens_details":{"cached_tokens":5},"completion_tokens_details":{"reasoning_tokens":7}})"),
+           std::string(R"({"input_tokens":3,"output_tokens":4,"input_tokens_details":{"cached_tokens":1},"input_tokens":9})"),
+           std::string(R"({"prompt_tokens":9223372036854775807,"completion_tokens":9223372036854775808,"total_tokens":1.0})"),
+           std::string(R"({"prompt_tokens":5,"completion_tokens_details":{"reasoning_tokens":74444444444444444444444444}})"),
+           std::string(R"({"prompt_tokens":-3,"completion_tokens":null})"),
+           std::string(R"({"pr\u006fmpt_tokens":2})"),
+           std::string(R"({"other":1})"),
+           std::string("[1]"),
+       }) {
+    Usage scanned, dom;
+    EXPECT_EQ(parse_usage(json, scanned), parse_usage_dom(json, dom)) << json;
+    EXPECT_EQ(scanned.prompt, dom.prompt) << json;
+    EXPECT_EQ(scanned.completion, dom.completion) << json;
+    EXPECT_EQ(scanned.total, dom.total) << json;
+    EXPECT_EQ(scanned.cached, dom.cached) << json;
+    EXPECT_EQ(scanned.reasoning, dom.reasoning) << json;
+    EXPECT_EQ(scanned.present, dom.present) << json;
+  }
+}
+
 TEST(UsageStripper, GivesBackTheStreamTheClientAskedFor) {
   // What a backend sends with include_usage, and what it sends without.
   const std::string with =
