@@ -601,6 +601,29 @@ const Table<TokenizerConfig>& tokenizer_table() {
   return t;
 }
 
+const Table<ClusterConfig>& cluster_table() {
+  using T = ClusterConfig;
+  static const Table<T> redis{
+      .fields = {value("url", &T::redis, RedisUrl{}).need(),
+                 value("password", &T::password, Secret{}).doc("none"),
+                 value("key_prefix", &T::key_prefix, Text{}),
+                 value("timeout", &T::timeout, Duration{}),
+                 value("ca_file", &T::ca_file, FileRef{}).doc("the system's CAs")},
+      .check = [](T& c, const Node& n, const std::string& path, Ctx& ctx) {
+        if (c.password.empty()) return;
+        if (!c.redis.password.empty()) {
+          ctx.error(n["password"], join(path, "password"), "the URL already carries a password");
+        }
+        c.redis.password = c.password;
+      }};
+  static const Table<T> t{
+      .fields = {section("redis", redis).need(),
+                 value("on_failure", &T::on_failure,
+                       Enum<ClusterFailure>{{{"local", ClusterFailure::kLocal}, {"deny", ClusterFailure::kDeny}},
+                                            "local or deny"})}};
+  return t;
+}
+
 // ---- tenants, clients ------------------------------------------------------------------------
 
 const Table<TenantConfig>& tenant_table() {
@@ -816,7 +839,8 @@ const Table<Config>& root_table() {
                .doc("none"),
            nested("auth", &Config::auth, auth_table()),
            nested("tokenizer", &Config::tokenizer, tokenizer_table()),
-           nested("dns", &Config::dns, dns_table())},
+           nested("dns", &Config::dns, dns_table()),
+           nested("cluster", &Config::cluster, cluster_table())},
       .check = check_callers};
   return t;
 }

@@ -138,6 +138,17 @@ struct Address {
   std::string canonical(const Value& v) const { return v.text; }
 };
 
+/// redis://[user@]host[:port][/db] or rediss://: literal (no password in it: secrets are
+/// references), or an env:/file: reference to a URL that may carry user:password.
+struct RedisUrl {
+  using Value = RedisAddress;
+  Read<RedisAddress> read(std::string_view text, Ctx& ctx) const;
+  std::string canonical(const RedisAddress& v) const { return v.text; }
+};
+
+/// The address in a redis:// or rediss:// URL (`text`); the message of what is wrong otherwise.
+Read<RedisAddress> parse_redis_url(std::string_view text);
+
 /// An http:// or https:// URL of a backend.
 struct EndpointUrl {
   using Value = Endpoint;

@@ -300,6 +300,35 @@ struct DnsConfig {
   Millis max_ttl{300'000};           // and at most this long, whatever its TTL
 };
 
+/// Where the replicas share their state (`cluster.redis`): a Redis (>= 6) or Valkey server.
+struct RedisAddress {
+  std::string host;  // host name or IP literal, without brackets
+  std::uint16_t port = 6379;
+  unsigned db = 0;
+  std::string user;      // ACL user; "" = the default user
+  std::string password;  // "" = no AUTH (from the URL when it came from env:/file:, or cluster.redis.password)
+  bool tls = false;      // rediss://
+  std::string text;      // the URL without its password, for logs and docs
+};
+
+/// What admission does while the shared store is unreachable (`cluster.on_failure`).
+enum class ClusterFailure : std::uint8_t {
+  kLocal,  // local buckets sized limit / replicas seen; settled into Redis when it is back
+  kDeny,   // limited requests get 503 with x-should-retry: true
+};
+
+/// N replicas behaving as one (`cluster`): limits, budgets, keys, object owners and backend
+/// state shared through Redis. Absent: one process keeps its own state (docs/design/cluster.md).
+struct ClusterConfig {
+  RedisAddress redis;               // redis.url; host "" = no cluster
+  std::string password;             // redis.password (resolved); copied into redis.password
+  std::string key_prefix = "tollgate:";  // several gateways may share one Redis
+  Millis timeout{50};               // per round trip; a slower answer counts as a failure
+  std::string ca_file;              // rediss://: CA bundle for the server's certificate; "" = system
+  ClusterFailure on_failure = ClusterFailure::kLocal;
+  bool enabled() const { return !redis.host.empty(); }
+};
+
 struct Config {
   std::string source;  // file name the config came from
   ServerConfig server;
@@ -317,6 +346,7 @@ struct Config {
   UsageConfig usage;
   PriorityConfig priority;
   DnsConfig dns;
+  ClusterConfig cluster;
   const ClientConfig* find_client(std::string_view name) const;
 
   /// Index of the deployment clients call `name`, or nullptr.

@@ -463,3 +463,73 @@ clients:
   EXPECT_TRUE(has("clients[0].priority: unknown priority class \"platinum\""));
   EXPECT_TRUE(has("clients[0].weight: must be a number from 0.01 to 1000"));
 }
+
+TEST(ConfigTest, LoadsTheCluster) {
+  auto env = [](const std::string& name) -> std::optional<std::string> {
+    if (name == "AOAI_KEY") return std::string("secret-key-value");
+    if (name == "REDIS_PW") return std::string("redis-secret");
+    if (name == "REDIS_URL") return std::string("rediss://ops:url-secret@[::1]:6380/3");
+    return std::nullopt;
+  };
+  auto r = load_string(std::string(kGood) + R"(cluster:
+  redis: {url: "redis://ops@redis.internal/2", password: env:REDIS_PW, key_prefix: "tg-prod:", timeout: 80ms}
+  on_failure: deny
+)", "cluster.yaml", env);
+  ASSERT_TRUE(r.ok()) << ::testing::PrintToString(r.errors);
+  const auto& c = r.config->cluster;
+  EXPECT_TRUE(c.enabled());
+  EXPECT_EQ(c.redis.host, "redis.internal");
+  EXPECT_EQ(c.redis.port, 6379);
+  EXPECT_EQ(c.redis.db, 2u);
+  EXPECT_EQ(c.redis.user, "ops");
+  EXPECT_EQ(c.redis.password, "redis-secret");
+  EXPECT_FALSE(c.redis.tls);
+  EXPECT_EQ(c.redis.text, "redis://ops@redis.internal:6379/2");
+  EXPECT_EQ(c.key_prefix, "tg-prod:");
+  EXPECT_EQ(c.timeout, Millis(80));
+  EXPECT_EQ(c.on_failure, ClusterFailure::kDeny);
+
+  auto from_env = load_string(std::string(kGood) + "cluster: {redis: {url: env:REDIS_URL}}\n", "c.yaml", env);
+  ASSERT_TRUE(from_env.ok()) << ::testing::PrintToString(from_env.errors);
+  const auto& a = from_env.config->cluster.redis;
+  EXPECT_EQ(a.host, "::1");
+  EXPECT_EQ(a.port, 6380);
+  EXPECT_EQ(a.db, 3u);
+  EXPECT_TRUE(a.tls);
+  EXPECT_EQ(a.password, "url-secret");
+  EXPECT_EQ(a.text.find("url-secret"), std::string::npos) << a.text;
+  EXPECT_EQ(from_env.config->cluster.on_failure, ClusterFailure::kLocal);
+
+  auto none = load_string(kGood, "none.yaml", env);
+  ASSERT_TRUE(none.ok());
+  EXPECT_FALSE(none.config->cluster.enabled());
+}
+
+TEST(ConfigTest, ClusterErrorsNameTheKey) {
+  auto env = [](const std::string& name) -> std::optional<std::string> {
+    if (name == "AOAI_KEY") return std::string("secret-key-value");
+    if (name == "PW") return std::string("pw");
+    return std::nullopt;
+  };
+  auto errors = [&](const std::string& cluster) {
+    return load_string(std::string(kGood) + cluster, "c.yaml", env).errors;
+  };
+  auto has = [](const std::vector<std::string>& errs, std::string_view needle) {
+    for (const auto& e : errs) {
+      if (e.find(needle) != std::string::npos) return true;
+    }
+    return false;
+  };
+  auto e = errors("cluster: {redis: {url: \"redis://u:literal-pw@h:6379/0\"}}\n");
+  EXPECT_TRUE(has(e, "c.yaml:26:24: cluster.redis.url: must not carry a password")) << ::testing::PrintToString(e);
+  for (const auto& m : e) EXPECT_EQ(m.find("literal-pw"), std::string::npos) << m;
+  EXPECT_TRUE(has(errors("cluster: {redis: {url: \"http://h\"}}\n"), "cluster.redis.url: must be a redis:// or rediss:// URL"));
+  EXPECT_TRUE(has(errors("cluster: {redis: {url: \"redis://h:0\"}}\n"), "cluster.redis.url: port must be from 1 to 65535"));
+  EXPECT_TRUE(has(errors("cluster: {redis: {url: \"redis://h/abc\"}}\n"), "cluster.redis.url: the path must be a database number"));
+  EXPECT_TRUE(has(errors("cluster: {redis: {url: env:NOPE}}\n"), "cluster.redis.url: environment variable NOPE is not set"));
+  EXPECT_TRUE(has(errors("cluster: {redis: {url: \"redis://h\", password: plain}}\n"), "cluster.redis.password: secrets must be a reference"));
+  EXPECT_TRUE(has(errors("cluster: {on_failure: local}\n"), "cluster: missing required key \"redis\""));
+  EXPECT_TRUE(has(errors("cluster: {redis: {timeout: 5ms}}\n"), "cluster.redis: missing required key \"url\""));
+  EXPECT_TRUE(has(errors("cluster: {redis: {url: \"redis://h\", timout: 5ms}}\n"), "unknown key \"timout\""));
+  EXPECT_TRUE(has(errors("cluster: {redis: {url: \"redis://h\"}, on_failure: open}\n"), "cluster.on_failure: must be local or deny (got \"open\")"));
+}
