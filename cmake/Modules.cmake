@@ -12,12 +12,13 @@
 #   ratelimit  buckets, budgets, prices, the admission estimate
 #   metrics    per-worker cells, the metric tables, rendering (the only prometheus-cpp user), logs
 #   usage      the usage ledger (the only SQLite user), its report, the affinity table's journal
+#   cluster    the Redis client and subscriber on Asio (hiredis as the RESP codec only)
 #   pipeline   the request context, snapshots, and the request stages, filters and finish
 #   proxy      upstream connections, TLS, the forwarder and the relay (Beast)
 #   server     listeners, sessions, workers, the gateway, admin, health, identities (Beast)
 #   mock       the mock Azure OpenAI backend (Beast)
-set(TOLLGATE_MODULES crypto config core tokenize routing auth ratelimit metrics usage pipeline
-    proxy server mock)
+set(TOLLGATE_MODULES crypto config core tokenize routing auth ratelimit metrics usage cluster
+    pipeline proxy server mock)
 set(TOLLGATE_DEPS_crypto "")
 set(TOLLGATE_DEPS_config crypto)
 set(TOLLGATE_DEPS_core config crypto)
@@ -27,6 +28,7 @@ set(TOLLGATE_DEPS_auth core config crypto)
 set(TOLLGATE_DEPS_ratelimit core config tokenize)
 set(TOLLGATE_DEPS_metrics ratelimit core config)  # typed cells use the limits' scopes and units
 set(TOLLGATE_DEPS_usage metrics ratelimit routing core config crypto)  # routing: AffinityJournal
+set(TOLLGATE_DEPS_cluster core)
 set(TOLLGATE_DEPS_pipeline auth ratelimit routing metrics usage tokenize core config crypto)
 set(TOLLGATE_DEPS_proxy pipeline metrics routing core config)
 set(TOLLGATE_DEPS_server proxy pipeline auth ratelimit routing metrics usage tokenize core config

@@ -14,6 +14,7 @@ packages=(
   prometheus  # for promtool (metrics format check in tests); its service is not started
   sqlite3     # tests read the usage ledger with the sqlite3 shell
   faketime    # tests move the gateway's wall clock to a budget period's end
+  libhiredis-dev redis-server  # the cluster module's RESP codec; its tests start a real Redis
 )
 command -v node >/dev/null 2>&1 || packages+=(nodejs)
 command -v npm >/dev/null 2>&1 || packages+=(npm)
