@@ -87,6 +87,8 @@ class RedisClient : public std::enable_shared_from_this<RedisClient> {
   bool up() const { return link_ != nullptr && !link_->dead(); }
   /// Closes the connection and stops reconnecting; pending and later calls fail with kClosed.
   void close();
+  bool closed() const { return closed_; }
+  const net::any_io_executor& executor() const { return executor_; }
 
  private:
   struct Pending;

@@ -291,6 +291,31 @@ template class FamilyBuilder<2>;
 template class FamilyBuilder<3>;
 template class FamilyBuilder<4>;
 
+void append_cluster_families(const SeriesRegistry& reg, std::size_t replicas_seen,
+                             std::vector<MetricFamily>& out) {
+  std::int64_t up = 0, unsettled = 0;
+  HistogramSum rtt;
+  FamilyBuilder<1> failures(families::kClusterFailures);
+  std::array<std::uint64_t, static_cast<std::size_t>(RedisError::kCount)> failed{};
+  for (const auto* w : reg.workers()) {
+    up += w->cluster_up.value() > 0 ? 1 : 0;
+    unsettled += w->cluster_unsettled.value();
+    rtt.add(w->cluster_round_trip);
+    for (std::size_t i = 0; i < failed.size(); ++i) failed[i] += w->cluster_failures.flat(i).value();
+  }
+  auto workers = static_cast<std::int64_t>(reg.workers().size());
+  out.push_back(single(families::kClusterRedisUp, workers > 0 && up == workers ? 1 : 0));
+  FamilyBuilder<0> round_trip(families::kClusterRoundTrip);
+  round_trip.add({}, rtt);
+  out.push_back(round_trip.take());
+  for (std::size_t i = 0; i < failed.size(); ++i) {
+    failures.add({to_string(static_cast<RedisError>(i))}, static_cast<double>(failed[i]));
+  }
+  out.push_back(failures.take());
+  out.push_back(single(families::kClusterReplicas, static_cast<double>(replicas_seen)));
+  out.push_back(single(families::kClusterUnsettled, static_cast<double>(unsettled)));
+}
+
 void append_priority_families(const SeriesRegistry& reg, std::span<const PriorityView> views,
                               std::vector<MetricFamily>& out) {
   FamilyBuilder<2> requests(families::kPriorityRequests);

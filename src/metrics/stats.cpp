@@ -100,4 +100,9 @@ std::string_view to_string(AcceptError e) {
   return kNames[static_cast<std::size_t>(e)];
 }
 
+std::string_view to_string(RedisError e) {
+  static constexpr std::string_view kNames[] = {"timeout", "connect", "tls", "auth", "closed", "protocol", "overloaded"};
+  return kNames[static_cast<std::size_t>(e)];
+}
+
 }  // namespace tollgate::metrics

@@ -135,6 +135,8 @@ struct Gateway::Impl {
   ratelimit::BucketRegistry buckets;  // admission buckets, kept across reloads
   ratelimit::BudgetRegistry budget_counters;  // calendar budgets, kept across reloads
   std::shared_ptr<usage::Ledger> ledger;      // null when usage.ledger is not set
+  // Replicas seen in the cluster's Redis lately (worker 0's heartbeat keeps it; 1 without cluster).
+  std::shared_ptr<std::atomic<std::size_t>> replicas = std::make_shared<std::atomic<std::size_t>>(1);
   // The affinity table the ledger journals (null: none); detached before the ledger closes.
   std::shared_ptr<routing::AffinityTable> journaled;
   std::shared_ptr<BodyBudget> body_budget;    // request bodies held, all workers
@@ -288,6 +290,9 @@ struct Gateway::Impl {
     out.push_back(
         metrics::single(fam::kAffinityEntries, static_cast<double>(current->affinity->size())));
     priority_families(out);
+    if (current->config->cluster.enabled()) {
+      metrics::append_cluster_families(series, replicas->load(std::memory_order_relaxed), out);
+    }
     if (health) health->families(out);
     if (identity) identity->families(out, current.get());
     auto add = [&](const metrics::FamilySpec<0>& spec, auto v) {
@@ -547,6 +552,7 @@ int Gateway::run() {
   });
   s.health->apply(snap);
   for (auto& w : s.workers) {
+    w->set_replicas(s.replicas);
     w->on_unknown_kid([&s](std::size_t issuer) {
       net::post(s.control, [&s, issuer] { s.identity->unknown_kid(issuer); });
     });

@@ -6,6 +6,7 @@
 // failover. Every request ends in pipeline::finish().
 
 #include "server/session.hpp"
+#include "server/shared_admission.hpp"
 
 #include <boost/asio/experimental/awaitable_operators.hpp>
 #include <boost/asio/steady_timer.hpp>
@@ -408,6 +409,9 @@ net::awaitable<bool> handle(Worker& w, Client<Stream> client, const Request& req
   if (auto reply = pipeline::run_request_stages(x)) {
     co_return co_await send_reply(client, req, x.ctx, *reply, keep_alive);
   }
+  if (awaits_shared(x)) {
+    if (auto reply = co_await admit_shared(w, x)) co_return co_await send_reply(client, req, x.ctx, *reply, keep_alive);
+  }
   pipeline::run_request_filters(x);
   if (x.list) co_return co_await answer_list(w, client, req, x, keep_alive);  // every backend's
   co_return co_await forward(w, client, req, x, keep_alive);
@@ -422,7 +426,7 @@ net::awaitable<bool> serve(Worker& w, Client<Stream> client, beast::flat_buffer&
   const auto& req = parser.get();
   auto lookup = [&req](std::string_view name) { return std::string_view(req[name]); };
   pipeline::RequestView view{req.method_string(), req.target(), pipeline::Headers(lookup), {}};
-  Exchange x{snap, auth, view, ctx, w.stats(), w.clock(), w.ledger() != nullptr};
+  Exchange x{snap, auth, view, ctx, w.stats(), w.clock(), w.ledger() != nullptr, w.shared_limiter() != nullptr};
   auto refused = pipeline::run_header_stages(x);
   if (x.identity.refresh_issuer) w.unknown_kid(*x.identity.refresh_issuer);
   if (refused) co_return co_await refuse_before_body(w, client, parser, ctx, *refused);

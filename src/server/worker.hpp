@@ -7,11 +7,13 @@
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/ssl/context.hpp>
 #include <functional>
+#include <atomic>
 #include <list>
 #include <memory>
 #include <thread>
 #include <vector>
 
+#include "cluster/shared_limiter.hpp"
 #include "proxy/upstream_pool.hpp"
 #include "server/body_budget.hpp"
 #include "server/connections.hpp"
@@ -82,7 +84,14 @@ class Worker {
   /// The clocks the request pipeline reads (the system's; tests of the pipeline inject theirs).
   const core::Clock& clock() const { return core::system_clock(); }
   /// Where finished requests are recorded.
-  pipeline::FinishEnv finish_env() { return {stats_, ledger_.get(), *access_log_, clock()}; }
+  pipeline::FinishEnv finish_env() { return {stats_, ledger_.get(), *access_log_, clock(), shared_.get()}; }
+  /// The shared limits of a cluster (null: none configured). Made in start().
+  cluster::SharedLimiter* shared_limiter() { return shared_.get(); }
+  /// Thread: control, before start(). The replicas seen in the cluster lately (a local
+  /// fallback's share of each limit), kept by the gateway's heartbeat.
+  void set_replicas(std::shared_ptr<std::atomic<std::size_t>> seen) { replicas_ = std::move(seen); }
+  core::TimeMs& shared_logged_ms() { return shared_logged_ms_; }  // admit_shared's last log line
+  std::size_t replicas_seen() const { return replicas_ ? std::max<std::size_t>(1, replicas_->load(std::memory_order_relaxed)) : 1; }
   /// What the forwarder needs of this worker.
   proxy::UpstreamEnv upstream_env() {
     return {stats_, pools_, *resolver_, snapshot_->config->server.limits.idle_timeout};
@@ -113,6 +122,9 @@ class Worker {
   std::shared_ptr<metrics::AccessLog> access_log_;
   SharedConnections& connections_;
   std::shared_ptr<usage::Ledger> ledger_;
+  std::shared_ptr<cluster::SharedLimiter> shared_;  // the cluster's limits (null: none)
+  std::shared_ptr<std::atomic<std::size_t>> replicas_;  // kept by worker 0's heartbeat
+  core::TimeMs shared_logged_ms_ = 0;
   std::shared_ptr<BodyBudget> body_budget_;
   std::unique_ptr<proxy::Resolver> resolver_;  // made in start() (dns settings), on io_
   std::shared_ptr<const Snapshot> snapshot_;         // owner: worker thread

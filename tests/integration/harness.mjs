@@ -6,6 +6,7 @@ import { tmpdir } from 'node:os';
 import { join, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { createConnection, createServer } from 'node:net';
 
 const here = dirname(fileURLToPath(import.meta.url));
 export const repoRoot = join(here, '..', '..');
@@ -295,4 +296,52 @@ export function promtoolFailures(scrapes) {
     if (r.status !== 0) failures.push(`promtool on the metrics of "${s.name}": ${r.stdout}${r.stderr}${r.error ?? ''}`);
   }
   return failures.join('\n');
+}
+
+/**
+ * Starts a real redis-server (Debian's; CI installs it) on a free 127.0.0.1 port, without
+ * persistence; resolves once it answers. Returns {url, port, proc, signal(sig), stop()}; `restart()`
+ * starts it again on the same port after a stop or a SIGKILL.
+ */
+export async function startRedis() {
+  const port = await freePort();
+  const start = async () => {
+    const proc = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '',
+      '--appendonly', 'no'], { stdio: ['ignore', 'pipe', 'pipe'] });
+    live.add(proc);
+    const exitPromise = new Promise((resolve) => proc.on('exit', (code, signal) => {
+      live.delete(proc);
+      resolve({ code, signal });
+    }));
+    proc.stdout.resume();
+    proc.stderr.resume();
+    await eventually(() => new Promise((resolve) => {
+      const s = createConnection({ host: '127.0.0.1', port }, () => {
+        s.write('PING\r\n');
+      });
+      s.on('data', (d) => { s.destroy(); resolve(d.toString().startsWith('+PONG')); });
+      s.on('error', () => resolve(false));
+    }), { timeoutMs: 10000, what: `redis-server on port ${port}` });
+    return { proc, exitPromise };
+  };
+  let current = await start();
+  return {
+    port,
+    url: `redis://127.0.0.1:${port}/0`,
+    signal(sig) { current.proc.kill(sig); },
+    async restart() { current = await start(); },
+    stop: () => stopProcess(current.proc, current.exitPromise),
+  };
+}
+
+/** A TCP port free on 127.0.0.1 just now. */
+export function freePort() {
+  return new Promise((resolve, reject) => {
+    const srv = createServer();
+    srv.on('error', reject);
+    srv.listen(0, '127.0.0.1', () => {
+      const { port } = srv.address();
+      srv.close(() => resolve(port));
+    });
+  });
 }

@@ -393,6 +393,27 @@ inline constexpr FamilySpec<0> kLedgerWritable{
     MetricType::Gauge,
     {}};
 
+inline constexpr FamilySpec<0> kClusterRedisUp{
+    "tollgate_cluster_redis_up",
+    "1 while every worker's connection to the cluster's Redis is up, else 0.", MetricType::Gauge, {}};
+inline constexpr FamilySpec<0> kClusterRoundTrip{
+    "tollgate_cluster_redis_round_trip_seconds",
+    "Time from sending a call to the cluster's Redis to its reply.", MetricType::Histogram, {}};
+inline constexpr FamilySpec<1> kClusterFailures{
+    "tollgate_cluster_redis_failures_total",
+    "Calls to (and connections with) the cluster's Redis that failed, by reason: timeout, "
+    "connect, tls, auth, closed, protocol, overloaded.",
+    MetricType::Counter,
+    {"reason"}};
+inline constexpr FamilySpec<0> kClusterReplicas{
+    "tollgate_cluster_replicas",
+    "Replicas of this gateway seen in the cluster's Redis in the last minute (heartbeats).",
+    MetricType::Gauge, {}};
+inline constexpr FamilySpec<0> kClusterUnsettled{
+    "tollgate_cluster_unsettled",
+    "Settlements of shared limits and budgets waiting for the cluster's Redis to answer again.",
+    MetricType::Gauge, {}};
+
 }  // namespace families
 
 /// One sample: a family with no labels and one value.
@@ -420,6 +441,11 @@ struct PriorityView {
 /// Thread: control thread.
 void append_priority_families(const SeriesRegistry& reg, std::span<const PriorityView> views,
                               std::vector<prometheus::MetricFamily>& out);
+
+/// Appends the cluster families (families::kClusterRedisUp .. kClusterUnsettled) from the
+/// workers' cells and the replicas seen. Thread: control thread.
+void append_cluster_families(const SeriesRegistry& reg, std::size_t replicas_seen,
+                             std::vector<prometheus::MetricFamily>& out);
 
 extern template class FamilyBuilder<0>;
 extern template class FamilyBuilder<1>;

@@ -66,6 +66,10 @@ std::string_view to_string(NoBackendCode c);
 enum class AcceptError : std::uint8_t { kEmfile, kEnfile, kEnobufs, kEnomem, kOther, kCount };
 std::string_view to_string(AcceptError e);
 
+/// Why a call to the cluster's Redis failed (cluster::RedisFailure, as the metrics label it).
+enum class RedisError : std::uint8_t { kTimeout, kConnect, kTls, kAuth, kClosed, kProtocol, kOverloaded, kCount };
+std::string_view to_string(RedisError e);
+
 /// A backend's (0-based) tier in its deployment; the last rank holds every tier beyond it.
 using TierRank = Rank<struct TierTag, kMaxTiers>;
 constexpr TierRank tier_rank(std::size_t tier) noexcept {
@@ -156,6 +160,11 @@ class WorkerStats {
   Gauge reservations;  // admission reservations not yet settled
   CellArray<Counter, Label<"reason", AcceptError>> accept_errors;
   Counter connections_refused;  // over server.limits.max_connections_per_ip
+  // The cluster's store (cluster:), written by the worker's Redis connection and shared limiter.
+  Gauge cluster_up;  // 1 while this worker's connection is up
+  Histogram cluster_round_trip;
+  CellArray<Counter, Label<"reason", RedisError>> cluster_failures;
+  Gauge cluster_unsettled;  // settlements kept for replay
 
  private:
   std::array<std::unique_ptr<RouteCells[]>, kMaxBlocks> blocks_;

@@ -9,6 +9,7 @@
 #include "tollgate/crypto/crypto.hpp"
 #include "tollgate/core/json_fields.hpp"
 #include "tollgate/ratelimit/admission.hpp"
+#include "cluster/shared_hold.hpp"
 
 namespace tollgate::pipeline {
 
@@ -54,7 +55,7 @@ Reply over_budget(Exchange& x, const ratelimit::BudgetHold::Refusal& refusal, st
 /// A limit lacks room: 429 in Azure's shape with the wait, or 400 when the request can never
 /// fit (it needs more than the limit allows in a minute).
 Reply rate_limited(Exchange& x, const ratelimit::Reservation::Refusal& refusal, std::int64_t needed,
-                   ratelimit::Nanos now) {
+                   std::int64_t remaining) {
   const auto& l = *refusal.limit;
   auto unit = ratelimit::to_string(l.unit);
   std::string what = std::string(ratelimit::to_string(l.scope)) + " '" + std::string(l.name) + "' (" +
@@ -69,17 +70,18 @@ Reply rate_limited(Exchange& x, const ratelimit::Reservation::Refusal& refusal, 
   auto wait_ms = std::max<std::int64_t>(1, (*refusal.wait + 999'999) / 1'000'000);
   HeaderList extra;
   extra.emplace_back("x-ratelimit-limit-" + std::string(unit), std::to_string(l.per_minute));
-  extra.emplace_back("x-ratelimit-remaining-" + std::string(unit),
-                     std::to_string(l.bucket->available(now, l.per_minute)));
+  extra.emplace_back("x-ratelimit-remaining-" + std::string(unit), std::to_string(std::max<std::int64_t>(0, remaining)));
   return too_many_requests("rate_limited", "Rate limit of " + what + " exceeded.", wait_ms,
                            pipeline::Outcome::kRejected, std::move(extra));
 }
 
 // The caller's remaining quota as Azure reports it: the tightest token and request limits.
-std::string remaining_headers(const std::vector<ratelimit::Limit>& limits, ratelimit::Nanos now) {
+// `remaining[i]`: what limits[i] could still give.
+std::string remaining_headers(const std::vector<ratelimit::Limit>& limits, const std::vector<std::int64_t>& remaining) {
   std::optional<std::pair<std::int64_t, std::int64_t>> tokens, requests;  // (limit, remaining)
-  for (const auto& l : limits) {
-    auto avail = l.bucket->available(now, l.per_minute);
+  for (std::size_t i = 0; i < limits.size(); ++i) {
+    const auto& l = limits[i];
+    auto avail = remaining[i];
     auto& slot = l.unit == ratelimit::Unit::kTokens ? tokens : requests;
     if (!slot || avail < slot->second) slot = std::pair{l.per_minute, avail};
   }
@@ -129,27 +131,86 @@ bool reserves_tokens(const std::vector<ratelimit::Limit>& limits) {
                      [](const ratelimit::Limit& l) { return l.unit == ratelimit::Unit::kTokens; });
 }
 
-StageResult reserve(Exchange& x, const Applicable& a, const ratelimit::Estimate& estimate) {
+std::vector<std::int64_t> available(const std::vector<ratelimit::Limit>& limits, ratelimit::Nanos now) {
+  std::vector<std::int64_t> out;
+  out.reserve(limits.size());
+  for (const auto& l : limits) out.push_back(l.bucket->available(now, l.per_minute));
+  return out;
+}
+
+// The price ceiling of the estimate (0 without a price or a budget to hold it against).
+std::int64_t cost_ceiling(const Exchange& x, const Applicable& a, const ratelimit::Estimate& estimate) {
+  const auto& price = x.ctx.deployment->price;
+  if (a.budgets == nullptr || !price.set) return 0;
+  return ratelimit::Price(price).ceiling(estimate.prompt, estimate.allowance);
+}
+
+// This process's buckets and budgets (no cluster, or its Redis is away and on_failure is local).
+StageResult reserve_locally(Exchange& x, const std::vector<ratelimit::Limit>& limits,
+                            const std::vector<ratelimit::BudgetLimit>* budgets, std::int64_t tokens,
+                            std::int64_t cost) {
   auto& ctx = x.ctx;
-  if (a.budgets != nullptr) {
+  if (budgets != nullptr) {
     auto wall = x.clock.unix_ms();
-    const auto& price = ctx.deployment->price;
-    std::int64_t cost = price.set ? ratelimit::Price(price).ceiling(estimate.prompt, estimate.allowance) : 0;
-    if (auto refusal = ctx.budget_hold.reserve(*a.budgets, estimate.total(), cost, wall)) {
-      return over_budget(x, *refusal, estimate.total(), cost, wall);
+    if (auto refusal = ctx.budget_hold.reserve(*budgets, tokens, cost, wall)) {
+      return over_budget(x, *refusal, tokens, cost, wall);
     }
   }
   auto now = x.clock.steady_ns();
-  if (auto refusal = ctx.reservation.reserve(a.limits, estimate.total(), now)) {
+  if (auto refusal = ctx.reservation.reserve(limits, tokens, now)) {
     ctx.budget_hold.release(x.clock.unix_ms());
-    return rate_limited(x, *refusal, estimate.total(), now);
+    return rate_limited(x, *refusal, tokens, refusal->limit->bucket->available(now, refusal->limit->per_minute));
   }
   if (ctx.reservation.held() || ctx.budget_hold.held()) x.stats.reservations.add(1);
-  if (!a.limits.empty()) ctx.response_headers = remaining_headers(a.limits, now);
+  if (!limits.empty()) ctx.response_headers = remaining_headers(limits, available(limits, now));
   return std::nullopt;
 }
 
+StageResult reserve(Exchange& x, const Applicable& a, const ratelimit::Estimate& estimate) {
+  auto cost = cost_ceiling(x, a, estimate);
+  if (x.shared && (!a.limits.empty() || a.budgets != nullptr)) {
+    // Held in Redis by the admit_shared await stage (server/shared_admission.hpp).
+    x.ctx.shared_demand = cluster::Demand{a.limits, a.budgets, estimate.total(), cost};
+    return std::nullopt;
+  }
+  return reserve_locally(x, a.limits, a.budgets, estimate.total(), cost);
+}
+
 }  // namespace
+
+StageResult admitted_shared(Exchange& x, const cluster::ReserveOutcome& outcome, std::size_t replicas) {
+  using Kind = cluster::ReserveOutcome::Kind;
+  auto& ctx = x.ctx;
+  auto& d = *ctx.shared_demand;
+  switch (outcome.kind) {
+    case Kind::kHeld:
+      ctx.shared_hold = outcome.hold;
+      ctx.shared_hold.id = ctx.request_id;
+      if (ctx.shared_hold.taken) x.stats.reservations.add(1);
+      if (!d.limits.empty()) ctx.response_headers = remaining_headers(d.limits, outcome.remaining);
+      return std::nullopt;
+    case Kind::kLimited: {
+      auto i = static_cast<std::size_t>(outcome.limited->limit - d.limits.data());
+      return rate_limited(x, *outcome.limited, d.tokens, outcome.remaining[i]);
+    }
+    case Kind::kOverBudget:
+      return over_budget(x, *outcome.over_budget, d.tokens, d.nano_usd, x.clock.unix_ms());
+    case Kind::kUnavailable: break;
+  }
+  if (x.config().cluster.on_failure == config::ClusterFailure::kDeny) {
+    HeaderList headers;
+    headers.emplace_back("x-should-retry", "true");
+    headers.emplace_back("retry-after", "1");
+    core::HttpError e{503, "503", "The gateway cannot reach the store its replicas share limits through; retry shortly.",
+                      "service_unavailable", {}};
+    return Reply::error("cluster_unavailable", e, std::move(headers), Outcome::kRejected);
+  }
+  // This replica's share of every limit until the store is back (its use is settled there then).
+  auto share = d.limits;
+  for (auto& l : share) l.per_minute = std::max<std::int64_t>(1, l.per_minute / static_cast<std::int64_t>(std::max<std::size_t>(1, replicas)));
+  ctx.shared_local = true;
+  return reserve_locally(x, share, d.budgets, d.tokens, d.nano_usd);
+}
 
 StageResult admit(Exchange& x) {
   auto& ctx = x.ctx;

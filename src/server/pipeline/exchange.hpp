@@ -81,6 +81,7 @@ struct Exchange {
   metrics::WorkerStats& stats;
   const core::Clock& clock;
   bool ledger = false;  // a usage ledger records every inference call
+  bool shared = false;  // limits and budgets are held in the cluster's store (admit_shared)
 
   // --- decisions, each written by the one stage named ---
   auth::Identity identity;                       // authenticate

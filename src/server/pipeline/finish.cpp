@@ -78,7 +78,7 @@ std::string attempts_json(const RequestContext& ctx) {
 
 }  // namespace
 
-void settle(RequestContext& ctx, const core::Usage& billed, const core::Clock& clock) {
+void settle(RequestContext& ctx, const core::Usage& billed, const core::Clock& clock, cluster::Settler* shared) {
   if (ctx.deployment != nullptr && ctx.deployment->price.set) {
     ctx.cost_nano_usd = ratelimit::Price(ctx.deployment->price).cost(billed);
   }
@@ -89,6 +89,14 @@ void settle(RequestContext& ctx, const core::Usage& billed, const core::Clock& c
     auto now = clock.unix_ms();
     ctx.budget_hold.settle(ctx.charged_tokens, ctx.cost_nano_usd, now, &crossed);
     for (const auto* b : crossed) log_budget_warning(ctx, *b, now);
+  }
+  if (shared == nullptr) return;
+  if (ctx.shared_hold.needs_settle()) {
+    shared->settle(std::move(ctx.shared_hold), ctx.charged_tokens, ctx.cost_nano_usd);
+  } else if (ctx.shared_local && ctx.shared_demand) {
+    auto use = cluster::use_only(*ctx.shared_demand, clock.unix_ms());
+    use.id = ctx.request_id;
+    shared->settle(std::move(use), ctx.charged_tokens, ctx.cost_nano_usd);
   }
 }
 
@@ -106,7 +114,7 @@ void record_stats(metrics::WorkerStats& stats, const RequestContext& ctx, std::i
   }
   auto& client_cells = stats.client(ctx.client_series);
   client_cells.requests[status].add();
-  if (ctx.reservation.held()) client_cells.charged_tokens.add(static_cast<std::uint64_t>(ctx.charged_tokens));
+  if (ctx.reservation.held() || ctx.shared_hold.taken) client_cells.charged_tokens.add(static_cast<std::uint64_t>(ctx.charged_tokens));
   if (ctx.usage_estimated) client_cells.usage_estimated.add();
   if (ctx.cost_nano_usd > 0) {
     client_cells.cost_nano_usd.add(static_cast<std::uint64_t>(ctx.cost_nano_usd));
@@ -176,7 +184,7 @@ void write_access_log(metrics::AccessLog& log, const RequestContext& ctx, std::i
       .add("cached_tokens", u.cached)
       .add("reasoning_tokens", u.reasoning)
       .add("usage_reported", u.present)
-      .add("reserved_tokens", ctx.reservation.held() ? ctx.reservation.tokens() : 0)
+      .add("reserved_tokens", ctx.reservation.held() ? ctx.reservation.tokens() : ctx.shared_hold.tokens)
       .add("charged_tokens", ctx.charged_tokens)
       .add("usage_estimated", ctx.usage_estimated)
       .add_usd("cost_usd", ctx.cost_nano_usd)
@@ -190,9 +198,9 @@ void write_access_log(metrics::AccessLog& log, const RequestContext& ctx, std::i
 }
 
 void finish(const FinishEnv& env, RequestContext& ctx) {
-  bool held = ctx.reservation.held() || ctx.budget_hold.held();  // counted as outstanding
+  bool held = ctx.reservation.held() || ctx.budget_hold.held() || ctx.shared_hold.taken;  // outstanding
   auto billed = billed_usage(ctx);
-  settle(ctx, billed, env.clock);
+  settle(ctx, billed, env.clock, env.shared);
   if (held) env.stats.reservations.add(-1);
   auto duration = core::micros_since(ctx.start);
   record_stats(env.stats, ctx, duration);

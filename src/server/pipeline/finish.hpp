@@ -20,6 +20,7 @@ struct FinishEnv {
   usage::Ledger* ledger = nullptr;
   metrics::AccessLog& access_log;
   const core::Clock& clock = core::system_clock();  // settlement times, record and log stamps
+  cluster::Settler* shared = nullptr;  // settles holds in the cluster's store (null: no cluster)
 };
 
 /// What a finished request is billed: the backend's usage, else (a successful inference answer
@@ -28,7 +29,7 @@ struct FinishEnv {
 core::Usage billed_usage(pipeline::RequestContext& ctx);
 
 void settle(pipeline::RequestContext& ctx, const core::Usage& billed,
-            const core::Clock& clock = core::system_clock());
+            const core::Clock& clock = core::system_clock(), cluster::Settler* shared = nullptr);
 void record_stats(metrics::WorkerStats& stats, const pipeline::RequestContext& ctx, std::int64_t duration_us);
 void record_usage(usage::Ledger& ledger, const pipeline::RequestContext& ctx, const core::Usage& billed,
                   std::int64_t duration_us, const core::Clock& clock = core::system_clock());

@@ -3,11 +3,13 @@
 // coroutine that handles the request; never shared across threads.
 
 #include <chrono>
+#include <optional>
 #include <cstdint>
 #include <string>
 #include <string_view>
 #include <vector>
 
+#include "cluster/shared_hold.hpp"
 #include "tollgate/core/api_call.hpp"
 #include "tollgate/core/clock.hpp"
 #include "tollgate/core/usage.hpp"
@@ -87,6 +89,12 @@ struct RequestContext {
   // Admission: the tokens held for this request, settled in finish() against its real use.
   ratelimit::Reservation reservation;
   ratelimit::BudgetHold budget_hold;  // calendar budgets, settled with the reservation
+  // With a cluster: what admit asks of the shared limits, what the admit_shared await stage
+  // got there (settled by the worker's SharedLimiter), and whether it fell back to this
+  // process's buckets because the store was away (on_failure: local).
+  std::optional<cluster::Demand> shared_demand;
+  cluster::SharedHold shared_hold;
+  bool shared_local = false;
   std::int64_t prompt_estimate = 0;
   bool prompt_counted = false;  // admit counted it (a token limit or budget needed it)
   const tokenize::Tokenizers* tokenizers = nullptr;  // for counting a stream's output

@@ -91,6 +91,12 @@ StageResult pin(Exchange& x);
 /// or nothing and settled in finish(). 400 / 429.
 StageResult admit(Exchange& x);
 
+/// After the admit_shared await stage (server/shared_admission.hpp) reserved ctx.shared_demand
+/// in the cluster's store: holds it, or answers the refusal (429, budget) — or, with the store
+/// away, reserves this replica's share of each limit locally (on_failure: local: limit ÷
+/// `replicas` seen) or answers 503 (deny).
+StageResult admitted_shared(Exchange& x, const cluster::ReserveOutcome& outcome, std::size_t replicas);
+
 struct Stage {
   std::string_view name;
   StageResult (*run)(Exchange&);

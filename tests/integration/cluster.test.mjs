@@ -1,0 +1,229 @@
+// N replicas behave as one: three gateways share one client's per-minute token limit, a tenant's
+// daily budget and a deployment's limit through a real redis-server, so together they admit what
+// one gateway would; without `cluster` the same run admits about three times as much. Redis
+// stopped (SIGSTOP) and killed: on_failure local keeps serving, deny answers 503, and the use
+// admitted meanwhile reaches the shared budget once Redis is back. The official openai SDK ->
+// three tollgates -> one tollgate-mock.
+import { test, describe, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
+import { AzureOpenAI } from 'openai';
+import { startMock, startGateway, startRedis, poolsConfig, eventually } from './harness.mjs';
+
+const API_VERSION = '2024-10-21';
+const MAX_TOKENS = 50;
+const newKey = () => `tg-${randomBytes(24).toString('base64url')}`;
+
+/** The config of one replica: one mock backend, client `bot` of tenant `team`. */
+function replicaConfig({ mockUrl, redisUrl, clientLimits = '', tenantLimits = '', deploymentLimits = '',
+  onFailure = 'local', timeout = '50ms' }) {
+  const cluster = redisUrl
+    ? `cluster:\n  redis: {url: "${redisUrl}", key_prefix: "it-${randomBytes(3).toString('hex')}:", timeout: ${timeout}}\n  on_failure: ${onFailure}`
+    : '';
+  return poolsConfig({
+    backends: [{ name: 'aoai', url: mockUrl }],
+    deployments: [{ name: 'gpt-4o', limits: deploymentLimits || undefined, pools: [['aoai']] }],
+    workers: 2,
+    auth: 'auth: {allow_anonymous: false}',
+    extra: [
+      `tenants:\n  - name: team${tenantLimits ? `\n    limits: ${tenantLimits}` : ''}`,
+      `clients:\n  - name: bot\n    tenant: team\n    keys: [env:BOT_KEY]\n    deployments: ["*"]${clientLimits ? `\n    limits: ${clientLimits}` : ''}`,
+      cluster,
+    ].filter(Boolean).join('\n'),
+  });
+}
+
+/** Three replicas of one config (the same key prefix: one cluster). */
+async function startReplicas(opts, key) {
+  const yaml = replicaConfig(opts);
+  const gws = [];
+  try {
+    for (let i = 0; i < 3; i++) gws.push(await startGateway(yaml, { env: { BOT_KEY: key } }));
+  } catch (e) {
+    await Promise.all(gws.map((g) => g.stop()));
+    throw e;
+  }
+  return gws;
+}
+
+function sdk(gw, key) {
+  return new AzureOpenAI({ endpoint: gw.url, apiKey: key, apiVersion: API_VERSION, deployment: 'gpt-4o', maxRetries: 0, timeout: 10000 });
+}
+
+/**
+ * `count` chat calls at once, round-robin over `gws`. Returns the admitted calls' total usage,
+ * how many were admitted and refused (by status), and how long the burst took.
+ */
+async function burst(gws, key, count) {
+  const clients = gws.map((g) => sdk(g, key));
+  const started = Date.now();
+  const results = await Promise.all(Array.from({ length: count }, (_, i) => clients[i % clients.length].chat.completions
+    .create({ messages: [{ role: 'user', content: `hello ${i}` }], max_tokens: MAX_TOKENS })
+    .then((r) => ({ ok: true, tokens: r.usage.total_tokens }), (e) => ({ ok: false, status: e.status }))));
+  const seconds = (Date.now() - started) / 1000;
+  const admitted = results.filter((r) => r.ok);
+  const refused = results.filter((r) => !r.ok);
+  return {
+    tokens: admitted.reduce((s, r) => s + r.tokens, 0),
+    admitted: admitted.length,
+    statuses: [...new Set(refused.map((r) => r.status))],
+    seconds,
+  };
+}
+
+describe('cluster: limits and budgets shared through Redis', () => {
+  let redis;
+  let mock;
+  before(async () => {
+    redis = await startRedis();
+    // A second before the first token: every call of a burst is admitted (or refused) before
+    // the first answer settles and gives unused tokens back.
+    mock = await startMock(['--ttft-ms', '1000']);
+  });
+  after(async () => {
+    await mock?.stop();
+    await redis?.stop();
+  });
+
+  // One request reserves at most its prompt (~10 tokens) plus MAX_TOKENS; the mock answers with
+  // at most that. The bound (docs/design/cluster.md): a minute's allowance, plus the refill during
+  // the burst, plus nothing per replica here (no answer uses more than it reserved).
+  const PER_MINUTE = 6000;
+  const bound = (seconds) => PER_MINUTE + (PER_MINUTE / 60) * seconds;
+
+  for (const [what, limits] of [
+    ['client tokens_per_minute', { clientLimits: `{tokens_per_minute: ${PER_MINUTE}}` }],
+    ['deployment tokens_per_minute', { deploymentLimits: `{tokens_per_minute: ${PER_MINUTE}}` }],
+  ]) {
+    test(`${what}: 300 calls over 3 replicas admit one limit's worth (without cluster ~3x)`, async () => {
+      const key = newKey();
+      const shared = await startReplicas({ mockUrl: mock.url, redisUrl: redis.url, ...limits }, key);
+      let together;
+      try {
+        together = await burst(shared, key, 300);
+      } finally {
+        await Promise.all(shared.map((g) => g.stop()));
+      }
+      assert.ok(together.admitted > 0, "some calls are admitted");
+      assert.deepEqual(together.statuses, [429], 'the others get 429');
+      // Each admitted call reserved at least MAX_TOKENS: the reservations stay within the bound,
+      // and so does what the mock served.
+      assert.ok(together.admitted * MAX_TOKENS <= bound(together.seconds),
+        `with cluster: ${together.admitted} calls admitted in ${together.seconds} s, bound ${bound(together.seconds)} tokens`);
+      assert.ok(together.tokens <= bound(together.seconds), `served ${together.tokens} tokens`);
+      assert.ok(together.admitted >= 20, `the limit is used: ${together.admitted} calls, ${together.tokens} tokens`);
+
+      const apart = await startReplicas({ mockUrl: mock.url, ...limits }, key);
+      let alone;
+      try {
+        alone = await burst(apart, key, 300);
+      } finally {
+        await Promise.all(apart.map((g) => g.stop()));
+      }
+      assert.ok(alone.admitted > 2 * together.admitted && alone.tokens > 2 * together.tokens,
+        `without cluster each replica admits its own limit: ${JSON.stringify(alone)} (with: ${JSON.stringify(together)})`);
+    });
+  }
+
+  test('tenant tokens_per_day: three replicas spend one budget, never beyond it', async () => {
+    const key = newKey();
+    const BUDGET = 4000;
+    const gws = await startReplicas({ mockUrl: mock.url, redisUrl: redis.url, tenantLimits: `{budget: {tokens_per_day: ${BUDGET}}}` }, key);
+    try {
+      // Bursts of 45 calls (each reserving ~60 tokens, using ~19) until one admits nothing.
+      let spent = 0;
+      let last;
+      for (let round = 0; round < 20; round++) {
+        last = await burst(gws, key, 45);
+        spent += last.tokens;
+        if (last.admitted === 0) break;
+      }
+      assert.ok(spent <= BUDGET, `spent ${spent} of a ${BUDGET} budget`);
+      assert.ok(spent >= BUDGET - 4 * (MAX_TOKENS + 10), `the budget is used up to less than a few calls' reservation: ${spent}`);
+      assert.equal(last.admitted, 0, 'once used up, every replica refuses');
+      assert.deepEqual(last.statuses, [429]);
+    } finally {
+      await Promise.all(gws.map((g) => g.stop()));
+    }
+  });
+});
+
+describe('cluster: Redis away', () => {
+  let mock;
+  before(async () => { mock = await startMock(); });
+  after(async () => { await mock?.stop(); });
+
+  test('SIGSTOP then SIGKILL: on_failure local serves within the timeout; the use reaches the budget when Redis is back', async () => {
+    const redis = await startRedis();
+    const key = newKey();
+    const gws = await startReplicas({ mockUrl: mock.url, redisUrl: redis.url, timeout: '100ms',
+      clientLimits: '{tokens_per_minute: 100000}', tenantLimits: '{budget: {tokens_per_day: 1000000}}' }, key);
+    try {
+      assert.equal((await burst(gws, key, 3)).admitted, 3);
+      redis.signal('SIGSTOP');
+      const started = Date.now();
+      const hung = await burst(gws, key, 6);
+      assert.equal(hung.admitted, 6, `no client error while Redis hangs: ${JSON.stringify(hung)}`);
+      assert.ok(Date.now() - started < 5000, 'each call waits at most about the timeout');
+      redis.signal('SIGCONT');
+      redis.signal('SIGKILL');
+      const dead = await burst(gws, key, 6);
+      assert.equal(dead.admitted, 6, `no client error while Redis is down: ${JSON.stringify(dead)}`);
+      await redis.restart();
+      // Back: the use admitted while it was away is settled into the shared budget.
+      await eventually(async () => (await Promise.all(gws.map((g) => g.metric('tollgate_cluster_unsettled')))).every((n) => n === 0),
+        { timeoutMs: 15000, what: 'every replica replayed its settlements' });
+      const used = await budgetUsed(redis.port);
+      assert.ok(used >= dead.tokens, `the outage's ${dead.tokens} tokens are in the shared budget (${used})`);
+    } finally {
+      await Promise.all(gws.map((g) => g.stop()));
+      await redis.stop();
+    }
+  });
+
+  test('on_failure deny: limited calls get 503 x-should-retry while Redis is down', async () => {
+    const redis = await startRedis();
+    const key = newKey();
+    const gws = await startReplicas({ mockUrl: mock.url, redisUrl: redis.url, onFailure: 'deny',
+      clientLimits: '{tokens_per_minute: 100000}' }, key);
+    try {
+      assert.equal((await burst(gws, key, 3)).admitted, 3);
+      await redis.stop();
+      const r = await fetch(`${gws[1].url}/openai/deployments/gpt-4o/chat/completions?api-version=${API_VERSION}`, {
+        method: 'POST',
+        headers: { 'api-key': key, 'content-type': 'application/json' },
+        body: JSON.stringify({ messages: [{ role: 'user', content: 'hi' }], max_tokens: 5 }),
+      });
+      assert.equal(r.status, 503);
+      assert.equal(r.headers.get('x-should-retry'), 'true');
+      assert.equal((await r.json()).error.code, '503');
+      await redis.restart();
+      await eventually(async () => (await burst(gws, key, 1)).admitted === 1, { timeoutMs: 10000, what: 'admission after Redis is back' });
+    } finally {
+      await Promise.all(gws.map((g) => g.stop()));
+      await redis.stop();
+    }
+  });
+});
+
+/** The tokens the shared daily budgets hold as used (every budget hash in that Redis). */
+async function budgetUsed(port) {
+  const { createConnection } = await import('node:net');
+  const ask = (cmd) => new Promise((resolve, reject) => {
+    const s = createConnection({ host: '127.0.0.1', port }, () => s.write(cmd));
+    let data = '';
+    s.on('data', (d) => {
+      data += d.toString();
+      if (data.endsWith('\r\n')) { s.destroy(); resolve(data); }
+    });
+    s.on('error', reject);
+  });
+  const keys = (await ask('KEYS *budget:tenant:team:day:tokens:*\r\n')).split('\r\n').filter((l) => l && !l.startsWith('*') && !l.startsWith('$'));
+  let used = 0;
+  for (const k of keys) {
+    const reply = await ask(`HGET ${k} used\r\n`);
+    const m = reply.match(/\$\d+\r\n(\d+)/);
+    if (m) used += Number(m[1]);
+  }
+  return used;
+}

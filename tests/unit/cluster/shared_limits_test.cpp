@@ -1,0 +1,189 @@
+// The shared limits' scripts against a real redis-server: reserve all or nothing across buckets
+// and budgets, the refusals' kinds and waits, settle (refund, debt, budget use and warning), a
+// settle applied once, and the keys' expiry.
+#include "cluster/shared_limits.hpp"
+
+#include <gtest/gtest.h>
+
+#include <string>
+#include <vector>
+
+#include "async_test.hpp"
+#include "redis_server.hpp"
+
+namespace tollgate::cluster {
+namespace {
+
+using namespace test;
+using ratelimit::BudgetLimit;
+using ratelimit::Limit;
+using ratelimit::Measure;
+using ratelimit::Period;
+using ratelimit::Scope;
+using ratelimit::Unit;
+using Kind = ReserveOutcome::Kind;
+
+constexpr ratelimit::UnixMs kNow = 1'796'300'000'000;  // 2026-12-03
+
+Limit tokens(std::string_view name, std::int64_t per_minute, Scope scope = Scope::kClient) {
+  return Limit{nullptr, per_minute, scope, Unit::kTokens, name};
+}
+Limit requests(std::string_view name, std::int64_t per_minute) {
+  return Limit{nullptr, per_minute, Scope::kClient, Unit::kRequests, name};
+}
+BudgetLimit budget(std::string_view name, std::int64_t limit, std::int64_t warn = 0,
+                   Measure m = Measure::kTokens) {
+  return BudgetLimit{nullptr, limit, warn, Period::kDay, m, Scope::kTenant, name};
+}
+
+// (Built outside the coroutines: GCC 12 miscompiles a braced list whose lifetime spans a co_await.)
+template <class... L>
+Demand demand(std::int64_t tokens, const L&... limits) {
+  return Demand{std::vector<Limit>{limits...}, nullptr, tokens, 0};
+}
+Demand budget_demand(std::int64_t tokens, const std::vector<BudgetLimit>* budgets) {
+  return Demand{{}, budgets, tokens, 0};
+}
+std::vector<BudgetLimit> one_budget(std::string_view name, std::int64_t limit, std::int64_t warn) {
+  return std::vector<BudgetLimit>(1, budget(name, limit, warn));
+}
+
+std::int64_t integer(const RedisResult& r) {
+  if (r.reply.kind == RedisReply::Kind::kInteger) return r.reply.integer;
+  if (r.reply.kind == RedisReply::Kind::kString) return std::stoll(r.reply.text);
+  return -1;
+}
+
+TEST(SharedLimitsTest, ReservesAllOrNothingAcrossBucketsAndTellsTheWait) {
+  RedisServer server;
+  run_async([&](net::any_io_executor ex) -> net::awaitable<void> {
+    auto c = started(ex, client_options(server));
+    EXPECT_TRUE(co_await eventually_answers(*c, Ms(5000)));
+    LimitKeys keys("t1:");
+    // 600 tokens/min client, 1000 tokens/min deployment, 2 requests/min.
+    auto d = demand(400, tokens("bot", 600), tokens("gpt", 1000, Scope::kDeployment), requests("bot", 2));
+    auto first = co_await reserve_shared(*c, keys, d, kNow);
+    EXPECT_EQ(first.kind, Kind::kHeld) << first.problem;
+    if (!(first.kind == Kind::kHeld)) co_return;
+    EXPECT_EQ(first.remaining.size(), 3u);
+    if (first.remaining.size() != 3) co_return;
+    EXPECT_EQ(first.remaining[0], 200);
+    EXPECT_EQ(first.remaining[1], 600);
+    EXPECT_EQ(first.remaining[2], 1);
+    EXPECT_TRUE(first.hold.taken);
+    EXPECT_EQ(first.hold.buckets.size(), 2u);  // the request bucket keeps its request
+    // The client bucket lacks 200: refused with a wait of ~20 s, and nothing taken anywhere.
+    auto second = co_await reserve_shared(*c, keys, d, kNow);
+    EXPECT_EQ(second.kind, Kind::kLimited);
+    if (!(second.kind == Kind::kLimited)) co_return;
+    EXPECT_EQ(second.limited->limit, &d.limits[0]);
+    EXPECT_TRUE(second.limited->wait.has_value());
+    if (!(second.limited->wait.has_value())) co_return;
+    EXPECT_NEAR(static_cast<double>(*second.limited->wait) / 1e9, 20.0, 0.5);
+    EXPECT_EQ(second.remaining[0], 200);
+    auto small = co_await reserve_shared(*c, keys, demand(0, tokens("gpt", 1000, Scope::kDeployment)), kNow);
+    EXPECT_EQ(small.kind, Kind::kHeld);
+    if (!(small.kind == Kind::kHeld)) co_return;
+    EXPECT_EQ(small.remaining[0], 600) << "the refused reservation took nothing from the deployment";
+    // More than a minute's worth never fits: refused without a wait (and without Redis).
+    auto huge = co_await reserve_shared(*c, keys, demand(601, tokens("bot", 600)), kNow);
+    EXPECT_EQ(huge.kind, Kind::kLimited);
+    if (!(huge.kind == Kind::kLimited)) co_return;
+    EXPECT_FALSE(huge.limited->wait.has_value());
+    c->close();
+  });
+}
+
+TEST(SharedLimitsTest, SettleRefundsTheUnusedAndChargesAnOverrunOnce) {
+  RedisServer server;
+  run_async([&](net::any_io_executor ex) -> net::awaitable<void> {
+    auto c = started(ex, client_options(server));
+    EXPECT_TRUE(co_await eventually_answers(*c, Ms(5000)));
+    LimitKeys keys("t2:");
+    auto d = demand(300, tokens("bot", 600));
+    auto held = co_await reserve_shared(*c, keys, d, kNow);
+    EXPECT_EQ(held.kind, Kind::kHeld);
+    if (!(held.kind == Kind::kHeld)) co_return;
+    held.hold.id = "req-1";
+    auto settled = co_await settle_shared(*c, keys, held.hold, 100, 0, kNow);
+    EXPECT_FALSE(settled.failure);
+    // Again (a replay after a timeout): nothing changes.
+    EXPECT_FALSE((co_await settle_shared(*c, keys, held.hold, 100, 0, kNow)).failure);
+    auto probe = co_await reserve_shared(*c, keys, demand(0, tokens("bot", 600)), kNow);
+    EXPECT_NEAR(static_cast<double>(probe.remaining[0]), 500, 1) << "300 reserved, 100 used: 200 back, once";
+    // An overrun becomes debt.
+    auto more = co_await reserve_shared(*c, keys, demand(100, tokens("bot", 600)), kNow);
+    EXPECT_EQ(more.kind, Kind::kHeld);
+    if (!(more.kind == Kind::kHeld)) co_return;
+    more.hold.id = "req-2";
+    EXPECT_FALSE((co_await settle_shared(*c, keys, more.hold, 450, 0, kNow)).failure);
+    probe = co_await reserve_shared(*c, keys, demand(0, tokens("bot", 600)), kNow);
+    EXPECT_NEAR(static_cast<double>(probe.remaining[0]), 50, 1);
+    c->close();
+  });
+}
+
+TEST(SharedLimitsTest, BudgetsRefuseUsedUpOrBusyAndWarnOncePerPeriod) {
+  RedisServer server;
+  run_async([&](net::any_io_executor ex) -> net::awaitable<void> {
+    auto c = started(ex, client_options(server));
+    EXPECT_TRUE(co_await eventually_answers(*c, Ms(5000)));
+    LimitKeys keys("t3:");
+    auto budgets = one_budget("team", 1000, 800);
+    auto a = co_await reserve_shared(*c, keys, budget_demand(700, &budgets), kNow);
+    EXPECT_EQ(a.kind, Kind::kHeld) << a.problem;
+    if (!(a.kind == Kind::kHeld)) co_return;
+    // 700 held by a request in flight: 400 more is busy, not used up.
+    auto busy = co_await reserve_shared(*c, keys, budget_demand(400, &budgets), kNow);
+    EXPECT_EQ(busy.kind, Kind::kOverBudget);
+    if (!(busy.kind == Kind::kOverBudget)) co_return;
+    EXPECT_FALSE(busy.over_budget->exhausted);
+    a.hold.id = "a";
+    auto s = co_await settle_shared(*c, keys, a.hold, 850, 0, kNow);
+    EXPECT_FALSE(s.failure);
+    EXPECT_EQ(s.crossed.size(), 1u) << "850 crossed the warning level of 800";
+    if (!(s.crossed.size() == 1u)) co_return;
+    // Used 850: 200 more can never fit this period.
+    auto used_up = co_await reserve_shared(*c, keys, budget_demand(200, &budgets), kNow);
+    EXPECT_EQ(used_up.kind, Kind::kOverBudget);
+    if (!(used_up.kind == Kind::kOverBudget)) co_return;
+    EXPECT_TRUE(used_up.over_budget->exhausted);
+    EXPECT_EQ(used_up.over_budget->used, 850);
+    // A use-only settle (admitted locally while Redis was away) adds its use; no second warning.
+    auto use = use_only(budget_demand(0, &budgets), kNow);
+    use.id = "local-1";
+    auto s2 = co_await settle_shared(*c, keys, use, 100, 0, kNow);
+    EXPECT_FALSE(s2.failure);
+    EXPECT_TRUE(s2.crossed.empty());
+    auto key = keys.budget(budgets[0], ratelimit::period_index(Period::kDay, kNow));
+    EXPECT_EQ(integer(co_await cmd(*c, "HGET", key, "used")), 950);
+    EXPECT_EQ(integer(co_await cmd(*c, "HGET", key, "reserved")), 0);
+    // The key lives until a day after its period ends.
+    auto expiry = integer(co_await cmd(*c, "PEXPIRETIME", key));
+    EXPECT_EQ(expiry, ratelimit::period_end(Period::kDay, kNow) + 86'400'000);
+    // The next day starts from zero.
+    auto tomorrow = co_await reserve_shared(*c, keys, budget_demand(900, &budgets), kNow + 86'400'000);
+    EXPECT_EQ(tomorrow.kind, Kind::kHeld);
+    c->close();
+  });
+}
+
+TEST(SharedLimitsTest, AnUnreachableStoreIsUnavailableNotAnError) {
+  RedisServer server;
+  run_async([&](net::any_io_executor ex) -> net::awaitable<void> {
+    auto c = started(ex, client_options(server, Ms(100)));
+    EXPECT_TRUE(co_await eventually_answers(*c, Ms(5000)));
+    LimitKeys keys("t4:");
+    server.pause();
+    auto t0 = SteadyClock::now();
+    auto r = co_await reserve_shared(*c, keys, demand(10, tokens("bot", 600)), kNow);
+    EXPECT_EQ(r.kind, Kind::kUnavailable);
+    EXPECT_EQ(r.problem, "timeout");
+    EXPECT_LT(SteadyClock::now() - t0, Ms(1000));
+    server.resume();
+    c->close();
+  });
+}
+
+}  // namespace
+}  // namespace tollgate::cluster
