@@ -4,6 +4,7 @@
 #include <boost/asio/detached.hpp>
 #include <boost/asio/steady_timer.hpp>
 
+#include "cluster/cluster_options.hpp"
 #include "cluster/limit_scripts.hpp"
 #include "tollgate/metrics/logging.hpp"
 
@@ -73,8 +74,7 @@ std::shared_ptr<SharedLimiter> make_shared_limiter(net::any_io_executor ex, cons
                                                    metrics::WorkerStats& stats) {
   RedisClientOptions o;
   o.observer = std::make_shared<StatsObserver>(stats);
-  o.connect.address = RedisAddress{c.redis.host, c.redis.port, c.redis.db, c.redis.user, c.redis.password, c.redis.tls};
-  o.connect.ca_file = c.ca_file;
+  o.connect = connect_options(c);
   o.timeout = c.timeout;
   auto client = RedisClient::create(std::move(ex), std::move(o));
   if (!client) {
@@ -119,6 +119,7 @@ net::awaitable<ReserveOutcome> SharedLimiter::reserve(const Demand& d, ratelimit
 
 void SharedLimiter::settle(SharedHold hold, std::int64_t tokens, std::int64_t nano_usd) {
   Unsettled u{std::move(hold), tokens, nano_usd};
+  stats_.cluster_unsettled.add(1);  // until it is applied (or dropped)
   if (!unsettled_.empty() || !redis_->up()) {  // keep the order: the older ones go first
     keep(std::move(u));
     return;
@@ -133,6 +134,7 @@ net::awaitable<void> SharedLimiter::run_settle(std::shared_ptr<SharedLimiter> se
     self->keep(std::move(u));
     co_return;
   }
+  self->stats_.cluster_unsettled.add(-1);
   log_crossed(out.crossed);
 }
 
@@ -146,7 +148,6 @@ void SharedLimiter::keep(Unsettled u) {
     }
   }
   unsettled_.push_back(std::move(u));
-  stats_.cluster_unsettled.add(1);
   if (replaying_) return;
   replaying_ = true;
   net::co_spawn(redis_->executor(), replay(shared_from_this()), net::detached);

@@ -112,6 +112,13 @@ void BackendState::open(TimeMs now, const BreakerPolicy& policy) {
   opens_total_.fetch_add(1, std::memory_order_relaxed);
 }
 
+void BackendState::hold_open(TimeMs until) {
+  auto end = open_until_.load(std::memory_order_relaxed);
+  while (end < until && !open_until_.compare_exchange_weak(end, until, std::memory_order_relaxed)) {
+  }
+  breaker_.store(static_cast<std::uint8_t>(Breaker::kOpen), std::memory_order_release);
+}
+
 void BackendState::record(Outcome outcome, bool trial, TimeMs now, const BreakerPolicy& policy) {
   switch (outcome) {
     case Outcome::kSuccess:

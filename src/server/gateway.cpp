@@ -1,5 +1,8 @@
 #include "tollgate/server/gateway.hpp"
 
+#include "cluster/backend_sync.hpp"
+#include "cluster/cluster_options.hpp"
+
 #include <boost/asio/signal_set.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/co_spawn.hpp>
@@ -100,6 +103,9 @@ std::string restart_only_changes(const config::Config& running, const config::Co
   note(running.dns.servers != next.dns.servers || running.dns.timeout != next.dns.timeout ||
            running.dns.min_ttl != next.dns.min_ttl || running.dns.max_ttl != next.dns.max_ttl,
        "dns");
+  note(!(running.cluster.redis == next.cluster.redis) || running.cluster.key_prefix != next.cluster.key_prefix ||
+           running.cluster.timeout != next.cluster.timeout || running.cluster.ca_file != next.cluster.ca_file,
+       "cluster.redis");
   return out;
 }
 
@@ -137,6 +143,15 @@ struct Gateway::Impl {
   std::shared_ptr<usage::Ledger> ledger;      // null when usage.ledger is not set
   // Replicas seen in the cluster's Redis lately (worker 0's heartbeat keeps it; 1 without cluster).
   std::shared_ptr<std::atomic<std::size_t>> replicas = std::make_shared<std::atomic<std::size_t>>(1);
+  std::shared_ptr<cluster::BackendSync> backend_sync;  // with cluster: backend news to and from the others
+
+  // The running backends, for the backend-state sync. Thread: control.
+  void sync_backends(const pipeline::Snapshot& snap) {
+    if (!backend_sync) return;
+    std::vector<cluster::SyncedBackend> list;
+    for (const auto& b : snap.backends) list.push_back({b.config->name, b.state});
+    backend_sync->set_backends(std::move(list));
+  }
   // The affinity table the ledger journals (null: none); detached before the ledger closes.
   std::shared_ptr<routing::AffinityTable> journaled;
   std::shared_ptr<BodyBudget> body_budget;    // request bodies held, all workers
@@ -191,6 +206,7 @@ struct Gateway::Impl {
     config = result.config;
     current = snap;
     health->apply(snap);
+    sync_backends(*snap);
     body_budget->set_limit(snap->config->server.limits.max_buffered_bytes);
     for (auto& w : workers) w->publish(snap);
     control_stats.reloads_ok.add();
@@ -214,13 +230,19 @@ struct Gateway::Impl {
   }
 
   void wait_drained(std::chrono::steady_clock::time_point deadline) {
-    std::int64_t open = 0;
+    std::int64_t open = 0, unsettled = 0;
     for (auto& w : workers) open += w->stats().open_connections.value();
-    if (open == 0 || std::chrono::steady_clock::now() >= deadline) {
+    for (auto& w : workers) unsettled += w->stats().cluster_unsettled.value();
+    if ((open == 0 && unsettled == 0) || std::chrono::steady_clock::now() >= deadline) {
       if (open != 0) {
         log_warn("drain timeout: closing remaining connections",
                  core::JsonFields().add("connections", open));
       }
+      if (unsettled != 0) {
+        log_error("drain timeout: settlements of shared limits and budgets not applied in Redis",
+                  core::JsonFields().add("settlements", unsettled));
+      }
+      if (backend_sync) backend_sync->close();
       stop_all();
       return;
     }
@@ -551,6 +573,11 @@ int Gateway::run() {
     if (s.scheduler->waiting() > 0) s.scheduler->kick(routing::steady_now_ms(), s.control_rng);
   });
   s.health->apply(snap);
+  if (snap->config->cluster.enabled()) {
+    s.backend_sync = cluster::BackendSync::create(s.control.get_executor(), snap->config->cluster, cluster::replica_id(), nullptr);
+    s.sync_backends(*snap);
+    if (s.backend_sync) s.backend_sync->start();
+  }
   for (auto& w : s.workers) {
     w->set_replicas(s.replicas);
     w->on_unknown_kid([&s](std::size_t issuer) {

@@ -1,13 +1,12 @@
 #include "server/worker.hpp"
 
-#include <unistd.h>
-
 #include <array>
 #include <chrono>
 
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/steady_timer.hpp>
 
+#include "cluster/cluster_options.hpp"
 #include "proxy/net.hpp"
 #include "proxy/upstream_pool.hpp"
 #include "server/framing.hpp"
@@ -41,21 +40,11 @@ void Worker::add_listener(boost::asio::ip::tcp::acceptor acceptor,
   listeners_.push_back(std::make_unique<Listener>(Listener{std::move(acceptor), std::move(tls)}));
 }
 
-namespace {
-// This process among the cluster's replicas: host name and process id.
-std::string replica_id() {
-  char host[256] = {};
-  if (gethostname(host, sizeof host - 1) != 0) host[0] = '\0';
-  return std::string(host) + ":" + std::to_string(getpid());
-}
-
-}  // namespace
-
 void Worker::start(std::shared_ptr<const Snapshot> snapshot, std::shared_ptr<const AuthState> auth) {
   resolver_ = std::make_unique<proxy::Resolver>(io_.get_executor(), proxy::dns_settings(snapshot->config->dns));
   if (snapshot->config->cluster.enabled()) {
     shared_ = cluster::make_shared_limiter(io_.get_executor(), snapshot->config->cluster, stats_);
-    if (shared_ && index_ == 0 && replicas_) shared_->heartbeat(replica_id(), replicas_);
+    if (shared_ && index_ == 0 && replicas_) shared_->heartbeat(cluster::replica_id(), replicas_);
   }
   apply(std::move(snapshot));
   auth_ = std::move(auth);

@@ -227,3 +227,52 @@ async function budgetUsed(port) {
   }
   return used;
 }
+
+describe('cluster: backend state shared through Redis', () => {
+  test('a PTU 429 (retry-after-ms 2000) seen by replica 1 keeps replicas 2 and 3 off the PTU until the cooldown ends', async () => {
+    const redis = await startRedis();
+    const ptu = await startMock(['--ptu']);
+    const payg = await startMock();
+    const key = newKey();
+    const yaml = poolsConfig({
+      backends: [{ name: 'ptu', url: ptu.url }, { name: 'payg', url: payg.url }],
+      deployments: [{ name: 'gpt-4o', pools: [['ptu'], ['payg']] }],
+      auth: 'auth: {allow_anonymous: false}',
+      extra: `clients:\n  - name: bot\n    keys: [env:BOT_KEY]\n    deployments: ["*"]\ncluster:\n  redis: {url: "${redis.url}", key_prefix: "it-be-${randomBytes(3).toString('hex')}:"}`,
+    });
+    const gws = [];
+    try {
+      for (let i = 0; i < 3; i++) gws.push(await startGateway(yaml, { env: { BOT_KEY: key } }));
+      for (const gw of gws) {
+        await eventually(() => gw.out.stderr.some((l) => l.includes('subscribed to backend news')), { what: 'subscribed' });
+      }
+      const call = async (gw) => {
+        const { response } = await sdk(gw, key).chat.completions
+          .create({ messages: [{ role: 'user', content: 'hi' }], max_tokens: 5 }).withResponse();
+        return response.headers.get('x-tollgate-backend');
+      };
+      for (const gw of gws) assert.equal(await call(gw), 'ptu', 'every replica starts on the PTU');
+      await ptu.fault({ status: 429, headers: { 'retry-after-ms': '2000' }, count: 1 });
+      const t0 = Date.now();
+      assert.equal(await call(gws[0]), 'payg', 'replica 1 took the 429 and failed over');
+      const throttled = (gw) => gw.metric('tollgate_backend_state', { backend: 'ptu', state: 'throttled' });
+      await eventually(async () => (await throttled(gws[1])) === 1 && (await throttled(gws[2])) === 1,
+        { timeoutMs: 2000, intervalMs: 5, what: 'replicas 2 and 3 see the PTU throttled' });
+      const learnt = Date.now() - t0;
+      assert.ok(learnt < 1000, `replicas 2 and 3 learnt the cooldown after ${learnt} ms`);
+      const ptuBefore = (await ptu.stats()).requests_total;
+      const during = [];
+      while (Date.now() - t0 < 1700) during.push(await call(gws[1 + (during.length % 2)]));
+      assert.ok(during.length >= 10, `${during.length} calls during the cooldown`);
+      assert.deepEqual([...new Set(during)], ['payg'], 'replicas 2 and 3 send nothing to the PTU during the cooldown');
+      assert.equal((await ptu.stats()).requests_total, ptuBefore, 'the PTU saw no request from them');
+      await new Promise((r) => setTimeout(r, Math.max(0, 2300 - (Date.now() - t0))));
+      for (const gw of gws) assert.equal(await call(gw), 'ptu', 'after the cooldown every replica uses the PTU again');
+    } finally {
+      await Promise.all(gws.map((g) => g.stop()));
+      await ptu.stop();
+      await payg.stop();
+      await redis.stop();
+    }
+  });
+});

@@ -309,6 +309,7 @@ struct RedisAddress {
   std::string password;  // "" = no AUTH (from the URL when it came from env:/file:, or cluster.redis.password)
   bool tls = false;      // rediss://
   std::string text;      // the URL without its password, for logs and docs
+  bool operator==(const RedisAddress&) const = default;
 };
 
 /// What admission does while the shared store is unreachable (`cluster.on_failure`).

@@ -411,7 +411,8 @@ inline constexpr FamilySpec<0> kClusterReplicas{
     MetricType::Gauge, {}};
 inline constexpr FamilySpec<0> kClusterUnsettled{
     "tollgate_cluster_unsettled",
-    "Settlements of shared limits and budgets waiting for the cluster's Redis to answer again.",
+    "Settlements of shared limits and budgets not yet applied in the cluster's Redis (in flight, "
+    "or kept until it answers again).",
     MetricType::Gauge, {}};
 
 }  // namespace families

@@ -77,6 +77,9 @@ class alignas(64) BackendState {
   bool claim(TimeMs now, bool& trial);
   /// Feeds an attempt's outcome. `trial`: this attempt was the half-open trial.
   void record(Outcome outcome, bool trial, TimeMs now, const BreakerPolicy& policy);
+  /// Opens the breaker until `until` (or keeps a later end), as another replica saw it open;
+  /// counts nothing. Writer: the control thread (cluster sync).
+  void hold_open(TimeMs until);
   std::uint64_t breaker_opens() const { return opens_total_.load(std::memory_order_relaxed); }
   std::uint64_t throttles() const { return throttles_total_.load(std::memory_order_relaxed); }
 

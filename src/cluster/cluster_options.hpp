@@ -1,0 +1,17 @@
+#pragma once
+// The connection options of the `cluster` config, for every Redis connection of a replica (the
+// workers' limiters, the backend-state sync and its subscriber), and who this replica is.
+
+#include <string>
+
+#include "cluster/redis_connection.hpp"
+#include "tollgate/config/config.hpp"
+
+namespace tollgate::cluster {
+
+RedisConnectOptions connect_options(const config::ClusterConfig& c);
+
+/// This process among the cluster's replicas (heartbeats, backend news): host name and pid.
+std::string replica_id();
+
+}  // namespace tollgate::cluster
