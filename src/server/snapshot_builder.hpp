@@ -36,7 +36,7 @@ struct SnapshotSources {
 /// The settings that need token counts and that only a restart changes: what the process started
 /// with, whatever a reloaded configuration says.
 struct UsageRecorders {
-  bool ledger = false;      // usage.ledger: every call of a known caller is recorded with its tokens
+  bool ledger = false;      // usage.ledger: each call of a known caller, with its tokens
   bool access_log = false;  // logging.access_log not "off": each request's charged_tokens
   static UsageRecorders of(const config::Config& cfg);
 };

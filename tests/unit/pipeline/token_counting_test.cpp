@@ -29,11 +29,11 @@ backends:
   - {name: old, endpoint: "http://127.0.0.1:2", deployment: gpt-35-turbo, api_key: env:AOAI_KEY}
 deployments:
   - {name: gpt-4o, pools: [{backends: [east]}])") +
-                     std::string(deployment_extra) + R"(}
+         std::string(deployment_extra) + R"(}
   - {name: chat, model: gpt-35-turbo-0613, pools: [{backends: [old]}]}
 clients:
   - {name: app, keys: [env:APP_KEY], deployments: ["*"])" +
-                     std::string(client_extra) + R"(}
+         std::string(client_extra) + R"(}
 logging: {access_log: "off"}
 )" + std::string(extra);
 }
@@ -52,7 +52,8 @@ server::UsageRecorders recorders(const config::Config& cfg) {
 
 std::vector<bool> counting(const config::Config& cfg) {
   std::vector<bool> out;
-  for (const auto& d : cfg.deployments) out.push_back(server::counts_tokens(cfg, d, recorders(cfg)));
+  for (const auto& d : cfg.deployments)
+    out.push_back(server::counts_tokens(cfg, d, recorders(cfg)));
   return out;
 }
 
@@ -82,8 +83,8 @@ logging: {access_log: "off"}
 }
 
 TEST_F(TokenCountingTest, AClientsOrTenantsTokenLimitOrBudgetCountsEveryDeployment) {
-  for (std::string_view limits : {", limits: {tokens_per_minute: 10}",
-                                  ", limits: {budget: {usd_per_day: 5}}"}) {
+  for (std::string_view limits :
+       {", limits: {tokens_per_minute: 10}", ", limits: {budget: {usd_per_day: 5}}"}) {
     auto cfg = proxy_config("", limits);
     EXPECT_EQ(counting(*cfg), (std::vector<bool>{true, true})) << limits;
     EXPECT_EQ(server::needed_encodings(*cfg, recorders(*cfg)), EncodingSet::all()) << limits;
@@ -105,7 +106,8 @@ deployments:
   EXPECT_TRUE(recorders(*logged).access_log);
   EXPECT_EQ(counting(*logged), (std::vector<bool>{true, true}));
   // An unknown model counts with the fallback encoding.
-  EXPECT_EQ(server::needed_encodings(*logged, recorders(*logged)), set_of({tokenize::kFallbackEncoding}));
+  EXPECT_EQ(server::needed_encodings(*logged, recorders(*logged)),
+            set_of({tokenize::kFallbackEncoding}));
   auto ledger = proxy_config("", "", "usage: {ledger: /tmp/never-opened.db}\n");
   EXPECT_TRUE(recorders(*ledger).ledger);
   EXPECT_FALSE(recorders(*ledger).access_log);
@@ -163,13 +165,15 @@ usage: {ledger: /tmp/never-opened.db}
 TEST_F(TokenCountingTest, AdmitCountsAnswersWithoutUsageOnlyWhereTheRuleSays) {
   auto env = StageEnv::from_yaml(proxy_yaml(", limits: {tokens_per_minute: 100000}"));
   const std::string body = R"({"messages":[{"role":"user","content":"hi"}],"stream":true})";
-  auto& counted = env.request("POST", "/openai/deployments/gpt-4o/chat/completions?api-version=2024-10-21",
-                              {{"api-key", "sk-app"}}, body);
+  auto& counted =
+      env.request("POST", "/openai/deployments/gpt-4o/chat/completions?api-version=2024-10-21",
+                  {{"api-key", "sk-app"}}, body);
   EXPECT_FALSE(counted.run(admit));
   EXPECT_NE(counted.ctx().tokenizers, nullptr);
   EXPECT_TRUE(counted.ctx().count_output);
-  auto& not_counted = env.request("POST", "/openai/deployments/chat/chat/completions?api-version=2024-10-21",
-                                  {{"api-key", "sk-app"}}, body);
+  auto& not_counted =
+      env.request("POST", "/openai/deployments/chat/chat/completions?api-version=2024-10-21",
+                  {{"api-key", "sk-app"}}, body);
   EXPECT_FALSE(not_counted.run(admit));
   EXPECT_TRUE(not_counted.x().accounted) << "a known client's calls are still accounted";
   EXPECT_EQ(not_counted.ctx().tokenizers, nullptr);

@@ -33,7 +33,8 @@ core::ApiCall chat(std::string_view body) {
 TEST(MissingEncoding, PromptAndOutputAreEstimatedAtFourBytesPerTokenAndReportedOnce) {
   auto l = load(tokenize::EncodingSet{});
   EXPECT_TRUE(l->tokenizers.loaded().empty());
-  const std::string body = R"({"messages":[{"role":"user","content":"hello world"}],"max_tokens":100})";
+  const std::string body =
+      R"({"messages":[{"role":"user","content":"hello world"}],"max_tokens":100})";
   auto call = chat(body);
   auto e = admit(call, body.size(), nullptr, config::PolicyConfig{}, l->tokenizers, "gpt-4o");
   ASSERT_FALSE(e.error);
