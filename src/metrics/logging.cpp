@@ -31,10 +31,17 @@ void log(spdlog::level::level_enum level, std::string_view msg, const core::Json
   logger->log(level, "{}", line);
 }
 
+// Records the access thread may lag behind the workers before they wait for it. spdlog builds
+// every slot up front (408 bytes each, resident from the start): 32768 slots held 13.4 MB, more
+// than the rest of a proxy's heap; 4096 (1.6 MB) still absorb ~0.2 s of 20k requests/s.
+constexpr std::size_t kAccessQueueRecords = 4096;
+
 std::shared_ptr<spdlog::details::thread_pool> access_pool() {
   static std::once_flag once;
   static std::shared_ptr<spdlog::details::thread_pool> pool;
-  std::call_once(once, [] { pool = std::make_shared<spdlog::details::thread_pool>(32768, 1); });
+  std::call_once(once, [] {
+    pool = std::make_shared<spdlog::details::thread_pool>(kAccessQueueRecords, 1);
+  });
   return pool;
 }
 

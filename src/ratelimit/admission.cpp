@@ -124,7 +124,9 @@ std::optional<tokenize::TokenEstimate> chat_prompt(const core::ApiCall& call, co
   // Like estimate_chat_prompt: the body's model when the deployment names none.
   auto body_model = model.empty() ? core::as_string(call.body, f[BodyField::kModel]) : std::nullopt;
   std::string_view chosen = body_model ? std::string_view(*body_model) : model;
-  tokenize::ChatPromptCount count(tokenizers.for_model(model), chosen);
+  const tokenize::Encoding* enc = tokenizers.find_for_model(model);
+  if (enc == nullptr) return std::nullopt;
+  tokenize::ChatPromptCount count(*enc, chosen);
   bool ok = true;
   core::each_element(call.body, f[BodyField::kMessages], [&](const core::JsonValue& m) {
     auto e = count_message(count, tokenizers.count_cache(), chosen, call.body, m);
@@ -225,14 +227,15 @@ void prompt_estimate(const core::ApiCall& call, std::size_t body_bytes,
   if (call.op == core::Operation::kChatCompletions) {
     r = chat_prompt(call, tokenizers, model);
   } else if (call.op == core::Operation::kCompletions || call.op == core::Operation::kEmbeddings) {
-    r = text_prompt(call, tokenizers.for_model(model));
+    if (const tokenize::Encoding* enc = tokenizers.find_for_model(model)) r = text_prompt(call, *enc);
   }
   if (r) {
     e.prompt = static_cast<std::int64_t>(r->tokens);
     e.exact = e.exact && r->exact;
     return;
   }
-  e.prompt = static_cast<std::int64_t>((body_bytes + 3) / 4);  // no tokenizer rule: ~4 bytes/token
+  // No tokenizer rule for this shape, or the encoding is not loaded: ~4 bytes per token.
+  e.prompt = static_cast<std::int64_t>((body_bytes + 3) / 4);
   e.exact = false;
 }
 
@@ -275,7 +278,9 @@ std::int64_t prompt_tokens(const core::ApiCall& call, std::size_t body_bytes,
 std::int64_t count_output(const tokenize::Tokenizers& tokenizers, std::string_view model,
                           std::string_view text) {
   if (text.empty()) return 0;
-  return static_cast<std::int64_t>(tokenizers.for_model(model).count(text));
+  const tokenize::Encoding* enc = tokenizers.find_for_model(model);
+  if (enc == nullptr) return static_cast<std::int64_t>((text.size() + 3) / 4);  // not loaded
+  return static_cast<std::int64_t>(enc->count(text));
 }
 
 }  // namespace tollgate::ratelimit

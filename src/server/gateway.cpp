@@ -156,8 +156,9 @@ struct Gateway::Impl {
   std::shared_ptr<routing::AffinityTable> journaled;
   std::shared_ptr<BodyBudget> body_budget;    // request bodies held, all workers
   net::thread_pool report_pool{1};            // admin usage reports (SQLite reads)
-  // Builds each generation's snapshot; keeps the live routing state across reloads. Created
-  // once the tokenizer is loaded (restart-only data_dir). Thread: control.
+  // Builds each generation's snapshot; keeps the live routing state across reloads, and loads
+  // the encodings a generation needs. Created with the tokenizer's data_dir (restart-only).
+  // Thread: control.
   std::optional<SnapshotBuilder> builder;
   std::optional<tcp::acceptor> admin;
   std::shared_ptr<net::ssl::context> admin_tls;  // admin.tls: HTTPS on the admin listener
@@ -514,10 +515,12 @@ Gateway::Gateway(std::string config_path, std::shared_ptr<const config::Config> 
                    std::any_of(cfg.tenants.begin(), cfg.tenants.end(), [](const auto& t) { return t.limits.budget.any(); });
     if (budgets) log_warn("budgets are configured without usage.ledger: their use starts from zero at every restart");
   }
-  // The tokenizer (its files were verified before start): exact prompt counts for admission.
-  auto tok = tokenize::Tokenizers::load(cfg.tokenizer.data_dir);
+  // The tokenizer (its files were verified before start): none of its encodings loaded yet; each
+  // snapshot build loads those its configuration counts with (server::needed_encodings).
+  auto tok = tokenize::Tokenizers::load(cfg.tokenizer.data_dir, tokenize::EncodingSet{});
   if (!tok) throw std::runtime_error(tok.error().message);
   tok->set_count_cache(cfg.tokenizer.count_cache);
+  tok->on_missing([](std::string_view message) { log_error(message); });
   s.builder.emplace(SnapshotSources{
       s.series, s.buckets,
       [&s](const config::BackendConfig& b) { return s.identity->token_slot(b); },

@@ -4,6 +4,8 @@
 #include <stdexcept>
 
 #include "proxy/tls.hpp"
+#include "tollgate/core/json_fields.hpp"
+#include "tollgate/metrics/logging.hpp"
 
 namespace tollgate::server {
 
@@ -57,11 +59,44 @@ bool in_regions(const config::DeploymentConfig& d, const std::string& region) {
          std::find(d.regions.begin(), d.regions.end(), region) != d.regions.end();
 }
 
+bool any_token_limit(const config::LimitsConfig& limits) {
+  return limits.tokens_per_minute > 0 || limits.budget.any();
+}
+
+tokenize::EncodingKind encoding_of(const config::DeploymentConfig& d) {
+  return tokenize::encoding_for_model(d.model).value_or(tokenize::kFallbackEncoding);
+}
+
 }  // namespace
 
-SnapshotBuilder::SnapshotBuilder(SnapshotSources sources) : sources_(std::move(sources)) {}
+UsageRecorders UsageRecorders::of(const config::Config& cfg) {
+  return UsageRecorders{!cfg.usage.ledger.empty(), cfg.logging.access_log != "off"};
+}
+
+bool counts_tokens(const config::Config& cfg, const config::DeploymentConfig& d,
+                   const UsageRecorders& recorders) {
+  if (recorders.ledger || recorders.access_log) return true;
+  if (d.limits.tokens_per_minute > 0 || d.price.set) return true;
+  return std::any_of(cfg.clients.begin(), cfg.clients.end(),
+                     [](const auto& c) { return any_token_limit(c.limits); }) ||
+         std::any_of(cfg.tenants.begin(), cfg.tenants.end(),
+                     [](const auto& t) { return any_token_limit(t.limits); });
+}
+
+tokenize::EncodingSet needed_encodings(const config::Config& cfg, const UsageRecorders& recorders) {
+  tokenize::EncodingSet needed;
+  for (const auto& d : cfg.deployments) {
+    if (counts_tokens(cfg, d, recorders)) needed.add(encoding_of(d));
+  }
+  return needed;
+}
+
+SnapshotBuilder::SnapshotBuilder(SnapshotSources sources)
+    : sources_(std::move(sources)), tokenizers_(sources_.tokenizers) {}
 
 std::shared_ptr<const Snapshot> SnapshotBuilder::build(std::shared_ptr<const config::Config> cfg) {
+  if (generation_ == 0) recorders_ = UsageRecorders::of(*cfg);
+  load_encodings(*cfg);
   auto s = std::make_shared<Snapshot>();
   s->config = cfg;
   s->generation = ++generation_;
@@ -103,6 +138,7 @@ DeploymentRuntime SnapshotBuilder::deployment(const config::Config& cfg,
   auto& budget = retry_budgets_[d.name];
   if (!budget) budget = std::make_shared<routing::RetryBudget>();
   drt.budget = budget;
+  drt.counts_tokens = counts_tokens(cfg, d, recorders_);
   add_tiers(drt, cfg, d);
   ratelimit::add_limits(sources_.buckets, ratelimit::Scope::kDeployment, d.name, d.limits, drt.limits,
                         drt.buckets);
@@ -144,7 +180,25 @@ void SnapshotBuilder::share_live_state(Snapshot& s, const config::Config& cfg) {
   s.wake_at = sources_.wake_at;
   s.breaker = routing::BreakerPolicy{r.breaker_failures, r.breaker_open.count(),
                                      r.breaker_max_open.count()};
-  s.tokenizers = sources_.tokenizers;
+  s.tokenizers = tokenizers_;
+}
+
+void SnapshotBuilder::load_encodings(const config::Config& cfg) {
+  if (!tokenizers_) return;
+  auto needed = needed_encodings(cfg, recorders_);
+  auto before = tokenizers_->loaded();
+  if (before.contains(needed)) return;
+  auto more = tokenizers_->with(needed);
+  if (!more) throw std::runtime_error(more.error().message);
+  tokenizers_ = std::make_shared<const tokenize::Tokenizers>(std::move(more).value());
+  for (auto kind : tokenize::kAllEncodings) {
+    if (before.contains(kind) || !needed.contains(kind)) continue;
+    metrics::log_info("tokenizer encoding loaded",
+                      core::JsonFields()
+                          .add("encoding", tokenize::encoding_name(kind))
+                          .add("memory_bytes",
+                               static_cast<std::uint64_t>(tokenizers_->get(kind).memory_bytes())));
+  }
 }
 
 namespace {

@@ -4,7 +4,9 @@
 #include <openssl/evp.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cerrno>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
@@ -233,24 +235,78 @@ std::size_t Encoding::memory_bytes() const noexcept {
   return impl_->table.memory_bytes();
 }
 
+struct Tokenizers::Missing {
+  MissingReport report;
+  std::atomic<bool> reported{false};
+};
+
 void Tokenizers::set_count_cache(std::size_t max_bytes) {
   count_cache_ = max_bytes > 0 ? std::make_shared<CountCache>(max_bytes) : nullptr;
 }
 
-Result<Tokenizers> Tokenizers::load(std::string_view explicit_dir) {
-  const std::filesystem::path dir = resolve_data_dir(explicit_dir);
-  Tokenizers t;
+void Tokenizers::on_missing(MissingReport report) {
+  if (!missing_) missing_ = std::make_shared<Missing>();
+  missing_->report = std::move(report);
+}
+
+Result<Tokenizers> Tokenizers::load(std::string_view explicit_dir, EncodingSet needed) {
+  Tokenizers none;
+  none.data_dir_ = resolve_data_dir(explicit_dir);
+  none.missing_ = std::make_shared<Missing>();
+  none.missing_->report = [](std::string_view message) {
+    std::fprintf(stderr, "%.*s\n", static_cast<int>(message.size()), message.data());
+  };
+  return none.with(needed);
+}
+
+Result<Tokenizers> Tokenizers::with(EncodingSet needed) const {
+  Tokenizers t = *this;
+  bool loaded_any = false;
   for (EncodingKind kind : kAllEncodings) {
-    auto enc = Encoding::load(kind, dir);
+    auto& slot = t.encodings_[static_cast<std::size_t>(kind)];
+    if (slot || !needed.contains(kind)) continue;
+    auto enc = Encoding::load(kind, data_dir_);
     if (!enc) return enc.error();
-    t.encodings_[static_cast<std::size_t>(kind)] = std::move(enc).value();
+    slot = std::move(enc).value();
+    loaded_any = true;
   }
 #if defined(__GLIBC__)
-  // Loading parses ~5 MB of text through temporary buffers; hand them back to the OS so the
-  // resident size is the tables', not the loader's peak.
-  malloc_trim(0);
+  // Loading parses ~2–4 MB of text per encoding through temporary buffers; hand them back to
+  // the OS so the resident size is the tables', not the loader's peak.
+  if (loaded_any) malloc_trim(0);
+#else
+  (void)loaded_any;
 #endif
   return t;
+}
+
+EncodingSet Tokenizers::loaded() const noexcept {
+  EncodingSet s;
+  for (EncodingKind kind : kAllEncodings) {
+    if (encodings_[static_cast<std::size_t>(kind)]) s.add(kind);
+  }
+  return s;
+}
+
+const Encoding* Tokenizers::find(EncodingKind kind) const noexcept {
+  const Encoding* enc = encodings_[static_cast<std::size_t>(kind)].get();
+  if (enc != nullptr || !missing_ || missing_->reported.exchange(true, std::memory_order_relaxed)) {
+    return enc;
+  }
+  try {
+    if (missing_->report) {
+      missing_->report("tokenizer: " + std::string(encoding_name(kind)) +
+                       " is not loaded: token counts with it are estimated at ~4 bytes per token "
+                       "(reported once)");
+    }
+  } catch (...) {  // a report that fails (bad_alloc) must not fail the request
+  }
+  return enc;
+}
+
+const Encoding* Tokenizers::find_for_model(std::string_view model,
+                                           EncodingKind fallback) const noexcept {
+  return find(encoding_for_model(model).value_or(fallback));
 }
 
 const Encoding& Tokenizers::get(EncodingKind kind) const noexcept {

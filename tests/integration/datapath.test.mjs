@@ -240,6 +240,48 @@ describe('lifecycle', { timeout: 120000 }, () => {
     }
   });
 
+  test('an encoding is loaded only when a configuration counts with it, a reload loads it', async () => {
+    const m = await startMock(['--name', 'T']);
+    // No token limit, budget, price, ledger or access log: nothing counts, nothing is loaded.
+    const cfg = (limits) => `server:
+  listen: [{address: "127.0.0.1:0"}]
+  workers: 1
+admin: {address: "127.0.0.1:0"}
+auth: {allow_anonymous: true}
+backends:
+  - {name: b, endpoint: "${m.url}", deployment: gpt-4o-prod, api_key: env:MOCK_KEY}
+deployments:
+  - {name: gpt-4o, model: gpt-4o, pools: [{backends: [b]}]${limits}}
+logging: {level: info, access_log: "off"}
+`;
+    const gw = await startGateway(cfg(''));
+    const loaded = () => gw.out.stderr.filter((l) => l.includes('"msg":"tokenizer encoding loaded"'));
+    const chat = () => fetch(`${gw.url}/openai/deployments/gpt-4o/chat/completions?api-version=${API_VERSION}`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ messages: [{ role: 'user', content: 'hello world' }], max_tokens: 100 }),
+    });
+    try {
+      assert.equal((await chat()).status, 200);
+      assert.deepEqual(loaded(), []);
+      gw.reconfigure(cfg(', limits: {tokens_per_minute: 100000}'));
+      gw.signal('SIGHUP');
+      await eventually(async () => (await gw.metric('tollgate_config_reloads_total', { result: 'success' })) === 1,
+        { what: 'reload applied' });
+      assert.equal(loaded().length, 1);
+      assert.match(loaded()[0], /"encoding":"o200k_base","memory_bytes":\d+/);
+      // Reserved: the exact prompt (9 tokens: 3 + role 1 + "hello world" 2 + 3) + max_tokens 100.
+      const r = await chat();
+      assert.equal(r.status, 200);
+      const remaining = Number(r.headers.get('x-ratelimit-remaining-tokens'));
+      assert.ok(remaining >= 100000 - 109 && remaining < 100000, `remaining ${remaining}`);
+      assert.ok(!gw.out.stderr.some((l) => l.includes('is not loaded')));
+    } finally {
+      await gw.stop();
+      await m.stop();
+    }
+  });
+
   test('SIGTERM drains: an open stream finishes, then the process exits 0', async () => {
     const m = await startMock(['--name', 'D', '--pace-ms', '200', '--chunks', '6']);
     const gw = await startGateway(gatewayConfig({ deployments: [{ name: 'gpt-4o', backend: m.url }] }));

@@ -35,7 +35,9 @@ enum class PromptCount : std::uint8_t {
 
 /// Checks and, where the policy says so, rewrites `call`'s body (clamping or defaulting the
 /// output limit: an edit in call.edits), then estimates its tokens. `client` may be
-/// null (anonymous). `model` is the deployment's model (tokenizer choice).
+/// null (anonymous). `model` is the deployment's model (tokenizer choice). When its encoding is
+/// not loaded in `tokenizers` (a bug: Tokenizers::find reports it), the prompt is estimated at
+/// ~4 bytes per token, not exact; likewise in prompt_tokens() and count_output().
 Estimate admit(core::ApiCall& call, std::size_t body_bytes, const config::ClientConfig* client,
                const config::PolicyConfig& policy, const tokenize::Tokenizers& tokenizers,
                std::string_view model, PromptCount count = PromptCount::kCount);

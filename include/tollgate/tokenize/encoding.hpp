@@ -5,6 +5,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <filesystem>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <span>
@@ -23,6 +24,32 @@ enum class EncodingKind : std::uint8_t { kCl100kBase, kO200kBase };
 
 inline constexpr EncodingKind kAllEncodings[] = {EncodingKind::kCl100kBase,
                                                  EncodingKind::kO200kBase};
+
+/// The encoding of a model encoding_for_model() does not know (unless the caller picks another).
+inline constexpr EncodingKind kFallbackEncoding = EncodingKind::kO200kBase;
+
+/// A set of encodings: which ones a configuration needs, which ones are loaded.
+class EncodingSet {
+ public:
+  constexpr EncodingSet() = default;
+  static constexpr EncodingSet all() noexcept {
+    EncodingSet s;
+    for (EncodingKind kind : kAllEncodings) s.add(kind);
+    return s;
+  }
+  constexpr void add(EncodingKind kind) noexcept { bits_ |= bit(kind); }
+  constexpr bool contains(EncodingKind kind) const noexcept { return (bits_ & bit(kind)) != 0; }
+  /// Whether every encoding of `other` is in this set.
+  constexpr bool contains(EncodingSet other) const noexcept { return (other.bits_ & ~bits_) == 0; }
+  constexpr bool empty() const noexcept { return bits_ == 0; }
+  constexpr bool operator==(const EncodingSet&) const = default;
+
+ private:
+  static constexpr std::uint8_t bit(EncodingKind kind) noexcept {
+    return static_cast<std::uint8_t>(1u << static_cast<unsigned>(kind));
+  }
+  std::uint8_t bits_ = 0;
+};
 
 /// "cl100k_base" / "o200k_base".
 std::string_view encoding_name(EncodingKind kind) noexcept;
@@ -118,31 +145,63 @@ class Encoding {
   std::unique_ptr<Impl> impl_;
 };
 
-/// Both encodings, loaded once at startup and shared read-only by all workers.
-/// Thread: const access from any thread. Lifetime: keep it alive while workers use it.
+/// The encodings a process needs, loaded on the control thread (at start-up, or by a reload
+/// whose configuration needs one more) and shared read-only by all workers.
+/// Thread: const access from any thread; load(), with() and the setters on one thread, before
+/// the object is shared. Lifetime: keep it alive while workers use it (a snapshot owns it).
 class CountCache;
 
 class Tokenizers {
  public:
-  /// Loads every encoding from resolve_data_dir(explicit_dir). Fails on the first bad file,
-  /// with a message naming the path and expected hash.
-  static Result<Tokenizers> load(std::string_view explicit_dir = {});
+  /// Loads the encodings of `needed` (all by default) from resolve_data_dir(explicit_dir), which
+  /// with() reads from later. Fails on the first bad file, with a message naming the path and
+  /// the expected hash. Takes ~0.1–0.3 s per encoding.
+  static Result<Tokenizers> load(std::string_view explicit_dir = {},
+                                 EncodingSet needed = EncodingSet::all());
 
+  /// These Tokenizers plus the encodings of `needed` not loaded yet, read from load()'s
+  /// directory. The loaded encodings, the count cache and the missing-encoding report are
+  /// shared with this object, not copied.
+  Result<Tokenizers> with(EncodingSet needed) const;
+
+  /// The encodings loaded.
+  EncodingSet loaded() const noexcept;
+
+  /// The encoding `kind`, or null when it is not loaded (the caller then estimates ~4 bytes per
+  /// token). Configurations load what they count with, so null is a bug: the first null
+  /// answer of this object (and its with() copies) is reported through on_missing().
+  const Encoding* find(EncodingKind kind) const noexcept;
+
+  /// find() of the encoding for `model` (encoding_for_model), or `fallback` when unknown.
+  const Encoding* find_for_model(std::string_view model,
+                                 EncodingKind fallback = kFallbackEncoding) const noexcept;
+
+  /// The encoding `kind`. Precondition: loaded (tools and tests that load every encoding).
   const Encoding& get(EncodingKind kind) const noexcept;
   const std::shared_ptr<const Encoding>& shared(EncodingKind kind) const noexcept;
 
-  /// The encoding for `model` (encoding_for_model), or `fallback` when the model is unknown.
+  /// get() of the encoding for `model` (encoding_for_model), or `fallback` when the model is
+  /// unknown. Precondition: that encoding is loaded.
   const Encoding& for_model(std::string_view model,
-                            EncodingKind fallback = EncodingKind::kO200kBase) const noexcept;
+                            EncodingKind fallback = kFallbackEncoding) const noexcept;
 
   /// Memoize chat message counts in `max_bytes` (0: none). Before the Tokenizers are shared.
   void set_count_cache(std::size_t max_bytes);
   /// The memo of message counts (thread-safe), or null.
   CountCache* count_cache() const noexcept { return count_cache_.get(); }
 
+  /// Where find() reports, at most once, an encoding it was asked for that is not loaded (by
+  /// default a line on stderr). Before the Tokenizers are shared. Called from a worker thread.
+  using MissingReport = std::function<void(std::string_view message)>;
+  void on_missing(MissingReport report);
+
  private:
-  std::shared_ptr<const Encoding> encodings_[2];  // indexed by EncodingKind; immutable
+  struct Missing;  // the report and whether it was made (atomic)
+
+  std::filesystem::path data_dir_;                // where with() loads from
+  std::shared_ptr<const Encoding> encodings_[2];  // indexed by EncodingKind; null: not loaded
   std::shared_ptr<CountCache> count_cache_;       // internally synchronized
+  std::shared_ptr<Missing> missing_;              // shared by with() copies
 };
 
 }  // namespace tollgate::tokenize

@@ -234,10 +234,13 @@ StageResult admit(Exchange& x) {
       if (estimate.error) return Reply::error("over_policy", *estimate.error);
     }
     ctx.prompt_estimate = estimate.prompt;
-    ctx.tokenizers = x.snap.tokenizers.get();
+    // An answer without usage is counted only where something needs the count (its encoding is
+    // loaded only then: server::counts_tokens).
+    bool counts = x.route->counts_tokens;
+    ctx.tokenizers = counts ? x.snap.tokenizers.get() : nullptr;
     ctx.model = ctx.deployment->model;
     // A passthrough answer's text is counted when it streams (the capture sees only SSE).
-    ctx.count_output = inference ? ctx.call.stream : ctx.passthrough;
+    ctx.count_output = counts && (inference ? ctx.call.stream : ctx.passthrough);
     if (auto refused = reserve(x, a, estimate)) return refused;
   }
   x.need_tokens = routing_need(x);

@@ -55,6 +55,9 @@ struct DeploymentRuntime {
   std::vector<std::uint32_t> series;            // by backend index; kNoSeries if not routed
   std::vector<ratelimit::Limit> limits;         // the deployment's own TPM/RPM buckets
   std::vector<std::shared_ptr<ratelimit::Bucket>> buckets;  // keeps `limits` alive
+  // Some limit, budget, price or usage record needs its requests' token counts (the snapshot's
+  // tokenizers then hold its model's encoding): server::counts_tokens.
+  bool counts_tokens = false;
   // Priority classes' access to tiers (pools[].classes): per class rank, allowed[b] for every
   // backend; empty when the class may use every tier. Tiers a class may use only as spare
   // capacity (pools[].spare) are listed with their utilization threshold.
@@ -77,7 +80,9 @@ struct Snapshot {
   /// Asks the control thread to kick the scheduler at `at` (a waiting request's recovery time).
   std::function<void(routing::TimeMs)> wake_at;
   routing::BreakerPolicy breaker;
-  std::shared_ptr<const tokenize::Tokenizers> tokenizers;  // exact prompt counts for admission
+  // The encodings the deployments that count tokens need (exact prompt counts for admission,
+  // output counts); null only in tests that never count.
+  std::shared_ptr<const tokenize::Tokenizers> tokenizers;
   std::uint32_t unrouted_series = 0;             // ("none", "none")
   std::uint32_t pool_count = 0;
   std::uint64_t generation = 0;
