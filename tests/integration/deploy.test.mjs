@@ -18,15 +18,18 @@ const manifestDir = join(repoRoot, 'deploy', 'kubernetes');
 const CONFIG_KEY = 'tollgate.yaml';
 // After the drain, the usage ledger's final flush may take this long (docs/operations.md, Signals).
 const LEDGER_FLUSH_SECONDS = 10;
+// kubectl reads manifests as YAML 1.1: there `on` and `yes` are booleans, so an unquoted one in a
+// string field must fail here too.
+const KUBECTL_YAML = { version: '1.1' };
 
 // ---- loading and schema validation --------------------------------------------------------------
 
-/** Every YAML document of every manifest file, as { file, object }. Kustomization files apart. */
+/** Every YAML document of every manifest file, as { file, object }; kustomization.yaml apart. */
 function loadManifests() {
   const found = [];
   for (const file of readdirSync(manifestDir).filter((f) => /\.ya?ml$/.test(f)).sort()) {
     if (file === 'kustomization.yaml') continue;
-    for (const doc of parseAllDocuments(readFileSync(join(manifestDir, file), 'utf8'))) {
+    for (const doc of parseAllDocuments(readFileSync(join(manifestDir, file), 'utf8'), KUBECTL_YAML)) {
       if (doc.errors.length) throw new Error(`${file}: ${doc.errors.map((e) => e.message).join('; ')}`);
       const object = doc.toJS();
       if (object !== null) found.push({ file, object });
@@ -326,6 +329,8 @@ describe('deploy/kubernetes', () => {
     service.spec.ports[0].port = '8080';
     await assert.rejects(validateObject(service), /port must be integer/);
     await assert.rejects(validateObject({ apiVersion: 'apps/v1', kind: 'Deploymnet' }), /unknown apiVersion\/kind/);
+    const yes = parse('apiVersion: v1\nkind: ConfigMap\nmetadata: {name: x, annotations: {a: yes}}\n', KUBECTL_YAML);
+    await assert.rejects(validateObject(yes), /annotations\/a must be string/);
   });
 
   test('the manifests agree with each other and with the configuration in the ConfigMap', () => {
