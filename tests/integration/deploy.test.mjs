@@ -230,9 +230,11 @@ function checkSelectors(objects, g, problems) {
     }
   }
   const redis = find(objects, 'StatefulSet');
+  const redisLabels = redis.spec.template.metadata.labels;
+  if (matches(service.spec.selector, redisLabels)) problems.push('Service tollgate selects the Redis pods');
+  if (!matches(redis.spec.selector.matchLabels, redisLabels)) problems.push('StatefulSet selector');
   for (const s of objects.filter((o) => o.kind === 'Service' && o !== service)) {
-    if (matches(service.spec.selector, s.spec.selector)) problems.push(`Service tollgate selects ${s.metadata.name}'s pods`);
-    if (!matches(s.spec.selector, redis.spec.template.metadata.labels)) problems.push(`Service ${s.metadata.name} misses the Redis pods`);
+    if (!matches(s.spec.selector, redisLabels)) problems.push(`Service ${s.metadata.name} misses the Redis pods`);
   }
   const governing = find(objects, 'Service', redis.spec.serviceName);
   if (governing?.spec.clusterIP !== 'None') problems.push('StatefulSet serviceName must be a headless Service');
@@ -306,7 +308,9 @@ describe('deploy/kubernetes', () => {
     assert.deepEqual([...kustomization.resources].sort(), [...new Set(manifests.map((m) => m.file))].sort());
     const namespace = find(objects, 'Namespace').metadata.name;
     assert.equal(kustomization.namespace, namespace);
-    for (const o of objects.filter((x) => x.kind !== 'Namespace')) assert.equal(o.metadata.namespace, namespace, o.kind);
+    for (const o of objects.filter((x) => x.kind !== 'Namespace')) {
+      assert.equal(o.metadata.namespace, namespace, o.kind);
+    }
     assert.equal(find(objects, 'Deployment').spec.replicas, 3);
   });
 
@@ -329,7 +333,8 @@ describe('deploy/kubernetes', () => {
     service.spec.ports[0].port = '8080';
     await assert.rejects(validateObject(service), /port must be integer/);
     await assert.rejects(validateObject({ apiVersion: 'apps/v1', kind: 'Deploymnet' }), /unknown apiVersion\/kind/);
-    const yes = parse('apiVersion: v1\nkind: ConfigMap\nmetadata: {name: x, annotations: {a: yes}}\n', KUBECTL_YAML);
+    const yes = parse('apiVersion: v1\nkind: ConfigMap\nmetadata: {name: x, annotations: {a: yes}}\n',
+      KUBECTL_YAML);
     await assert.rejects(validateObject(yes), /annotations\/a must be string/);
   });
 
@@ -350,8 +355,17 @@ describe('deploy/kubernetes', () => {
     some(variant((g) => { g.container.env = g.container.env.filter((e) => e.name !== 'REDIS_PASSWORD'); }),
       /env:REDIS_PASSWORD is not set/);
     some(variant((g, all) => { delete find(all, 'Secret').stringData.AOAI_KEY_EASTUS; }), /no key AOAI_KEY_EASTUS/);
-    some(variant((g, all) => { find(all, 'Service', 'tollgate').spec.selector.app = 'x'; }), /Service tollgate: selector/);
-    some(variant((g, all) => { find(all, 'PodDisruptionBudget').spec.selector.matchLabels.app = 'x'; }), /PodDisruptionBudget/);
+    some(variant((g, all) => { find(all, 'Service', 'tollgate').spec.selector.app = 'x'; }),
+      /Service tollgate: selector/);
+    some(variant((g, all) => { find(all, 'PodDisruptionBudget').spec.selector.matchLabels.app = 'x'; }),
+      /PodDisruptionBudget/);
+    some(variant((g, all) => {
+      find(all, 'Service', 'tollgate').spec.selector = { 'app.kubernetes.io/part-of': 'tollgate' };
+    }), /Service tollgate selects the Redis pods/);
+    some(variant((g) => { g.container.volumeMounts = g.container.volumeMounts.filter((m) => m.name === 'config'); }),
+      /usage\.db is on the read-only root file system/);
+    some(variant((g) => { g.container.resources.limits.cpu = '4'; }), /server.workers 2 != CPU limit 4/);
+    some(variant((g) => { g.container.args = ['--config', '/etc/tollgate/other.yaml']; }), /--config/);
     some(variant((g) => { g.configMap.data[CONFIG_KEY] = g.text.replace('0.0.0.0:9090', '0.0.0.0:9091'); }),
       /readinessProbe: port 9090 is not admin.address's 9091/);
     some(variant((g) => { g.configMap.data[CONFIG_KEY] = g.text.replace('tollgate-redis:', 'redis-x:'); }),
