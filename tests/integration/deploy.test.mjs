@@ -247,6 +247,14 @@ function checkRedis(objects, g, problems) {
   else if (!service.spec.ports.some((p) => p.port === Number(url.port || 6379))) {
     problems.push(`cluster.redis.url: Service ${url.hostname} has no port ${url.port || 6379}`);
   }
+  // The gateway's password and Redis's requirepass (the redis container's $REDIS_PASSWORD) must
+  // come from the same Secret key.
+  const secretOf = (container, name) => container.env?.find((e) => e.name === name)?.valueFrom?.secretKeyRef;
+  const gatewayRef = secretOf(g.container, g.config.cluster.redis.password?.replace(/^env:/, ''));
+  const redisRef = secretOf(find(objects, 'StatefulSet').spec.template.spec.containers[0], 'REDIS_PASSWORD');
+  if (gatewayRef?.name !== redisRef?.name || gatewayRef?.key !== redisRef?.key) {
+    problems.push('cluster.redis.password and the Redis container\'s REDIS_PASSWORD differ');
+  }
 }
 
 function checkLifecycle(g, problems) {
@@ -370,6 +378,9 @@ describe('deploy/kubernetes', () => {
       /readinessProbe: port 9090 is not admin.address's 9091/);
     some(variant((g) => { g.configMap.data[CONFIG_KEY] = g.text.replace('tollgate-redis:', 'redis-x:'); }),
       /no Service redis-x/);
+    some(variant((g, all) => {
+      find(all, 'StatefulSet').spec.template.spec.containers[0].env[0].valueFrom.secretKeyRef.key = 'OTHER';
+    }), /cluster.redis.password and the Redis container's REDIS_PASSWORD differ/);
   });
 
   test('the configuration in the ConfigMap passes tollgate --check-config', () => {
