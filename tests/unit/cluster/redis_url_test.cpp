@@ -30,6 +30,7 @@ TEST(RedisUrlTest, EveryPart) {
             (RedisAddress{"redis.example.com", 6380, 3, "app", "s@cret:1", true}));
   EXPECT_EQ(parsed("redis://:pw@127.0.0.1:7000/0"), (RedisAddress{"127.0.0.1", 7000, 0, "", "pw", false}));
   EXPECT_EQ(parsed("redis://[::1]:6390/15"), (RedisAddress{"::1", 6390, 15, "", "", false}));
+  EXPECT_EQ(parsed("redis://[0::0:1]").host, "::1");  // IPv6 in its canonical form
 }
 
 TEST(RedisUrlTest, ErrorsNameThePart) {
@@ -46,13 +47,16 @@ TEST(RedisUrlTest, ErrorsNameThePart) {
   EXPECT_NE(error_of("redis://alice@h").find("a user needs a password"), std::string::npos);
   EXPECT_NE(error_of("redis:///0").find("empty host"), std::string::npos);
   EXPECT_NE(error_of("redis:h").find("no host"), std::string::npos);
+  EXPECT_NE(error_of("redis://h%2e").find("host must be a DNS name"), std::string::npos);
+  EXPECT_NE(error_of("redis://[v1.x]").find("host must be a DNS name"), std::string::npos);
   EXPECT_NE(error_of("not a url").find("not a URL"), std::string::npos);
 }
 
 TEST(RedisUrlTest, RenderedUrlParsesBackToTheSameAddress) {
   for (const RedisAddress& a : {RedisAddress{"h", 6379, 0, "", "", false},
                                 RedisAddress{"::1", 1, 7, "u s", "p@:/?#%", true},
-                                RedisAddress{"10.1.2.3", 65535, 2147483647, "", "x", false}}) {
+                                RedisAddress{"10.1.2.3", 65535, 2147483647, "", "x", false},
+                                RedisAddress{"v1.0.0.", 6379, 0, "", "", false}}) {
     EXPECT_EQ(parsed(to_url(a)), a) << to_url(a);
   }
   EXPECT_EQ(to_url(RedisAddress{"h", 6379, 2, "u", "p w", true}), "rediss://u:p%20w@h:6379/2");
