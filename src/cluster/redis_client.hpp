@@ -9,7 +9,6 @@
 // Never a hang: every call completes within `timeout` with a reply or a failure; while the
 // connection is down, calls fail at once (kConnect / kAuth / kTls: the last attempt's failure,
 // kClosed before the first attempt ends or after close()).
-// Design: docs/design/cluster.md (the lead's), and the options below.
 
 #include <chrono>
 #include <cstddef>
