@@ -4,8 +4,8 @@
 #include <boost/url/ipv6_address.hpp>
 #include <boost/url/parse.hpp>
 #include <boost/url/url.hpp>
-#include <optional>
 #include <limits>
+#include <optional>
 
 namespace tollgate::cluster {
 namespace {
@@ -52,8 +52,8 @@ std::optional<RedisUrlError> parse_authority(const urls::url_view& u, RedisAddre
       return RedisUrlError{"host must be a DNS name or an IP address"};
   }
   if (a.host.empty()) return RedisUrlError{"empty host"};
-  if (u.has_port() &&
-      !parse_number<std::uint16_t>(u.port(), 1, std::numeric_limits<std::uint16_t>::max(), a.port)) {
+  if (u.has_port() && !parse_number<std::uint16_t>(
+                          u.port(), 1, std::numeric_limits<std::uint16_t>::max(), a.port)) {
     return RedisUrlError{"port must be a number from 1 to 65535 (got \"" + std::string(u.port()) +
                          "\")"};
   }

@@ -68,12 +68,15 @@ TEST(RedisClientTest, ThousandConcurrentCallsArePipelinedAndMatchedInOrder) {
     int done = 0;
     int correct = 0;
     for (int i = 0; i < kCalls; ++i) {
-      net::co_spawn(ex, [&, i]() -> net::awaitable<void> {
-        std::string v = "value-" + std::to_string(i);
-        auto r = co_await cmd(*c, "ECHO", v);
-        if (r.ok() && r.reply == RedisReply::of_string(v)) ++correct;
-        ++done;
-      }, rethrow_unexpected);
+      net::co_spawn(
+          ex,
+          [&, i]() -> net::awaitable<void> {
+            std::string v = "value-" + std::to_string(i);
+            auto r = co_await cmd(*c, "ECHO", v);
+            if (r.ok() && r.reply == RedisReply::of_string(v)) ++correct;
+            ++done;
+          },
+          rethrow_unexpected);
     }
     EXPECT_TRUE(co_await eventually([&] { return done == kCalls; }, Ms(10000)));
     EXPECT_EQ(correct, kCalls);
@@ -101,7 +104,8 @@ TEST(RedisClientTest, EvalShaFallsBackToEvalOnNoScriptThenUsesTheLoadedScript) {
     const auto one = RedisReply::of_array({RedisReply::of_integer(1)});
     EXPECT_EQ(exists.reply, one);
     auto stats = co_await cmd(*c, "INFO", "commandstats");
-    EXPECT_NE(stats.reply.text.find("cmdstat_eval:calls=1,"), std::string::npos) << stats.reply.text;
+    EXPECT_NE(stats.reply.text.find("cmdstat_eval:calls=1,"), std::string::npos)
+        << stats.reply.text;
     EXPECT_NE(stats.reply.text.find("cmdstat_evalsha:calls=2,"), std::string::npos);
     c->close();
   });
@@ -243,11 +247,14 @@ TEST(RedisClientTest, TooManyCallsAwaitingRepliesResetTheConnection) {
     int done = 0;
     int overloaded = 0;
     for (int i = 0; i < 11; ++i) {
-      net::co_spawn(ex, [&]() -> net::awaitable<void> {
-        auto r = co_await cmd(*c, "PING");
-        if (r.failure == RedisFailure::kOverloaded) ++overloaded;
-        ++done;
-      }, rethrow_unexpected);
+      net::co_spawn(
+          ex,
+          [&]() -> net::awaitable<void> {
+            auto r = co_await cmd(*c, "PING");
+            if (r.failure == RedisFailure::kOverloaded) ++overloaded;
+            ++done;
+          },
+          rethrow_unexpected);
     }
     EXPECT_TRUE(co_await eventually([&] { return done == 11; }, Ms(3000)));
     EXPECT_EQ(overloaded, 11);  // the 11th call, and the 10 the reset failed
