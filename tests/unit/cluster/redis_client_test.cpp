@@ -264,6 +264,41 @@ TEST(RedisClientTest, TooManyCallsAwaitingRepliesResetTheConnection) {
   });
 }
 
+TEST(RedisClientTest, NoServerIsAConnectFailureAtOnce) {
+  RedisServer server;
+  server.stop();  // its port, with nothing listening
+  run_async([&](net::any_io_executor ex) -> net::awaitable<void> {
+    auto c = started(ex, client_options(server));
+    EXPECT_EQ(co_await settled_failure(*c, Ms(5000)), RedisFailure::kConnect);
+    auto t0 = SteadyClock::now();
+    EXPECT_EQ((co_await cmd(*c, "PING")).failure, RedisFailure::kConnect);
+    EXPECT_LE(SteadyClock::now() - t0, Ms(20));
+    EXPECT_FALSE(c->up());
+    c->close();
+  });
+}
+
+TEST(RedisClientTest, CloseFailsPendingCallsAtOnce) {
+  RedisServer server;
+  run_async([&](net::any_io_executor ex) -> net::awaitable<void> {
+    auto c = started(ex, client_options(server, Ms(5000)));
+    EXPECT_TRUE(co_await eventually_answers(*c, Ms(5000)));
+    server.pause();
+    std::optional<RedisResult> pending;
+    net::co_spawn(
+        ex, [&]() -> net::awaitable<void> { pending = co_await cmd(*c, "PING"); },
+        rethrow_unexpected);
+    co_await sleep_for(Ms(20));
+    EXPECT_FALSE(pending.has_value());
+    auto t0 = SteadyClock::now();
+    c->close();
+    EXPECT_TRUE(co_await eventually([&] { return pending.has_value(); }, Ms(1000)));
+    EXPECT_LE(SteadyClock::now() - t0, Ms(100));
+    EXPECT_EQ(pending ? pending->failure : std::nullopt, RedisFailure::kClosed);
+    server.resume();
+  });
+}
+
 TEST(RedisClientTest, TlsWithTheServersCertificate) {
   RedisServer server({.tls = true});
   run_async([&](net::any_io_executor ex) -> net::awaitable<void> {
