@@ -40,8 +40,8 @@ struct RedisClient::Pending {
 
 RedisScript::RedisScript(std::string src) : source(std::move(src)), sha1(sha1_hex(source)) {}
 
-boost::system::result<std::shared_ptr<RedisClient>> RedisClient::create(net::any_io_executor ex,
-                                                                        RedisClientOptions options) {
+boost::system::result<std::shared_ptr<RedisClient>> RedisClient::create(
+    net::any_io_executor ex, RedisClientOptions options) {
   std::shared_ptr<net::ssl::context> tls;
   if (options.connect.address.tls) {
     auto made = make_redis_tls(options.connect.ca_file);
@@ -53,7 +53,11 @@ boost::system::result<std::shared_ptr<RedisClient>> RedisClient::create(net::any
 
 RedisClient::RedisClient(net::any_io_executor ex, RedisClientOptions options,
                          std::shared_ptr<net::ssl::context> tls)
-    : executor_(ex), options_(std::move(options)), tls_(std::move(tls)), sleep_(ex), watchdog_(ex) {}
+    : executor_(ex),
+      options_(std::move(options)),
+      tls_(std::move(tls)),
+      sleep_(ex),
+      watchdog_(ex) {}
 
 RedisClient::~RedisClient() = default;
 
@@ -104,7 +108,8 @@ void RedisClient::on_reply(RedisReply&& reply) {
   auto p = std::move(pending_.front());
   pending_.pop_front();
   if (p->abandoned) return;
-  if (options_.observer) options_.observer->on_round_trip(std::chrono::steady_clock::now() - p->queued);
+  if (options_.observer)
+    options_.observer->on_round_trip(std::chrono::steady_clock::now() - p->queued);
   p->reply = std::move(reply);
   p->timer.cancel();
 }

@@ -9,7 +9,6 @@
 // Never a hang: every call completes within `timeout` with a reply or a failure; while the
 // connection is down, calls fail at once (kConnect / kAuth / kTls: the last attempt's failure,
 // kClosed before the first attempt ends or after close()).
-// Design: docs/design/cluster.md (the lead's), and the options below.
 
 #include <chrono>
 #include <cstddef>
@@ -81,7 +80,8 @@ class RedisClient : public std::enable_shared_from_this<RedisClient> {
   /// `argv` is copied before the first suspension.
   net::awaitable<RedisResult> call(std::span<const std::string_view> argv);
   /// EVALSHA of `script` with `keys` and `args`; on NOSCRIPT, EVAL once (which loads it).
-  net::awaitable<RedisResult> eval(const RedisScript& script, std::span<const std::string_view> keys,
+  net::awaitable<RedisResult> eval(const RedisScript& script,
+                                   std::span<const std::string_view> keys,
                                    std::span<const std::string_view> args);
   /// The connection is open and set up.
   bool up() const { return link_ != nullptr && !link_->dead(); }
@@ -110,11 +110,11 @@ class RedisClient : public std::enable_shared_from_this<RedisClient> {
   // Owner of everything below: the client's executor.
   net::any_io_executor executor_;
   RedisClientOptions options_;
-  std::shared_ptr<net::ssl::context> tls_;  // rediss:// only
-  std::shared_ptr<RedisLink> link_;         // the current connection, up or just lost
+  std::shared_ptr<net::ssl::context> tls_;        // rediss:// only
+  std::shared_ptr<RedisLink> link_;               // the current connection, up or just lost
   std::deque<std::shared_ptr<Pending>> pending_;  // calls on link_ awaiting replies, oldest first
-  net::steady_timer sleep_;      // the reconnect loop's backoff wait; close() cancels it
-  net::steady_timer watchdog_;   // armed while an abandoned call awaits its reply
+  net::steady_timer sleep_;     // the reconnect loop's backoff wait; close() cancels it
+  net::steady_timer watchdog_;  // armed while an abandoned call awaits its reply
   bool watchdog_armed_ = false;
   RedisFailure down_reason_ = RedisFailure::kClosed;
   bool started_ = false;

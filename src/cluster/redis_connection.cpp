@@ -1,12 +1,12 @@
 #include "cluster/redis_connection.hpp"
 
+#include <array>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/connect.hpp>
 #include <boost/asio/ip/address.hpp>
 #include <boost/asio/ssl/host_name_verification.hpp>
 #include <boost/asio/this_coro.hpp>
 #include <boost/asio/write.hpp>
-#include <array>
 #include <optional>
 #include <vector>
 
@@ -17,7 +17,8 @@ namespace {
 // run after the guard is gone: it then sees `armed` false and does nothing.
 class ExpiryGuard {
  public:
-  ExpiryGuard(const net::any_io_executor& ex, std::chrono::milliseconds d, std::function<void()> on_expire)
+  ExpiryGuard(const net::any_io_executor& ex, std::chrono::milliseconds d,
+              std::function<void()> on_expire)
       : state_(std::make_shared<State>(ex, std::move(on_expire))) {
     state_->timer.expires_after(d);
     state_->timer.async_wait([s = state_](boost::system::error_code ec) {
@@ -37,7 +38,8 @@ class ExpiryGuard {
 
  private:
   struct State {
-    State(const net::any_io_executor& ex, std::function<void()> f) : timer(ex), on_expire(std::move(f)) {}
+    State(const net::any_io_executor& ex, std::function<void()> f)
+        : timer(ex), on_expire(std::move(f)) {}
     net::steady_timer timer;
     std::function<void()> on_expire;
     bool armed = true;
@@ -88,15 +90,18 @@ net::awaitable<std::optional<RedisFailure>> run_setup(RedisConnection& c,
       status = c.decoder.next(reply);
     }
     if (status == RedisDecoder::Status::kError) co_return RedisFailure::kProtocol;
-    if (reply.is_error() && !failure) failure = reply.is_error("NOAUTH") ? RedisFailure::kAuth : cmd.on_error;
+    if (reply.is_error() && !failure)
+      failure = reply.is_error("NOAUTH") ? RedisFailure::kAuth : cmd.on_error;
   }
   co_return failure;
 }
 
 // Resolves and connects `socket` (TCP_NODELAY set). The caller bounds it (by cancelling both).
-net::awaitable<std::optional<RedisFailure>> connect_tcp(tcp::resolver& resolver, tcp::socket& socket,
+net::awaitable<std::optional<RedisFailure>> connect_tcp(tcp::resolver& resolver,
+                                                        tcp::socket& socket,
                                                         const RedisAddress& a) {
-  auto [rec, endpoints] = co_await resolver.async_resolve(a.host, std::to_string(a.port), use_tuple);
+  auto [rec, endpoints] =
+      co_await resolver.async_resolve(a.host, std::to_string(a.port), use_tuple);
   if (rec) co_return RedisFailure::kConnect;
   auto [cec, ep] = co_await net::async_connect(socket, endpoints, use_tuple);
   if (cec) co_return RedisFailure::kConnect;
@@ -109,18 +114,26 @@ net::awaitable<std::optional<RedisFailure>> connect_tcp(tcp::resolver& resolver,
 
 std::string_view to_string(RedisFailure f) {
   switch (f) {
-    case RedisFailure::kTimeout: return "timeout";
-    case RedisFailure::kConnect: return "connect";
-    case RedisFailure::kTls: return "tls";
-    case RedisFailure::kAuth: return "auth";
-    case RedisFailure::kClosed: return "closed";
-    case RedisFailure::kProtocol: return "protocol";
-    case RedisFailure::kOverloaded: return "overloaded";
+    case RedisFailure::kTimeout:
+      return "timeout";
+    case RedisFailure::kConnect:
+      return "connect";
+    case RedisFailure::kTls:
+      return "tls";
+    case RedisFailure::kAuth:
+      return "auth";
+    case RedisFailure::kClosed:
+      return "closed";
+    case RedisFailure::kProtocol:
+      return "protocol";
+    case RedisFailure::kOverloaded:
+      return "overloaded";
   }
   return "unknown";
 }
 
-boost::system::result<std::shared_ptr<net::ssl::context>> make_redis_tls(const std::string& ca_file) {
+boost::system::result<std::shared_ptr<net::ssl::context>> make_redis_tls(
+    const std::string& ca_file) {
   auto ctx = std::make_shared<net::ssl::context>(net::ssl::context::tls_client);
   ctx->set_options(net::ssl::context::default_workarounds | net::ssl::context::no_sslv2 |
                    net::ssl::context::no_sslv3 | net::ssl::context::no_tlsv1 |

@@ -61,7 +61,8 @@ struct RedisConnectOptions {
 
 /// The TLS client context for rediss://: TLS 1.2 or later, the peer verified against `ca_file`
 /// (or the system's trust store). Errors: the CA file cannot be loaded. Thread: any.
-boost::system::result<std::shared_ptr<net::ssl::context>> make_redis_tls(const std::string& ca_file);
+boost::system::result<std::shared_ptr<net::ssl::context>> make_redis_tls(
+    const std::string& ca_file);
 
 /// A plain or TLS byte stream to a Redis server.
 class RedisStream {
@@ -72,7 +73,8 @@ class RedisStream {
       : plain_(socket.get_executor()),
         tls_(std::make_unique<net::ssl::stream<tcp::socket>>(std::move(socket), tls)) {}
 
-  net::awaitable<std::tuple<boost::system::error_code, std::size_t>> read_some(net::mutable_buffer b);
+  net::awaitable<std::tuple<boost::system::error_code, std::size_t>> read_some(
+      net::mutable_buffer b);
   /// Writes all of `b`.
   net::awaitable<std::tuple<boost::system::error_code, std::size_t>> write(net::const_buffer b);
   /// The TLS client handshake with SNI and host name verification for `host`.
@@ -131,8 +133,8 @@ class RedisLink : public std::enable_shared_from_this<RedisLink> {
   bool drain_replies();
 
   RedisConnection connection_;
-  std::string queued_;   // commands not yet handed to a write
-  std::string writing_;  // the bytes of the write in flight
+  std::string queued_;        // commands not yet handed to a write
+  std::string writing_;       // the bytes of the write in flight
   net::steady_timer wake_;    // the idle writer waits on it; send() cancels it
   net::steady_timer closed_;  // wait_closed() waits on it; reset() cancels it
   ReplyHandler on_reply_;

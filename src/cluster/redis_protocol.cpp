@@ -43,12 +43,18 @@ bool RedisReply::is_error(std::string_view code) const {
 
 std::string_view to_string(RedisReply::Kind k) {
   switch (k) {
-    case RedisReply::Kind::kNil: return "nil";
-    case RedisReply::Kind::kInteger: return "integer";
-    case RedisReply::Kind::kString: return "string";
-    case RedisReply::Kind::kStatus: return "status";
-    case RedisReply::Kind::kError: return "error";
-    case RedisReply::Kind::kArray: return "array";
+    case RedisReply::Kind::kNil:
+      return "nil";
+    case RedisReply::Kind::kInteger:
+      return "integer";
+    case RedisReply::Kind::kString:
+      return "string";
+    case RedisReply::Kind::kStatus:
+      return "status";
+    case RedisReply::Kind::kError:
+      return "error";
+    case RedisReply::Kind::kArray:
+      return "array";
   }
   return "unknown";
 }
@@ -65,7 +71,7 @@ void append_command(std::string& out, std::span<const std::string_view> argv) {
   char* cmd = nullptr;
   int n = redisFormatCommandArgv(&cmd, static_cast<int>(argv.size()), ptrs.data(), lens.data());
   if (n > 0 && cmd != nullptr) out.append(cmd, static_cast<std::size_t>(n));
-  redisFreeCommand(cmd);  // accepts null
+  redisFreeCommand(cmd);               // accepts null
   if (n <= 0) throw std::bad_alloc();  // hiredis fails only when out of memory
 }
 

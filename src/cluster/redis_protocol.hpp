@@ -17,8 +17,8 @@ struct RedisReply {
   enum class Kind : std::uint8_t { kNil, kInteger, kString, kStatus, kError, kArray };
 
   Kind kind = Kind::kNil;
-  std::int64_t integer = 0;         // kInteger
-  std::string text;                 // kString (bulk), kStatus, kError
+  std::int64_t integer = 0;          // kInteger
+  std::string text;                  // kString (bulk), kStatus, kError
   std::vector<RedisReply> elements;  // kArray
 
   static RedisReply nil() { return {}; }
@@ -26,7 +26,9 @@ struct RedisReply {
   static RedisReply of_string(std::string s) { return {Kind::kString, 0, std::move(s), {}}; }
   static RedisReply of_status(std::string s) { return {Kind::kStatus, 0, std::move(s), {}}; }
   static RedisReply of_error(std::string s) { return {Kind::kError, 0, std::move(s), {}}; }
-  static RedisReply of_array(std::vector<RedisReply> e) { return {Kind::kArray, 0, {}, std::move(e)}; }
+  static RedisReply of_array(std::vector<RedisReply> e) {
+    return {Kind::kArray, 0, {}, std::move(e)};
+  }
 
   bool is_error() const { return kind == Kind::kError; }
   /// An error reply whose code (its first word) is `code`, as in "NOSCRIPT No matching script".

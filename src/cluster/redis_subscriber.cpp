@@ -107,10 +107,9 @@ void RedisSubscriber::on_reply(RedisReply&& reply) {
 
 void RedisSubscriber::on_down(RedisFailure why) {
   ping_.cancel();
-  if (options_.observer) {
-    options_.observer->on_failure(why);
-    options_.observer->on_up(false);
-  }
+  if (!options_.observer) return;
+  if (!closed_) options_.observer->on_failure(why);
+  options_.observer->on_up(false);
 }
 
 net::awaitable<void> RedisSubscriber::keepalive(std::shared_ptr<RedisSubscriber> self,

@@ -73,8 +73,8 @@ class RedisSubscriber : public std::enable_shared_from_this<RedisSubscriber> {
   std::shared_ptr<RedisLink> link_;
   std::size_t unconfirmed_ = 0;  // channels sent in SUBSCRIBE whose confirmation has not come
   std::chrono::steady_clock::time_point last_heard_{};  // the last reply on link_
-  net::steady_timer sleep_;  // the reconnect loop's backoff wait
-  net::steady_timer ping_;   // the keepalive's wait
+  net::steady_timer sleep_;                             // the reconnect loop's backoff wait
+  net::steady_timer ping_;                              // the keepalive's wait
   bool started_ = false;
   bool closed_ = false;
 };

@@ -1,9 +1,11 @@
 #include "cluster/redis_url.hpp"
 
+#include <boost/url/ipv4_address.hpp>
+#include <boost/url/ipv6_address.hpp>
 #include <boost/url/parse.hpp>
 #include <boost/url/url.hpp>
-#include <optional>
 #include <limits>
+#include <optional>
 
 namespace tollgate::cluster {
 namespace {
@@ -33,11 +35,25 @@ std::variant<bool, RedisUrlError> parse_scheme(const urls::url_view& u) {
 
 std::optional<RedisUrlError> parse_authority(const urls::url_view& u, RedisAddress& a) {
   if (!u.has_authority()) return RedisUrlError{"no host (expected redis://host[:port][/db])"};
-  if (u.host_type() == urls::host_type::ipvfuture) return RedisUrlError{"unsupported host"};
-  a.host = u.host_address();
+  switch (u.host_type()) {
+    case urls::host_type::ipv4:  // canonical text, as to_url() writes it
+      a.host = u.host_ipv4_address().to_string();
+      break;
+    case urls::host_type::ipv6:
+      a.host = u.host_ipv6_address().to_string();
+      break;
+    case urls::host_type::name:
+      if (u.encoded_host().find('%') != urls::string_view::npos) {
+        return RedisUrlError{"host must be a DNS name or an IP address (no %-escapes)"};
+      }
+      a.host = u.encoded_host();
+      break;
+    default:
+      return RedisUrlError{"host must be a DNS name or an IP address"};
+  }
   if (a.host.empty()) return RedisUrlError{"empty host"};
-  if (u.has_port() &&
-      !parse_number<std::uint16_t>(u.port(), 1, std::numeric_limits<std::uint16_t>::max(), a.port)) {
+  if (u.has_port() && !parse_number<std::uint16_t>(
+                          u.port(), 1, std::numeric_limits<std::uint16_t>::max(), a.port)) {
     return RedisUrlError{"port must be a number from 1 to 65535 (got \"" + std::string(u.port()) +
                          "\")"};
   }
@@ -84,7 +100,13 @@ std::variant<RedisAddress, RedisUrlError> parse_redis_url(std::string_view url) 
 std::string to_url(const RedisAddress& a) {
   urls::url u;
   u.set_scheme(a.tls ? "rediss" : "redis");
-  u.set_host_address(a.host);
+  if (auto v4 = urls::parse_ipv4_address(a.host)) {
+    u.set_host_ipv4(*v4);
+  } else if (auto v6 = urls::parse_ipv6_address(a.host)) {
+    u.set_host_ipv6(*v6);
+  } else {
+    u.set_host_name(a.host);  // never an IPvFuture literal, unlike set_host_address()
+  }
   if (!a.password.empty()) {
     u.set_user(a.user);
     u.set_password(a.password);

@@ -34,7 +34,8 @@ struct RedisUrlError {
 /// fragment (not supported).
 std::variant<RedisAddress, RedisUrlError> parse_redis_url(std::string_view url);
 
-/// The URL of `a` (user and password percent-encoded): parse_redis_url() gives `a` back.
+/// The URL of `a` (user and password percent-encoded): parse_redis_url() gives back any address
+/// it returned.
 /// Contains the password: never log it.
 std::string to_url(const RedisAddress& a);
 

@@ -100,7 +100,8 @@ inline net::awaitable<std::optional<RedisFailure>> settled_failure(RedisClient& 
   auto until = SteadyClock::now() + limit;
   for (;;) {
     auto r = co_await cmd(c, "PING");
-    if (r.ok() || r.failure != RedisFailure::kClosed || SteadyClock::now() >= until) co_return r.failure;
+    if (r.ok() || r.failure != RedisFailure::kClosed || SteadyClock::now() >= until)
+      co_return r.failure;
     co_await sleep_for(Ms(10));
   }
 }

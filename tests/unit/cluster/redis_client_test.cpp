@@ -25,6 +25,14 @@ struct CountingObserver : RedisObserver {
   int downs = 0;
 };
 
+// The server's count of read events, from INFO stats.
+long reads_processed(const RedisReply& info) {
+  static constexpr std::string_view kField = "total_reads_processed:";
+  auto at = info.text.find(kField);
+  EXPECT_NE(at, std::string::npos) << info.text;
+  return at == std::string::npos ? -1 : std::stol(info.text.substr(at + kField.size()));
+}
+
 TEST(RedisClientTest, EveryReplyKind) {
   RedisServer server;
   run_async([&](net::any_io_executor ex) -> net::awaitable<void> {
@@ -55,19 +63,27 @@ TEST(RedisClientTest, ThousandConcurrentCallsArePipelinedAndMatchedInOrder) {
   run_async([&](net::any_io_executor ex) -> net::awaitable<void> {
     auto c = started(ex, client_options(server, Ms(5000)));
     EXPECT_TRUE(co_await eventually_answers(*c, Ms(5000)));
+    const auto reads_before = reads_processed((co_await cmd(*c, "INFO", "stats")).reply);
     constexpr int kCalls = 1000;
     int done = 0;
     int correct = 0;
     for (int i = 0; i < kCalls; ++i) {
-      net::co_spawn(ex, [&, i]() -> net::awaitable<void> {
-        std::string v = "value-" + std::to_string(i);
-        auto r = co_await cmd(*c, "ECHO", v);
-        if (r.ok() && r.reply == RedisReply::of_string(v)) ++correct;
-        ++done;
-      }, rethrow_unexpected);
+      net::co_spawn(
+          ex,
+          [&, i]() -> net::awaitable<void> {
+            std::string v = "value-" + std::to_string(i);
+            auto r = co_await cmd(*c, "ECHO", v);
+            if (r.ok() && r.reply == RedisReply::of_string(v)) ++correct;
+            ++done;
+          },
+          rethrow_unexpected);
     }
     EXPECT_TRUE(co_await eventually([&] { return done == kCalls; }, Ms(10000)));
     EXPECT_EQ(correct, kCalls);
+    // All were queued before the first write went out: they reach the server in a few writes,
+    // which it takes in a few reads (one write per call would be hundreds of reads).
+    const auto reads = reads_processed((co_await cmd(*c, "INFO", "stats")).reply) - reads_before;
+    EXPECT_LE(reads, 20) << "server reads for " << kCalls << " calls";
     c->close();
   });
 }
@@ -88,7 +104,8 @@ TEST(RedisClientTest, EvalShaFallsBackToEvalOnNoScriptThenUsesTheLoadedScript) {
     const auto one = RedisReply::of_array({RedisReply::of_integer(1)});
     EXPECT_EQ(exists.reply, one);
     auto stats = co_await cmd(*c, "INFO", "commandstats");
-    EXPECT_NE(stats.reply.text.find("cmdstat_eval:calls=1,"), std::string::npos) << stats.reply.text;
+    EXPECT_NE(stats.reply.text.find("cmdstat_eval:calls=1,"), std::string::npos)
+        << stats.reply.text;
     EXPECT_NE(stats.reply.text.find("cmdstat_evalsha:calls=2,"), std::string::npos);
     c->close();
   });
@@ -230,17 +247,55 @@ TEST(RedisClientTest, TooManyCallsAwaitingRepliesResetTheConnection) {
     int done = 0;
     int overloaded = 0;
     for (int i = 0; i < 11; ++i) {
-      net::co_spawn(ex, [&]() -> net::awaitable<void> {
-        auto r = co_await cmd(*c, "PING");
-        if (r.failure == RedisFailure::kOverloaded) ++overloaded;
-        ++done;
-      }, rethrow_unexpected);
+      net::co_spawn(
+          ex,
+          [&]() -> net::awaitable<void> {
+            auto r = co_await cmd(*c, "PING");
+            if (r.failure == RedisFailure::kOverloaded) ++overloaded;
+            ++done;
+          },
+          rethrow_unexpected);
     }
     EXPECT_TRUE(co_await eventually([&] { return done == 11; }, Ms(3000)));
     EXPECT_EQ(overloaded, 11);  // the 11th call, and the 10 the reset failed
     server.resume();
     EXPECT_TRUE(co_await eventually_answers(*c, Ms(5000)));
     c->close();
+  });
+}
+
+TEST(RedisClientTest, NoServerIsAConnectFailureAtOnce) {
+  RedisServer server;
+  server.stop();  // its port, with nothing listening
+  run_async([&](net::any_io_executor ex) -> net::awaitable<void> {
+    auto c = started(ex, client_options(server));
+    EXPECT_EQ(co_await settled_failure(*c, Ms(5000)), RedisFailure::kConnect);
+    auto t0 = SteadyClock::now();
+    EXPECT_EQ((co_await cmd(*c, "PING")).failure, RedisFailure::kConnect);
+    EXPECT_LE(SteadyClock::now() - t0, Ms(20));
+    EXPECT_FALSE(c->up());
+    c->close();
+  });
+}
+
+TEST(RedisClientTest, CloseFailsPendingCallsAtOnce) {
+  RedisServer server;
+  run_async([&](net::any_io_executor ex) -> net::awaitable<void> {
+    auto c = started(ex, client_options(server, Ms(5000)));
+    EXPECT_TRUE(co_await eventually_answers(*c, Ms(5000)));
+    server.pause();
+    std::optional<RedisResult> pending;
+    net::co_spawn(
+        ex, [&]() -> net::awaitable<void> { pending = co_await cmd(*c, "PING"); },
+        rethrow_unexpected);
+    co_await sleep_for(Ms(20));
+    EXPECT_FALSE(pending.has_value());
+    auto t0 = SteadyClock::now();
+    c->close();
+    EXPECT_TRUE(co_await eventually([&] { return pending.has_value(); }, Ms(1000)));
+    EXPECT_LE(SteadyClock::now() - t0, Ms(100));
+    EXPECT_EQ(pending ? pending->failure : std::nullopt, RedisFailure::kClosed);
+    server.resume();
   });
 }
 

@@ -19,7 +19,8 @@ TEST(RedisProtocolTest, EncodesCommandsBinarySafe) {
 
 TEST(RedisProtocolTest, DecodesEveryReplyKindFedByteByByte) {
   using namespace std::string_literals;
-  const std::string wire = "+OK\r\n-ERR bad\r\n:-42\r\n$3\r\na\0b\r\n$-1\r\n*2\r\n:1\r\n*1\r\n$0\r\n\r\n"s;
+  const std::string wire =
+      "+OK\r\n-ERR bad\r\n:-42\r\n$3\r\na\0b\r\n$-1\r\n*2\r\n:1\r\n*1\r\n$0\r\n\r\n"s;
   std::vector<RedisReply> got;
   RedisDecoder d;
   RedisReply r;

@@ -81,24 +81,27 @@ class RedisServer {
   }
 
   void make_certificate() {
-    std::string cmd = "openssl req -x509 -newkey rsa:2048 -nodes -days 1 -subj /CN=127.0.0.1"
-                      " -addext subjectAltName=IP:127.0.0.1 -keyout " + dir_ + "/key.pem -out " +
-                      certificate() + " >" + dir_ + "/openssl.log 2>&1";
+    std::string cmd =
+        "openssl req -x509 -newkey rsa:2048 -nodes -days 1 -subj /CN=127.0.0.1"
+        " -addext subjectAltName=IP:127.0.0.1 -keyout " +
+        dir_ + "/key.pem -out " + certificate() + " >" + dir_ + "/openssl.log 2>&1";
     if (std::system(cmd.c_str()) != 0) throw std::runtime_error("openssl req failed: " + cmd);
   }
 
   std::vector<std::string> arguments() const {
-    std::vector<std::string> args{"redis-server", "--save", "", "--appendonly", "no", "--bind",
-                                  "127.0.0.1", "--dir", dir_, "--loglevel", "warning"};
+    std::vector<std::string> args{"redis-server", "--save",     "",          "--appendonly",
+                                  "no",           "--bind",     "127.0.0.1", "--dir",
+                                  dir_,           "--loglevel", "warning"};
     if (options_.tls) {
-      args.insert(args.end(), {"--port", "0", "--tls-port", std::to_string(port_),
-                               "--tls-cert-file", certificate(), "--tls-key-file",
-                               dir_ + "/key.pem", "--tls-ca-cert-file", certificate(),
-                               "--tls-auth-clients", "no"});
+      args.insert(args.end(),
+                  {"--port", "0", "--tls-port", std::to_string(port_), "--tls-cert-file",
+                   certificate(), "--tls-key-file", dir_ + "/key.pem", "--tls-ca-cert-file",
+                   certificate(), "--tls-auth-clients", "no"});
     } else {
       args.insert(args.end(), {"--port", std::to_string(port_)});
     }
-    if (!options_.requirepass.empty()) args.insert(args.end(), {"--requirepass", options_.requirepass});
+    if (!options_.requirepass.empty())
+      args.insert(args.end(), {"--requirepass", options_.requirepass});
     return args;
   }
 
@@ -131,7 +134,8 @@ class RedisServer {
       if (::waitpid(pid_, &status, WNOHANG) == pid_) {
         pid_ = -1;
         throw std::runtime_error("redis-server exited at start (is it installed? exit status " +
-                                 std::to_string(WEXITSTATUS(status)) + ", see " + dir_ + "/redis.log)");
+                                 std::to_string(WEXITSTATUS(status)) + ", see " + dir_ +
+                                 "/redis.log)");
       }
       if (answers()) return;
       std::this_thread::sleep_for(milliseconds(20));

@@ -52,8 +52,9 @@ TEST(RedisSubscriberTest, DeliversMessagesAndResubscribesAfterARestart) {
     co_await cmd(*publisher, "PUBLISH", "tollgate:backends", "b");
     EXPECT_TRUE(co_await eventually([&] { return got.messages.size() == 2; }, Ms(5000)));
     co_await sleep_for(Ms(50));
-    EXPECT_EQ(got.messages, (std::vector<std::pair<std::string, std::string>>{
-                                {"tollgate:keys", std::string("k\0 1", 4)}, {"tollgate:backends", "b"}}));
+    EXPECT_EQ(got.messages,
+              (std::vector<std::pair<std::string, std::string>>{
+                  {"tollgate:keys", std::string("k\0 1", 4)}, {"tollgate:backends", "b"}}));
 
     server.restart();
     EXPECT_TRUE(co_await eventually([&] { return got.subscribed == 2; }, Ms(5000)));
