@@ -6,8 +6,7 @@ namespace tollgate::cluster {
 
 RedisConnectOptions connect_options(const config::ClusterConfig& c) {
   RedisConnectOptions o;
-  const auto& a = c.redis;
-  o.address = RedisAddress{a.host, a.port, a.db, a.user, a.password, a.tls};
+  o.address = c.redis;
   o.ca_file = c.ca_file;
   return o;
 }

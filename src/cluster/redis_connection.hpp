@@ -28,9 +28,11 @@
 
 #include "cluster/backoff.hpp"
 #include "cluster/redis_protocol.hpp"
-#include "cluster/redis_url.hpp"
+#include "tollgate/config/redis_url.hpp"
 
 namespace tollgate::cluster {
+
+using config::RedisAddress;
 
 namespace net = boost::asio;
 using tcp = net::ip::tcp;

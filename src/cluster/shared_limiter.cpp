@@ -79,7 +79,7 @@ std::shared_ptr<SharedLimiter> make_shared_limiter(net::any_io_executor ex, cons
   auto client = RedisClient::create(std::move(ex), std::move(o));
   if (!client) {
     metrics::log_error("cluster: cannot set up the Redis connection",
-                       core::JsonFields{}.add("redis", c.redis.text).add("error", client.error().message()));
+                       core::JsonFields{}.add("redis", config::display_url(c.redis)).add("error", client.error().message()));
     return nullptr;
   }
   (*client)->start();

@@ -610,11 +610,14 @@ const Table<ClusterConfig>& cluster_table() {
                  value("timeout", &T::timeout, Duration{}),
                  value("ca_file", &T::ca_file, FileRef{}).doc("the system's CAs")},
       .check = [](T& c, const Node& n, const std::string& path, Ctx& ctx) {
-        if (c.password.empty()) return;
-        if (!c.redis.password.empty()) {
+        if (!c.password.empty() && !c.redis.password.empty()) {
           ctx.error(n["password"], join(path, "password"), "the URL already carries a password");
+        } else if (!c.password.empty()) {
+          c.redis.password = c.password;
         }
-        c.redis.password = c.password;
+        if (!c.redis.user.empty() && c.redis.password.empty() && n["url"]) {
+          ctx.error(n["url"], join(path, "url"), "names user '" + c.redis.user + "' but no password: set cluster.redis.password");
+        }
       }};
   static const Table<T> t{
       .fields = {section("redis", redis).need(),

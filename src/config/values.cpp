@@ -282,40 +282,6 @@ Read<Address::Value> Address::read(std::string_view text, Ctx&) const {
   return Value{host, static_cast<std::uint16_t>(port), v};
 }
 
-Read<RedisAddress> parse_redis_url(std::string_view text) {
-  auto parsed = boost::urls::parse_absolute_uri(text);
-  const std::string bad = "must be a redis:// or rediss:// URL";
-  if (!parsed) return Fail{bad};
-  const auto& u = *parsed;
-  RedisAddress a;
-  auto scheme = lowered(std::string(u.scheme()));
-  if (scheme != "redis" && scheme != "rediss") return Fail{bad};
-  if (u.has_query() || u.has_fragment()) return Fail{"must not contain a query or a fragment"};
-  a.tls = scheme == "rediss";
-  a.host = std::string(u.encoded_host_address());
-  if (!a.host.empty() && a.host.front() == '[') a.host = a.host.substr(1, a.host.size() - 2);
-  if (a.host.empty()) return Fail{"must name a host"};
-  if (u.has_port() && (u.port().empty() || u.port_number() == 0)) return Fail{"port must be from 1 to 65535"};
-  if (u.has_port()) a.port = u.port_number();
-  auto path = std::string(u.path());
-  while (!path.empty() && path.front() == '/') path.erase(0, 1);
-  if (!path.empty()) {
-    auto [end, ec] = std::from_chars(path.data(), path.data() + path.size(), a.db);
-    if (ec != std::errc{} || end != path.data() + path.size() || a.db > 15'999) {
-      return Fail{"the path must be a database number, like /0"};
-    }
-  }
-  if (u.has_userinfo()) {
-    a.user = std::string(u.user());
-    if (u.has_password()) a.password = std::string(u.password());
-  }
-  // The URL for logs: without the password.
-  std::string host = a.host.find(':') != std::string::npos ? "[" + a.host + "]" : a.host;
-  a.text = scheme + "://" + (a.user.empty() ? "" : a.user + "@") + host + ":" +
-           std::to_string(a.port) + "/" + std::to_string(a.db);
-  return a;
-}
-
 Read<RedisAddress> RedisUrl::read(std::string_view text, Ctx& ctx) const {
   bool reference = text.rfind("env:", 0) == 0 || text.rfind("file:", 0) == 0;
   std::string url(text);
@@ -324,9 +290,12 @@ Read<RedisAddress> RedisUrl::read(std::string_view text, Ctx& ctx) const {
     if (!secret.ok()) return Fail{secret.error()};
     url = *secret;
   }
-  auto a = parse_redis_url(url);
-  if (!a.ok()) return reference ? Fail{"the URL from " + std::string(text) + " " + a.error()} : a;
-  if (!reference && !(*a).password.empty()) {
+  auto parsed = parse_redis_url(url);
+  if (auto* e = std::get_if<RedisUrlError>(&parsed)) {
+    return Fail{reference ? "the URL from " + std::string(text) + ": " + e->message : e->message};
+  }
+  auto a = std::get<RedisAddress>(std::move(parsed));
+  if (!reference && !a.password.empty()) {
     return Fail{"must not carry a password (literal secrets are not allowed in the config file): "
                 "set cluster.redis.password to env:NAME or file:/path, or give the whole URL as a "
                 "reference"};

@@ -143,11 +143,8 @@ struct Address {
 struct RedisUrl {
   using Value = RedisAddress;
   Read<RedisAddress> read(std::string_view text, Ctx& ctx) const;
-  std::string canonical(const RedisAddress& v) const { return v.text; }
+  std::string canonical(const RedisAddress& v) const { return display_url(v); }
 };
-
-/// The address in a redis:// or rediss:// URL (`text`); the message of what is wrong otherwise.
-Read<RedisAddress> parse_redis_url(std::string_view text);
 
 /// An http:// or https:// URL of a backend.
 struct EndpointUrl {

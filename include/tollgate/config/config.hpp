@@ -17,6 +17,8 @@
 #include <unordered_map>
 #include <vector>
 
+#include "tollgate/config/redis_url.hpp"
+
 namespace tollgate::config {
 
 using Millis = std::chrono::milliseconds;
@@ -300,18 +302,6 @@ struct DnsConfig {
   Millis max_ttl{300'000};           // and at most this long, whatever its TTL
 };
 
-/// Where the replicas share their state (`cluster.redis`): a Redis (>= 6) or Valkey server.
-struct RedisAddress {
-  std::string host;  // host name or IP literal, without brackets
-  std::uint16_t port = 6379;
-  unsigned db = 0;
-  std::string user;      // ACL user; "" = the default user
-  std::string password;  // "" = no AUTH (from the URL when it came from env:/file:, or cluster.redis.password)
-  bool tls = false;      // rediss://
-  std::string text;      // the URL without its password, for logs and docs
-  bool operator==(const RedisAddress&) const = default;
-};
-
 /// What admission does while the shared store is unreachable (`cluster.on_failure`).
 enum class ClusterFailure : std::uint8_t {
   kLocal,  // local buckets sized limit / replicas seen; settled into Redis when it is back
@@ -321,7 +311,7 @@ enum class ClusterFailure : std::uint8_t {
 /// N replicas behaving as one (`cluster`): limits, budgets, keys, object owners and backend
 /// state shared through Redis. Absent: one process keeps its own state (docs/design/cluster.md).
 struct ClusterConfig {
-  RedisAddress redis;               // redis.url; host "" = no cluster
+  RedisAddress redis;               // redis.url (+ redis.password), where replicas share state; host "" = none
   std::string password;             // redis.password (resolved); copied into redis.password
   std::string key_prefix = "tollgate:";  // several gateways may share one Redis
   Millis timeout{50};               // per round trip; a slower answer counts as a failure

@@ -484,7 +484,7 @@ TEST(ConfigTest, LoadsTheCluster) {
   EXPECT_EQ(c.redis.user, "ops");
   EXPECT_EQ(c.redis.password, "redis-secret");
   EXPECT_FALSE(c.redis.tls);
-  EXPECT_EQ(c.redis.text, "redis://ops@redis.internal:6379/2");
+  EXPECT_EQ(display_url(c.redis), "redis://ops@redis.internal:6379/2");
   EXPECT_EQ(c.key_prefix, "tg-prod:");
   EXPECT_EQ(c.timeout, Millis(80));
   EXPECT_EQ(c.on_failure, ClusterFailure::kDeny);
@@ -497,7 +497,7 @@ TEST(ConfigTest, LoadsTheCluster) {
   EXPECT_EQ(a.db, 3u);
   EXPECT_TRUE(a.tls);
   EXPECT_EQ(a.password, "url-secret");
-  EXPECT_EQ(a.text.find("url-secret"), std::string::npos) << a.text;
+  EXPECT_EQ(display_url(a).find("url-secret"), std::string::npos) << display_url(a);
   EXPECT_EQ(from_env.config->cluster.on_failure, ClusterFailure::kLocal);
 
   auto none = load_string(kGood, "none.yaml", env);
@@ -523,13 +523,14 @@ TEST(ConfigTest, ClusterErrorsNameTheKey) {
   auto e = errors("cluster: {redis: {url: \"redis://u:literal-pw@h:6379/0\"}}\n");
   EXPECT_TRUE(has(e, "c.yaml:26:24: cluster.redis.url: must not carry a password")) << ::testing::PrintToString(e);
   for (const auto& m : e) EXPECT_EQ(m.find("literal-pw"), std::string::npos) << m;
-  EXPECT_TRUE(has(errors("cluster: {redis: {url: \"http://h\"}}\n"), "cluster.redis.url: must be a redis:// or rediss:// URL"));
-  EXPECT_TRUE(has(errors("cluster: {redis: {url: \"redis://h:0\"}}\n"), "cluster.redis.url: port must be from 1 to 65535"));
-  EXPECT_TRUE(has(errors("cluster: {redis: {url: \"redis://h/abc\"}}\n"), "cluster.redis.url: the path must be a database number"));
+  EXPECT_TRUE(has(errors("cluster: {redis: {url: \"http://h\"}}\n"), "cluster.redis.url: scheme must be redis:// or rediss://"));
+  EXPECT_TRUE(has(errors("cluster: {redis: {url: \"redis://h:0\"}}\n"), "cluster.redis.url: port must be a number from 1 to 65535"));
+  EXPECT_TRUE(has(errors("cluster: {redis: {url: \"redis://h/abc\"}}\n"), "cluster.redis.url: db must be a number after the host"));
   EXPECT_TRUE(has(errors("cluster: {redis: {url: env:NOPE}}\n"), "cluster.redis.url: environment variable NOPE is not set"));
   EXPECT_TRUE(has(errors("cluster: {redis: {url: \"redis://h\", password: plain}}\n"), "cluster.redis.password: secrets must be a reference"));
   EXPECT_TRUE(has(errors("cluster: {on_failure: local}\n"), "cluster: missing required key \"redis\""));
   EXPECT_TRUE(has(errors("cluster: {redis: {timeout: 5ms}}\n"), "cluster.redis: missing required key \"url\""));
   EXPECT_TRUE(has(errors("cluster: {redis: {url: \"redis://h\", timout: 5ms}}\n"), "unknown key \"timout\""));
+  EXPECT_TRUE(has(errors("cluster: {redis: {url: \"redis://ops@h\"}}\n"), "cluster.redis.url: names user 'ops' but no password"));
   EXPECT_TRUE(has(errors("cluster: {redis: {url: \"redis://h\"}, on_failure: open}\n"), "cluster.on_failure: must be local or deny (got \"open\")"));
 }

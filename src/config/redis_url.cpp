@@ -1,4 +1,4 @@
-#include "cluster/redis_url.hpp"
+#include "tollgate/config/redis_url.hpp"
 
 #include <boost/url/ipv4_address.hpp>
 #include <boost/url/ipv6_address.hpp>
@@ -7,7 +7,7 @@
 #include <limits>
 #include <optional>
 
-namespace tollgate::cluster {
+namespace tollgate::config {
 namespace {
 
 namespace urls = boost::urls;
@@ -60,9 +60,6 @@ std::optional<RedisUrlError> parse_authority(const urls::url_view& u, RedisAddre
   if (u.has_userinfo()) {
     a.user = u.user();
     if (u.has_password()) a.password = u.password();
-    if (!a.user.empty() && a.password.empty()) {
-      return RedisUrlError{"a user needs a password (user:password@host)"};
-    }
   }
   return std::nullopt;
 }
@@ -107,6 +104,7 @@ std::string to_url(const RedisAddress& a) {
   } else {
     u.set_host_name(a.host);  // never an IPvFuture literal, unlike set_host_address()
   }
+  if (!a.user.empty()) u.set_user(a.user);
   if (!a.password.empty()) {
     u.set_user(a.user);
     u.set_password(a.password);
@@ -116,4 +114,10 @@ std::string to_url(const RedisAddress& a) {
   return std::string(u.buffer());
 }
 
-}  // namespace tollgate::cluster
+std::string display_url(const RedisAddress& a) {
+  auto copy = a;
+  copy.password.clear();
+  return to_url(copy);
+}
+
+}  // namespace tollgate::config

@@ -7,12 +7,13 @@
 #include <string_view>
 #include <variant>
 
-namespace tollgate::cluster {
+namespace tollgate::config {
 
 inline constexpr std::uint16_t kRedisDefaultPort = 6379;
 
 /// A Redis server's address and credentials. `host` is a DNS name or an IP literal (IPv6
-/// without brackets). An empty `user` with a password means AUTH <password> (the default user).
+/// without brackets). An empty `user` with a password means AUTH <password> (the default user);
+/// a user needs a password (the config's check: it may come from cluster.redis.password).
 struct RedisAddress {
   std::string host;
   std::uint16_t port = kRedisDefaultPort;
@@ -39,4 +40,7 @@ std::variant<RedisAddress, RedisUrlError> parse_redis_url(std::string_view url);
 /// Contains the password: never log it.
 std::string to_url(const RedisAddress& a);
 
-}  // namespace tollgate::cluster
+/// The URL of `a` without its password, for logs and messages.
+std::string display_url(const RedisAddress& a);
+
+}  // namespace tollgate::config
