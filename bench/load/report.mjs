@@ -8,7 +8,7 @@
 //   node bench/load/report.mjs results.tsv
 import fs from 'node:fs';
 
-const TARGETS = ['direct', 'nginx', 'proxy', 'full'];
+const TARGETS = ['direct', 'nginx', 'proxy', 'full', 'cluster'];
 
 function median(values) {
   const v = values.filter((x) => Number.isFinite(x)).sort((a, b) => a - b);
@@ -188,6 +188,13 @@ function checks(summary, stream, idle) {
     if (!r || !n) continue;
     rows.push([`${t} stream added TTFB − nginx's (µs)`, fmt(r.added_ttfb - n.added_ttfb), 'report', '-']);
     rows.push([`${t} stream added per-chunk − nginx's (µs)`, fmt(r.added_per_chunk - n.added_per_chunk, 1), 'report', '-']);
+  }
+  // Issue 15: what sharing the limits through Redis adds to the full pipeline (gateway CPU only).
+  for (const [name, s] of summary) {
+    const cl = s.get('cluster'), full = s.get('full');
+    if (!name.startsWith('1k/rep/') || !cl || !full) continue;
+    check(`cluster ${name} added CPU µs/req over full`, cl.cpu - full.cpu, '≤ 15', cl.cpu - full.cpu <= 15, 1);
+    check(`cluster ${name} added p50 µs over full`, cl.added_p50 - full.added_p50, '≤ 150', cl.added_p50 - full.added_p50 <= 150, 0);
   }
   for (const [name, s] of summary) {
     if (!name.includes('/nonce/')) continue;

@@ -11,6 +11,9 @@
 #   proxy   Tollgate "proxy pipeline": client key, routing, metrics; no limits, no access log
 #   full    Tollgate "full pipeline": client key, TPM limit (exact prompt count), daily budget,
 #           deployment price, SQLite usage ledger, access log to a file
+#   cluster the full pipeline with `cluster`: its limits and budgets held in a redis-server on
+#           localhost (one round trip to reserve, one to settle per request; Redis's own CPU is
+#           not in the figures)
 # Cases: body {1k, 8k, 30k} x {rep: the same body every time, nonce: a per-request nonce in the
 # last message} x {16, 64} connections, named like "8k/nonce/c64"; then "stream" (50 chunks) and
 # "idle" (N idle keep-alive connections per proxy). --cases keeps the cases whose name matches.
@@ -24,7 +27,7 @@ DURATION=5 ROUNDS=3 WORKERS=1 CASES='.' IDLE=10000 STREAM_REQUESTS=20 MOCK_THREA
 CONNECTIONS=(16 64)
 BODIES=(1k:chat-1k.json 8k:chat-8k.json 30k:rag-30k.json)
 VARIANTS=(rep nonce)
-TARGETS=(direct nginx proxy full)
+TARGETS=(direct nginx proxy full cluster)
 STREAM_CHUNKS=50 STREAM_PACE_MS=10
 PORT_BASE=${BENCH_PORT_BASE:-28080}
 
@@ -48,6 +51,7 @@ BIN=${TOLLGATE_BIN_DIR:-$ROOT/build}
 command -v wrk >/dev/null || apt-get install -y -qq wrk >/dev/null
 command -v nginx >/dev/null || apt-get install -y -qq nginx-light >/dev/null
 command -v curl >/dev/null || apt-get install -y -qq curl >/dev/null
+command -v redis-server >/dev/null || apt-get install -y -qq redis-server >/dev/null
 command -v node >/dev/null || { echo "node is needed (idle connections, report)" >&2; exit 1; }
 if [ ! -x "$BIN/tollgate" ] && [ -z "${TOLLGATE_BIN_DIR:-}" ]; then bash scripts/build.sh; fi
 for b in tollgate tollgate-mock; do
@@ -74,6 +78,7 @@ trap 'exit 130' INT TERM
 MOCK_PORT=$PORT_BASE NGINX_PORT=$((PORT_BASE + 1))
 PROXY_PORT=$((PORT_BASE + 2)) PROXY_ADMIN=$((PORT_BASE + 3))
 FULL_PORT=$((PORT_BASE + 4)) FULL_ADMIN=$((PORT_BASE + 5))
+CLUSTER_PORT=$((PORT_BASE + 6)) CLUSTER_ADMIN=$((PORT_BASE + 7)) REDIS_PORT=$((PORT_BASE + 8))
 KEY=bench-backend-key
 PATH_CHAT="/openai/deployments/gpt-4o/chat/completions?api-version=2024-10-21"
 RESULTS=$work/results.tsv
@@ -150,8 +155,14 @@ start_tollgate() {  # name port admin_port deployment-extra client-extra top-lev
   pids+=($!)
 }
 
+start_redis() {
+  redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save '' --appendonly no >"$work/redis.log" 2>&1 &
+  pids+=($!)
+}
+
 start_all() {
   start_mock
+  start_redis
   start_nginx
   start_tollgate proxy "$PROXY_PORT" "$PROXY_ADMIN" '' '' '' off
   PROXY_PID=$!
@@ -162,17 +173,24 @@ start_all() {
     ', limits: {tokens_per_minute: 1000000000000, budget: {tokens_per_day: 1000000000000000, usd_per_day: 1000000000}}' \
     "usage: {ledger: $work/usage.db}" "$work/full-access.log"
   FULL_PID=$!
-  for p in "$MOCK_PORT" "$NGINX_PORT" "$PROXY_PORT" "$FULL_PORT"; do wait_port "$p"; done
+  wait_port "$REDIS_PORT"
+  start_tollgate cluster "$CLUSTER_PORT" "$CLUSTER_ADMIN" \
+    ', price: {prompt_per_1k: 0.0025, completion_per_1k: 0.01}' \
+    ', limits: {tokens_per_minute: 1000000000000, budget: {tokens_per_day: 1000000000000000, usd_per_day: 1000000000}}' \
+    "usage: {ledger: $work/usage-cluster.db}
+cluster: {redis: {url: \"redis://127.0.0.1:$REDIS_PORT/0\"}}" "$work/cluster-access.log"
+  CLUSTER_PID=$!
+  for p in "$MOCK_PORT" "$NGINX_PORT" "$PROXY_PORT" "$FULL_PORT" "$CLUSTER_PORT"; do wait_port "$p"; done
   NGINX_PIDS="$(cat "$work/nginx.pid") $(pgrep -P "$(cat "$work/nginx.pid")" | tr '\n' ' ')"
 }
 
 port_of() {
   case $1 in direct) echo "$MOCK_PORT" ;; nginx) echo "$NGINX_PORT" ;;
-             proxy) echo "$PROXY_PORT" ;; full) echo "$FULL_PORT" ;; esac
+             proxy) echo "$PROXY_PORT" ;; full) echo "$FULL_PORT" ;; cluster) echo "$CLUSTER_PORT" ;; esac
 }
 pids_of() {
   case $1 in direct) echo "$MOCK_PID" ;; nginx) echo "$NGINX_PIDS" ;;
-             proxy) echo "$PROXY_PID" ;; full) echo "$FULL_PID" ;; esac
+             proxy) echo "$PROXY_PID" ;; full) echo "$FULL_PID" ;; cluster) echo "$CLUSTER_PID" ;; esac
 }
 
 cpu_ns() {  # CPU time (user + system, all threads) of the processes given, in ns

@@ -14,6 +14,7 @@ namespace {
 
 constexpr std::chrono::milliseconds kReplayPause{500};  // between replay rounds while it fails
 constexpr std::chrono::milliseconds kHeartbeatEvery{5000};
+constexpr std::chrono::milliseconds kHeartbeatRetry{250};  // while Redis is away
 constexpr int kMaxAttempts = 100;  // replays of one settlement while the store is up (~50 s)
 
 void log_crossed(const std::vector<ratelimit::BudgetLimit>& crossed) {
@@ -100,15 +101,15 @@ net::awaitable<void> SharedLimiter::beat(std::shared_ptr<SharedLimiter> self, st
   net::steady_timer pause(self->redis_->executor());
   auto key = self->prefix_ + "replicas";
   while (!self->redis_->closed()) {
+    bool beat = false;
     if (self->redis_->up()) {
       std::string_view keys[] = {key};
       std::string_view args[] = {id};
       auto r = co_await self->redis_->eval(script, keys, args);
-      if (r.ok() && r.reply.kind == RedisReply::Kind::kInteger && r.reply.integer > 0) {
-        seen->store(static_cast<std::size_t>(r.reply.integer), std::memory_order_relaxed);
-      }
+      beat = r.ok() && r.reply.kind == RedisReply::Kind::kInteger && r.reply.integer > 0;
+      if (beat) seen->store(static_cast<std::size_t>(r.reply.integer), std::memory_order_relaxed);
     }
-    pause.expires_after(kHeartbeatEvery);
+    pause.expires_after(beat ? kHeartbeatEvery : kHeartbeatRetry);
     co_await pause.async_wait(net::as_tuple(net::use_awaitable));
   }
 }

@@ -8,7 +8,7 @@ import { test, describe, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { AzureOpenAI } from 'openai';
-import { startMock, startGateway, startRedis, poolsConfig, eventually } from './harness.mjs';
+import { startMock, startGateway, startRedis, poolsConfig, eventually, metricIn, promtoolFailures } from './harness.mjs';
 
 const API_VERSION = '2024-10-21';
 const MAX_TOKENS = 50;
@@ -175,6 +175,15 @@ describe('cluster: Redis away', () => {
         { timeoutMs: 15000, what: 'every replica replayed its settlements' });
       const used = await budgetUsed(redis.port);
       assert.ok(used >= dead.tokens, `the outage's ${dead.tokens} tokens are in the shared budget (${used})`);
+      // The cluster families: the outage is in the failures, the connection is back up.
+      await eventually(async () => (await gws[0].metric('tollgate_cluster_redis_up')) === 1, { what: 'redis_up 1' });
+      const text = await gws[0].metricsText();
+      assert.ok(metricIn(text, 'tollgate_cluster_redis_failures_total', { reason: 'timeout' }) >= 1, 'the SIGSTOP shows as timeouts');
+      assert.ok(metricIn(text, 'tollgate_cluster_redis_failures_total') >= 2);
+      assert.ok(metricIn(text, 'tollgate_cluster_redis_round_trip_seconds_count') > 0);
+      await eventually(async () => (await gws[0].metric('tollgate_cluster_replicas')) === 3,
+        { timeoutMs: 8000, what: 'three replicas heartbeat (every 5 s)' });
+      assert.equal(promtoolFailures([{ name: 'cluster replica', text }]), '');
     } finally {
       await Promise.all(gws.map((g) => g.stop()));
       await redis.stop();
