@@ -19,6 +19,7 @@ struct Demand {
   const std::vector<ratelimit::BudgetLimit>* budgets = nullptr;  // null: none (points into the snapshot)
   std::int64_t tokens = 0;    // the estimate (prompt + allowance)
   std::int64_t nano_usd = 0;  // the price ceiling of the estimate (0 without a price)
+  std::string id;             // unique per demand (not the client's x-request-id): its hold in the store
 };
 
 /// What one request holds in Redis, to settle once when it ends.
@@ -35,7 +36,8 @@ struct SharedHold {
   std::vector<HeldBucket> buckets;  // the token buckets (a request limit keeps its request)
   std::int64_t tokens = 0;          // reserved from each of them
   std::vector<HeldBudget> budgets;
-  std::string id;  // the request's id: a settlement is applied once
+  std::string id;         // the demand's id: a settlement is applied once
+  bool reserved = false;  // reserved in the store (its hold gates the settle), else a use only
   bool taken = false;  // something was reserved (perhaps only requests: nothing to settle)
   bool needs_settle() const { return !buckets.empty() || !budgets.empty(); }
 };
@@ -55,6 +57,7 @@ struct ReserveOutcome {
   /// request (kHeld), or before it for the refusing one (kLimited; others -1: unknown).
   std::vector<std::int64_t> remaining;
   std::string problem;  // kUnavailable: why ("timeout", "closed", an unexpected reply ...)
+  bool maybe_applied = false;  // kUnavailable after the script was sent: it may have run (release it)
 };
 
 /// Settles holds after their requests ended, without making them wait (a worker's

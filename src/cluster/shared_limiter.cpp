@@ -115,7 +115,11 @@ net::awaitable<void> SharedLimiter::beat(std::shared_ptr<SharedLimiter> self, st
 }
 
 net::awaitable<ReserveOutcome> SharedLimiter::reserve(const Demand& d, ratelimit::UnixMs now) {
-  co_return co_await reserve_shared(*redis_, keys_, d, now);
+  auto out = co_await reserve_shared(*redis_, keys_, d, now);
+  // A reserve whose reply did not come in time may still have run: release it (a settle with no
+  // use, applied only if its hold is there), kept and replayed like any settle.
+  if (out.maybe_applied) settle(hold_for(keys_, d, now), 0, 0);
+  co_return out;
 }
 
 void SharedLimiter::settle(SharedHold hold, std::int64_t tokens, std::int64_t nano_usd) {

@@ -44,6 +44,7 @@ struct ScriptArgs {
 
 ScriptArgs reserve_args(const LimitKeys& names, const Demand& d, ratelimit::UnixMs now) {
   ScriptArgs a;
+  a.keys.push_back(names.hold(d.id));
   a.args.push_back(std::to_string(d.limits.size()));
   for (const auto& l : d.limits) {
     a.keys.push_back(names.bucket(l));
@@ -72,9 +73,13 @@ std::int64_t element(const RedisReply& r, std::size_t i) {
   return i < r.elements.size() && r.elements[i].kind == RedisReply::Kind::kInteger ? r.elements[i].integer : -1;
 }
 
-SharedHold hold_of(const LimitKeys& names, const Demand& d, ratelimit::UnixMs now) {
+}  // namespace
+
+SharedHold hold_for(const LimitKeys& names, const Demand& d, ratelimit::UnixMs now) {
   SharedHold h;
   h.taken = true;
+  h.reserved = true;
+  h.id = d.id;
   h.tokens = std::max<std::int64_t>(0, d.tokens);
   for (const auto& l : d.limits) {
     if (l.unit == Unit::kTokens) h.buckets.push_back({names.bucket(l), l.per_minute});
@@ -85,6 +90,8 @@ SharedHold hold_of(const LimitKeys& names, const Demand& d, ratelimit::UnixMs no
   }
   return h;
 }
+
+namespace {
 
 // The outcome the reserve script's reply `r` says (see kReserveScript).
 ReserveOutcome read_reserve(const RedisReply& r, const LimitKeys& names, const Demand& d,
@@ -100,7 +107,7 @@ ReserveOutcome read_reserve(const RedisReply& r, const LimitKeys& names, const D
   if (verdict == 0 && r.elements.size() == limits.size() + 1) {
     out.kind = ReserveOutcome::Kind::kHeld;
     for (std::size_t i = 0; i < limits.size(); ++i) out.remaining[i] = units_of(element(r, i + 1), limits[i].per_minute);
-    out.hold = hold_of(names, d, now);
+    out.hold = hold_for(names, d, now);
     return out;
   }
   auto index = element(r, 1) - 1;
@@ -171,6 +178,7 @@ net::awaitable<ReserveOutcome> reserve_shared(RedisClient& redis, const LimitKey
   if (!result.ok()) {
     ReserveOutcome out;
     out.problem = std::string(to_string(*result.failure));
+    out.maybe_applied = *result.failure == RedisFailure::kTimeout;
     co_return out;
   }
   co_return read_reserve(result.reply, names, d, now);
@@ -180,8 +188,9 @@ net::awaitable<SettleOutcome> settle_shared(RedisClient& redis, const LimitKeys&
                                            std::int64_t used_tokens, std::int64_t used_nano_usd,
                                            ratelimit::UnixMs now) {
   ScriptArgs a;
-  a.keys.push_back(names.settlement(hold.id));
+  a.keys.push_back(hold.reserved ? names.hold(hold.id) : names.settlement(hold.id));
   a.args.push_back(std::to_string(hold.buckets.size()));
+  a.args.push_back(hold.reserved ? "held" : "use");
   used_tokens = std::max<std::int64_t>(0, used_tokens);
   for (const auto& b : hold.buckets) {
     a.keys.push_back(b.key);

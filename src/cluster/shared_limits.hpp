@@ -28,6 +28,7 @@ class LimitKeys {
   std::string bucket(const ratelimit::Limit& l) const;
   std::string budget(const ratelimit::BudgetLimit& b, std::int64_t period_index) const;
   std::string settlement(std::string_view id) const { return prefix_ + "settled:" + std::string(id); }
+  std::string hold(std::string_view id) const { return prefix_ + "hold:" + std::string(id); }
 
  private:
   std::string prefix_;
@@ -43,6 +44,10 @@ struct SettleOutcome {
   std::vector<ratelimit::BudgetLimit> crossed;
   std::optional<RedisFailure> failure;
 };
+
+/// What a successful reserve of `d` holds (also what a release after a timed-out reserve gives
+/// back: settle it with no use).
+SharedHold hold_for(const LimitKeys& keys, const Demand& d, ratelimit::UnixMs now);
 
 /// Settles `hold` against the real use (tokens, and nano-USD for money budgets), once: a settle
 /// with the id of one Redis already ran (a replay after a timeout) changes nothing.

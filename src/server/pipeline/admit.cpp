@@ -8,6 +8,7 @@
 #include "server/pipeline/stages.hpp"
 #include "tollgate/crypto/crypto.hpp"
 #include "tollgate/core/json_fields.hpp"
+#include "tollgate/core/request_id.hpp"
 #include "tollgate/ratelimit/admission.hpp"
 #include "cluster/shared_hold.hpp"
 
@@ -170,7 +171,8 @@ StageResult reserve(Exchange& x, const Applicable& a, const ratelimit::Estimate&
   auto cost = cost_ceiling(x, a, estimate);
   if (x.shared && (!a.limits.empty() || a.budgets != nullptr)) {
     // Held in Redis by the admit_shared await stage (server/shared_admission.hpp).
-    x.ctx.shared_demand = cluster::Demand{a.limits, a.budgets, estimate.total(), cost};
+    // Its own id, not the request id (a client may send the same x-request-id twice).
+    x.ctx.shared_demand = cluster::Demand{a.limits, a.budgets, estimate.total(), cost, core::new_request_id()};
     return std::nullopt;
   }
   return reserve_locally(x, a.limits, a.budgets, estimate.total(), cost);
@@ -185,7 +187,6 @@ StageResult admitted_shared(Exchange& x, const cluster::ReserveOutcome& outcome,
   switch (outcome.kind) {
     case Kind::kHeld:
       ctx.shared_hold = outcome.hold;
-      ctx.shared_hold.id = ctx.request_id;
       if (ctx.shared_hold.taken) x.stats.reservations.add(1);
       if (!d.limits.empty()) ctx.response_headers = remaining_headers(d.limits, outcome.remaining);
       return std::nullopt;

@@ -37,12 +37,14 @@ BudgetLimit budget(std::string_view name, std::int64_t limit, std::int64_t warn 
 }
 
 // (Built outside the coroutines: GCC 12 miscompiles a braced list whose lifetime spans a co_await.)
+int next_id = 0;
+std::string fresh_id() { return "demand-" + std::to_string(++next_id); }
 template <class... L>
 Demand demand(std::int64_t tokens, const L&... limits) {
-  return Demand{std::vector<Limit>{limits...}, nullptr, tokens, 0};
+  return Demand{std::vector<Limit>{limits...}, nullptr, tokens, 0, fresh_id()};
 }
 Demand budget_demand(std::int64_t tokens, const std::vector<BudgetLimit>* budgets) {
-  return Demand{{}, budgets, tokens, 0};
+  return Demand{{}, budgets, tokens, 0, fresh_id()};
 }
 std::vector<BudgetLimit> one_budget(std::string_view name, std::int64_t limit, std::int64_t warn) {
   return std::vector<BudgetLimit>(1, budget(name, limit, warn));
@@ -104,7 +106,6 @@ TEST(SharedLimitsTest, SettleRefundsTheUnusedAndChargesAnOverrunOnce) {
     auto held = co_await reserve_shared(*c, keys, d, kNow);
     EXPECT_EQ(held.kind, Kind::kHeld);
     if (!(held.kind == Kind::kHeld)) co_return;
-    held.hold.id = "req-1";
     auto settled = co_await settle_shared(*c, keys, held.hold, 100, 0, kNow);
     EXPECT_FALSE(settled.failure);
     // Again (a replay after a timeout): nothing changes.
@@ -115,7 +116,6 @@ TEST(SharedLimitsTest, SettleRefundsTheUnusedAndChargesAnOverrunOnce) {
     auto more = co_await reserve_shared(*c, keys, demand(100, tokens("bot", 600)), kNow);
     EXPECT_EQ(more.kind, Kind::kHeld);
     if (!(more.kind == Kind::kHeld)) co_return;
-    more.hold.id = "req-2";
     EXPECT_FALSE((co_await settle_shared(*c, keys, more.hold, 450, 0, kNow)).failure);
     probe = co_await reserve_shared(*c, keys, demand(0, tokens("bot", 600)), kNow);
     EXPECT_NEAR(static_cast<double>(probe.remaining[0]), 50, 1);
@@ -138,7 +138,6 @@ TEST(SharedLimitsTest, BudgetsRefuseUsedUpOrBusyAndWarnOncePerPeriod) {
     EXPECT_EQ(busy.kind, Kind::kOverBudget);
     if (!(busy.kind == Kind::kOverBudget)) co_return;
     EXPECT_FALSE(busy.over_budget->exhausted);
-    a.hold.id = "a";
     auto s = co_await settle_shared(*c, keys, a.hold, 850, 0, kNow);
     EXPECT_FALSE(s.failure);
     EXPECT_EQ(s.crossed.size(), 1u) << "850 crossed the warning level of 800";
@@ -152,6 +151,7 @@ TEST(SharedLimitsTest, BudgetsRefuseUsedUpOrBusyAndWarnOncePerPeriod) {
     // A use-only settle (admitted locally while Redis was away) adds its use; no second warning.
     auto use = use_only(budget_demand(0, &budgets), kNow);
     use.id = "local-1";
+    EXPECT_FALSE(use.reserved);
     auto s2 = co_await settle_shared(*c, keys, use, 100, 0, kNow);
     EXPECT_FALSE(s2.failure);
     EXPECT_TRUE(s2.crossed.empty());
@@ -164,6 +164,34 @@ TEST(SharedLimitsTest, BudgetsRefuseUsedUpOrBusyAndWarnOncePerPeriod) {
     // The next day starts from zero.
     auto tomorrow = co_await reserve_shared(*c, keys, budget_demand(900, &budgets), kNow + 86'400'000);
     EXPECT_EQ(tomorrow.kind, Kind::kHeld);
+    c->close();
+  });
+}
+
+TEST(SharedLimitsTest, AReleaseGivesBackAReserveThatTimedOutOnce) {
+  RedisServer server;
+  run_async([&](net::any_io_executor ex) -> net::awaitable<void> {
+    auto c = started(ex, client_options(server));
+    EXPECT_TRUE(co_await eventually_answers(*c, Ms(5000)));
+    LimitKeys keys("t5:");
+    auto budgets = one_budget("team", 1000, 0);
+    auto d = budget_demand(700, &budgets);
+    d.limits.push_back(tokens("bot", 600 * 2));
+    auto held = co_await reserve_shared(*c, keys, d, kNow);
+    EXPECT_EQ(held.kind, Kind::kHeld);
+    // Its reply was lost (a timeout): the limiter releases what the script may have taken.
+    auto release = hold_for(keys, d, kNow);
+    EXPECT_TRUE(release.reserved);
+    EXPECT_FALSE((co_await settle_shared(*c, keys, release, 0, 0, kNow)).failure);
+    auto key = keys.budget(budgets[0], ratelimit::period_index(Period::kDay, kNow));
+    EXPECT_EQ(integer(co_await cmd(*c, "HGET", key, "reserved")), 0);
+    auto probe = co_await reserve_shared(*c, keys, demand(0, tokens("bot", 600 * 2)), kNow);
+    EXPECT_NEAR(static_cast<double>(probe.remaining[0]), 1200, 1) << "the bucket got its units back";
+    // Released twice, or released then settled: nothing more happens.
+    EXPECT_FALSE((co_await settle_shared(*c, keys, release, 0, 0, kNow)).failure);
+    EXPECT_FALSE((co_await settle_shared(*c, keys, held.hold, 500, 0, kNow)).failure);
+    EXPECT_EQ(integer(co_await cmd(*c, "HGET", key, "used")), 0) << "no use was added";
+    EXPECT_EQ(integer(co_await cmd(*c, "EXISTS", keys.hold(d.id))), 0);
     c->close();
   });
 }
