@@ -744,7 +744,7 @@ net::awaitable<Step> attempt_on(Worker& w, Client<Stream> client, const Request&
   if (r.kind == AttemptResult::Kind::kRelayed) {
     auto charge = ctx.charge;
     pipeline::note_answer(x, r.created_id, done);
-    if (!x.claimed.empty() && co_await claim_lost(w, x)) ctx.charge = charge;  // another replica's
+    if (x.shared && !x.claimed.empty() && co_await claim_lost(w, x)) ctx.charge = charge;  // another replica's
     co_return Step::kRelayed;
   }
   using Mark = routing::TriedBackends::Mark;

@@ -46,7 +46,8 @@ void Worker::start(std::shared_ptr<const Snapshot> snapshot, std::shared_ptr<con
     shared_ = cluster::make_shared_limiter(io_.get_executor(), snapshot->config->cluster, stats_);
     if (shared_ && index_ == 0 && replicas_) shared_->heartbeat(cluster::replica_id(), replicas_);
     if (shared_) {
-      objects_ = std::make_shared<cluster::SharedObjects>(shared_->redis(), snapshot->config->cluster.key_prefix);
+      objects_ = std::make_shared<cluster::SharedObjects>(shared_->redis(),
+                                                          snapshot->config->cluster.key_prefix);
     }
   }
   apply(std::move(snapshot));

@@ -65,7 +65,7 @@ StageResult prioritize(Exchange& x);
 /// for an unknown id otherwise) and live on one backend (400); records its owner for route. A
 /// call that creates an object or may reveal ones (a batch's output files) reads its answer.
 /// With a cluster, ids this replica does not know go to x.unresolved: the locate_shared await
-/// stage (server/shared_objects_stage.hpp) fetches them and runs this stage again.
+/// stage (server/shared_lookup.hpp) fetches them and runs this stage again.
 StageResult locate_objects(Exchange& x);
 /// 404 DeploymentNotFound, as Azure words it.
 Reply unknown_deployment();
