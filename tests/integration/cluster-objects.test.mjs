@@ -3,12 +3,17 @@
 // response created through replica 1 (official openai SDK, responses API with store: true) is
 // read at once and then 10 times through replicas 2 and 3, always from the backend that made it;
 // another client gets 404 from every replica; DELETE through replica 3 leaves it unknown to all;
-// with Redis stopped, an id this replica does not know is a retryable 503, not a 404.
+// with Redis stopped, an id this replica does not know is a retryable 503, not a 404. A
+// background response read through every replica is billed once, fleet-wide.
 import { test, describe, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
+import { execFileSync } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { OpenAI } from 'openai';
-import { startMock, startGateway, startRedis, poolsConfig } from './harness.mjs';
+import { startMock, startGateway, startRedis, poolsConfig, eventually } from './harness.mjs';
 
 const KEYS = { owner: 'sk-objects-owner', other: 'sk-objects-other' };
 
@@ -110,5 +115,70 @@ cluster:
     } finally {
       redis.signal('SIGCONT');
     }
+  });
+});
+
+describe('cluster: a background response is billed once across replicas', { timeout: 180000 }, () => {
+  let redis;
+  let mock;
+  let dir;
+  const gws = [];
+  const ledgers = [];
+  const v1 = (i) => new OpenAI({ baseURL: `${gws[i].url}/openai/v1`, apiKey: KEYS.owner, maxRetries: 0, timeout: 10000 });
+
+  before(async () => {
+    redis = await startRedis();
+    mock = await startMock(['--name', 'a']);
+    dir = mkdtempSync(join(tmpdir(), 'tollgate-cluster-objects-'));
+    const prefix = `billing-${randomBytes(3).toString('hex')}:`;
+    for (let i = 0; i < 3; i++) {
+      ledgers.push(join(dir, `ledger-${i}.db`));
+      gws.push(await startGateway(poolsConfig({
+        backends: [{ name: 'a', url: mock.url }],
+        deployments: [{ name: 'resp', pools: [['a']] }],
+        routing: '{affinity: {max_entries: 1000, ttl: 1h, deployment: resp}}',
+        auth: 'auth: {allow_anonymous: false}',
+        extra: `usage: {ledger: ${ledgers[i]}, flush_interval: 50ms}
+clients:
+  - {name: owner, keys: [env:K_OWNER], deployments: ["*"]}
+cluster:
+  redis: {url: "${redis.url}", key_prefix: "${prefix}", timeout: 50ms}`,
+      }), { env: { K_OWNER: KEYS.owner } }));
+    }
+  });
+
+  after(async () => {
+    await Promise.all(gws.map((g) => g.stop()));
+    await mock?.stop();
+    await redis?.stop();
+    if (dir) rmSync(dir, { recursive: true, force: true });
+  });
+
+  test('read through replicas 1, 2 and 3 in turn, the first read showing its usage is the only one billed', async () => {
+    const tag = `bg-${process.pid}-${randomBytes(3).toString('hex')}`;
+    const queued = await v1(0).responses.create({ model: 'resp', input: 'later', background: true }, { headers: { 'x-request-id': `${tag}-create` } });
+    assert.equal(queued.status, 'queued');
+    const reads = [];
+    let completed;
+    for (let i = 0; i < 9; i++) {
+      const id = `${tag}-read${i}`;
+      reads.push(id);
+      const got = await v1(i % 3).responses.retrieve(queued.id, {}, { headers: { 'x-request-id': id } });
+      if (got.status === 'completed') completed ??= { got, i };
+    }
+    assert.ok(completed?.got.usage, 'the background response completed');
+    assert.ok(completed.i <= 5, 'every replica read it after it completed');
+    const all = [`${tag}-create`, ...reads];
+    const rows = await eventually(() => {
+      const r = ledgers.flatMap((db) => {
+        const out = execFileSync('sqlite3', ['-cmd', '.timeout 3000', '-json', db,
+          `select request_id, prompt_tokens, completion_tokens from usage where request_id like '${tag}-%'`], { encoding: 'utf8', timeout: 10000 });
+        return out.trim() ? JSON.parse(out) : [];
+      });
+      return r.length === all.length && r;
+    }, { what: 'ledger rows of every replica' });
+    const billed = rows.filter((r) => r.prompt_tokens + r.completion_tokens > 0);
+    assert.deepEqual(billed.map((r) => r.request_id), [`${tag}-read${completed.i}`], JSON.stringify(rows));
+    assert.equal(billed[0].prompt_tokens, completed.got.usage.input_tokens);
   });
 });
