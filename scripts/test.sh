@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Installs what is missing, builds, and runs every test: unit, tokenizer oracle, integration
 # (real binaries + the openai SDK), then the unit and integration tests again under ASan+UBSan,
-# then short libFuzzer runs of the parser, Redis URL, body scanner and tokenizer fuzz targets
-# (clang).
+# then short libFuzzer runs of the parser, Redis URL, body scanner, tokenizer and object record
+# fuzz targets (clang).
 # Set TOLLGATE_SKIP_SANITIZERS=1 to skip the sanitizer pass, TOLLGATE_SKIP_FUZZ=1 the fuzz runs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -24,6 +24,6 @@ if [ "${TOLLGATE_SKIP_FUZZ:-0}" != 1 ]; then
   cmake -S . -B build-fuzz -G Ninja -DCMAKE_CXX_COMPILER=clang++ -DCMAKE_BUILD_TYPE=RelWithDebInfo \
     -DTOLLGATE_FUZZ=ON -DTOLLGATE_BENCH=OFF -DTOLLGATE_TOKENIZER_DIR="$PWD/build/tokenizer-data" >/dev/null
   ninja -C build-fuzz -j"$(nproc)" fuzz_parsers fuzz_tokenize_encode fuzz_json_scan fuzz_prompt_count \
-    fuzz_redis_url
+    fuzz_redis_url fuzz_object_record
   (cd build-fuzz && ctest --output-on-failure --timeout 600 -L fuzz)
 fi

@@ -21,7 +21,7 @@ void AffinityTable::evict(Shard& s, TimeMs now) {
   auto* journal = journal_.load(std::memory_order_acquire);
   while (!s.lru.empty() && (s.lru.size() > cap || s.lru.back().expires <= now)) {
     // An expired entry's journaled expiry has passed too; one pushed out by the bound has not.
-    if (journal != nullptr && s.lru.back().expires > now) journal->erased(s.lru.back().id);
+    if (journal != nullptr && s.lru.back().expires > now) journal->evicted(s.lru.back().id);
     s.index.erase(s.lru.back().id);
     s.lru.pop_back();
   }

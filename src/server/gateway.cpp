@@ -1,6 +1,7 @@
 #include "tollgate/server/gateway.hpp"
 
 #include "cluster/backend_sync.hpp"
+#include "cluster/shared_objects.hpp"
 #include "cluster/cluster_options.hpp"
 
 #include <boost/asio/signal_set.hpp>
@@ -154,6 +155,7 @@ struct Gateway::Impl {
   }
   // The affinity table the ledger journals (null: none); detached before the ledger closes.
   std::shared_ptr<routing::AffinityTable> journaled;
+  std::unique_ptr<cluster::ObjectJournal> object_journal;  // with cluster: owners to Redis, then the ledger
   std::shared_ptr<BodyBudget> body_budget;    // request bodies held, all workers
   net::thread_pool report_pool{1};            // admin usage reports (SQLite reads)
   // Builds each generation's snapshot; keeps the live routing state across reloads, and loads
@@ -416,6 +418,14 @@ struct Gateway::Impl {
              core::JsonFields().add("path", ledger->path()).add("entries", entries));
   }
 
+  // With a cluster, the table's changes also go to the cluster's store (through each worker's
+  // connection, cluster::ObjectJournal), ahead of the ledger. Thread: control, before serving.
+  void share_affinity(const std::shared_ptr<routing::AffinityTable>& table) {
+    object_journal = std::make_unique<cluster::ObjectJournal>(ledger.get());
+    table->set_journal(object_journal.get());
+    journaled = table;
+  }
+
   // Thread: control, once the workers are gone (nothing touches the table any more).
   void detach_journal() {
     if (journaled) journaled->set_journal(nullptr);
@@ -560,6 +570,7 @@ int Gateway::run() {
   auto& s = *impl_;
   auto snap = s.build(s.config);
   if (s.ledger) s.restore_affinity(snap->affinity);
+  if (snap->config->cluster.enabled()) s.share_affinity(snap->affinity);
   auto auth = s.identity->apply(s.config, *snap);  // throws when the keys file is unusable
   // The JWT issuers' keys and the backends' Entra ID tokens are fetched before the listeners
   // serve (bounded), so the first requests after start-up don't fail for want of them.

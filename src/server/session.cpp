@@ -7,6 +7,7 @@
 
 #include "server/session.hpp"
 #include "server/shared_admission.hpp"
+#include "server/shared_lookup.hpp"
 
 #include <boost/asio/experimental/awaitable_operators.hpp>
 #include <boost/asio/steady_timer.hpp>
@@ -406,7 +407,13 @@ template <class Stream>
 net::awaitable<bool> handle(Worker& w, Client<Stream> client, const Request& req, Exchange& x) {
   bool keep_alive = req.keep_alive() && !w.draining();
   x.req.body = req.body();
-  if (auto reply = pipeline::run_request_stages(x)) {
+  if (auto reply = pipeline::run_locating_stages(x)) {
+    co_return co_await send_reply(client, req, x.ctx, *reply, keep_alive);
+  }
+  if (awaits_objects(x)) {
+    if (auto reply = co_await locate_shared(w, x)) co_return co_await send_reply(client, req, x.ctx, *reply, keep_alive);
+  }
+  if (auto reply = pipeline::run_routing_stages(x)) {
     co_return co_await send_reply(client, req, x.ctx, *reply, keep_alive);
   }
   if (awaits_shared(x)) {
@@ -735,7 +742,9 @@ net::awaitable<Step> attempt_on(Worker& w, Client<Stream> client, const Request&
   lease.report(verdict.outcome, done);
   ctx.attempts.push_back(pipeline::AttemptLog{ctx.backend, r.status, verdict.reason, core::micros_since(t0)});
   if (r.kind == AttemptResult::Kind::kRelayed) {
+    auto charge = ctx.charge;
     pipeline::note_answer(x, r.created_id, done);
+    if (x.shared && !x.claimed.empty() && co_await claim_lost(w, x)) ctx.charge = charge;  // another replica's
     co_return Step::kRelayed;
   }
   using Mark = routing::TriedBackends::Mark;

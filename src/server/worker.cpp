@@ -45,6 +45,10 @@ void Worker::start(std::shared_ptr<const Snapshot> snapshot, std::shared_ptr<con
   if (snapshot->config->cluster.enabled()) {
     shared_ = cluster::make_shared_limiter(io_.get_executor(), snapshot->config->cluster, stats_);
     if (shared_ && index_ == 0 && replicas_) shared_->heartbeat(cluster::replica_id(), replicas_);
+    if (shared_) {
+      objects_ = std::make_shared<cluster::SharedObjects>(shared_->redis(),
+                                                          snapshot->config->cluster.key_prefix);
+    }
   }
   apply(std::move(snapshot));
   auth_ = std::move(auth);
@@ -52,7 +56,9 @@ void Worker::start(std::shared_ptr<const Snapshot> snapshot, std::shared_ptr<con
   sweep_loop();
   thread_ = std::thread([this] {
     auto guard = boost::asio::make_work_guard(io_);
+    cluster::SharedObjects::bind_to_this_thread(objects_.get());
     io_.run();
+    cluster::SharedObjects::bind_to_this_thread(nullptr);
   });
 }
 

@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "cluster/shared_limiter.hpp"
+#include "cluster/shared_objects.hpp"
 #include "proxy/upstream_pool.hpp"
 #include "server/body_budget.hpp"
 #include "server/connections.hpp"
@@ -87,6 +88,9 @@ class Worker {
   pipeline::FinishEnv finish_env() { return {stats_, ledger_.get(), *access_log_, clock(), shared_.get()}; }
   /// The shared limits of a cluster (null: none configured). Made in start().
   cluster::SharedLimiter* shared_limiter() { return shared_.get(); }
+  /// The cluster's stored-object owners (null: none), on the limiter's connection; bound to
+  /// this worker's thread for the affinity table's journal (cluster::ObjectJournal).
+  cluster::SharedObjects* shared_objects() { return objects_.get(); }
   /// Thread: control, before start(). The replicas seen in the cluster lately (a local
   /// fallback's share of each limit), kept by the gateway's heartbeat.
   void set_replicas(std::shared_ptr<std::atomic<std::size_t>> seen) { replicas_ = std::move(seen); }
@@ -123,6 +127,7 @@ class Worker {
   SharedConnections& connections_;
   std::shared_ptr<usage::Ledger> ledger_;
   std::shared_ptr<cluster::SharedLimiter> shared_;  // the cluster's limits (null: none)
+  std::shared_ptr<cluster::SharedObjects> objects_;  // its object owners (null: none)
   std::shared_ptr<std::atomic<std::size_t>> replicas_;  // kept by worker 0's heartbeat
   core::TimeMs shared_logged_ms_ = 0;
   std::shared_ptr<BodyBudget> body_budget_;

@@ -30,6 +30,7 @@ struct ObjectOwner {
   std::string deployment;  // the deployment it was created through
   std::string client;
   std::string tenant;
+  bool operator==(const ObjectOwner&) const = default;
 };
 
 /// Whether an object's tokens are still to be charged: a background response
@@ -60,8 +61,12 @@ class AffinityJournal {
   virtual ~AffinityJournal() = default;
   /// `object` was created, changed (billing settled) or had its expiry moved.
   virtual void saved(const StoredObject& object) = 0;
-  /// `id` was forgotten, or pushed out by the size bound.
+  /// `id` was forgotten (deleted, or replaced).
   virtual void erased(std::string_view id) = 0;
+  /// `id` was pushed out by the size bound: gone from this table, not from the world. A journal
+  /// that is this table's copy treats it as erased (the default); a store other tables share
+  /// keeps the object.
+  virtual void evicted(std::string_view id) { erased(id); }
 };
 
 class AffinityTable {

@@ -81,7 +81,8 @@ struct Exchange {
   metrics::WorkerStats& stats;
   const core::Clock& clock;
   bool ledger = false;  // a usage ledger records every inference call
-  bool shared = false;  // limits and budgets are held in the cluster's store (admit_shared)
+  bool shared = false;  // a cluster: limits, budgets (admit_shared) and object owners
+                        // (locate_shared) are held in its store
 
   // --- decisions, each written by the one stage named ---
   auth::Identity identity;                       // authenticate
@@ -95,6 +96,9 @@ struct Exchange {
   bool capture_ids = false;                      // locate_objects: read the ids its answer carries
   std::optional<routing::ObjectOwner> owner;     // locate_objects: of the object the call names
   std::string object;                            // locate_objects: that object's id
+  std::vector<std::string> unresolved;  // locate_objects: ids to ask the cluster's store for
+  bool looked_up = false;               // locate_shared: the store was asked (a miss is unknown)
+  std::string claimed;  // note_answer: the pending object this answer's charge was claimed for
   std::int64_t need_tokens = 0;                  // admit: what the balancer looks for room for
   bool accounted = false;  // admit: usage is settled or recorded (limits, budgets, policy, ledger)
 

@@ -90,8 +90,15 @@ StageResult locate_objects(Exchange& x) {
   x.creates = core::creates_object(x.req.method, call.op_path, call.body, fields);
   x.capture_ids = x.creates || core::reveals_objects(call.op_path);
   auto now = x.clock.steady_ms();
+  x.owner.reset();  // it runs again once locate_shared has fetched what it did not know
+  x.object.clear();
+  x.unresolved.clear();
   for (const auto& id : core::referenced_ids(call.op_path, call.body, fields)) {
     auto owner = x.snap.affinity->find(id, now);
+    if (!owner && x.shared && !x.looked_up) {  // another replica may have made it
+      x.unresolved.push_back(id);
+      continue;
+    }
     if (!owner || !may_use(x, *owner)) return unknown_object(id);
     if (!x.owner) {
       x.owner = std::move(owner);
@@ -163,10 +170,12 @@ void note_answer(Exchange& x, const core::AnswerIds& ids, core::TimeMs now) {
   if (x.creates && ctx.charge == Charge::kDeferred && ctx.usage.present && !ids.id.empty() &&
       table.claim_billing(ids.id, now)) {
     ctx.charge = Charge::kTokens;  // it ran to the end within the create (a stream)
+    x.claimed = ids.id;
   }
   if (!x.owner) return;
   if (ctx.usage.present && ctx.charge == Charge::kNone && table.claim_billing(x.object, now)) {
     ctx.charge = Charge::kTokens;
+    x.claimed = x.object;
   }
   if (deletes_named_object(x)) table.forget(x.object);
 }

@@ -20,8 +20,7 @@ bool Exchange::inference() const { return core::is_inference(ctx.call.op); }
 
 namespace {
 
-template <std::size_t N>
-StageResult run_stages(const std::array<Stage, N>& stages, Exchange& x) {
+StageResult run_stages(std::span<const Stage> stages, Exchange& x) {
   for (const auto& stage : stages) {
     if (auto reply = stage.run(x)) {
       x.ctx.outcome = reply->outcome;
@@ -35,7 +34,16 @@ StageResult run_stages(const std::array<Stage, N>& stages, Exchange& x) {
 }  // namespace
 
 StageResult run_header_stages(Exchange& x) { return run_stages(kHeaderStages, x); }
-StageResult run_request_stages(Exchange& x) { return run_stages(kRequestStages, x); }
+StageResult run_locating_stages(Exchange& x) {
+  return run_stages(std::span(kRequestStages).first(kLocatedStages), x);
+}
+StageResult run_routing_stages(Exchange& x) {
+  return run_stages(std::span(kRequestStages).subspan(kLocatedStages), x);
+}
+StageResult run_request_stages(Exchange& x) {
+  if (auto reply = run_locating_stages(x)) return reply;
+  return run_routing_stages(x);
+}
 
 void run_request_filters(Exchange& x) {
   for (const auto& filter : kRequestFilters) filter.run(x);

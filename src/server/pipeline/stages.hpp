@@ -64,6 +64,8 @@ StageResult prioritize(Exchange& x);
 /// Stored objects: every object the call names must be known and usable by the caller (404 as
 /// for an unknown id otherwise) and live on one backend (400); records its owner for route. A
 /// call that creates an object or may reveal ones (a batch's output files) reads its answer.
+/// With a cluster, ids this replica does not know go to x.unresolved: the locate_shared await
+/// stage (server/shared_lookup.hpp) fetches them and runs this stage again.
 StageResult locate_objects(Exchange& x);
 /// 404 DeploymentNotFound, as Azure words it.
 Reply unknown_deployment();
@@ -75,7 +77,8 @@ Reply unknown_object(std::string_view id);
 /// objects the backend made for the named one (a batch's files).
 void remember_answer(Exchange& x, const core::AnswerIds& ids, core::TimeMs now);
 /// After a relayed answer to a stateful call: settles a background response whose create carried
-/// its usage, charges the first read that carries a pending one's usage (ctx.charge), and
+/// its usage, charges the first read that carries a pending one's usage (ctx.charge; with a
+/// cluster, x.claimed names it and the session confirms the claim fleet-wide before finish), and
 /// forgets a deleted object. `ids`: what the answer carried.
 void note_answer(Exchange& x, const core::AnswerIds& ids, core::TimeMs now);
 /// The owner record of an object this request creates on `backend`: the caller (client and
@@ -108,6 +111,9 @@ inline constexpr std::array kHeaderStages = {
     Stage{"authorize_target", authorize_target},
 };
 
+// The request stages run in two parts around the locate_shared await stage (a cluster's
+// stored-object owners): kRequestStages[0, kLocatedStages) know what the call names, the rest
+// route and admit it. run_request_stages runs both parts (nothing to await).
 inline constexpr std::array kRequestStages = {
     Stage{"classify", classify},
     Stage{"list_models", list_models},
@@ -121,10 +127,19 @@ inline constexpr std::array kRequestStages = {
     Stage{"admit", admit},
 };
 
+inline constexpr std::size_t kLocatedStages = [] {
+  std::size_t i = 0;
+  while (kRequestStages[i].name != "locate_objects") ++i;
+  return i + 1;
+}();
+
 /// Run the stages in order; the first answer ends the request (its outcome and reason are
 /// recorded in the context).
 StageResult run_header_stages(Exchange& x);
 StageResult run_request_stages(Exchange& x);
+/// The request stages up to locate_objects, and the ones after it.
+StageResult run_locating_stages(Exchange& x);
+StageResult run_routing_stages(Exchange& x);
 
 /// Request filters: edits of what is sent upstream, run after the stages when the request goes
 /// on. `request_usage` asks a stream for its usage (stream_options.include_usage) when the

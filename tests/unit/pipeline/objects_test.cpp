@@ -67,6 +67,42 @@ TEST_F(LocateObjectsTest, AnUnknownObjectIs404OnEveryDeployment) {
   EXPECT_EQ(reply->reason, "unknown_object");
 }
 
+// With a cluster, ids this replica does not know are left to the locate_shared await stage,
+// which fetches their owners into the table and runs locate_objects again: decided as locally.
+TEST_F(LocateObjectsTest, WithAClusterUnknownIdsWaitForTheStoreThenAreDecidedAsKnownOnes) {
+  auto env = StageEnv::from_yaml(objects());
+  auto now = env.clock().steady_ms();
+  env.snapshot().affinity->remember("file-here", made_by_app("west"), now);
+  auto& call = env.request("GET", "/openai/v1/responses/resp_far", {{"api-key", "sk-app"}});
+  call.x().shared = true;
+  EXPECT_FALSE(call.run(locate_objects));
+  EXPECT_EQ(call.x().unresolved, std::vector<std::string>{"resp_far"});
+  EXPECT_FALSE(call.x().owner);
+  // Fetched: another client's (404, as for an unknown id), then the caller's own (routed).
+  env.snapshot().affinity->restore({"resp_far", {"east", "gpt-4o", "bot", ""}, routing::Billing::kSettled, 60'000}, now);
+  call.x().looked_up = true;
+  EXPECT_EQ(status(locate_objects(call.x())), 404);
+  env.snapshot().affinity->restore({"resp_far", made_by_app("east"), routing::Billing::kSettled, 60'000}, now);
+  EXPECT_FALSE(locate_objects(call.x()));
+  EXPECT_TRUE(call.x().unresolved.empty());
+  EXPECT_FALSE(run_routing_stages(call.x()));
+  EXPECT_EQ(call.x().only, 0u);
+  // Not in the store either: the usual 404.
+  auto& gone = env.request("GET", "/openai/v1/responses/resp_gone", {{"api-key", "sk-app"}});
+  gone.x().shared = true;
+  EXPECT_FALSE(gone.run(locate_objects));
+  gone.x().looked_up = true;
+  auto reply = locate_objects(gone.x());
+  EXPECT_EQ(status(reply), 404);
+  EXPECT_EQ(reply->reason, "unknown_object");
+  // A known id never waits.
+  auto& here = env.request("GET", "/openai/v1/files/file-here", {{"api-key", "sk-app"}});
+  here.x().shared = true;
+  EXPECT_FALSE(here.run(locate_objects));
+  EXPECT_TRUE(here.x().unresolved.empty());
+  EXPECT_EQ(here.x().object, "file-here");
+}
+
 TEST_F(LocateObjectsTest, ACallNamingADeploymentThatCannotReachTheObjectIs404) {
   auto env = StageEnv::from_yaml(objects());
   env.snapshot().affinity->remember("resp_1", made_by_app("west"), env.clock().steady_ms());
