@@ -16,7 +16,8 @@ namespace {
 // KEYS: keys, revoked, version. The whole store at one instant.
 const RedisScript& read_script() {
   static const RedisScript s(R"lua(
-return {redis.call('GET', KEYS[3]) or '0', redis.call('HGETALL', KEYS[1]), redis.call('SMEMBERS', KEYS[2])}
+return {redis.call('GET', KEYS[3]) or '0', redis.call('HGETALL', KEYS[1]),
+        redis.call('SMEMBERS', KEYS[2])}
 )lua");
   return s;
 }
@@ -24,9 +25,11 @@ return {redis.call('GET', KEYS[3]) or '0', redis.call('HGETALL', KEYS[1]), redis
 // KEYS: keys, revoked, version. ARGV: channel, the number n of revoked ids, the n ids, then
 // (id, record) pairs. Revocations first; a record whose id is revoked is not added; an id's
 // record is never replaced (a key id is its digest's). Raises and publishes the version when
-// anything changed; returns the version.
+// anything changed. Returns {the version before, the version after}: when the one before is not
+// the version the writer read, another replica changed the store in between.
 const RedisScript& write_script() {
   static const RedisScript s(R"lua(
+local before = tonumber(redis.call('GET', KEYS[3]) or '0')
 local changed = 0
 local n = tonumber(ARGV[2])
 for i = 3, 2 + n do
@@ -37,10 +40,10 @@ for i = 3 + n, #ARGV, 2 do
     changed = changed + redis.call('HSETNX', KEYS[1], ARGV[i], ARGV[i + 1])
   end
 end
-if changed == 0 then return tonumber(redis.call('GET', KEYS[3]) or '0') end
+if changed == 0 then return {before, before} end
 local version = redis.call('INCR', KEYS[3])
 redis.call('PUBLISH', ARGV[1], version)
-return version
+return {before, version}
 )lua");
   return s;
 }
@@ -89,7 +92,8 @@ std::shared_ptr<KeySync> KeySync::create(net::any_io_executor ex, const config::
                        core::JsonFields{}.add("error", pub.error().message()));
     return nullptr;
   }
-  auto self = std::shared_ptr<KeySync>(new KeySync(*pub, KeyStoreNames(c.key_prefix), std::move(local)));
+  auto self =
+      std::shared_ptr<KeySync>(new KeySync(*pub, KeyStoreNames(c.key_prefix), std::move(local)));
   RedisSubscriberOptions so;
   so.connect = connect_options(c);
   so.observer = std::move(observer);
@@ -109,7 +113,10 @@ std::shared_ptr<KeySync> KeySync::create(net::any_io_executor ex, const config::
 }
 
 KeySync::KeySync(std::shared_ptr<RedisClient> pub, KeyStoreNames names, LocalKeys local)
-    : pub_(std::move(pub)), names_(std::move(names)), local_(std::move(local)), poll_timer_(pub_->executor()) {}
+    : pub_(std::move(pub)),
+      names_(std::move(names)),
+      local_(std::move(local)),
+      poll_timer_(pub_->executor()) {}
 
 void KeySync::start() {
   pub_->start();
@@ -159,7 +166,8 @@ net::awaitable<void> KeySync::check_version() {
   std::string_view argv[] = {"GET", names_.version};
   auto r = co_await pub_->call(argv);
   if (closed_ || !r.ok()) co_return;  // Redis away: nothing to learn; the file serves
-  auto version = r.reply.kind == RedisReply::Kind::kNil ? std::optional<std::int64_t>(0) : to_int(r.reply.text);
+  auto version = r.reply.kind == RedisReply::Kind::kNil ? std::optional<std::int64_t>(0)
+                                                        : to_int(r.reply.text);
   if (version && *version != known_version_) request_sync();
 }
 
@@ -172,7 +180,8 @@ net::awaitable<bool> KeySync::sync_once() {
   std::optional<KeyStoreContents> remote;
   if (r.ok()) remote = parse_key_store(r.reply);
   if (!remote) {
-    failed("read", r.ok() ? (r.reply.is_error() ? r.reply.text : "a malformed reply") : to_string(*r.failure));
+    failed("read", r.ok() ? (r.reply.is_error() ? r.reply.text : "a malformed reply")
+                          : to_string(*r.failure));
     co_return false;
   }
   auto merged = auth::merge(local_.read(), remote->file);
@@ -194,7 +203,8 @@ net::awaitable<bool> KeySync::sync_once() {
 
 net::awaitable<std::optional<std::int64_t>> KeySync::push(const auth::KeysFile& merged,
                                                           const KeyStoreContents& remote) {
-  std::unordered_set<std::string_view> revoked(remote.file.revoked.begin(), remote.file.revoked.end());
+  std::unordered_set<std::string_view> revoked(remote.file.revoked.begin(),
+                                               remote.file.revoked.end());
   std::unordered_set<std::string_view> present;
   for (const auto& k : remote.file.keys) present.insert(k.id);
   std::vector<std::string> args{names_.channel, ""};
@@ -213,16 +223,26 @@ net::awaitable<std::optional<std::int64_t>> KeySync::push(const auth::KeysFile& 
   std::vector<std::string_view> argv(args.begin(), args.end());
   std::string_view keys[] = {names_.keys, names_.revoked, names_.version};
   auto r = co_await pub_->eval(write_script(), keys, argv);
-  if (r.ok() && r.reply.kind == RedisReply::Kind::kInteger) co_return r.reply.integer;
-  if (!closed_) failed("write", r.ok() ? r.reply.text : to_string(*r.failure));
-  co_return std::nullopt;
+  const auto& e = r.reply.elements;
+  bool versions = r.ok() && e.size() == 2 && e[0].kind == RedisReply::Kind::kInteger &&
+                  e[1].kind == RedisReply::Kind::kInteger;
+  if (!versions) {
+    if (!closed_) failed("write", r.ok() ? r.reply.text : to_string(*r.failure));
+    co_return std::nullopt;
+  }
+  if (e[0].integer == remote.version) co_return e[1].integer;
+  // Another replica's change came between the read and the write: this replica has not seen
+  // it yet. Read again (its message may have been judged known already).
+  wanted_ = true;
+  co_return remote.version;
 }
 
 void KeySync::failed(std::string_view what, std::string_view why) {
   if (failing_) return;  // once per outage
   failing_ = true;
-  metrics::log_warn("cluster: keys cannot be synced with Redis; the keys file serves, and the sync is retried",
-                    core::JsonFields{}.add("step", what).add("error", why));
+  metrics::log_warn(
+      "cluster: keys cannot be synced with Redis; the keys file serves, and the sync is retried",
+      core::JsonFields{}.add("step", what).add("error", why));
 }
 
 }  // namespace tollgate::cluster

@@ -37,7 +37,9 @@ namespace tollgate::cluster {
 /// The store's Redis keys and channel, for a key prefix.
 struct KeyStoreNames {
   explicit KeyStoreNames(const std::string& prefix)
-      : keys(prefix + "keys"), revoked(prefix + "keys:revoked"), version(prefix + "keys:version"),
+      : keys(prefix + "keys"),
+        revoked(prefix + "keys:revoked"),
+        version(prefix + "keys:version"),
         channel(prefix + "keys") {}
   std::string keys, revoked, version, channel;
 };
@@ -75,7 +77,8 @@ class KeySync : public std::enable_shared_from_this<KeySync> {
   static net::awaitable<void> poll_loop(std::shared_ptr<KeySync> self);
   /// One read, merge and write. False when Redis failed (the poll retries).
   net::awaitable<bool> sync_once();
-  /// Writes what `merged` has and `remote` lacks; the store's version after it, nullopt on failure.
+  /// Writes what `merged` has and `remote` lacks. Returns the store's version whose contents this
+  /// replica now holds, nullopt on failure.
   net::awaitable<std::optional<std::int64_t>> push(const auth::KeysFile& merged,
                                                    const KeyStoreContents& remote);
   net::awaitable<void> check_version();

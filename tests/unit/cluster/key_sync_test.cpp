@@ -38,7 +38,8 @@ struct Replica {
             }};
   }
   bool has(std::string_view id) const {
-    return std::any_of(file.keys.begin(), file.keys.end(), [&](const auto& k) { return k.id == id; });
+    return std::any_of(file.keys.begin(), file.keys.end(),
+                       [&](const auto& k) { return k.id == id; });
   }
   bool revoked(std::string_view id) const {
     return std::find(file.revoked.begin(), file.revoked.end(), id) != file.revoked.end();
@@ -74,7 +75,8 @@ TEST(KeySyncTest, ChangesReachTheOtherReplicaAndRedisHoldsDigestsOnly) {
     std::erase_if(b.file.keys, [](const auto& k) { return k.id == "k-new"; });
     b.file.revoked.push_back("k-new");
     sb->local_changed();
-    EXPECT_TRUE(co_await eventually([&] { return a.revoked("k-new") && !a.has("k-new"); }, Ms(5000)));
+    EXPECT_TRUE(
+        co_await eventually([&] { return a.revoked("k-new") && !a.has("k-new"); }, Ms(5000)));
     EXPECT_TRUE(a.has("k-old"));
 
     auto probe = started(ex, client_options(server));
@@ -106,7 +108,7 @@ TEST(KeySyncTest, AnEmptiedStoreIsFilledAgainFromTheReplicas) {
     sa->start();
     sb->start();
     EXPECT_TRUE(co_await eventually([&] { return b.has("k-a") && a.revoked("cfg-1"); }, Ms(5000)));
-    server.restart();  // no persistence: empty
+    server.restart();                                    // no persistence: empty
     a.file.keys.push_back(runtime_key("k-while-away"));  // created before the sync reconnects
     sa->local_changed();
     EXPECT_TRUE(co_await eventually([&] { return b.has("k-while-away"); }, Ms(10000)));
@@ -125,20 +127,23 @@ TEST(KeySyncTest, AnEmptiedStoreIsFilledAgainFromTheReplicas) {
 TEST(KeyStoreParse, StrictAboutTheShape) {
   using R = RedisReply;
   auto k = runtime_key("k1");
-  auto good = R::of_array({R::of_string("7"),
-                           R::of_array({R::of_string("k1"), R::of_string(auth::encode_runtime_key(k)),
-                                        R::of_string("k2"), R::of_string("garbage")}),
-                           R::of_array({R::of_string("cfg-1")})});
+  auto good =
+      R::of_array({R::of_string("7"),
+                   R::of_array({R::of_string("k1"), R::of_string(auth::encode_runtime_key(k)),
+                                R::of_string("k2"), R::of_string("garbage")}),
+                   R::of_array({R::of_string("cfg-1")})});
   auto parsed = parse_key_store(good);
   ASSERT_TRUE(parsed);
   EXPECT_EQ(parsed->version, 7);
-  EXPECT_EQ(parsed->file.keys, std::vector<auth::RuntimeKey>{k}) << "a record that does not decode is skipped";
+  EXPECT_EQ(parsed->file.keys, std::vector<auth::RuntimeKey>{k})
+      << "a record that does not decode is skipped";
   EXPECT_EQ(parsed->file.revoked, std::vector<std::string>{"cfg-1"});
   auto mismatched = good;
   mismatched.elements[1].elements[0] = R::of_string("other-id");
   EXPECT_TRUE(parse_key_store(mismatched)->file.keys.empty()) << "a record filed under another id";
   EXPECT_FALSE(parse_key_store(R::of_array({R::of_string("x"), R::of_array({}), R::of_array({})})));
-  EXPECT_FALSE(parse_key_store(R::of_array({R::of_string("1"), R::of_array({R::of_string("k1")}), R::of_array({})})));
+  EXPECT_FALSE(parse_key_store(
+      R::of_array({R::of_string("1"), R::of_array({R::of_string("k1")}), R::of_array({})})));
   EXPECT_FALSE(parse_key_store(R::of_integer(1)));
 }
 
