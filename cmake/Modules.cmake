@@ -28,7 +28,7 @@ set(TOLLGATE_DEPS_auth core config crypto)
 set(TOLLGATE_DEPS_ratelimit core config tokenize)
 set(TOLLGATE_DEPS_metrics ratelimit core config)  # typed cells use the limits' scopes and units
 set(TOLLGATE_DEPS_usage metrics ratelimit routing core config crypto)  # routing: AffinityJournal
-set(TOLLGATE_DEPS_cluster metrics ratelimit routing core config)
+set(TOLLGATE_DEPS_cluster auth metrics ratelimit routing core config)
 set(TOLLGATE_DEPS_pipeline cluster auth ratelimit routing metrics usage tokenize core config crypto)
 set(TOLLGATE_DEPS_proxy pipeline metrics routing core config)
 set(TOLLGATE_DEPS_server proxy pipeline cluster auth ratelimit routing metrics usage tokenize core config

@@ -8,6 +8,7 @@
 #include <cstring>
 #include <fstream>
 #include <nlohmann/json.hpp>
+#include <unordered_set>
 
 namespace tollgate::auth {
 
@@ -21,7 +22,57 @@ std::uint64_t head(const Digest& d) {
   return h;
 }
 
+nlohmann::json json_of(const RuntimeKey& k) {
+  nlohmann::json o{{"id", k.id},         {"client", k.client},   {"sha256", to_hex(k.digest)},
+                   {"prefix", k.prefix}, {"created", k.created}, {"expires", nullptr}};
+  if (k.expires) o["expires"] = *k.expires;
+  return o;
+}
+
+// Throws (nlohmann::json's exceptions, std::runtime_error) when `k` is not a key record.
+RuntimeKey runtime_key_of(const nlohmann::json& k) {
+  RuntimeKey r;
+  r.id = k.at("id").get<std::string>();
+  r.client = k.at("client").get<std::string>();
+  auto d = digest_from_hex(k.at("sha256").get<std::string>());
+  if (!d) throw std::runtime_error("bad sha256 for key " + r.id);
+  r.digest = *d;
+  r.prefix = k.value("prefix", "");
+  r.created = k.value("created", std::int64_t{0});
+  if (k.contains("expires") && !k["expires"].is_null()) r.expires = k["expires"].get<std::int64_t>();
+  return r;
+}
+
 }  // namespace
+
+std::string encode_runtime_key(const RuntimeKey& k) { return json_of(k).dump(); }
+
+std::optional<RuntimeKey> decode_runtime_key(std::string_view text) {
+  auto j = nlohmann::json::parse(text, nullptr, false);
+  if (!j.is_object()) return std::nullopt;
+  try {
+    return runtime_key_of(j);
+  } catch (const std::exception&) {
+    return std::nullopt;
+  }
+}
+
+KeysFile merge(const KeysFile& a, const KeysFile& b) {
+  KeysFile out;
+  std::unordered_set<std::string> revoked;
+  for (const auto* f : {&a, &b}) {
+    for (const auto& id : f->revoked) {
+      if (revoked.insert(id).second) out.revoked.push_back(id);
+    }
+  }
+  std::unordered_set<std::string> ids;
+  for (const auto* f : {&a, &b}) {
+    for (const auto& k : f->keys) {
+      if (revoked.count(k.id) == 0 && ids.insert(k.id).second) out.keys.push_back(k);
+    }
+  }
+  return out;
+}
 
 KeysFile load_keys_file(const std::string& path, std::string& error) {
   KeysFile out;
@@ -38,18 +89,7 @@ KeysFile load_keys_file(const std::string& path, std::string& error) {
     return out;
   }
   try {
-    for (const auto& k : j.value("keys", nlohmann::json::array())) {
-      RuntimeKey r;
-      r.id = k.at("id").get<std::string>();
-      r.client = k.at("client").get<std::string>();
-      auto d = digest_from_hex(k.at("sha256").get<std::string>());
-      if (!d) throw std::runtime_error("bad sha256 for key " + r.id);
-      r.digest = *d;
-      r.prefix = k.value("prefix", "");
-      r.created = k.value("created", std::int64_t{0});
-      if (k.contains("expires") && !k["expires"].is_null()) r.expires = k["expires"].get<std::int64_t>();
-      out.keys.push_back(std::move(r));
-    }
+    for (const auto& k : j.value("keys", nlohmann::json::array())) out.keys.push_back(runtime_key_of(k));
     for (const auto& id : j.value("revoked", nlohmann::json::array())) {
       out.revoked.push_back(id.get<std::string>());
     }
@@ -64,12 +104,7 @@ std::string save_keys_file(const std::string& path, const KeysFile& data) {
   nlohmann::json j;
   j["version"] = 1;
   j["keys"] = nlohmann::json::array();
-  for (const auto& k : data.keys) {
-    nlohmann::json o{{"id", k.id},           {"client", k.client},   {"sha256", to_hex(k.digest)},
-                     {"prefix", k.prefix},   {"created", k.created}, {"expires", nullptr}};
-    if (k.expires) o["expires"] = *k.expires;
-    j["keys"].push_back(std::move(o));
-  }
+  for (const auto& k : data.keys) j["keys"].push_back(json_of(k));
   j["revoked"] = data.revoked;
   auto text = j.dump(2) + "\n";
   auto tmp = path + ".tmp";

@@ -3,6 +3,7 @@
 #include "cluster/backend_sync.hpp"
 #include "cluster/shared_objects.hpp"
 #include "cluster/cluster_options.hpp"
+#include "cluster/key_sync.hpp"
 
 #include <boost/asio/signal_set.hpp>
 #include <boost/asio/steady_timer.hpp>
@@ -145,6 +146,17 @@ struct Gateway::Impl {
   // Replicas seen in the cluster's Redis lately (worker 0's heartbeat keeps it; 1 without cluster).
   std::shared_ptr<std::atomic<std::size_t>> replicas = std::make_shared<std::atomic<std::size_t>>(1);
   std::shared_ptr<cluster::BackendSync> backend_sync;  // with cluster: backend news to and from the others
+  std::shared_ptr<cluster::KeySync> key_sync;  // with cluster and auth.keys_file: runtime keys shared
+
+  // Runtime keys and revocations shared through Redis (the keys file stays the local copy).
+  void share_keys(const config::ClusterConfig& c) {
+    cluster::LocalKeys local{[this]() -> const auth::KeysFile& { return identity->keys_file(); },
+                             [this](auth::KeysFile f) { identity->adopt_keys(std::move(f)); }};
+    key_sync = cluster::KeySync::create(control.get_executor(), c, std::move(local), nullptr);
+    if (!key_sync) return;
+    identity->share_keys(key_sync);
+    key_sync->start();
+  }
 
   // The running backends, for the backend-state sync. Thread: control.
   void sync_backends(const pipeline::Snapshot& snap) {
@@ -246,6 +258,7 @@ struct Gateway::Impl {
                   core::JsonFields().add("settlements", unsettled));
       }
       if (backend_sync) backend_sync->close();
+      if (key_sync) key_sync->close();
       stop_all();
       return;
     }
@@ -591,6 +604,7 @@ int Gateway::run() {
     s.backend_sync = cluster::BackendSync::create(s.control.get_executor(), snap->config->cluster, cluster::replica_id(), nullptr);
     s.sync_backends(*snap);
     if (s.backend_sync) s.backend_sync->start();
+    if (!snap->config->auth.keys_file.empty()) s.share_keys(snap->config->cluster);
   }
   for (auto& w : s.workers) {
     w->set_replicas(s.replicas);

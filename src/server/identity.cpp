@@ -248,7 +248,18 @@ std::shared_ptr<const AuthState> IdentityManager::apply(std::shared_ptr<const co
   }
   token_loops_ = std::move(loops);
   publish();
+  if (key_sync_) key_sync_->local_changed();  // the file may have been edited
   return state_;
+}
+
+void IdentityManager::adopt_keys(auth::KeysFile merged) {
+  if (config_->auth.keys_file.empty()) return;  // a reload dropped it: nothing is kept
+  if (auto error = auth::save_keys_file(config_->auth.keys_file, merged); !error.empty()) {
+    metrics::log_error("cannot save the keys file; the shared keys apply in memory",
+                       core::JsonFields().add("error", error));
+  }
+  keys_file_ = std::move(merged);
+  publish();
 }
 
 // Not a lambda: a coroutine lambda's captures die with the temporary closure.
@@ -405,6 +416,7 @@ AdminResponse IdentityManager::create_key(const std::string& client, std::string
   }
   keys_file_ = std::move(next);
   publish();
+  if (key_sync_) key_sync_->local_changed();
   log_info("client key created", core::JsonFields().add("client", client).add("key_id", rk.id));
   nlohmann::json out{{"id", rk.id}, {"key", key}, {"client", client},
                      {"expires", expires ? nlohmann::json(crypto::format_rfc3339(*expires)) : nullptr}};
@@ -417,6 +429,8 @@ AdminResponse IdentityManager::revoke_key(const std::string& id) {
   auto next = keys_file_;
   if (entry->runtime) {
     std::erase_if(next.keys, [&](const auth::RuntimeKey& k) { return k.id == id; });
+    // Shared keys: the id is remembered, or the next merge would bring the key back.
+    if (key_sync_) next.revoked.push_back(id);
   } else {
     next.revoked.push_back(id);  // a config key: remembered as revoked across restarts
   }
@@ -431,6 +445,7 @@ AdminResponse IdentityManager::revoke_key(const std::string& id) {
   }
   keys_file_ = std::move(next);
   publish();
+  if (key_sync_) key_sync_->local_changed();
   log_info("client key revoked", core::JsonFields().add("key_id", id));
   return AdminResponse{204, "application/json", "", {}};
 }

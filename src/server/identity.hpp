@@ -14,6 +14,7 @@
 
 #include <prometheus/metric_family.h>
 
+#include "cluster/key_sync.hpp"
 #include "proxy/dns.hpp"
 #include "server/admin.hpp"
 #include "server/runtime.hpp"
@@ -56,6 +57,16 @@ class IdentityManager {
   void families(std::vector<prometheus::MetricFamily>& out, const Snapshot* snap) const;
   void stop();
 
+  /// With `cluster`: runtime keys and revocations are shared through `sync`, which hears of every
+  /// local change (admin API, reload) and hands back merges (adopt_keys). Thread: control.
+  void share_keys(std::shared_ptr<cluster::KeySync> sync) { key_sync_ = std::move(sync); }
+  /// The keys file's contents as this replica holds them. Thread: control.
+  const auth::KeysFile& keys_file() const { return keys_file_; }
+  /// Replaces them with a merge of the shared keys: saved to the keys file (kept in memory when
+  /// it cannot be written: a revocation must not wait for a disk), the index rebuilt and
+  /// published. Thread: control.
+  void adopt_keys(auth::KeysFile merged);
+
   struct Loop;
 
  private:
@@ -80,6 +91,7 @@ class IdentityManager {
   std::unordered_map<std::string, std::shared_ptr<TokenSlot>> token_slots_;  // identity -> slot
   std::unordered_map<std::string, std::shared_ptr<Loop>> token_loops_;       // identity -> loop
   std::uint64_t jwks_fetch_failures_ = 0;
+  std::shared_ptr<cluster::KeySync> key_sync_;               // with cluster; owner: control
 };
 
 }  // namespace tollgate::server

@@ -8,6 +8,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <unordered_map>
 #include <vector>
 
@@ -26,13 +27,29 @@ struct RuntimeKey {
   std::string prefix;
   std::int64_t created = 0;  // Unix seconds
   std::optional<std::int64_t> expires;
+
+  bool operator==(const RuntimeKey&) const = default;
 };
 
 /// The keys file: runtime keys and revoked key ids (config keys included).
 struct KeysFile {
   std::vector<RuntimeKey> keys;
   std::vector<std::string> revoked;
+
+  bool operator==(const KeysFile&) const = default;
 };
+
+/// One runtime key as the keys file stores it: a JSON object with its digest (never the key).
+std::string encode_runtime_key(const RuntimeKey& k);
+/// A record encode_runtime_key() wrote; nullopt for anything else.
+std::optional<RuntimeKey> decode_runtime_key(std::string_view text);
+
+/// The union of two keys files, as replicas sharing keys need it: every key of either (by id;
+/// `a`'s record when both have one) and every revoked id of either, minus the keys whose id is
+/// revoked (a key revoked anywhere is revoked everywhere). `a`'s entries keep their order and
+/// come first, so merge(a, b) == a when `b` adds nothing (and `a` is itself merged). Idempotent:
+/// merge(merge(a, b), b) == merge(a, b).
+KeysFile merge(const KeysFile& a, const KeysFile& b);
 
 /// Reads `path`; a missing file is an empty KeysFile. Errors (unreadable, malformed) in `error`.
 KeysFile load_keys_file(const std::string& path, std::string& error);

@@ -3,6 +3,7 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <fstream>
 
@@ -105,6 +106,81 @@ TEST(KeysFile, RoundTripsAtomically) {
   load_keys_file(path, error);
   EXPECT_NE(error.find("not a JSON object"), std::string::npos);
   std::remove(path.c_str());
+}
+
+RuntimeKey runtime_key(std::string id, std::string client) {
+  RuntimeKey k;
+  k.id = std::move(id);
+  k.client = std::move(client);
+  k.digest = sha256("secret-of-" + k.id);
+  k.prefix = "tg-" + k.id.substr(0, 4);
+  k.created = 1'700'000'000;
+  return k;
+}
+
+std::vector<std::string> ids_of(const KeysFile& f) {
+  std::vector<std::string> out;
+  for (const auto& k : f.keys) out.push_back(k.id);
+  return out;
+}
+
+TEST(KeysFile, RecordsRoundTripWithTheDigestOnly) {
+  auto k = runtime_key("key-1", "campaign-bot");
+  k.expires = 1'800'000'000;
+  auto text = encode_runtime_key(k);
+  EXPECT_EQ(text.find("secret-of"), std::string::npos);
+  EXPECT_NE(text.find(to_hex(k.digest)), std::string::npos);
+  EXPECT_EQ(decode_runtime_key(text), k);
+  k.expires.reset();
+  EXPECT_EQ(decode_runtime_key(encode_runtime_key(k)), k);
+  EXPECT_FALSE(decode_runtime_key("not json"));
+  EXPECT_FALSE(decode_runtime_key(R"({"id":"x","client":"c","sha256":"zz"})"));
+  EXPECT_FALSE(decode_runtime_key(R"({"client":"c"})"));
+}
+
+TEST(KeysMerge, UnionOfKeysAndRevocations) {
+  KeysFile a{{runtime_key("k1", "c"), runtime_key("k2", "c")}, {"cfg-1"}};
+  KeysFile b{{runtime_key("k2", "other"), runtime_key("k3", "c")}, {"cfg-2"}};
+  auto m = merge(a, b);
+  EXPECT_EQ(ids_of(m), (std::vector<std::string>{"k1", "k2", "k3"}));
+  EXPECT_EQ(m.keys[1].client, "c") << "a's record wins when both hold the id";
+  EXPECT_EQ(m.revoked, (std::vector<std::string>{"cfg-1", "cfg-2"}));
+  EXPECT_EQ(merge(a, KeysFile{}), a) << "nothing new: the same file";
+  EXPECT_EQ(merge(KeysFile{}, a), a);
+}
+
+TEST(KeysMerge, ARevocationWinsOnEitherSide) {
+  KeysFile local{{runtime_key("k1", "c"), runtime_key("k2", "c")}, {}};
+  KeysFile remote{{runtime_key("k1", "c")}, {"k2"}};
+  auto m = merge(local, remote);
+  EXPECT_EQ(ids_of(m), (std::vector<std::string>{"k1"}));
+  EXPECT_EQ(m.revoked, (std::vector<std::string>{"k2"}));
+  auto back = merge(remote, KeysFile{{runtime_key("k2", "c")}, {"k1"}});  // revoked here, alive there
+  EXPECT_TRUE(back.keys.empty());
+  EXPECT_EQ(back.revoked, (std::vector<std::string>{"k2", "k1"}));
+  // The index follows: a revoked runtime key is not found.
+  auto cfg = config_with_clients();
+  KeysFile f{{runtime_key("k1", "campaign-bot")}, {}};
+  f.keys[0].digest = sha256("runtime-secret");
+  EXPECT_TRUE(KeyIndex(cfg, merge(f, KeysFile{})).find("runtime-secret", 500));
+  EXPECT_FALSE(KeyIndex(cfg, merge(f, KeysFile{{}, {"k1"}})).find("runtime-secret", 500));
+}
+
+TEST(KeysMerge, IdempotentAndOrderIndependentInContent) {
+  KeysFile a{{runtime_key("k1", "c"), runtime_key("k2", "c")}, {"k9"}};
+  KeysFile b{{runtime_key("k3", "c"), runtime_key("k9", "c")}, {"k1"}};
+  auto ab = merge(a, b);
+  EXPECT_EQ(merge(ab, b), ab);
+  EXPECT_EQ(merge(ab, a), ab);
+  EXPECT_EQ(merge(ab, ab), ab);
+  auto ba = merge(b, a);
+  auto sorted = [](KeysFile f) {
+    std::sort(f.keys.begin(), f.keys.end(), [](const auto& x, const auto& y) { return x.id < y.id; });
+    std::sort(f.revoked.begin(), f.revoked.end());
+    return f;
+  };
+  EXPECT_EQ(sorted(ab), sorted(ba));
+  EXPECT_EQ(ids_of(sorted(ab)), (std::vector<std::string>{"k2", "k3"}));
 }
 
 TEST(Authenticator, ApiKeyWinsOverBearerAndUnknownKeysAreRefused) {
