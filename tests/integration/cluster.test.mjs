@@ -95,7 +95,7 @@ describe('cluster: limits and budgets shared through Redis', () => {
     ['client tokens_per_minute', { clientLimits: `{tokens_per_minute: ${PER_MINUTE}}` }],
     ['deployment tokens_per_minute', { deploymentLimits: `{tokens_per_minute: ${PER_MINUTE}}` }],
   ]) {
-    test(`${what}: 300 calls over 3 replicas admit one limit's worth (without cluster ~3x)`, async () => {
+    test(`${what}: 300 calls over 3 replicas admit one limit's worth (without cluster ~3x)`, async (t) => {
       const key = newKey();
       const shared = await startReplicas({ mockUrl: mock.url, redisUrl: redis.url, ...limits }, key);
       let together;
@@ -120,12 +120,13 @@ describe('cluster: limits and budgets shared through Redis', () => {
       } finally {
         await Promise.all(apart.map((g) => g.stop()));
       }
+      t.diagnostic(`with cluster: ${JSON.stringify(together)}; without: ${JSON.stringify(alone)}; bound ${bound(together.seconds)} tokens`);
       assert.ok(alone.admitted > 2 * together.admitted && alone.tokens > 2 * together.tokens,
         `without cluster each replica admits its own limit: ${JSON.stringify(alone)} (with: ${JSON.stringify(together)})`);
     });
   }
 
-  test('tenant tokens_per_day: three replicas spend one budget, never beyond it', async () => {
+  test('tenant tokens_per_day: three replicas spend one budget, never beyond it', async (t) => {
     const key = newKey();
     const BUDGET = 4000;
     const gws = await startReplicas({ mockUrl: mock.url, redisUrl: redis.url, tenantLimits: `{budget: {tokens_per_day: ${BUDGET}}}` }, key);
@@ -138,6 +139,7 @@ describe('cluster: limits and budgets shared through Redis', () => {
         spent += last.tokens;
         if (last.admitted === 0) break;
       }
+      t.diagnostic(`spent ${spent} tokens of a ${BUDGET} budget`);
       assert.ok(spent <= BUDGET, `spent ${spent} of a ${BUDGET} budget`);
       assert.ok(spent >= BUDGET - 4 * (MAX_TOKENS + 10), `the budget is used up to less than a few calls' reservation: ${spent}`);
       assert.equal(last.admitted, 0, 'once used up, every replica refuses');
