@@ -39,6 +39,13 @@ async function startReplicas(opts, key) {
   const gws = [];
   try {
     for (let i = 0; i < 3; i++) gws.push(await startGateway(yaml, { env: { BOT_KEY: key } }));
+    // As a readiness check would: every worker's connection to Redis is up (until then a limited
+    // request follows on_failure).
+    if (opts.redisUrl) {
+      for (const gw of gws) {
+        await eventually(async () => (await gw.metric('tollgate_cluster_redis_up')) === 1, { timeoutMs: 10000, what: 'redis_up' });
+      }
+    }
   } catch (e) {
     await Promise.all(gws.map((g) => g.stop()));
     throw e;
@@ -183,8 +190,10 @@ describe('cluster: Redis away', () => {
       assert.ok(metricIn(text, 'tollgate_cluster_redis_failures_total', { reason: 'timeout' }) >= 1, 'the SIGSTOP shows as timeouts');
       assert.ok(metricIn(text, 'tollgate_cluster_redis_failures_total') >= 2);
       assert.ok(metricIn(text, 'tollgate_cluster_redis_round_trip_seconds_count') > 0);
+      // Each replica beats every 5 s and learns the count from its own beat: up to two periods
+      // after Redis restarts (plus the reconnect's backoff).
       await eventually(async () => (await gws[0].metric('tollgate_cluster_replicas')) === 3,
-        { timeoutMs: 8000, what: 'three replicas heartbeat (every 5 s)' });
+        { timeoutMs: 20000, intervalMs: 100, what: 'three replicas heartbeat (every 5 s)' });
       assert.equal(promtoolFailures([{ name: 'cluster replica', text }]), '');
     } finally {
       await Promise.all(gws.map((g) => g.stop()));
