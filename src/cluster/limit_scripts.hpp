@@ -13,65 +13,115 @@
 
 namespace tollgate::cluster {
 
-/// KEYS: the request's hold (set while its reservation is outstanding: what makes a settle or a
-/// release apply once), the buckets (B), then the budgets' current-period keys. ARGV[1] = B; then
-/// per bucket its cost in µs (the units at its rate, rounded up); then per budget: amount, limit,
-/// key expiry (unix ms). Returns {0, free_us...} (held; per bucket the µs of room left),
-/// {1, i, wait_us, free_us} (bucket i lacks room) or {2, j, verdict, used} (budget j: 1 = used
-/// up, 0 = held by requests in flight).
+/// KEYS: the grant's hold (what a release after a lost reply gives back), the buckets (B), then
+/// the budgets' current-period keys. ARGV[1] = B; then per bucket the demand's cost in µs (its
+/// units at the bucket's rate, rounded up) and the top-up's; then per budget: amount, top-up,
+/// limit, key expiry (unix ms). A top-up is taken only if it leaves three times as much room
+/// (leases shrink to nothing near a limit). Returns {0, free_us..., granted...} (held; per bucket
+/// the µs of room left, then per bucket and budget 1 if its top-up was taken), {1, i, wait_us,
+/// free_us} (bucket i lacks room) or {2, j, verdict, used} (budget j: 1 = used up, 0 = held by
+/// requests and leases in flight). The hold is a hash: per key what was taken ("t" µs of a
+/// bucket, "r" units of a budget).
 inline constexpr std::string_view kReserveScript = R"lua(
 local window = 60000000
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local nb = tonumber(ARGV[1])
-local tats = {}
+local nj = #KEYS - 1 - nb
+local tats, taken, got = {}, {}, {}
 for i = 1, nb do
   local tat = math.max(tonumber(redis.call('GET', KEYS[1 + i]) or '0'), now)
-  local next = tat + tonumber(ARGV[1 + i])
+  local next = tat + tonumber(ARGV[2 * i])
   if next - now > window then return {1, i, next - now - window, now + window - tat} end
-  tats[i] = next
+  local extra = tonumber(ARGV[2 * i + 1])
+  got[i] = 0
+  if extra > 0 and 4 * extra <= window - (next - now) then
+    next = next + extra
+    got[i] = 1
+  end
+  tats[i], taken[i] = next, next - tat
 end
-local base = 1 + nb
-for j = 1, #KEYS - 1 - nb do
-  local amount, limit = tonumber(ARGV[base + 3 * j - 2]), tonumber(ARGV[base + 3 * j - 1])
+local base = 1 + 2 * nb
+local amounts = {}
+for j = 1, nj do
+  local a = base + 4 * (j - 1)
+  local amount, extra, limit = tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2]), tonumber(ARGV[a + 3])
   local h = redis.call('HMGET', KEYS[1 + nb + j], 'used', 'reserved')
   local used, reserved = tonumber(h[1] or '0'), tonumber(h[2] or '0')
   if amount > limit or used > limit - amount then return {2, j, 1, used} end
-  if reserved > limit - amount - used then return {2, j, 0, used} end
+  local room = limit - amount - used - reserved
+  if room < 0 then return {2, j, 0, used} end
+  got[nb + j] = 0
+  amounts[j] = amount
+  if extra > 0 and 4 * extra <= room then
+    amounts[j] = amount + extra
+    got[nb + j] = 1
+  end
 end
-local free = {0}
+local out = {0}
+local hold = {}
 for i = 1, nb do
   redis.call('SET', KEYS[1 + i], tats[i], 'PX', math.floor((tats[i] - now) / 1000) + 1000)
-  free[i + 1] = now + window - tats[i]
+  out[i + 1] = now + window - tats[i]
+  hold[#hold + 1] = KEYS[1 + i]
+  hold[#hold + 1] = string.format('t%d', taken[i])
 end
-for j = 1, #KEYS - 1 - nb do
-  redis.call('HINCRBY', KEYS[1 + nb + j], 'reserved', ARGV[base + 3 * j - 2])
-  redis.call('PEXPIREAT', KEYS[1 + nb + j], ARGV[base + 3 * j])
+for j = 1, nj do
+  local a = base + 4 * (j - 1)
+  redis.call('HINCRBY', KEYS[1 + nb + j], 'reserved', string.format('%d', amounts[j]))
+  redis.call('PEXPIREAT', KEYS[1 + nb + j], ARGV[a + 4])
+  hold[#hold + 1] = KEYS[1 + nb + j]
+  hold[#hold + 1] = string.format('r%d', amounts[j])
 end
-redis.call('SET', KEYS[1], 1, 'PX', 86400000)
-return free
+if #hold > 0 then
+  redis.call('HSET', KEYS[1], unpack(hold))
+  redis.call('PEXPIRE', KEYS[1], 86400000)
+end
+for k = 1, nb + nj do out[1 + nb + k] = got[k] end
+return out
 )lua";
 
-/// KEYS: the settlement's gate, the token buckets (B), then per budget the key it was reserved
-/// in and the current period's key. The gate is the request's hold when it reserved here (the
-/// settle applies only if it deletes the hold: a replay, or a release after a reserve that timed
-/// out, finds none), else a `settled:` marker set once (a use admitted by this replica alone while
-/// Redis was away). ARGV[1] = B, ARGV[2] = "held" or "use"; per bucket the change in µs
-/// (negative: unused units given back; positive: a use beyond the reservation, as debt); per
-/// budget: reserved, used, warn level (0 = none), the current key's expiry (unix ms). Returns per
-/// budget 1 when this settle crossed its warn level (once per period), else 0; nil when it did
-/// not apply.
-inline constexpr std::string_view kSettleScript = R"lua(
-if ARGV[2] == 'held' then
-  if redis.call('DEL', KEYS[1]) == 0 then return false end
-elseif not redis.call('SET', KEYS[1], 1, 'NX', 'PX', 86400000) then
-  return false
-end
+/// KEYS[1]: a grant's hold whose reply was lost. Gives back what the grant took (its hash says
+/// what), once: the hold goes with it. Returns 1, or nil when there was no hold (the grant never
+/// ran, or it was released or forgotten before).
+inline constexpr std::string_view kReleaseScript = R"lua(
+local h = redis.call('HGETALL', KEYS[1])
+if #h == 0 then return false end
+redis.call('DEL', KEYS[1])
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-local nb = tonumber(ARGV[1])
+for k = 1, #h, 2 do
+  local key, kind, n = h[k], string.sub(h[k + 1], 1, 1), tonumber(string.sub(h[k + 1], 2))
+  if kind == 't' then
+    local tat = tonumber(redis.call('GET', key) or '0') - n
+    if tat > now then
+      redis.call('SET', key, tat, 'PX', math.floor((tat - now) / 1000) + 1000)
+    else
+      redis.call('DEL', key)
+    end
+  elseif redis.call('EXISTS', key) == 1 and
+         redis.call('HINCRBY', key, 'reserved', string.format('%d', -n)) < 0 then
+    redis.call('HSET', key, 'reserved', 0)
+  end
+end
+return 1
+)lua";
+
+/// A worker's flush of its leases, applied once and in order. KEYS: the worker's sequence key,
+/// the token buckets (B), the budgets (J), then grant holds to forget. ARGV[1] = B, ARGV[2] = J,
+/// ARGV[3] = this flush's sequence number (applied only if above the key's); per bucket the
+/// change in µs (negative: units given back; positive: use beyond reservations, as debt); per
+/// budget: units off `reserved`, units onto `used`, warn level (0 = none), key expiry (unix ms).
+/// Returns per budget 1 when this flush crossed its warn level (once per period), else 0; nil
+/// when it had been applied before.
+inline constexpr std::string_view kFlushScript = R"lua(
+if tonumber(ARGV[3]) <= tonumber(redis.call('GET', KEYS[1]) or '0') then return false end
+redis.call('SET', KEYS[1], ARGV[3], 'PX', 86400000)
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local nb, nj = tonumber(ARGV[1]), tonumber(ARGV[2])
 for i = 1, nb do
-  local d = tonumber(ARGV[2 + i])
+  local d = tonumber(ARGV[3 + i])
   local tat = tonumber(redis.call('GET', KEYS[1 + i]) or '0')
   if d > 0 then tat = math.max(tat, now) + d elseif tat > 0 then tat = tat + d end
   if d ~= 0 and tat > now then
@@ -81,22 +131,22 @@ for i = 1, nb do
   end
 end
 local crossed = {}
-local base = 2 + nb
-for j = 1, (#KEYS - 1 - nb) / 2 do
-  local held, cur, a = KEYS[1 + nb + 2 * j - 1], KEYS[1 + nb + 2 * j], base + 4 * (j - 1)
-  if ARGV[a + 1] ~= '0' and redis.call('EXISTS', held) == 1 and
-     redis.call('HINCRBY', held, 'reserved', '-' .. ARGV[a + 1]) < 0 then
-    redis.call('HSET', held, 'reserved', 0)
+for j = 1, nj do
+  local key, a = KEYS[1 + nb + j], 3 + nb + 4 * (j - 1)
+  if ARGV[a + 1] ~= '0' and redis.call('EXISTS', key) == 1 and
+     redis.call('HINCRBY', key, 'reserved', '-' .. ARGV[a + 1]) < 0 then
+    redis.call('HSET', key, 'reserved', 0)
   end
   local used = 0
-  if ARGV[a + 2] ~= '0' or redis.call('EXISTS', cur) == 1 then
-    used = redis.call('HINCRBY', cur, 'used', ARGV[a + 2])
-    redis.call('PEXPIREAT', cur, ARGV[a + 4])
+  if ARGV[a + 2] ~= '0' or redis.call('EXISTS', key) == 1 then
+    used = redis.call('HINCRBY', key, 'used', ARGV[a + 2])
+    redis.call('PEXPIREAT', key, ARGV[a + 4])
   end
   local warn = tonumber(ARGV[a + 3])
   crossed[j] = 0
-  if warn > 0 and used >= warn and redis.call('HSETNX', cur, 'warned', 1) == 1 then crossed[j] = 1 end
+  if warn > 0 and used >= warn and redis.call('HSETNX', key, 'warned', 1) == 1 then crossed[j] = 1 end
 end
+for k = 2 + nb + nj, #KEYS do redis.call('DEL', KEYS[k]) end
 return crossed
 )lua";
 

@@ -22,7 +22,24 @@ struct Demand {
   std::string id;             // unique per demand (not the client's x-request-id): its hold in the store
 };
 
-/// What one request holds in Redis, to settle once when it ends.
+/// A budget as logs name it, owned (a lease outlives the snapshot its requests came from).
+struct BudgetName {
+  ratelimit::Scope scope = ratelimit::Scope::kClient;
+  std::string name;
+  ratelimit::Period period = ratelimit::Period::kDay;
+  ratelimit::Measure measure = ratelimit::Measure::kTokens;
+  std::int64_t limit = 0;
+  static BudgetName of(const ratelimit::BudgetLimit& b) {
+    return BudgetName{b.scope, std::string(b.name), b.period, b.measure, b.limit};
+  }
+};
+
+/// Units to lease beyond a demand's own, per limit and per budget (in the demand's order; 0: none).
+struct Topups {
+  std::vector<std::int64_t> buckets, budgets;
+};
+
+/// What one request holds of the shared limits until it ends (its worker's LeaseBook settles it).
 struct SharedHold {
   struct HeldBucket {
     std::string key;
@@ -36,8 +53,6 @@ struct SharedHold {
   std::vector<HeldBucket> buckets;  // the token buckets (a request limit keeps its request)
   std::int64_t tokens = 0;          // reserved from each of them
   std::vector<HeldBudget> budgets;
-  std::string id;         // the demand's id: a settlement is applied once
-  bool reserved = false;  // reserved in the store (its hold gates the settle), else a use only
   bool taken = false;  // something was reserved (perhaps only requests: nothing to settle)
   bool needs_settle() const { return !buckets.empty() || !budgets.empty(); }
 };
@@ -56,6 +71,7 @@ struct ReserveOutcome {
   /// Per limit of the demand (same order): the units that could still be taken after this
   /// request (kHeld), or before it for the refusing one (kLimited; others -1: unknown).
   std::vector<std::int64_t> remaining;
+  Topups granted;       // kHeld from the store: the top-ups it reserved beyond the demand
   std::string problem;  // kUnavailable: why ("timeout", "closed", an unexpected reply ...)
   bool maybe_applied = false;  // kUnavailable after the script was sent: it may have run (release it)
 };

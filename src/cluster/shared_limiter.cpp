@@ -1,23 +1,28 @@
 #include "cluster/shared_limiter.hpp"
 
+#include <algorithm>
+
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
 #include <boost/asio/steady_timer.hpp>
 
 #include "cluster/cluster_options.hpp"
 #include "cluster/limit_scripts.hpp"
+#include "tollgate/core/request_id.hpp"
 #include "tollgate/metrics/logging.hpp"
 
 namespace tollgate::cluster {
 
 namespace {
 
-constexpr std::chrono::milliseconds kReplayPause{500};  // between replay rounds while it fails
+constexpr std::chrono::milliseconds kFlushEvery{250};
+constexpr std::chrono::milliseconds kDrainFlushEvery{20};
+constexpr std::chrono::milliseconds kReplayPause{500};  // between attempts while the store fails
 constexpr std::chrono::milliseconds kHeartbeatEvery{5000};
 constexpr std::chrono::milliseconds kHeartbeatRetry{250};  // while Redis is away
-constexpr int kMaxAttempts = 100;  // replays of one settlement while the store is up (~50 s)
+constexpr int kMaxAttempts = 100;  // attempts at one flush or release while the store is up (~50 s)
 
-void log_crossed(const std::vector<ratelimit::BudgetLimit>& crossed) {
+void log_crossed(const std::vector<BudgetName>& crossed) {
   for (const auto& b : crossed) {
     core::JsonFields f;
     f.add("scope", ratelimit::to_string(b.scope))
@@ -84,12 +89,20 @@ std::shared_ptr<SharedLimiter> make_shared_limiter(net::any_io_executor ex, cons
     return nullptr;
   }
   (*client)->start();
-  return std::make_shared<SharedLimiter>(*client, c.key_prefix, stats);
+  auto limiter = std::make_shared<SharedLimiter>(*client, c.key_prefix, LeaseTerms{c.lease.share, c.lease.ttl}, stats);
+  limiter->start();
+  return limiter;
 }
 
-SharedLimiter::SharedLimiter(std::shared_ptr<RedisClient> redis, std::string key_prefix,
+SharedLimiter::SharedLimiter(std::shared_ptr<RedisClient> redis, std::string key_prefix, LeaseTerms terms,
                              metrics::WorkerStats& stats)
-    : redis_(std::move(redis)), stats_(stats), keys_(key_prefix), prefix_(std::move(key_prefix)) {}
+    : redis_(std::move(redis)),
+      stats_(stats),
+      keys_(key_prefix),
+      prefix_(key_prefix),
+      seq_key_(keys_.flushes(core::new_request_id())),
+      book_(LimitKeys(std::move(key_prefix)), terms),
+      wake_(redis_->executor()) {}
 
 void SharedLimiter::heartbeat(std::string replica_id, std::shared_ptr<std::atomic<std::size_t>> seen) {
   net::co_spawn(redis_->executor(), beat(shared_from_this(), std::move(replica_id), std::move(seen)), net::detached);
@@ -115,75 +128,87 @@ net::awaitable<void> SharedLimiter::beat(std::shared_ptr<SharedLimiter> self, st
 }
 
 net::awaitable<ReserveOutcome> SharedLimiter::reserve(const Demand& d, ratelimit::UnixMs now) {
-  auto out = co_await reserve_shared(*redis_, keys_, d, now);
-  // A reserve whose reply did not come in time may still have run: release it (a settle with no
-  // use, applied only if its hold is there), kept and replayed like any settle.
-  if (out.maybe_applied) settle(hold_for(keys_, d, now), 0, 0);
+  auto out = co_await reserve_shared(*redis_, keys_, d, book_.topups(d, now), now);
+  if (out.kind == ReserveOutcome::Kind::kHeld) book_.granted(d, out, now);
+  // A reserve whose reply did not come in time may still have run: release what it took.
+  if (out.maybe_applied) keep(Pending{Release{d.id}});
   co_return out;
 }
 
 void SharedLimiter::settle(SharedHold hold, std::int64_t tokens, std::int64_t nano_usd) {
-  Unsettled u{std::move(hold), tokens, nano_usd};
-  stats_.cluster_unsettled.add(1);  // until it is applied (or dropped)
-  if (!unsettled_.empty() || !redis_->up()) {  // keep the order: the older ones go first
-    keep(std::move(u));
-    return;
-  }
-  net::co_spawn(redis_->executor(), run_settle(shared_from_this(), std::move(u)), net::detached);
+  book_.settle(hold, tokens, nano_usd, core::unix_now_ms());
+  report();
 }
 
-net::awaitable<void> SharedLimiter::run_settle(std::shared_ptr<SharedLimiter> self, Unsettled u) {
-  auto out = co_await settle_shared(*self->redis_, self->keys_, u.hold, u.tokens, u.nano_usd,
-                                    core::unix_now_ms());
-  if (out.failure) {
-    self->keep(std::move(u));
-    co_return;
-  }
-  self->stats_.cluster_unsettled.add(-1);
-  log_crossed(out.crossed);
+std::size_t SharedLimiter::unsettled() const {
+  if (!draining_ || redis_->up()) return pending_.size() + book_.pending();
+  auto owing = std::count_if(pending_.begin(), pending_.end(), [](const Pending& p) {
+    const auto* f = std::get_if<Flush>(&p.what);
+    return f != nullptr && f->owes();
+  });
+  return static_cast<std::size_t>(owing) + book_.owed();
 }
 
-void SharedLimiter::keep(Unsettled u) {
-  if (unsettled_.size() >= kMaxUnsettled) {
-    unsettled_.pop_front();
-    stats_.cluster_unsettled.add(-1);
+void SharedLimiter::start() { net::co_spawn(redis_->executor(), run(shared_from_this()), net::detached); }
+
+void SharedLimiter::drain() {
+  draining_ = true;
+  book_.drain();
+  wake_.cancel();
+}
+
+void SharedLimiter::report() {
+  auto now = static_cast<std::int64_t>(unsettled());
+  stats_.cluster_unsettled.add(now - reported_);
+  reported_ = now;
+}
+
+void SharedLimiter::keep(Pending p) {
+  if (pending_.size() >= kMaxUnsettled) {
+    pending_.pop_back();  // the newest release (the flush in front stays: it carries the use)
     if (dropped_++ % 10'000 == 0) {
-      metrics::log_error("shared settlements dropped: the store has been away too long",
+      metrics::log_error("shared grant releases dropped: the store has been away too long",
                          core::JsonFields{}.add("dropped", static_cast<std::int64_t>(dropped_)));
     }
   }
-  unsettled_.push_back(std::move(u));
-  if (replaying_) return;
-  replaying_ = true;
-  net::co_spawn(redis_->executor(), replay(shared_from_this()), net::detached);
+  pending_.push_back(std::move(p));
 }
 
-// Settles what was kept, oldest first, once the store answers; pauses while it does not.
-net::awaitable<void> SharedLimiter::replay(std::shared_ptr<SharedLimiter> self) {
-  net::steady_timer pause(self->redis_->executor());
-  while (!self->unsettled_.empty() && !self->redis_->closed()) {
-    if (!self->redis_->up()) {
-      pause.expires_after(kReplayPause);
-      co_await pause.async_wait(net::as_tuple(net::use_awaitable));
-      continue;
+// Sends what is due, one at a time in order: a flush is made only once the previous one applied
+// (its sequence number then orders them), so the book aggregates while the store is away.
+net::awaitable<void> SharedLimiter::run(std::shared_ptr<SharedLimiter> self) {
+  while (!self->redis_->closed()) {
+    if (self->pending_.empty()) {
+      auto f = self->book_.flush(core::unix_now_ms(), self->draining_);
+      if (!f.empty()) self->pending_.push_back(Pending{std::move(f)});
     }
-    auto& u = self->unsettled_.front();
-    auto out = co_await settle_shared(*self->redis_, self->keys_, u.hold, u.tokens, u.nano_usd,
-                                      core::unix_now_ms());
-    if (out.failure && ++u.attempts < kMaxAttempts) {
-      pause.expires_after(kReplayPause);
-      co_await pause.async_wait(net::as_tuple(net::use_awaitable));
-      continue;
+    bool failing = false;
+    while (!self->pending_.empty() && self->redis_->up() && !failing) {
+      failing = !co_await self->apply(self->pending_.front());
+      if (!failing) self->pending_.pop_front();
     }
-    if (out.failure) {
-      metrics::log_error("a shared settlement failed too often and is dropped",
-                         core::JsonFields{}.add("reason", to_string(*out.failure)));
-    }
-    log_crossed(out.crossed);
-    self->unsettled_.pop_front();
-    self->stats_.cluster_unsettled.add(-1);
+    self->report();
+    auto pause = failing || !self->redis_->up() ? kReplayPause : self->draining_ ? kDrainFlushEvery : kFlushEvery;
+    self->wake_.expires_after(pause);
+    co_await self->wake_.async_wait(net::as_tuple(net::use_awaitable));
   }
-  self->replaying_ = false;
+}
+
+// True once `p` is applied (or given up on); false to try again after a pause.
+net::awaitable<bool> SharedLimiter::apply(Pending& p) {
+  std::optional<RedisFailure> failure;
+  if (auto* f = std::get_if<Flush>(&p.what)) {
+    auto out = co_await flush_shared(*redis_, seq_key_, *f);
+    failure = out.failure;
+    log_crossed(out.crossed);
+  } else {
+    failure = co_await release_shared(*redis_, keys_, std::get<Release>(p.what).demand_id);
+  }
+  if (!failure) co_return true;
+  if (++p.attempts < kMaxAttempts) co_return false;
+  metrics::log_error("a shared flush or release failed too often and is dropped",
+                     core::JsonFields{}.add("reason", to_string(*failure)));
+  co_return true;
 }
 
 }  // namespace tollgate::cluster

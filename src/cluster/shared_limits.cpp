@@ -18,21 +18,13 @@ const RedisScript& reserve_script() {
   static const RedisScript s{std::string(kReserveScript)};
   return s;
 }
-const RedisScript& settle_script() {
-  static const RedisScript s{std::string(kSettleScript)};
+const RedisScript& release_script() {
+  static const RedisScript s{std::string(kReleaseScript)};
   return s;
 }
-
-std::int64_t units_taken(const ratelimit::Limit& l, std::int64_t tokens) {
-  return l.unit == Unit::kTokens ? tokens : 1;
-}
-
-std::int64_t budget_amount(const ratelimit::BudgetLimit& b, std::int64_t tokens, std::int64_t nano_usd) {
-  return b.measure == ratelimit::Measure::kTokens ? tokens : nano_usd;
-}
-
-std::int64_t key_expiry(const ratelimit::BudgetLimit& b, ratelimit::UnixMs now) {
-  return ratelimit::period_end(b.period, now) + kBudgetKeyGraceMs;
+const RedisScript& flush_script() {
+  static const RedisScript s{std::string(kFlushScript)};
+  return s;
 }
 
 // The script's arguments: KEYS then ARGV, as strings (argv views point into them).
@@ -42,18 +34,22 @@ struct ScriptArgs {
   std::vector<std::string_view> arg_views() const { return {args.begin(), args.end()}; }
 };
 
-ScriptArgs reserve_args(const LimitKeys& names, const Demand& d, ratelimit::UnixMs now) {
+ScriptArgs reserve_args(const LimitKeys& names, const Demand& d, const Topups& extra, ratelimit::UnixMs now) {
   ScriptArgs a;
   a.keys.push_back(names.hold(d.id));
   a.args.push_back(std::to_string(d.limits.size()));
-  for (const auto& l : d.limits) {
+  for (std::size_t i = 0; i < d.limits.size(); ++i) {
+    const auto& l = d.limits[i];
     a.keys.push_back(names.bucket(l));
     a.args.push_back(std::to_string(cost_us(units_taken(l, d.tokens), l.per_minute)));
+    a.args.push_back(std::to_string(i < extra.buckets.size() ? cost_us(extra.buckets[i], l.per_minute) : 0));
   }
   if (d.budgets == nullptr) return a;
-  for (const auto& b : *d.budgets) {
+  for (std::size_t j = 0; j < d.budgets->size(); ++j) {
+    const auto& b = (*d.budgets)[j];
     a.keys.push_back(names.budget(b, ratelimit::period_index(b.period, now)));
     a.args.push_back(std::to_string(budget_amount(b, d.tokens, d.nano_usd)));
+    a.args.push_back(std::to_string(j < extra.budgets.size() ? extra.budgets[j] : 0));
     a.args.push_back(std::to_string(b.limit));
     a.args.push_back(std::to_string(key_expiry(b, now)));
   }
@@ -75,11 +71,21 @@ std::int64_t element(const RedisReply& r, std::size_t i) {
 
 }  // namespace
 
+std::int64_t units_taken(const ratelimit::Limit& l, std::int64_t tokens) {
+  return l.unit == Unit::kTokens ? tokens : 1;
+}
+
+std::int64_t budget_amount(const ratelimit::BudgetLimit& b, std::int64_t tokens, std::int64_t nano_usd) {
+  return b.measure == ratelimit::Measure::kTokens ? tokens : nano_usd;
+}
+
+ratelimit::UnixMs key_expiry(const ratelimit::BudgetLimit& b, ratelimit::UnixMs now) {
+  return ratelimit::period_end(b.period, now) + kBudgetKeyGraceMs;
+}
+
 SharedHold hold_for(const LimitKeys& names, const Demand& d, ratelimit::UnixMs now) {
   SharedHold h;
   h.taken = true;
-  h.reserved = true;
-  h.id = d.id;
   h.tokens = std::max<std::int64_t>(0, d.tokens);
   for (const auto& l : d.limits) {
     if (l.unit == Unit::kTokens) h.buckets.push_back({names.bucket(l), l.per_minute});
@@ -94,7 +100,7 @@ SharedHold hold_for(const LimitKeys& names, const Demand& d, ratelimit::UnixMs n
 namespace {
 
 // The outcome the reserve script's reply `r` says (see kReserveScript).
-ReserveOutcome read_reserve(const RedisReply& r, const LimitKeys& names, const Demand& d,
+ReserveOutcome read_reserve(const RedisReply& r, const LimitKeys& names, const Demand& d, const Topups& extra,
                             ratelimit::UnixMs now) {
   ReserveOutcome out;
   const auto& limits = d.limits;
@@ -104,9 +110,18 @@ ReserveOutcome read_reserve(const RedisReply& r, const LimitKeys& names, const D
   }
   auto verdict = element(r, 0);
   out.remaining.assign(limits.size(), -1);
-  if (verdict == 0 && r.elements.size() == limits.size() + 1) {
+  auto nj = d.budgets == nullptr ? 0 : d.budgets->size();
+  if (verdict == 0 && r.elements.size() == 1 + 2 * limits.size() + nj) {
     out.kind = ReserveOutcome::Kind::kHeld;
     for (std::size_t i = 0; i < limits.size(); ++i) out.remaining[i] = units_of(element(r, i + 1), limits[i].per_minute);
+    out.granted.buckets.assign(limits.size(), 0);
+    out.granted.budgets.assign(nj, 0);
+    for (std::size_t i = 0; i < limits.size(); ++i) {
+      if (element(r, 1 + limits.size() + i) == 1) out.granted.buckets[i] = extra.buckets[i];
+    }
+    for (std::size_t j = 0; j < nj; ++j) {
+      if (element(r, 1 + 2 * limits.size() + j) == 1) out.granted.budgets[j] = extra.budgets[j];
+    }
     out.hold = hold_for(names, d, now);
     return out;
   }
@@ -163,7 +178,7 @@ std::int64_t units_of(std::int64_t free_us, std::int64_t per_minute) {
 }
 
 net::awaitable<ReserveOutcome> reserve_shared(RedisClient& redis, const LimitKeys& names, const Demand& d,
-                                             ratelimit::UnixMs now) {
+                                             const Topups& extra, ratelimit::UnixMs now) {
   if (auto i = never_fits(d)) {
     ReserveOutcome out;
     out.kind = ReserveOutcome::Kind::kLimited;
@@ -171,7 +186,12 @@ net::awaitable<ReserveOutcome> reserve_shared(RedisClient& redis, const LimitKey
     out.remaining.assign(d.limits.size(), -1);
     co_return out;
   }
-  auto a = reserve_args(names, d, now);
+  // Top-ups only where both sides agree on the demand's shape.
+  Topups none;
+  bool shaped = extra.buckets.size() == d.limits.size() &&
+                extra.budgets.size() == (d.budgets == nullptr ? 0 : d.budgets->size());
+  const auto& topups = shaped ? extra : none;
+  auto a = reserve_args(names, d, topups, now);
   auto keys = a.key_views();
   auto args = a.arg_views();
   auto result = co_await redis.eval(reserve_script(), keys, args);
@@ -181,43 +201,61 @@ net::awaitable<ReserveOutcome> reserve_shared(RedisClient& redis, const LimitKey
     out.maybe_applied = *result.failure == RedisFailure::kTimeout;
     co_return out;
   }
-  co_return read_reserve(result.reply, names, d, now);
+  Topups asked = topups;
+  asked.buckets.resize(d.limits.size(), 0);
+  asked.budgets.resize(d.budgets == nullptr ? 0 : d.budgets->size(), 0);
+  co_return read_reserve(result.reply, names, d, asked, now);
 }
 
-net::awaitable<SettleOutcome> settle_shared(RedisClient& redis, const LimitKeys& names, const SharedHold& hold,
-                                           std::int64_t used_tokens, std::int64_t used_nano_usd,
-                                           ratelimit::UnixMs now) {
+net::awaitable<std::optional<RedisFailure>> release_shared(RedisClient& redis, const LimitKeys& names,
+                                                          std::string_view id) {
+  auto hold = names.hold(id);
+  std::string_view keys[] = {hold};
+  auto result = co_await redis.eval(release_script(), keys, {});
+  if (!result.ok()) co_return result.failure;
+  bool known = result.reply.kind == RedisReply::Kind::kNil || result.reply.kind == RedisReply::Kind::kInteger;
+  co_return known ? std::nullopt : std::optional<RedisFailure>(RedisFailure::kProtocol);
+}
+
+namespace {
+
+ScriptArgs flush_args(std::string_view seq_key, const Flush& f) {
   ScriptArgs a;
-  a.keys.push_back(hold.reserved ? names.hold(hold.id) : names.settlement(hold.id));
-  a.args.push_back(std::to_string(hold.buckets.size()));
-  a.args.push_back(hold.reserved ? "held" : "use");
-  used_tokens = std::max<std::int64_t>(0, used_tokens);
-  for (const auto& b : hold.buckets) {
+  a.keys.emplace_back(seq_key);
+  a.args.push_back(std::to_string(f.buckets.size()));
+  a.args.push_back(std::to_string(f.budgets.size()));
+  a.args.push_back(std::to_string(f.seq));
+  for (const auto& b : f.buckets) {
     a.keys.push_back(b.key);
-    auto delta = used_tokens < hold.tokens ? -cost_us(hold.tokens - used_tokens, b.per_minute)
-                                           : cost_us(used_tokens - hold.tokens, b.per_minute);
-    a.args.push_back(std::to_string(delta));
+    a.args.push_back(std::to_string(b.delta_us));
   }
-  for (const auto& b : hold.budgets) {
-    a.keys.push_back(names.budget(b.limit, b.period));
-    a.keys.push_back(names.budget(b.limit, ratelimit::period_index(b.limit.period, now)));
-    a.args.push_back(std::to_string(b.amount));
-    a.args.push_back(std::to_string(budget_amount(b.limit, used_tokens, std::max<std::int64_t>(0, used_nano_usd))));
-    a.args.push_back(std::to_string(b.limit.warn_level));
-    a.args.push_back(std::to_string(key_expiry(b.limit, now)));
+  for (const auto& b : f.budgets) {
+    a.keys.push_back(b.key);
+    a.args.push_back(std::to_string(std::max<std::int64_t>(0, b.release)));
+    a.args.push_back(std::to_string(std::max<std::int64_t>(0, b.use)));
+    a.args.push_back(std::to_string(b.warn_level));
+    a.args.push_back(std::to_string(b.expiry));
   }
+  a.keys.insert(a.keys.end(), f.forget.begin(), f.forget.end());
+  return a;
+}
+
+}  // namespace
+
+net::awaitable<SettleOutcome> flush_shared(RedisClient& redis, std::string_view seq_key, const Flush& f) {
+  auto a = flush_args(seq_key, f);
   auto keys = a.key_views();
   auto args = a.arg_views();
-  auto result = co_await redis.eval(settle_script(), keys, args);
+  auto result = co_await redis.eval(flush_script(), keys, args);
   SettleOutcome out;
-  if (result.ok() && result.reply.kind == RedisReply::Kind::kNil) co_return out;  // settled before
+  if (result.ok() && result.reply.kind == RedisReply::Kind::kNil) co_return out;  // applied before
   if (!result.ok() || result.reply.kind != RedisReply::Kind::kArray ||
-      result.reply.elements.size() != hold.budgets.size()) {
+      result.reply.elements.size() != f.budgets.size()) {
     out.failure = result.ok() ? RedisFailure::kProtocol : *result.failure;
     co_return out;
   }
-  for (std::size_t j = 0; j < hold.budgets.size(); ++j) {
-    if (element(result.reply, j) == 1) out.crossed.push_back(hold.budgets[j].limit);
+  for (std::size_t j = 0; j < f.budgets.size(); ++j) {
+    if (element(result.reply, j) == 1) out.crossed.push_back(f.budgets[j].name);
   }
   co_return out;
 }

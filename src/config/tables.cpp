@@ -619,8 +619,11 @@ const Table<ClusterConfig>& cluster_table() {
           ctx.error(n["url"], join(path, "url"), "names user '" + c.redis.user + "' but no password: set cluster.redis.password");
         }
       }};
+  using L = ClusterConfig::Lease;
+  static const Table<L> lease{
+      .fields = {value("share", &L::share, kFraction), value("ttl", &L::ttl, Duration{})}};
   static const Table<T> t{
-      .fields = {section("redis", redis).need(),
+      .fields = {section("redis", redis).need(), nested("lease", &T::lease, lease),
                  value("on_failure", &T::on_failure,
                        Enum<ClusterFailure>{{{"local", ClusterFailure::kLocal}, {"deny", ClusterFailure::kDeny}},
                                             "local or deny"})}};

@@ -21,11 +21,17 @@ void note_unavailable(Worker& w, const std::string& problem) {
 
 proxy::net::awaitable<pipeline::StageResult> admit_shared(Worker& w, pipeline::Exchange& x) {
   auto* limiter = w.shared_limiter();
+  const auto& demand = *x.ctx.shared_demand;
+  if (limiter != nullptr) {
+    if (auto leased = limiter->take(demand, x.clock.unix_ms())) {
+      co_return pipeline::admitted_shared(x, *leased, w.replicas_seen());
+    }
+  }
   cluster::ReserveOutcome outcome;
   if (limiter == nullptr || !limiter->redis()->up()) {
     outcome.problem = limiter == nullptr ? "no connection could be set up" : "not connected";
   } else {
-    outcome = co_await limiter->reserve(*x.ctx.shared_demand, x.clock.unix_ms());
+    outcome = co_await limiter->reserve(demand, x.clock.unix_ms());
   }
   if (outcome.kind == cluster::ReserveOutcome::Kind::kUnavailable) note_unavailable(w, outcome.problem);
   co_return pipeline::admitted_shared(x, outcome, w.replicas_seen());

@@ -82,6 +82,7 @@ void Worker::apply(std::shared_ptr<const Snapshot> snapshot) {
 void Worker::begin_drain() {
   boost::asio::post(io_, [this] {
     draining_ = true;
+    if (shared_) shared_->drain();  // leases go back to the store with the next flush
     for (auto& l : listeners_) {
       boost::system::error_code ec;
       l->acceptor.close(ec);

@@ -12,18 +12,22 @@ import { startMock, startGateway, startRedis, poolsConfig, eventually, metricIn,
 
 const API_VERSION = '2024-10-21';
 const MAX_TOKENS = 50;
+const WORKERS = 2;  // per replica
+const REPLICAS = 3;
+const LEASE_SHARE = 0.01;  // cluster.lease.share's default
 const newKey = () => `tg-${randomBytes(24).toString('base64url')}`;
 
 /** The config of one replica: one mock backend, client `bot` of tenant `team`. */
 function replicaConfig({ mockUrl, redisUrl, clientLimits = '', tenantLimits = '', deploymentLimits = '',
-  onFailure = 'local', timeout = '50ms' }) {
+  onFailure = 'local', timeout = '50ms', leaseShare }) {
+  const lease = leaseShare === undefined ? '' : `\n  lease: {share: ${leaseShare}}`;
   const cluster = redisUrl
-    ? `cluster:\n  redis: {url: "${redisUrl}", key_prefix: "it-${randomBytes(3).toString('hex')}:", timeout: ${timeout}}\n  on_failure: ${onFailure}`
+    ? `cluster:\n  redis: {url: "${redisUrl}", key_prefix: "it-${randomBytes(3).toString('hex')}:", timeout: ${timeout}}\n  on_failure: ${onFailure}${lease}`
     : '';
   return poolsConfig({
     backends: [{ name: 'aoai', url: mockUrl }],
     deployments: [{ name: 'gpt-4o', limits: deploymentLimits || undefined, pools: [['aoai']] }],
-    workers: 2,
+    workers: WORKERS,
     auth: 'auth: {allow_anonymous: false}',
     extra: [
       `tenants:\n  - name: team${tenantLimits ? `\n    limits: ${tenantLimits}` : ''}`,
@@ -38,7 +42,7 @@ async function startReplicas(opts, key) {
   const yaml = replicaConfig(opts);
   const gws = [];
   try {
-    for (let i = 0; i < 3; i++) gws.push(await startGateway(yaml, { env: { BOT_KEY: key } }));
+    for (let i = 0; i < REPLICAS; i++) gws.push(await startGateway(yaml, { env: { BOT_KEY: key } }));
     // As a readiness check would: every worker's connection to Redis is up (until then a limited
     // request follows on_failure).
     if (opts.redisUrl) {
@@ -94,9 +98,11 @@ describe('cluster: limits and budgets shared through Redis', () => {
 
   // One request reserves at most its prompt (~10 tokens) plus MAX_TOKENS; the mock answers with
   // at most that. The bound (docs/design/cluster.md): a minute's allowance, plus the refill during
-  // the burst, plus nothing per replica here (no answer uses more than it reserved).
+  // the burst, plus a lease of share x the limit per worker (60 tokens: about one call each), plus
+  // no overrun here (no answer uses more than it reserved).
   const PER_MINUTE = 6000;
-  const bound = (seconds) => PER_MINUTE + (PER_MINUTE / 60) * seconds;
+  const LEASES = REPLICAS * WORKERS * Math.floor(LEASE_SHARE * PER_MINUTE);
+  const bound = (seconds) => PER_MINUTE + (PER_MINUTE / 60) * seconds + LEASES;
 
   for (const [what, limits] of [
     ['client tokens_per_minute', { clientLimits: `{tokens_per_minute: ${PER_MINUTE}}` }],
@@ -157,6 +163,65 @@ describe('cluster: limits and budgets shared through Redis', () => {
   });
 });
 
+describe('cluster: leases', () => {
+  let mock;
+  before(async () => { mock = await startMock(); });
+  after(async () => { await mock?.stop(); });
+
+  /** `count` calls, 8 at a time, round-robin over `gws`: their usage and the Redis round trips. */
+  async function callsAndTrips(gws, key, count) {
+    const trips = async () => (await Promise.all(gws.map((g) => g.metric('tollgate_cluster_redis_round_trip_seconds_count'))))
+      .reduce((a, b) => a + b, 0);
+    const before = await trips();
+    const clients = gws.map((g) => sdk(g, key));
+    let tokens = 0;
+    let admitted = 0;
+    for (let i = 0; i < count; i += 8) {
+      const batch = Array.from({ length: Math.min(8, count - i) }, (_, j) => clients[(i + j) % clients.length].chat.completions
+        .create({ messages: [{ role: 'user', content: `hello ${i + j}` }], max_tokens: MAX_TOKENS }));
+      for (const r of await Promise.all(batch)) {
+        tokens += r.usage.total_tokens;
+        admitted++;
+      }
+    }
+    return { admitted, tokens, trips: (await trips()) - before };
+  }
+
+  test('a limited client with room is admitted from leases, mostly without a round trip; on drain every lease goes back', async (t) => {
+    const CALLS = 240;
+    const limits = { clientLimits: '{tokens_per_minute: 1000000}', tenantLimits: '{budget: {tokens_per_day: 100000000}}' };
+    const redis = await startRedis();
+    try {
+      const key = newKey();
+      const leased = await startReplicas({ mockUrl: mock.url, redisUrl: redis.url, ...limits }, key);
+      let withLeases;
+      try {
+        withLeases = await callsAndTrips(leased, key, CALLS);
+      } finally {
+        await Promise.all(leased.map((g) => g.stop()));
+      }
+      // Stopped (drained): the budget holds exactly the use, and nothing stays reserved.
+      assert.equal(await budgetUsed(redis.port), withLeases.tokens, 'every call\'s use reached the shared budget');
+      assert.equal(await budgetUsed(redis.port, 'reserved'), 0, 'every lease went back on drain');
+
+      const exact = await startReplicas({ mockUrl: mock.url, redisUrl: redis.url, leaseShare: 0, ...limits }, key);
+      let without;
+      try {
+        without = await callsAndTrips(exact, key, CALLS);
+      } finally {
+        await Promise.all(exact.map((g) => g.stop()));
+      }
+      t.diagnostic(`${CALLS} calls: ${withLeases.trips} Redis round trips with leases, ${without.trips} with lease.share 0`);
+      assert.equal(withLeases.admitted, CALLS);
+      assert.equal(without.admitted, CALLS);
+      assert.ok(without.trips >= CALLS, `share 0: a reserve per call (${without.trips} round trips)`);
+      assert.ok(withLeases.trips < CALLS / 2, `leases: ${withLeases.trips} round trips for ${CALLS} calls`);
+    } finally {
+      await redis.stop();
+    }
+  });
+});
+
 describe('cluster: Redis away', () => {
   let mock;
   before(async () => { mock = await startMock(); });
@@ -170,6 +235,8 @@ describe('cluster: Redis away', () => {
     try {
       assert.equal((await burst(gws, key, 3)).admitted, 3);
       redis.signal('SIGSTOP');
+      // The first burst's leases admit without Redis for their ttl (1 s): past it, calls go to Redis.
+      await new Promise((r) => setTimeout(r, 1200));
       const started = Date.now();
       const hung = await burst(gws, key, 6);
       assert.equal(hung.admitted, 6, `no client error while Redis hangs: ${JSON.stringify(hung)}`);
@@ -209,11 +276,17 @@ describe('cluster: Redis away', () => {
     try {
       assert.equal((await burst(gws, key, 3)).admitted, 3);
       await redis.stop();
-      const r = await fetch(`${gws[1].url}/openai/deployments/gpt-4o/chat/completions?api-version=${API_VERSION}`, {
+      const call = () => fetch(`${gws[1].url}/openai/deployments/gpt-4o/chat/completions?api-version=${API_VERSION}`, {
         method: 'POST',
         headers: { 'api-key': key, 'content-type': 'application/json' },
         body: JSON.stringify({ messages: [{ role: 'user', content: 'hi' }], max_tokens: 5 }),
       });
+      // A worker's live lease (units already reserved in Redis) still admits for up to
+      // cluster.lease.ttl (1 s); then every limited call is refused.
+      const stopped = Date.now();
+      await eventually(async () => (await call()).status === 503, { timeoutMs: 5000, intervalMs: 100, what: 'a 503 once leases end' });
+      assert.ok(Date.now() - stopped < 2500, `refused ${Date.now() - stopped} ms after Redis stopped (lease ttl 1 s)`);
+      const r = await call();
       assert.equal(r.status, 503);
       assert.equal(r.headers.get('x-should-retry'), 'true');
       assert.equal((await r.json()).error.code, '503');
@@ -227,7 +300,7 @@ describe('cluster: Redis away', () => {
 });
 
 /** The tokens the shared daily budgets hold as used (every budget hash in that Redis). */
-async function budgetUsed(port) {
+async function budgetUsed(port, field = 'used') {
   const { createConnection } = await import('node:net');
   const ask = (cmd) => new Promise((resolve, reject) => {
     const s = createConnection({ host: '127.0.0.1', port }, () => s.write(cmd));
@@ -241,7 +314,7 @@ async function budgetUsed(port) {
   const keys = (await ask('KEYS *budget:tenant:team:day:tokens:*\r\n')).split('\r\n').filter((l) => l && !l.startsWith('*') && !l.startsWith('$'));
   let used = 0;
   for (const k of keys) {
-    const reply = await ask(`HGET ${k} used\r\n`);
+    const reply = await ask(`HGET ${k} ${field}\r\n`);
     const m = reply.match(/\$\d+\r\n(\d+)/);
     if (m) used += Number(m[1]);
   }
@@ -262,7 +335,7 @@ describe('cluster: backend state shared through Redis', () => {
     });
     const gws = [];
     try {
-      for (let i = 0; i < 3; i++) gws.push(await startGateway(yaml, { env: { BOT_KEY: key } }));
+      for (let i = 0; i < REPLICAS; i++) gws.push(await startGateway(yaml, { env: { BOT_KEY: key } }));
       for (const gw of gws) {
         await eventually(() => gw.out.stderr.some((l) => l.includes('subscribed to backend news')), { what: 'subscribed' });
       }

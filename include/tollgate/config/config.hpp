@@ -317,6 +317,10 @@ struct ClusterConfig {
   Millis timeout{50};               // per round trip; a slower answer counts as a failure
   std::string ca_file;              // rediss://: CA bundle for the server's certificate; "" = system
   ClusterFailure on_failure = ClusterFailure::kLocal;
+  struct Lease {
+    double share = 0.01;  // of a limit or budget, per top-up of a worker's lease; 0: none
+    Millis ttl{1000};     // leased units unused this long after their grant go back
+  } lease;
   bool enabled() const { return !redis.host.empty(); }
 };
 

@@ -411,8 +411,8 @@ inline constexpr FamilySpec<0> kClusterReplicas{
     MetricType::Gauge, {}};
 inline constexpr FamilySpec<0> kClusterUnsettled{
     "tollgate_cluster_unsettled",
-    "Settlements of shared limits and budgets not yet applied in the cluster's Redis (in flight, "
-    "or kept until it answers again).",
+    "Leases of shared limits and budgets holding units, and flushes and releases not yet applied "
+    "in the cluster's Redis (kept until it answers again).",
     MetricType::Gauge, {}};
 
 }  // namespace families

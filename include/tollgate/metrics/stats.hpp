@@ -164,7 +164,7 @@ class WorkerStats {
   Gauge cluster_up;  // 1 while this worker's connection is up
   Histogram cluster_round_trip;
   CellArray<Counter, Label<"reason", RedisError>> cluster_failures;
-  Gauge cluster_unsettled;  // settlements not yet applied (in flight or kept for replay)
+  Gauge cluster_unsettled;  // leases and flushes not yet given back to Redis (SharedLimiter::unsettled)
 
  private:
   std::array<std::unique_ptr<RouteCells[]>, kMaxBlocks> blocks_;

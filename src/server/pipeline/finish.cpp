@@ -95,7 +95,6 @@ void settle(RequestContext& ctx, const core::Usage& billed, const core::Clock& c
     shared->settle(std::move(ctx.shared_hold), ctx.charged_tokens, ctx.cost_nano_usd);
   } else if (ctx.shared_local && ctx.shared_demand) {
     auto use = cluster::use_only(*ctx.shared_demand, clock.unix_ms());
-    use.id = ctx.shared_demand->id;
     if (use.needs_settle()) shared->settle(std::move(use), ctx.charged_tokens, ctx.cost_nano_usd);
   }
 }
