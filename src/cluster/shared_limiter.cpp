@@ -15,8 +15,11 @@ namespace tollgate::cluster {
 
 namespace {
 
+// A settle wakes the flusher: a flush follows it within kFlushGap (one flush per gap at most,
+// however many requests end: their settlements ride together). Without settles, the flusher
+// still looks every kFlushEvery for leases past their ttl.
+constexpr std::chrono::milliseconds kFlushGap{20};
 constexpr std::chrono::milliseconds kFlushEvery{250};
-constexpr std::chrono::milliseconds kDrainFlushEvery{20};
 constexpr std::chrono::milliseconds kReplayPause{500};  // between attempts while the store fails
 constexpr std::chrono::milliseconds kHeartbeatEvery{5000};
 constexpr std::chrono::milliseconds kHeartbeatRetry{250};  // while Redis is away
@@ -138,6 +141,7 @@ net::awaitable<ReserveOutcome> SharedLimiter::reserve(const Demand& d, ratelimit
 void SharedLimiter::settle(SharedHold hold, std::int64_t tokens, std::int64_t nano_usd) {
   book_.settle(hold, tokens, nano_usd, core::unix_now_ms());
   report();
+  if (idle_ && !failing_) wake_.cancel();
 }
 
 std::size_t SharedLimiter::unsettled() const {
@@ -154,7 +158,7 @@ void SharedLimiter::start() { net::co_spawn(redis_->executor(), run(shared_from_
 void SharedLimiter::drain() {
   draining_ = true;
   book_.drain();
-  wake_.cancel();
+  if (idle_) wake_.cancel();
 }
 
 void SharedLimiter::report() {
@@ -182,15 +186,22 @@ net::awaitable<void> SharedLimiter::run(std::shared_ptr<SharedLimiter> self) {
       auto f = self->book_.flush(core::unix_now_ms(), self->draining_);
       if (!f.empty()) self->pending_.push_back(Pending{std::move(f)});
     }
-    bool failing = false;
-    while (!self->pending_.empty() && self->redis_->up() && !failing) {
-      failing = !co_await self->apply(self->pending_.front());
-      if (!failing) self->pending_.pop_front();
+    self->failing_ = false;
+    while (!self->pending_.empty() && self->redis_->up() && !self->failing_) {
+      self->failing_ = !co_await self->apply(self->pending_.front());
+      if (!self->failing_) self->pending_.pop_front();
     }
     self->report();
-    auto pause = failing || !self->redis_->up() ? kReplayPause : self->draining_ ? kDrainFlushEvery : kFlushEvery;
-    self->wake_.expires_after(pause);
+    auto flushed = std::chrono::steady_clock::now();
+    bool away = self->failing_ || !self->redis_->up();
+    self->idle_ = true;  // a settle (or the drain) may end this pause early
+    self->wake_.expires_after(away ? kReplayPause : self->draining_ ? kFlushGap : kFlushEvery);
     co_await self->wake_.async_wait(net::as_tuple(net::use_awaitable));
+    self->idle_ = false;
+    if (auto rest = flushed + kFlushGap - std::chrono::steady_clock::now(); rest.count() > 0) {
+      self->wake_.expires_after(rest);
+      co_await self->wake_.async_wait(net::as_tuple(net::use_awaitable));
+    }
   }
 }
 

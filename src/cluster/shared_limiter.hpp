@@ -39,7 +39,8 @@ class SharedLimiter final : public Settler, public std::enable_shared_from_this<
   /// Reserves `d` in the store, with top-ups of this worker's leases.
   net::awaitable<ReserveOutcome> reserve(const Demand& d, ratelimit::UnixMs now);
   void settle(SharedHold hold, std::int64_t tokens, std::int64_t nano_usd) override;
-  /// Starts the flusher: every kFlushEvery it sends what the leases owe the store.
+  /// Starts the flusher: it sends what the leases owe the store soon after requests end, and
+  /// gives back leases past their ttl.
   void start();
   /// Gives every lease back now and leases nothing more (the process is stopping).
   void drain();
@@ -77,6 +78,8 @@ class SharedLimiter final : public Settler, public std::enable_shared_from_this<
   net::steady_timer wake_;
   std::int64_t reported_ = 0;  // what cluster_unsettled holds of this limiter
   bool draining_ = false;
+  bool idle_ = false;     // the flusher waits for its next round (a settle may wake it)
+  bool failing_ = false;  // the store failed the last attempt (the flusher waits kReplayPause)
   std::size_t dropped_ = 0;
 };
 
