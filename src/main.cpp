@@ -33,10 +33,11 @@ Documentation: docs/configuration.md, docs/operations.md
 )";
 
 // The tokenizer's rank files are checked at start-up (sha256 included), so a bad install fails
-// at deploy time rather than when token counting is first needed.
-std::optional<std::string> check_tokenizer(const tollgate::config::Config& cfg) {
+// at deploy time rather than when token counting is first needed; so are the files TLS to the
+// cluster's Redis needs.
+std::optional<std::string> check_files(const tollgate::config::Config& cfg) {
   auto problem = tollgate::tokenize::verify_data_dir(cfg.tokenizer.data_dir);
-  if (!problem) return std::nullopt;
+  if (!problem) return tollgate::server::startup_problem(cfg);
   return cfg.source + ": tokenizer.data_dir: " + problem->message;
 }
 
@@ -47,7 +48,7 @@ int check_config(const std::string& path) {
     std::cerr << path << ": " << result.errors.size() << " error(s)\n";
     return 1;
   }
-  if (auto e = check_tokenizer(*result.config)) {
+  if (auto e = check_files(*result.config)) {
     std::cerr << *e << '\n';
     return 1;
   }
@@ -64,7 +65,7 @@ int run(const std::string& path) {
               << " configuration error(s)\n";
     return 1;
   }
-  if (auto e = check_tokenizer(*result.config)) {
+  if (auto e = check_files(*result.config)) {
     std::cerr << *e << "\ntollgate: not starting\n";
     return 1;
   }

@@ -11,6 +11,14 @@ RedisConnectOptions connect_options(const config::ClusterConfig& c) {
   return o;
 }
 
+std::optional<std::string> connect_problem(const config::ClusterConfig& c) {
+  if (!c.enabled() || !c.redis.tls) return std::nullopt;
+  auto tls = make_redis_tls(c.ca_file);
+  if (tls) return std::nullopt;
+  if (c.ca_file.empty()) return "cluster.redis.url: the system's CA certificates cannot be loaded: " + tls.error().message();
+  return "cluster.redis.ca_file: cannot load " + c.ca_file + " as PEM CA certificates: " + tls.error().message();
+}
+
 std::string replica_id() {
   char host[256] = {};
   if (gethostname(host, sizeof host - 1) != 0) host[0] = '\0';

@@ -2,6 +2,7 @@
 // The connection options of the `cluster` config, for every Redis connection of a replica (the
 // workers' limiters, the backend-state sync and its subscriber), and who this replica is.
 
+#include <optional>
 #include <string>
 
 #include "cluster/redis_connection.hpp"
@@ -10,6 +11,10 @@
 namespace tollgate::cluster {
 
 RedisConnectOptions connect_options(const config::ClusterConfig& c);
+
+/// Why connections to `c`'s Redis cannot be set up at all (rediss:// and a CA file that does not
+/// load), naming the key; nullopt when they can.
+std::optional<std::string> connect_problem(const config::ClusterConfig& c);
 
 /// This process among the cluster's replicas (heartbeats, backend news): host name and pid.
 std::string replica_id();

@@ -229,6 +229,23 @@ struct Gateway::Impl {
     log_info("configuration reloaded", core::JsonFields().add("generation", snap->generation));
   }
 
+  // Before /readyz says ready: every worker's Redis connection is up (bounded), so a replica
+  // joining a fleet enforces the shared limits from its first routed request. Past the bound it
+  // is ready anyway: admission follows cluster.on_failure until Redis answers.
+  void await_cluster() {
+    constexpr auto kBound = std::chrono::seconds(5);
+    auto deadline = std::chrono::steady_clock::now() + kBound;
+    auto all_up = [this] {
+      return std::all_of(workers.begin(), workers.end(),
+                         [](const auto& w) { return w->stats().cluster_up.value() > 0; });
+    };
+    while (!all_up() && std::chrono::steady_clock::now() < deadline) control.run_one_for(std::chrono::milliseconds(20));
+    if (!all_up()) {
+      log_warn("cluster: Redis not reached within 5 s of start; ready anyway, admission follows cluster.on_failure",
+               core::JsonFields().add("redis", config::display_url(config->cluster.redis)));
+    }
+  }
+
   void begin_drain() {
     if (draining) {
       log_warn("second stop signal: exiting without waiting for the drain");
@@ -501,6 +518,11 @@ struct Gateway::Impl {
   }
 };
 
+std::optional<std::string> startup_problem(const config::Config& cfg) {
+  if (auto problem = cluster::connect_problem(cfg.cluster)) return cfg.source + ": " + *problem;
+  return std::nullopt;
+}
+
 Gateway::Gateway(std::string config_path, std::shared_ptr<const config::Config> config)
     : impl_(std::make_unique<Impl>()) {
   auto& s = *impl_;
@@ -617,6 +639,7 @@ int Gateway::run() {
     serve_admin(s.control, *s.admin, s.admin_tls,
                 [&s](const AdminRequest& r) { return s.admin_handler(r); });
   }
+  if (snap->config->cluster.enabled()) s.await_cluster();
   s.signals.add(SIGUSR1);  // access log rotation
   s.wait_signal();
   s.control_stats.last_reload_ok_time.store(static_cast<double>(core::unix_now_ms()) / 1000.0);

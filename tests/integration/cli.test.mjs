@@ -61,6 +61,18 @@ describe('command line', () => {
     assert.match(r.stderr, /not starting/);
   });
 
+  test('a cluster CA file that does not load is a start-up error naming the file and key', () => {
+    const ca = file('not-a-ca.pem', 'not a certificate\n');
+    const cfg = file('tls-redis.yaml', `${GOOD}cluster:\n  redis: {url: "rediss://127.0.0.1:6380", ca_file: "${ca}"}\n`);
+    let r = tollgate(['--check-config', cfg], { CLI_TEST_KEY: 'k' });
+    assert.equal(r.status, 1);
+    assert.match(r.stderr, new RegExp(`${cfg}: cluster.redis.ca_file: cannot load ${ca} as PEM CA certificates`));
+    r = tollgate(['--config', cfg], { CLI_TEST_KEY: 'k' });
+    assert.equal(r.status, 1);
+    assert.match(r.stderr, /cluster.redis.ca_file: cannot load/);
+    assert.match(r.stderr, /not starting/);
+  });
+
   test('missing or corrupt tokenizer rank files are a start-up error naming path and hash', () => {
     const good = file('tok.yaml', GOOD);
     const empty = mkdtempSync(join(tmpdir(), 'tollgate-tok-'));

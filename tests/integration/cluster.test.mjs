@@ -8,7 +8,7 @@ import { test, describe, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { AzureOpenAI } from 'openai';
-import { startMock, startGateway, startRedis, poolsConfig, eventually, metricIn, promtoolFailures } from './harness.mjs';
+import { startMock, startGateway, startRedis, poolsConfig, eventually, metricIn, promtoolFailures, freePort } from './harness.mjs';
 
 const API_VERSION = '2024-10-21';
 const MAX_TOKENS = 50;
@@ -43,12 +43,10 @@ async function startReplicas(opts, key) {
   const gws = [];
   try {
     for (let i = 0; i < REPLICAS; i++) gws.push(await startGateway(yaml, { env: { BOT_KEY: key } }));
-    // As a readiness check would: every worker's connection to Redis is up (until then a limited
-    // request follows on_failure).
+    // A replica is ready (/readyz, the "ready" log line startGateway waits for) only once every
+    // worker's connection to Redis is up: it enforces the shared limits from its first call.
     if (opts.redisUrl) {
-      for (const gw of gws) {
-        await eventually(async () => (await gw.metric('tollgate_cluster_redis_up')) === 1, { timeoutMs: 10000, what: 'redis_up' });
-      }
+      for (const gw of gws) assert.equal(await gw.metric('tollgate_cluster_redis_up'), 1, 'ready before Redis was reached');
     }
   } catch (e) {
     await Promise.all(gws.map((g) => g.stop()));
@@ -265,6 +263,24 @@ describe('cluster: Redis away', () => {
     } finally {
       await Promise.all(gws.map((g) => g.stop()));
       await redis.stop();
+    }
+  });
+
+  test('Redis unreachable at start: ready after 5 s, serving by on_failure', async () => {
+    const port = await freePort();
+    const key = newKey();
+    const yaml = replicaConfig({ mockUrl: mock.url, redisUrl: `redis://127.0.0.1:${port}`, clientLimits: '{tokens_per_minute: 100000}' });
+    const started = Date.now();
+    const gw = await startGateway(yaml, { env: { BOT_KEY: key }, timeoutMs: 15000 });
+    try {
+      const took = Date.now() - started;
+      assert.ok(took >= 4500 && took < 12000, `ready ${took} ms after start (the wait for Redis is 5 s)`);
+      assert.ok(gw.out.stderr.some((l) => l.includes('Redis not reached within 5 s of start')), 'the wait is logged');
+      assert.equal((await fetch(`${gw.adminUrl}/readyz`)).status, 200);
+      assert.equal((await burst([gw], key, 2)).admitted, 2, 'served by on_failure: local');
+      assert.equal(await gw.metric('tollgate_cluster_redis_up'), 0);
+    } finally {
+      await gw.stop();
     }
   });
 

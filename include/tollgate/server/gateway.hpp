@@ -2,11 +2,17 @@
 // The gateway process: workers, the control thread (signals, reload, drain, admin listener).
 
 #include <memory>
+#include <optional>
 #include <string>
 
 #include "tollgate/config/config.hpp"
 
 namespace tollgate::server {
+
+/// What would stop the gateway at start-up that the config loader does not check: the files
+/// TLS to Redis needs (cluster.redis.ca_file must load as PEM). "<file>: <key>: <problem>", or
+/// nullopt. Run by --check-config and before start-up.
+std::optional<std::string> startup_problem(const config::Config& cfg);
 
 class Gateway {
  public:
