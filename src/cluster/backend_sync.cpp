@@ -57,23 +57,12 @@ std::optional<BackendNews> decode(std::string_view payload) {
 
 std::shared_ptr<BackendSync> BackendSync::create(net::any_io_executor ex, const config::ClusterConfig& c,
                                                  std::string replica_id, std::shared_ptr<RedisObserver> observer) {
-  RedisClientOptions po;
-  po.connect = connect_options(c);
-  po.timeout = c.timeout;
-  po.observer = observer;
-  auto pub = RedisClient::create(ex, std::move(po));
-  if (!pub) {
-    metrics::log_error("cluster: cannot set up the Redis connection for backend state",
-                       core::JsonFields{}.add("error", pub.error().message()));
-    return nullptr;
-  }
-  auto self = std::shared_ptr<BackendSync>(new BackendSync(*pub, c.key_prefix + "backends", std::move(replica_id)));
-  RedisSubscriberOptions so;
-  so.connect = connect_options(c);
-  so.observer = std::move(observer);
+  auto pub = make_client(ex, c, observer, "backend state");
+  if (!pub) return nullptr;
+  auto self = std::shared_ptr<BackendSync>(new BackendSync(pub, c.key_prefix + "backends", std::move(replica_id)));
   std::weak_ptr<BackendSync> weak = self;
   auto sub = RedisSubscriber::create(
-      ex, std::move(so),
+      ex, subscriber_options(c, std::move(observer)),
       [weak](std::string_view, std::string_view payload) {
         auto s = weak.lock();
         auto news = decode(payload);

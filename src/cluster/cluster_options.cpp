@@ -2,12 +2,36 @@
 
 #include <unistd.h>
 
+#include "tollgate/metrics/logging.hpp"
+
 namespace tollgate::cluster {
 
 RedisConnectOptions connect_options(const config::ClusterConfig& c) {
   RedisConnectOptions o;
   o.address = c.redis;
   o.ca_file = c.ca_file;
+  return o;
+}
+
+std::shared_ptr<RedisClient> make_client(net::any_io_executor ex, const config::ClusterConfig& c,
+                                         std::shared_ptr<RedisObserver> observer, std::string_view purpose) {
+  RedisClientOptions o;
+  o.connect = connect_options(c);
+  o.timeout = c.timeout;
+  o.observer = std::move(observer);
+  auto client = RedisClient::create(std::move(ex), std::move(o));
+  if (client) return *client;
+  metrics::log_error("cluster: cannot set up the Redis connection", core::JsonFields{}
+                                                                         .add("for", purpose)
+                                                                         .add("redis", config::display_url(c.redis))
+                                                                         .add("error", client.error().message()));
+  return nullptr;
+}
+
+RedisSubscriberOptions subscriber_options(const config::ClusterConfig& c, std::shared_ptr<RedisObserver> observer) {
+  RedisSubscriberOptions o;
+  o.connect = connect_options(c);
+  o.observer = std::move(observer);
   return o;
 }
 

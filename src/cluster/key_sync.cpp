@@ -82,24 +82,13 @@ std::optional<KeyStoreContents> parse_key_store(const RedisReply& reply) {
 
 std::shared_ptr<KeySync> KeySync::create(net::any_io_executor ex, const config::ClusterConfig& c,
                                          LocalKeys local, std::shared_ptr<RedisObserver> observer) {
-  RedisClientOptions po;
-  po.connect = connect_options(c);
-  po.timeout = c.timeout;
-  po.observer = observer;
-  auto pub = RedisClient::create(ex, std::move(po));
-  if (!pub) {
-    metrics::log_error("cluster: cannot set up the Redis connection for keys",
-                       core::JsonFields{}.add("error", pub.error().message()));
-    return nullptr;
-  }
+  auto pub = make_client(ex, c, observer, "keys");
+  if (!pub) return nullptr;
   auto self =
-      std::shared_ptr<KeySync>(new KeySync(*pub, KeyStoreNames(c.key_prefix), std::move(local)));
-  RedisSubscriberOptions so;
-  so.connect = connect_options(c);
-  so.observer = std::move(observer);
+      std::shared_ptr<KeySync>(new KeySync(pub, KeyStoreNames(c.key_prefix), std::move(local)));
   std::weak_ptr<KeySync> weak = self;
   auto sub = RedisSubscriber::create(
-      ex, std::move(so),
+      ex, subscriber_options(c, std::move(observer)),
       [weak](std::string_view, std::string_view payload) {
         auto s = weak.lock();
         if (s && to_int(payload) != s->known_version_) s->request_sync();

@@ -95,7 +95,8 @@ class RedisClient : public std::enable_shared_from_this<RedisClient> {
   RedisClient(net::any_io_executor ex, RedisClientOptions options,
               std::shared_ptr<net::ssl::context> tls);
 
-  static net::awaitable<void> run(std::shared_ptr<RedisClient> self);
+  template <class Owner>
+  friend net::awaitable<void> keep_connected(std::shared_ptr<Owner> self);
   net::awaitable<bool> connect_once();
   void on_reply(RedisReply&& reply);
   void on_down(RedisFailure why);

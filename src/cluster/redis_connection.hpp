@@ -148,4 +148,24 @@ class RedisLink : public std::enable_shared_from_this<RedisLink> {
 /// exception here is a bug (or std::bad_alloc); it is rethrown out of the executor's run().
 void rethrow_unexpected(std::exception_ptr e);
 
+/// The life of a Redis connection's owner (RedisClient, RedisSubscriber): connect, serve until
+/// the link closes, back off, connect again, until the owner is closed. The owner befriends this
+/// function; it has closed_, connect_once(), link_ (with wait_closed()), sleep_ and
+/// options_.connect. Thread: the owner's executor.
+template <class Owner>
+net::awaitable<void> keep_connected(std::shared_ptr<Owner> self) {
+  Backoff backoff(self->options_.connect.backoff, self->options_.connect.seed);
+  while (!self->closed_) {
+    if (co_await self->connect_once()) {
+      backoff.reset();
+      auto link = self->link_;
+      co_await link->wait_closed();
+      if (self->closed_) break;
+    }
+    if (self->closed_) break;
+    self->sleep_.expires_after(backoff.next());
+    co_await self->sleep_.async_wait(use_tuple);
+  }
+}
+
 }  // namespace tollgate::cluster

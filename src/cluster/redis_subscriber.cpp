@@ -32,22 +32,7 @@ RedisSubscriber::RedisSubscriber(net::any_io_executor ex, RedisSubscriberOptions
 void RedisSubscriber::start() {
   if (started_ || closed_) return;
   started_ = true;
-  net::co_spawn(executor_, run(shared_from_this()), rethrow_unexpected);
-}
-
-net::awaitable<void> RedisSubscriber::run(std::shared_ptr<RedisSubscriber> self) {
-  Backoff backoff(self->options_.connect.backoff, self->options_.connect.seed);
-  while (!self->closed_) {
-    if (co_await self->connect_once()) {
-      backoff.reset();
-      auto link = self->link_;
-      co_await link->wait_closed();
-      if (self->closed_) break;
-    }
-    if (self->closed_) break;
-    self->sleep_.expires_after(backoff.next());
-    co_await self->sleep_.async_wait(use_tuple);
-  }
+  net::co_spawn(executor_, keep_connected(shared_from_this()), rethrow_unexpected);
 }
 
 net::awaitable<bool> RedisSubscriber::connect_once() {

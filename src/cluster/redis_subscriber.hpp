@@ -55,7 +55,8 @@ class RedisSubscriber : public std::enable_shared_from_this<RedisSubscriber> {
   RedisSubscriber(net::any_io_executor ex, RedisSubscriberOptions options,
                   std::shared_ptr<net::ssl::context> tls, MessageHandler on_message,
                   SubscribedHandler on_subscribed);
-  static net::awaitable<void> run(std::shared_ptr<RedisSubscriber> self);
+  template <class Owner>
+  friend net::awaitable<void> keep_connected(std::shared_ptr<Owner> self);
   static net::awaitable<void> keepalive(std::shared_ptr<RedisSubscriber> self,
                                         std::shared_ptr<RedisLink> link);
   net::awaitable<bool> connect_once();

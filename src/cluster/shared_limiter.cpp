@@ -81,18 +81,10 @@ class StatsObserver final : public RedisObserver {
 
 std::shared_ptr<SharedLimiter> make_shared_limiter(net::any_io_executor ex, const config::ClusterConfig& c,
                                                    metrics::WorkerStats& stats) {
-  RedisClientOptions o;
-  o.observer = std::make_shared<StatsObserver>(stats);
-  o.connect = connect_options(c);
-  o.timeout = c.timeout;
-  auto client = RedisClient::create(std::move(ex), std::move(o));
-  if (!client) {
-    metrics::log_error("cluster: cannot set up the Redis connection",
-                       core::JsonFields{}.add("redis", config::display_url(c.redis)).add("error", client.error().message()));
-    return nullptr;
-  }
-  (*client)->start();
-  auto limiter = std::make_shared<SharedLimiter>(*client, c.key_prefix, LeaseTerms{c.lease.share, c.lease.ttl}, stats);
+  auto client = make_client(std::move(ex), c, std::make_shared<StatsObserver>(stats), "limits");
+  if (!client) return nullptr;
+  client->start();
+  auto limiter = std::make_shared<SharedLimiter>(client, c.key_prefix, LeaseTerms{c.lease.share, c.lease.ttl}, stats);
   limiter->start();
   return limiter;
 }
