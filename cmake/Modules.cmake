@@ -11,7 +11,8 @@
 #   auth       keys, JWT/JWKS, authenticate()
 #   ratelimit  buckets, budgets, prices, the admission estimate
 #   metrics    per-worker cells, the metric tables, rendering (the only prometheus-cpp user), logs
-#   usage      the usage ledger (the only SQLite user), its report, the affinity table's journal
+#   usage      the usage ledger (the only SQLite user), its report, the affinity table's journal,
+#              the fleet ledger's shipper (the only libpq user)
 #   cluster    the Redis client and subscriber on Asio (hiredis as the RESP codec only)
 #   pipeline   the request context, snapshots, and the request stages, filters and finish
 #   proxy      upstream connections, TLS, the forwarder and the relay (Beast)

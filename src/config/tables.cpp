@@ -7,6 +7,7 @@
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <array>
@@ -18,6 +19,13 @@
 
 namespace tollgate::config::schema {
 namespace {
+
+// server.replica_name's default.
+std::string host_name() {
+  std::array<char, 256> name{};
+  if (gethostname(name.data(), name.size() - 1) != 0 || name[0] == '\0') return "tollgate";
+  return name.data();
+}
 
 // ---- Shared tables: retry, limits, budgets, prices -------------------------------------------
 
@@ -161,7 +169,12 @@ const Table<ServerConfig>& server_table() {
               .need(),
           value("workers", &ServerConfig::workers, UInt{1, 256}).doc("number of hardware threads"),
           value("drain_timeout", &ServerConfig::drain_timeout, Duration{}),
-          nested("limits", &ServerConfig::limits, limits)}};
+          value("replica_name", &ServerConfig::replica_name, Text{.non_empty = true})
+              .doc("the host name"),
+          nested("limits", &ServerConfig::limits, limits)},
+      .check = [](ServerConfig& s, const Node&, const std::string&, Ctx&) {
+        if (s.replica_name.empty()) s.replica_name = host_name();
+      }};
   return t;
 }
 
@@ -476,14 +489,34 @@ const Table<RoutingConfig>& routing_table() {
 }
 
 const Table<UsageConfig>& usage_table() {
+  using P = PostgresLedgerConfig;
+  static const Table<P> postgres{
+      .fields = {value_with<P>("url", PostgresUrl{},
+                               [](P& p, PostgresUrl::Value v) {
+                                 p.url = std::move(v.url);
+                                 p.where = std::move(v.where);
+                               },
+                               [](const P& p) { return p.where; })
+                     .need(),
+                 value("table", &P::table, SqlTableName{}),
+                 // 20 parameters a record; PostgreSQL takes at most 65,535 in one statement.
+                 value("batch_size", &P::batch_size, UInt{1, 3'000}),
+                 value("flush_interval", &P::flush_interval, Duration{}),
+                 value("max_backlog", &P::max_backlog, UInt{1, 1'000'000'000}),
+                 value("timeout", &P::timeout, Duration{})}};
   static const Table<UsageConfig> t{
       .fields = {value("ledger", &UsageConfig::ledger, Text{}).doc("none"),
                  value("flush_interval", &UsageConfig::flush_interval, Duration{}),
                  value("batch_size", &UsageConfig::batch_size, UInt{1, 1'000'000}),
-                 value("max_buffered", &UsageConfig::max_buffered, UInt{1, 100'000'000})},
+                 value("max_buffered", &UsageConfig::max_buffered, UInt{1, 100'000'000}),
+                 nested("postgres", &UsageConfig::postgres, postgres)},
       .check = [](UsageConfig& u, const Node& n, const std::string& path, Ctx& ctx) {
         if (auto r = PathInExistingDir{}.read(u.ledger, ctx); !r.ok()) {
           ctx.error(n["ledger"], join(path, "ledger"), r.error());
+        }
+        if (n["postgres"] && u.ledger.empty()) {
+          ctx.error(n["postgres"], join(path, "postgres"),
+                    "needs usage.ledger: records are written to that local spool first, then shipped");
         }
       }};
   return t;

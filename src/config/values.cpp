@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <array>
 #include <boost/url/parse.hpp>
+#include <boost/url/url.hpp>
 #include <charconv>
 #include <filesystem>
 #include <fstream>
@@ -301,6 +302,52 @@ Read<RedisAddress> RedisUrl::read(std::string_view text, Ctx& ctx) const {
                 "reference"};
   }
   return a;
+}
+
+Read<PostgresUrl::Value> PostgresUrl::read(std::string_view text, Ctx& ctx) const {
+  bool reference = text.rfind("env:", 0) == 0 || text.rfind("file:", 0) == 0;
+  std::string url(text);
+  if (reference) {
+    auto secret = Secret{}.read(text, ctx);
+    if (!secret.ok()) return Fail{secret.error()};
+    url = *secret;
+  }
+  auto from = [&](const std::string& m) {
+    return Fail{reference ? "the URL from " + std::string(text) + ": " + m : m};
+  };
+  auto parsed = boost::urls::parse_uri(url);
+  if (!parsed) return from("must be a postgresql:// URL (postgresql://user@host:5432/db?sslmode=require)");
+  auto scheme = lowered(std::string(parsed->scheme()));
+  if (scheme != "postgresql" && scheme != "postgres") {
+    return from("must be a postgresql:// URL (got scheme \"" + scheme + "\")");
+  }
+  if (parsed->has_fragment()) return from("must not have a fragment");
+  if (parsed->has_port() && parsed->port_number() == 0) return from("port must be from 1 to 65535");
+  if (parsed->has_password() && !reference) {
+    return Fail{"must not carry a password (literal secrets are not allowed in the config file): "
+                "give the whole URL as env:NAME or file:/path"};
+  }
+  boost::urls::url shown(*parsed);
+  if (shown.has_password()) shown.set_password("REDACTED");
+  return PostgresUrl::Value{url, std::string(shown.buffer())};
+}
+
+Read<std::string> SqlTableName::read(std::string_view text, Ctx&) const {
+  auto part_ok = [](std::string_view p) {
+    if (p.empty() || p.size() > 50 || (p[0] >= '0' && p[0] <= '9')) return false;
+    return std::all_of(p.begin(), p.end(), [](char c) {
+      return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_';
+    });
+  };
+  auto dot = text.find('.');
+  bool ok = dot == std::string_view::npos
+                ? part_ok(text)
+                : part_ok(text.substr(0, dot)) && part_ok(text.substr(dot + 1));
+  if (!ok) {
+    return Fail{"must be a lower-case SQL name of letters, digits and '_' (at most 50), optionally "
+                "schema.table" + got(text)};
+  }
+  return std::string(text);
 }
 
 Read<Endpoint> EndpointUrl::read(std::string_view text, Ctx&) const {

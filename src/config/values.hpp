@@ -146,6 +146,25 @@ struct RedisUrl {
   std::string canonical(const RedisAddress& v) const { return display_url(v); }
 };
 
+/// postgresql://[user@]host[:port][/db][?param=value...] (or postgres://) as libpq takes it:
+/// literal without a password, or an env:/file: reference to a URL that may carry one.
+struct PostgresUrl {
+  struct Value {
+    std::string url;    // as libpq gets it (may carry the password)
+    std::string where;  // the same without its password, for logs
+  };
+  Read<Value> read(std::string_view text, Ctx& ctx) const;
+  std::string canonical(const Value& v) const { return v.where; }
+};
+
+/// A PostgreSQL table name: a lower-case SQL identifier (letters, digits, '_'), at most 50
+/// characters (its companion tables add a suffix), optionally schema-qualified ("ledger.usage").
+struct SqlTableName {
+  using Value = std::string;
+  Read<std::string> read(std::string_view text, Ctx&) const;
+  std::string canonical(const std::string& v) const { return v; }
+};
+
 /// An http:// or https:// URL of a backend.
 struct EndpointUrl {
   using Value = Endpoint;

@@ -14,6 +14,8 @@
 #include <csignal>
 #include <boost/asio/ssl/context.hpp>
 #include <algorithm>
+#include <limits>
+#include <map>
 #include <stdexcept>
 #include <unordered_map>
 
@@ -30,6 +32,7 @@
 #include "tollgate/metrics/stats.hpp"
 #include "tollgate/tokenize/count_cache.hpp"
 #include "tollgate/usage/ledger.hpp"
+#include "tollgate/usage/shipper.hpp"
 #include "usage/report.hpp"
 
 namespace tollgate::server {
@@ -41,6 +44,9 @@ using metrics::log_info;
 using metrics::log_warn;
 
 namespace {
+
+// How long a stopping gateway keeps shipping the spool's backlog to PostgreSQL.
+constexpr auto kShipOnStop = std::chrono::seconds(5);
 
 tcp::endpoint make_endpoint(const std::string& host, std::uint16_t port) {
   boost::system::error_code ec;
@@ -100,8 +106,10 @@ std::string restart_only_changes(const config::Config& running, const config::Co
   note(running.usage.ledger != next.usage.ledger ||
            running.usage.flush_interval != next.usage.flush_interval ||
            running.usage.batch_size != next.usage.batch_size ||
-           running.usage.max_buffered != next.usage.max_buffered,
+           running.usage.max_buffered != next.usage.max_buffered ||
+           running.usage.postgres != next.usage.postgres,
        "usage");
+  note(running.server.replica_name != next.server.replica_name, "server.replica_name");
   note(running.dns.servers != next.dns.servers || running.dns.timeout != next.dns.timeout ||
            running.dns.min_ttl != next.dns.min_ttl || running.dns.max_ttl != next.dns.max_ttl,
        "dns");
@@ -115,6 +123,13 @@ std::string restart_only_changes(const config::Config& running, const config::Co
 net::awaitable<std::vector<usage::Row>> read_totals(std::string path, usage::GroupBy group,
                                                     std::int64_t from, std::int64_t to) {
   co_return usage::totals(path, group, from, to);
+}
+
+// The fleet report's query (PostgreSQL) on the report thread.
+net::awaitable<std::vector<usage::Row>> read_fleet_totals(config::PostgresLedgerConfig pg,
+                                                          usage::GroupBy group, std::int64_t from,
+                                                          std::int64_t to) {
+  co_return usage::fleet_totals(pg, group, from, to);
 }
 
 }  // namespace
@@ -143,6 +158,7 @@ struct Gateway::Impl {
   ratelimit::BucketRegistry buckets;  // admission buckets, kept across reloads
   ratelimit::BudgetRegistry budget_counters;  // calendar budgets, kept across reloads
   std::shared_ptr<usage::Ledger> ledger;      // null when usage.ledger is not set
+  std::unique_ptr<usage::Shipper> shipper;    // null when usage.postgres is not set
   // Replicas seen in the cluster's Redis lately (worker 0's heartbeat keeps it; 1 without cluster).
   std::shared_ptr<std::atomic<std::size_t>> replicas = std::make_shared<std::atomic<std::size_t>>(1);
   std::shared_ptr<cluster::BackendSync> backend_sync;  // with cluster: backend news to and from the others
@@ -369,7 +385,29 @@ struct Gateway::Impl {
       add(fam::kLedgerObjectsDropped, ledger->objects_dropped());
       add(fam::kLedgerWritable, ledger->healthy() ? 1 : 0);
     }
+    if (shipper) shipper_families(out);
     return out;
+  }
+
+  // The fleet ledger's shipper (usage.postgres). Thread: control.
+  void shipper_families(std::vector<prometheus::MetricFamily>& out) const {
+    namespace fam = metrics::families;
+    auto add = [&](const metrics::FamilySpec<0>& spec, auto v) {
+      out.push_back(metrics::single(spec, static_cast<double>(v)));
+    };
+    add(fam::kShipperUp, shipper->up() ? 1 : 0);
+    add(fam::kShipped, shipper->shipped());
+    add(fam::kShipDuplicates, shipper->duplicates());
+    add(fam::kShipBacklog, shipper->backlog());
+    auto oldest = shipper->oldest_unshipped_ms();
+    add(fam::kShipOldest, oldest == 0 ? 0.0 : std::max<double>(0.0, static_cast<double>(core::unix_now_ms() - oldest) / 1000.0));
+    metrics::FamilyBuilder<1> errors(fam::kShipErrors);
+    for (auto e : {usage::ShipError::kConnect, usage::ShipError::kAuth, usage::ShipError::kTimeout,
+                   usage::ShipError::kQuery, usage::ShipError::kSpool}) {
+      errors.add({usage::to_string(e)}, static_cast<double>(shipper->errors(e)));
+    }
+    out.push_back(errors.take());
+    add(fam::kSpoolFull, shipper->spool_full() ? 1 : 0);
   }
 
   // Priority classes and waiting rooms, per deployment and class. Thread: control.
@@ -409,17 +447,20 @@ struct Gateway::Impl {
     });
   }
 
-  // Budgets start from what the ledger holds for the current day and month, so a restart does
-  // not reset spend. Thread: control, before serving.
-  void replay_budgets() {
+  // Budgets start from the current day's and month's use, so neither a restart nor a new replica
+  // resets spend: with usage.postgres, the fleet's records there plus this spool's records not
+  // shipped yet (PostgreSQL unreachable: the spool's alone, and a warning); else the spool's.
+  // Thread: control, before serving.
+  void replay_budgets(const config::UsageConfig& u) {
     auto now = ratelimit::unix_now_ms();
     std::size_t seeded = 0;
+    bool fleet = u.postgres.has_value();
     for (auto p : {ratelimit::Period::kDay, ratelimit::Period::kMonth}) {
       auto from = ratelimit::period_start(p, now);
       auto index = ratelimit::period_index(p, now);
       for (auto g : {usage::GroupBy::kClient, usage::GroupBy::kTenant}) {
         auto scope = g == usage::GroupBy::kClient ? ratelimit::Scope::kClient : ratelimit::Scope::kTenant;
-        for (const auto& row : usage::totals(ledger->path(), g, from, std::numeric_limits<std::int64_t>::max())) {
+        for (const auto& row : use_since(u, g, from, fleet)) {
           using ratelimit::BudgetRegistry;
           budget_counters.get(BudgetRegistry::key(scope, row.key, p, ratelimit::Measure::kTokens))
               ->seed(row.prompt_tokens + row.completion_tokens, index);
@@ -429,8 +470,37 @@ struct Gateway::Impl {
         }
       }
     }
-    log_info("budgets rebuilt from the usage ledger",
+    log_info(fleet ? "budgets rebuilt from the fleet's usage ledger (PostgreSQL) and this spool"
+                   : "budgets rebuilt from the usage ledger",
              core::JsonFields().add("path", ledger->path()).add("totals", static_cast<std::uint64_t>(seeded)));
+  }
+
+  // Use per key since `from` (see replay_budgets); `fleet` turns false when PostgreSQL fails.
+  std::vector<usage::Row> use_since(const config::UsageConfig& u, usage::GroupBy g, std::int64_t from,
+                                    bool& fleet) {
+    constexpr auto kEnd = std::numeric_limits<std::int64_t>::max();
+    if (!fleet) return usage::totals(ledger->path(), g, from, kEnd);
+    std::vector<usage::Row> rows;
+    try {
+      rows = usage::fleet_totals(*u.postgres, g, from, kEnd);
+    } catch (const std::exception& e) {
+      log_warn("budgets start from this replica's spool only: the fleet's usage ledger could not be read",
+               core::JsonFields().add("error", e.what()));
+      fleet = false;
+      return usage::totals(ledger->path(), g, from, kEnd);
+    }
+    std::map<std::string, usage::Row> sum;
+    for (auto& r : rows) sum[r.key] = std::move(r);
+    for (const auto& r : usage::totals(ledger->path(), g, from, kEnd, usage::Rows::kUnshipped)) {
+      auto& t = sum[r.key];
+      t.key = r.key;
+      t.prompt_tokens += r.prompt_tokens;
+      t.completion_tokens += r.completion_tokens;
+      t.cost_nano_usd += r.cost_nano_usd;
+    }
+    rows.clear();
+    for (auto& [k, r] : sum) rows.push_back(std::move(r));
+    return rows;
   }
 
   // Stored objects stay reachable across a restart: the owner records the ledger holds go into
@@ -475,13 +545,25 @@ struct Gateway::Impl {
       co_return admin_error(400, "invalid_request", std::move(refused->message));
     }
     auto q = std::get<usage::ReportQuery>(parsed);
+    const auto& pg = started->usage.postgres;  // the shipper's (a reload does not move it)
+    bool fleet = q.scope == usage::ReportScope::kFleet && pg && shipper;
     std::vector<usage::Row> rows;
     try {
-      auto path = ledger->path();
-      rows = co_await net::co_spawn(report_pool, read_totals(path, q.group, q.from_ms, q.to_ms),
-                                    net::use_awaitable);
+      // (Two statements: GCC 12 miscompiles co_await in both arms of a conditional.)
+      if (fleet) {
+        rows = co_await net::co_spawn(report_pool, read_fleet_totals(*pg, q.group, q.from_ms, q.to_ms),
+                                      net::use_awaitable);
+      } else {
+        rows = co_await net::co_spawn(report_pool, read_totals(ledger->path(), q.group, q.from_ms, q.to_ms),
+                                      net::use_awaitable);
+      }
     } catch (const std::exception& e) {
       log_error("usage report failed", core::JsonFields().add("error", e.what()));
+      if (fleet) {
+        co_return admin_error(503, "ledger_unavailable",
+                              "The fleet's usage ledger (PostgreSQL) could not be read; see the gateway's "
+                              "log. scope=local reports this replica's records.");
+      }
       co_return admin_error(500, "internal_error", "The usage ledger could not be read; see the gateway's log.");
     }
     auto report = usage::render_report(q, rows);
@@ -551,9 +633,12 @@ Gateway::Gateway(std::string config_path, std::shared_ptr<const config::Config> 
     // A full disk or a file size limit must fail the ledger's write (it retries), not kill the
     // process with SIGXFSZ.
     std::signal(SIGXFSZ, SIG_IGN);
-    s.ledger = std::make_shared<usage::Ledger>(usage::Options{
-        cfg.usage.ledger, cfg.usage.flush_interval, cfg.usage.batch_size, cfg.usage.max_buffered});
-    s.replay_budgets();
+    usage::Options ledger_options{cfg.usage.ledger, cfg.usage.flush_interval, cfg.usage.batch_size,
+                                  cfg.usage.max_buffered};
+    ledger_options.replica = cfg.server.replica_name;
+    s.ledger = std::make_shared<usage::Ledger>(std::move(ledger_options));
+    s.replay_budgets(cfg.usage);
+    if (cfg.usage.postgres) s.shipper = std::make_unique<usage::Shipper>(cfg.usage.ledger, *cfg.usage.postgres);
     for (auto& w : s.workers) w->set_ledger(s.ledger);
   } else {
     bool budgets = std::any_of(cfg.clients.begin(), cfg.clients.end(), [](const auto& c) { return c.limits.budget.any(); }) ||
@@ -658,6 +743,8 @@ int Gateway::run() {
     auto lost = s.ledger->close(std::chrono::seconds(10));
     if (lost == 0) log_info("usage ledger flushed", core::JsonFields().add("records", s.ledger->written()));
   }
+  // What the spool holds unshipped goes now if PostgreSQL takes it soon, else at the next start.
+  if (s.shipper) s.shipper->close(kShipOnStop);
   s.access_log->flush();
   log_info("stopped");
   return 0;

@@ -2,7 +2,13 @@
 
 #include <sqlite3.h>
 
+#include <algorithm>
+#include <array>
 #include <stdexcept>
+#include <utility>
+
+#include "tollgate/core/request_id.hpp"
+#include "usage/sqlite.hpp"
 
 #include "tollgate/metrics/logging.hpp"
 
@@ -34,7 +40,10 @@ CREATE TABLE IF NOT EXISTS usage (
   cost_nano_usd INTEGER NOT NULL,
   latency_ms REAL NOT NULL,
   ttft_ms REAL,
-  outcome TEXT NOT NULL
+  outcome TEXT NOT NULL,
+  record_id TEXT,
+  replica TEXT NOT NULL DEFAULT '',
+  shipped INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS usage_time ON usage(time_ms);
 CREATE TABLE IF NOT EXISTS objects (
@@ -49,11 +58,23 @@ CREATE TABLE IF NOT EXISTS objects (
 CREATE INDEX IF NOT EXISTS objects_expires ON objects(expires_ms);
 )sql";
 
+// Columns a ledger written before the fleet ledger lacks (added in place at open). Its rows get
+// a record id and count as not shipped: enabling usage.postgres ships the history too.
+constexpr std::array<std::pair<const char*, const char*>, 3> kAddedColumns{{
+    {"record_id", "ALTER TABLE usage ADD COLUMN record_id TEXT"},
+    {"replica", "ALTER TABLE usage ADD COLUMN replica TEXT NOT NULL DEFAULT ''"},
+    {"shipped", "ALTER TABLE usage ADD COLUMN shipped INTEGER NOT NULL DEFAULT 0"},
+}};
+constexpr const char* kAfterColumns = R"sql(
+UPDATE usage SET record_id = lower(hex(randomblob(16))) WHERE record_id IS NULL;
+CREATE INDEX IF NOT EXISTS usage_unshipped ON usage(id) WHERE shipped = 0;
+)sql";
+
 constexpr const char* kInsert =
     "INSERT INTO usage (time_ms, request_id, client, tenant, deployment, backend, operation, tier, "
     "status, prompt_tokens, completion_tokens, cached_tokens, reasoning_tokens, estimated, "
-    "cost_nano_usd, latency_ms, ttft_ms, outcome) "
-    "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)";
+    "cost_nano_usd, latency_ms, ttft_ms, outcome, record_id, replica) "
+    "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)";
 
 constexpr const char* kUpsertObject =
     "INSERT OR REPLACE INTO objects (id, backend, deployment, client, tenant, billing, expires_ms) "
@@ -75,48 +96,8 @@ routing::Billing billing_from(std::string_view text) {
   return text == "pending" ? routing::Billing::kPending : routing::Billing::kSettled;
 }
 
-// An sqlite3 connection, closed on destruction.
-struct Connection {
-  sqlite3* db = nullptr;
-  Connection(const std::string& path, int flags) {
-    int rc = sqlite3_open_v2(path.c_str(), &db, flags, nullptr);
-    if (rc != SQLITE_OK) {
-      std::string msg = db ? sqlite3_errmsg(db) : sqlite3_errstr(rc);
-      sqlite3_close(db);
-      throw std::runtime_error("usage ledger " + path + ": cannot open: " + msg);
-    }
-    sqlite3_extended_result_codes(db, 1);
-    sqlite3_busy_timeout(db, 5000);
-  }
-  ~Connection() { sqlite3_close(db); }
-  Connection(const Connection&) = delete;
-  Connection& operator=(const Connection&) = delete;
-  std::string error() const { return sqlite3_errmsg(db); }
-  bool exec(const char* sql) { return sqlite3_exec(db, sql, nullptr, nullptr, nullptr) == SQLITE_OK; }
-};
-
-struct Statement {
-  sqlite3_stmt* st = nullptr;
-  Statement(sqlite3* db, const char* sql) {
-    if (sqlite3_prepare_v2(db, sql, -1, &st, nullptr) != SQLITE_OK) st = nullptr;
-  }
-  ~Statement() { sqlite3_finalize(st); }
-  Statement(const Statement&) = delete;
-  Statement& operator=(const Statement&) = delete;
-  void text(int i, std::string_view v) {
-    sqlite3_bind_text(st, i, v.data(), static_cast<int>(v.size()), SQLITE_STATIC);
-  }
-  std::string column(int i) const {
-    auto t = sqlite3_column_text(st, i);
-    return t ? reinterpret_cast<const char*>(t) : "";
-  }
-  // Runs a statement that returns no rows, and resets it (its bindings stay until rebound).
-  bool done() {
-    bool ok = sqlite3_step(st) == SQLITE_DONE;
-    sqlite3_reset(st);
-    return ok;
-  }
-};
+using sqlite::Connection;
+using sqlite::Statement;
 
 }  // namespace
 
@@ -157,9 +138,20 @@ struct Ledger::Db {
                std::string_view(reinterpret_cast<const char*>(sqlite3_column_text(mode.st, 0))) == "wal";
     if (!wal) throw std::runtime_error("usage ledger " + path + ": cannot use WAL mode: " + conn.error());
     // FULL: every committed batch survives a power loss (one fsync per batch, a few per second).
-    if (!conn.exec("PRAGMA synchronous=FULL") || !conn.exec(kSchema)) {
+    if (!conn.exec("PRAGMA synchronous=FULL") || !conn.exec(kSchema) || !add_columns() ||
+        !conn.exec(kAfterColumns)) {
       throw std::runtime_error("usage ledger " + path + ": cannot create the schema: " + conn.error());
     }
+  }
+  bool add_columns() {
+    std::vector<std::string> have;
+    Statement info(conn.db, "PRAGMA table_info(usage)");
+    if (info.st == nullptr) return false;
+    while (sqlite3_step(info.st) == SQLITE_ROW) have.push_back(info.column(1));
+    for (const auto& [name, sql] : kAddedColumns) {
+      if (std::find(have.begin(), have.end(), name) == have.end() && !conn.exec(sql)) return false;
+    }
+    return true;
   }
 };
 
@@ -168,6 +160,7 @@ std::optional<GroupBy> parse_group_by(std::string_view s) {
   if (s == "client") return GroupBy::kClient;
   if (s == "deployment") return GroupBy::kDeployment;
   if (s == "backend") return GroupBy::kBackend;
+  if (s == "replica") return GroupBy::kReplica;
   return std::nullopt;
 }
 
@@ -177,19 +170,22 @@ std::string_view to_string(GroupBy g) {
     case GroupBy::kClient: return "client";
     case GroupBy::kDeployment: return "deployment";
     case GroupBy::kBackend: return "backend";
+    case GroupBy::kReplica: return "replica";
   }
   return "client";
 }
 
 std::vector<Row> totals(const std::string& path, GroupBy group, std::int64_t from_ms,
-                        std::int64_t to_ms) {
+                        std::int64_t to_ms, Rows which) {
   Connection conn(path, SQLITE_OPEN_READONLY | SQLITE_OPEN_NOMUTEX);
   // The column name comes from the enum, never from the caller's text.
   std::string col(to_string(group));
   std::string sql = "SELECT " + col +
                     ", COUNT(*), SUM(prompt_tokens), SUM(completion_tokens), SUM(cached_tokens), "
                     "SUM(reasoning_tokens), SUM(cost_nano_usd), SUM(estimated) FROM usage "
-                    "WHERE time_ms >= ? AND time_ms < ? GROUP BY " + col + " ORDER BY " + col;
+                    "WHERE time_ms >= ? AND time_ms < ?" +
+                    (which == Rows::kUnshipped ? " AND shipped = 0" : "") + " GROUP BY " + col +
+                    " ORDER BY " + col;
   Statement q(conn.db, sql.c_str());
   if (q.st == nullptr) throw std::runtime_error("usage ledger " + path + ": " + conn.error());
   sqlite3_bind_int64(q.st, 1, from_ms);
@@ -315,6 +311,11 @@ bool Ledger::insert(const Record& r) {
     sqlite3_bind_null(st, 17);
   }
   q.text(18, r.outcome);
+  // Generated here, kept in the spool: a record shipped twice (a crash between PostgreSQL's
+  // commit and the spool's mark) is the same row there. Not the request id: clients may reuse it.
+  auto record_id = core::new_request_id();
+  sqlite3_bind_text(st, 19, record_id.data(), static_cast<int>(record_id.size()), SQLITE_TRANSIENT);
+  q.text(20, options_.replica);
   return q.done();
 }
 

@@ -25,8 +25,11 @@ bool all_digits(std::string_view t) {
 std::optional<std::string> apply(ReportQuery& q, const std::string& key, const std::string& value) {
   if (key == "group_by") {
     auto g = parse_group_by(value);
-    if (!g) return "group_by must be tenant, client, deployment or backend.";
+    if (!g) return "group_by must be tenant, client, deployment, backend or replica.";
     q.group = *g;
+  } else if (key == "scope") {
+    if (value != "fleet" && value != "local") return "scope must be fleet or local.";
+    q.scope = value == "local" ? ReportScope::kLocal : ReportScope::kFleet;
   } else if (key == "from" || key == "to") {
     auto t = parse_report_time(value);
     if (!t) {

@@ -15,12 +15,18 @@ namespace tollgate::usage {
 
 enum class ReportFormat : std::uint8_t { kJson, kCsv };
 
-/// GET /admin/usage?group_by=tenant|client|deployment|backend&from=&to=&format=json|csv
+/// Whose records a report sums: the fleet's (PostgreSQL, when usage.postgres is set) or this
+/// replica's spool.
+enum class ReportScope : std::uint8_t { kFleet, kLocal };
+
+/// GET /admin/usage?group_by=tenant|client|deployment|backend|replica&from=&to=&format=json|csv
+///   &scope=fleet|local
 struct ReportQuery {
   GroupBy group = GroupBy::kClient;
   std::int64_t from_ms = 0;  // unix ms, inclusive
   std::int64_t to_ms = 0;    // unix ms, exclusive
   ReportFormat format = ReportFormat::kJson;
+  ReportScope scope = ReportScope::kFleet;
 };
 
 /// A query the report refuses; `message` is written for the caller (a 400's message).

@@ -61,6 +61,7 @@ struct ServerConfig {
   unsigned workers = 0;  // 0: std::thread::hardware_concurrency()
   ServerLimits limits;
   Millis drain_timeout{30'000};
+  std::string replica_name;  // names this replica in every usage record; "" in the file: the host name
 };
 
 struct AdminConfig {
@@ -214,12 +215,26 @@ struct DeploymentConfig {
   std::vector<std::string> passthrough;
 };
 
+/// The fleet's ledger (`usage.postgres`): the spool's records shipped to one PostgreSQL table
+/// (docs/design/ledger.md).
+struct PostgresLedgerConfig {
+  std::string url;      // resolved: may carry a password; never logged (see `where`)
+  std::string where;    // the URL without its password, for logs and errors
+  std::string table = "tollgate_usage";  // created if missing; migrations in code
+  std::size_t batch_size = 1000;         // records per INSERT at most
+  Millis flush_interval{1'000};          // the longest a record waits in the spool while PG is up
+  std::size_t max_backlog = 10'000'000;  // spool rows kept; beyond, the oldest shipped go
+  Millis timeout{5'000};                 // connect, and each round trip
+  bool operator==(const PostgresLedgerConfig&) const = default;
+};
+
 /// The durable usage ledger (`usage`).
 struct UsageConfig {
   std::string ledger;                 // SQLite database path; "" = no ledger
   Millis flush_interval{200};         // the longest a record waits before its batch commits
   std::size_t batch_size = 1000;      // records per transaction at most
   std::size_t max_buffered = 100'000; // records held in memory while the disk refuses them
+  std::optional<PostgresLedgerConfig> postgres;  // set: the ledger is the spool of a fleet's
 };
 
 /// Capacity model, circuit breaker, affinity and pinning (`routing`).

@@ -393,6 +393,45 @@ inline constexpr FamilySpec<0> kLedgerWritable{
     MetricType::Gauge,
     {}};
 
+// The fleet ledger's shipper (usage.postgres; read by server/gateway.cpp).
+inline constexpr FamilySpec<0> kShipperUp{
+    "tollgate_ledger_shipper_up",
+    "1 while the last round trip of the usage shipper to PostgreSQL succeeded, else 0.",
+    MetricType::Gauge,
+    {}};
+inline constexpr FamilySpec<0> kShipped{
+    "tollgate_ledger_shipped_records_total",
+    "Usage records shipped: held by PostgreSQL and marked shipped in the local spool.",
+    MetricType::Counter,
+    {}};
+inline constexpr FamilySpec<0> kShipDuplicates{
+    "tollgate_ledger_ship_duplicates_total",
+    "Of the shipped records, those PostgreSQL already held (a statement whose answer was lost "
+    "to a timeout, or a crash between its commit and the spool's mark); stored once all the same.",
+    MetricType::Counter,
+    {}};
+inline constexpr FamilySpec<0> kShipBacklog{
+    "tollgate_ledger_backlog_records",
+    "Records in the local spool not yet shipped to PostgreSQL.", MetricType::Gauge, {}};
+inline constexpr FamilySpec<0> kShipOldest{
+    "tollgate_ledger_oldest_unshipped_seconds",
+    "Age of the oldest record not yet shipped to PostgreSQL (0 when none waits).",
+    MetricType::Gauge,
+    {}};
+inline constexpr FamilySpec<1> kShipErrors{
+    "tollgate_ledger_ship_errors_total",
+    "Failed shipping rounds by reason: connect, auth (credentials refused), timeout (no answer "
+    "within usage.postgres.timeout), query (PostgreSQL refused the statement), spool (the local "
+    "spool could not be read or marked).",
+    MetricType::Counter,
+    {"reason"}};
+inline constexpr FamilySpec<0> kSpoolFull{
+    "tollgate_ledger_spool_full",
+    "1 while more than usage.postgres.max_backlog records wait for PostgreSQL (kept: the spool "
+    "grows on disk).",
+    MetricType::Gauge,
+    {}};
+
 inline constexpr FamilySpec<0> kClusterRedisUp{
     "tollgate_cluster_redis_up",
     "1 while every worker's connection to the cluster's Redis is up, else 0.", MetricType::Gauge, {}};

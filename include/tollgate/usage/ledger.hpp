@@ -54,9 +54,10 @@ struct Options {
   // at the next flush while a chunk comes back full). Every expired one also goes at open.
   std::chrono::milliseconds purge_every{60'000};
   const core::Clock* clock = &core::system_clock();  // unix time of owner records' expiry
+  std::string replica;  // written in every record (server.replica_name)
 };
 
-enum class GroupBy : std::uint8_t { kTenant, kClient, kDeployment, kBackend };
+enum class GroupBy : std::uint8_t { kTenant, kClient, kDeployment, kBackend, kReplica };
 std::optional<GroupBy> parse_group_by(std::string_view s);
 std::string_view to_string(GroupBy g);
 
@@ -71,10 +72,13 @@ struct Row {
   std::int64_t estimated_requests = 0;
 };
 
+/// Which rows of the spool a total counts: all, or those not yet shipped to the fleet's ledger.
+enum class Rows : std::uint8_t { kAll, kUnshipped };
+
 /// Totals per key over [from_ms, to_ms) read from the database at `path` (its own read-only
 /// connection). Throws std::runtime_error when the database cannot be read. Thread: any.
 std::vector<Row> totals(const std::string& path, GroupBy group, std::int64_t from_ms,
-                        std::int64_t to_ms);
+                        std::int64_t to_ms, Rows which = Rows::kAll);
 
 /// The owner records at `path` that are still alive at `now_ms`, longest-lived last (so a
 /// bounded table restored in this order keeps the freshest), each with its remaining lifetime.

@@ -1,6 +1,8 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <filesystem>
+
 #include <fstream>
 
 #include "tollgate/config/config.hpp"
@@ -533,4 +535,70 @@ TEST(ConfigTest, ClusterErrorsNameTheKey) {
   EXPECT_TRUE(has(errors("cluster: {redis: {url: \"redis://h\", timout: 5ms}}\n"), "unknown key \"timout\""));
   EXPECT_TRUE(has(errors("cluster: {redis: {url: \"redis://ops@h\"}}\n"), "cluster.redis.url: names user 'ops' but no password"));
   EXPECT_TRUE(has(errors("cluster: {redis: {url: \"redis://h\"}, on_failure: open}\n"), "cluster.on_failure: must be local or deny (got \"open\")"));
+}
+
+TEST(ConfigTest, LoadsTheFleetLedger) {
+  auto dir = std::filesystem::temp_directory_path();
+  auto env = [](const std::string& name) -> std::optional<std::string> {
+    if (name == "AOAI_KEY") return std::string("secret-key-value");
+    if (name == "PG_URL") return std::string("postgresql://tg:pg-secret@db.internal:6432/ledger?sslmode=require");
+    return std::nullopt;
+  };
+  std::string good(kGood);
+  good.replace(good.find("  workers: 2\n"), 13, "  workers: 2\n  replica_name: eu-1\n");
+  auto r = load_string(good + "usage:\n  ledger: " + (dir / "usage.db").string() +
+                           "\n  postgres: {url: env:PG_URL, table: billing.usage, batch_size: 500, "
+                           "flush_interval: 250ms, max_backlog: 1000, timeout: 2s}\n",
+                       "fleet.yaml", env);
+  ASSERT_TRUE(r.ok()) << ::testing::PrintToString(r.errors);
+  const auto& pg = r.config->usage.postgres;
+  ASSERT_TRUE(pg.has_value());
+  EXPECT_EQ(pg->url, "postgresql://tg:pg-secret@db.internal:6432/ledger?sslmode=require");
+  EXPECT_EQ(pg->where.find("pg-secret"), std::string::npos) << pg->where;
+  EXPECT_NE(pg->where.find("db.internal:6432/ledger"), std::string::npos) << pg->where;
+  EXPECT_EQ(pg->table, "billing.usage");
+  EXPECT_EQ(pg->batch_size, 500u);
+  EXPECT_EQ(pg->flush_interval, Millis(250));
+  EXPECT_EQ(pg->max_backlog, 1000u);
+  EXPECT_EQ(pg->timeout, Millis(2000));
+  EXPECT_EQ(r.config->server.replica_name, "eu-1");
+
+  auto literal = load_string(std::string(kGood) + "usage:\n  ledger: " + (dir / "u.db").string() +
+                                 "\n  postgres: {url: \"postgres://tg@127.0.0.1/x\"}\n",
+                             "lit.yaml", env);
+  ASSERT_TRUE(literal.ok()) << ::testing::PrintToString(literal.errors);
+  EXPECT_EQ(literal.config->usage.postgres->table, "tollgate_usage");
+  EXPECT_EQ(literal.config->usage.postgres->batch_size, 1000u);
+  EXPECT_EQ(literal.config->usage.postgres->timeout, Millis(5000));
+  EXPECT_FALSE(literal.config->server.replica_name.empty());  // the host name by default
+  EXPECT_FALSE(load_string(kGood, "none.yaml", env).config->usage.postgres.has_value());
+}
+
+TEST(ConfigTest, FleetLedgerErrorsNameTheKey) {
+  auto env = [](const std::string& name) -> std::optional<std::string> {
+    if (name == "AOAI_KEY") return std::string("secret-key-value");
+    return std::nullopt;
+  };
+  auto spool = (std::filesystem::temp_directory_path() / "usage.db").string();
+  auto errors = [&](const std::string& postgres, bool with_ledger = true) {
+    std::string usage = "usage:\n" + (with_ledger ? "  ledger: " + spool + "\n" : std::string()) +
+                        "  postgres: " + postgres + "\n";
+    return load_string(std::string(kGood) + usage, "f.yaml", env).errors;
+  };
+  auto has = [](const std::vector<std::string>& errs, std::string_view needle) {
+    for (const auto& e : errs) {
+      if (e.find(needle) != std::string::npos) return true;
+    }
+    return false;
+  };
+  auto e = errors("{url: \"postgresql://tg:literal-pw@h/db\"}");
+  EXPECT_TRUE(has(e, "usage.postgres.url: must not carry a password")) << ::testing::PrintToString(e);
+  for (const auto& m : e) EXPECT_EQ(m.find("literal-pw"), std::string::npos) << m;
+  EXPECT_TRUE(has(errors("{url: \"mysql://h/db\"}"), "usage.postgres.url: must be a postgresql:// URL (got scheme \"mysql\")"));
+  EXPECT_TRUE(has(errors("{url: \"postgresql://[bad\"}"), "usage.postgres.url: must be a postgresql:// URL"));
+  EXPECT_TRUE(has(errors("{url: env:NOPE}"), "usage.postgres.url: environment variable NOPE is not set"));
+  EXPECT_TRUE(has(errors("{table: x}"), "usage.postgres: missing required key \"url\""));
+  EXPECT_TRUE(has(errors("{url: \"postgresql://h/db\", table: \"Usage; DROP\"}"), "usage.postgres.table: must be a lower-case SQL name"));
+  EXPECT_TRUE(has(errors("{url: \"postgresql://h/db\", batch_size: 5000}"), "usage.postgres.batch_size"));
+  EXPECT_TRUE(has(errors("{url: \"postgresql://h/db\"}", false), "usage.postgres: needs usage.ledger"));
 }

@@ -39,7 +39,15 @@ TEST(ReportQueryTest, ReadsEveryGroupBy) {
   EXPECT_EQ(parsed("group_by=client").group, GroupBy::kClient);
   EXPECT_EQ(parsed("group_by=deployment").group, GroupBy::kDeployment);
   EXPECT_EQ(parsed("group_by=backend").group, GroupBy::kBackend);
-  EXPECT_EQ(refused("group_by=model"), "group_by must be tenant, client, deployment or backend.");
+  EXPECT_EQ(parsed("group_by=replica").group, GroupBy::kReplica);
+  EXPECT_EQ(refused("group_by=model"), "group_by must be tenant, client, deployment, backend or replica.");
+}
+
+TEST(ReportQueryTest, ReadsTheScopeFleetByDefault) {
+  EXPECT_EQ(parsed("").scope, ReportScope::kFleet);
+  EXPECT_EQ(parsed("scope=fleet").scope, ReportScope::kFleet);
+  EXPECT_EQ(parsed("scope=local&group_by=replica").scope, ReportScope::kLocal);
+  EXPECT_EQ(refused("scope=all"), "scope must be fleet or local.");
 }
 
 TEST(ReportQueryTest, ReadsDatesRfc3339AndUnixSeconds) {
@@ -73,7 +81,7 @@ TEST(ReportQueryTest, RefusesBadInputWithAClearMessage) {
             "seconds.");
   EXPECT_EQ(refused("format=xml"), "format must be json or csv.");
   EXPECT_EQ(refused("limit=10"), "Unknown parameter 'limit'.");
-  EXPECT_EQ(refused("group_by"), "group_by must be tenant, client, deployment or backend.");
+  EXPECT_EQ(refused("group_by"), "group_by must be tenant, client, deployment, backend or replica.");
   EXPECT_EQ(refused("from=2026-12-01&to=2026-11-01"), "from must not be after to.");
   EXPECT_EQ(refused("group_by=%zz"), "The query string is malformed.");
   EXPECT_EQ(refused("group_by=client%2"), "The query string is malformed.");
